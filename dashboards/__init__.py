@@ -1,0 +1,1 @@
+"""tradeforge dashboards (filled by later work; see README)."""

@@ -1,0 +1,1 @@
+"""tradeforge flows (filled by later work; see README)."""

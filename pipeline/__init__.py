@@ -1,0 +1,1 @@
+"""tradeforge's library: domain, data, features, models, strategies, engine, risk, state, reports."""

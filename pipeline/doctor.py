@@ -1,0 +1,177 @@
+"""Checks of the install and the configuration, each with what to do when it fails."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from pipeline.lake import Lake
+from pipeline.settings import Settings
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in a stable order."""
+    return [
+        _python(),
+        *_packages(),
+        _writable_dir("data dir", settings.data_dir, "set TRADEFORGE_DATA_DIR to a writable folder"),
+        _lake(settings),
+        _state_db(settings),
+        _mlflow_store(settings),
+        _prefect_home(),
+        _telemetry(),
+        _secrets(settings),
+    ]
+
+
+def _python() -> Check:
+    return Check("python", Status.OK, f"{sys.version.split()[0]} at {sys.executable}")
+
+
+def _packages() -> list[Check]:
+    try:
+        requirements = metadata.requires("tradeforge") or []
+    except metadata.PackageNotFoundError:
+        return [Check("packages", Status.FAIL, "tradeforge is not installed", "run: make install")]
+    wrong: list[str] = []
+    checked = 0
+    for text in requirements:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        checked += 1
+        try:
+            installed = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            wrong.append(f"{req.name} missing")
+            continue
+        if req.specifier and installed not in req.specifier:
+            wrong.append(f"{req.name} {installed} (wants {req.specifier})")
+    if wrong:
+        return [Check("packages", Status.FAIL, "; ".join(wrong), "run: make install (or pip install -e '.[dev]')")]
+    return [Check("packages", Status.OK, f"{checked} pinned dependencies at their pinned versions")]
+
+
+def _writable_dir(name: str, folder: Path, fix: str) -> Check:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return Check(name, Status.FAIL, f"{folder}: {exc}", fix)
+    return Check(name, Status.OK, str(folder.resolve()))
+
+
+def _lake(settings: Settings) -> Check:
+    try:
+        series = Lake(settings.lake_dir).series()
+    except (OSError, ValueError, KeyError) as exc:
+        return Check("lake", Status.FAIL, f"{settings.lake_dir}: {exc}", "inspect or move the damaged series folder")
+    samples = sum(1 for s in series if s.sample)
+    if not series:
+        fix = "run: tradeforge ingest --source sample --symbol BTC/USDT --timeframe 1h"
+        return Check("lake", Status.WARN, "empty", fix)
+    return Check("lake", Status.OK, f"{len(series)} series ({samples} sample)")
+
+
+def _state_db(settings: Settings) -> Check:
+    url = settings.state_url
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        check = _writable_dir("state db", path.parent, "set TRADEFORGE_DATABASE_URL or TRADEFORGE_DATA_DIR")
+        return Check("state db", check.status, f"SQLite {path}", check.fix) if check.status is Status.OK else check
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url, connect_args={"connect_timeout": 3} if "postgres" in url else {})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # any driver error is the answer of this check
+        return Check("state db", Status.FAIL, f"{_redact(url)}: {type(exc).__name__}", "check TRADEFORGE_DATABASE_URL")
+    return Check("state db", Status.OK, _redact(url))
+
+
+def _mlflow_store(settings: Settings) -> Check:
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        check = _writable_dir("mlflow store", folder, "set TRADEFORGE_MLFLOW_TRACKING_URI")
+        return Check("mlflow store", check.status, uri if check.status is Status.OK else check.detail, check.fix)
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as response:  # noqa: S310
+                ok = response.status == 200
+        except OSError as exc:
+            return Check("mlflow store", Status.FAIL, f"{uri}: {exc}", "start the MLflow server or fix the URI")
+        return Check("mlflow store", Status.OK if ok else Status.FAIL, uri)
+    return Check("mlflow store", Status.WARN, uri, "use sqlite:///… or an http(s) tracking server")
+
+
+def _prefect_home() -> Check:
+    home = os.environ.get("PREFECT_HOME")
+    if not home:
+        return Check(
+            "prefect home",
+            Status.WARN,
+            "PREFECT_HOME is not set (Prefect would use ~/.prefect)",
+            "run through make, or export PREFECT_HOME=$PWD/.prefect",
+        )
+    return _writable_dir("prefect home", Path(home), "point PREFECT_HOME at a writable folder")
+
+
+def _telemetry() -> Check:
+    expected = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    off = [k for k, v in expected.items() if os.environ.get(k, "").lower() != v]
+    if off:
+        return Check("telemetry", Status.WARN, f"not disabled: {', '.join(off)}", "run through make (it sets them)")
+    return Check("telemetry", Status.OK, "disabled")
+
+
+def _secrets(settings: Settings) -> Check:
+    present = [
+        name
+        for name, value in (
+            ("ccxt", settings.ccxt_api_key),
+            ("alpaca", settings.alpaca_api_key),
+        )
+        if value is not None and value.get_secret_value()
+    ]
+    detail = f"keys set for: {', '.join(present)}" if present else "no venue keys (sample and public data only)"
+    return Check("venue keys", Status.OK, detail)
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"

@@ -1,0 +1,93 @@
+"""Configuration has one door: this module.
+
+Every setting reads from the environment with the prefix ``TRADEFORGE_`` or from a ``.env`` file in the
+working directory. Secrets are ``SecretStr``: they are never logged, printed or sent anywhere but their venue.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """tradeforge's settings. The README's configuration table is checked against this class."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRADEFORGE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Root of everything data-related: the lake, quarantine, health table, state database.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="State database URL; empty means SQLite at <data_dir>/state/tradeforge.db.",
+    )
+    mlflow_tracking_uri: str = Field(
+        default="sqlite:///mlruns/mlflow.db",
+        description="MLflow tracking and registry store.",
+    )
+    ccxt_exchange: str = Field(default="binance", description="Default ccxt exchange id for crypto data.")
+    ccxt_api_key: SecretStr | None = Field(default=None, description="ccxt API key (live trading only).")
+    ccxt_api_secret: SecretStr | None = Field(default=None, description="ccxt API secret (live trading only).")
+    ccxt_rest_url: str | None = Field(
+        default=None,
+        description="Override of the exchange's REST base URL (a proxy or a local test server).",
+    )
+    alpaca_api_key: SecretStr | None = Field(default=None, description="Alpaca API key id.")
+    alpaca_api_secret: SecretStr | None = Field(default=None, description="Alpaca API secret key.")
+    alpaca_feed: Literal["iex", "sip", "otc", "delayed_sip"] = Field(
+        default="iex", description="Alpaca stock data feed (iex is free; sip needs a subscription)."
+    )
+    alpaca_data_url: str | None = Field(
+        default=None, description="Override of Alpaca's market-data base URL (a proxy or a local test server)."
+    )
+    http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one request to a data venue.")
+    max_retries: int = Field(
+        default=5, ge=0, description="Retries of a request after a network error, timeout, 429 or 5xx."
+    )
+    retry_backoff_s: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles on each further retry."
+    )
+    stale_after_bars: int = Field(
+        default=3, ge=1, description="A series is stale when its last closed bar is older than this many bars."
+    )
+    spike_z: float = Field(
+        default=30.0,
+        gt=0,
+        description="Robust z-score of a return, in and back out, above which a bar is quarantined as a spike.",
+    )
+    sample_seed: int = Field(default=7, description="Seed of the synthetic sample market.")
+
+    @cached_property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @cached_property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @cached_property
+    def health_path(self) -> Path:
+        return self.data_dir / "quality" / "health.parquet"
+
+    @cached_property
+    def state_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'state' / 'tradeforge.db').as_posix()}"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and ``.env``."""
+    return Settings()

@@ -1,0 +1,41 @@
+"""What every market-data source provides, and the rules all of them share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import pandas as pd
+
+from pipeline.domain import Instrument, Timeframe
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of rows just fetched, so a caller can drive a progress bar."""
+
+
+class BarSource(Protocol):
+    """A source of canonical bar frames (``pipeline.domain``) holding closed bars only."""
+
+    name: str
+
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument this source knows for ``symbol``; ``DataError`` when it does not know it."""
+        ...
+
+    def fetch(
+        self,
+        instrument: Instrument,
+        timeframe: Timeframe,
+        since: pd.Timestamp | None,
+        progress: ProgressCallback | None = None,
+    ) -> pd.DataFrame:
+        """Closed bars with open time ``>= since`` (all available history when ``since`` is None)."""
+        ...
+
+
+def closed_only(bars: pd.DataFrame, timeframe: Timeframe, now: pd.Timestamp) -> pd.DataFrame:
+    """Drop bars that have not closed at ``now`` (open time + timeframe > now)."""
+    if bars.empty:
+        return bars
+    closed = bars["timestamp"] + timeframe.delta <= now
+    return bars.loc[closed].reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""tradeforge runtime (filled by later work; see README)."""

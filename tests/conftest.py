@@ -1,0 +1,62 @@
+"""Shared fixtures: isolated settings on a temporary data dir, and the real market data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.clock import FixedClock
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = pd.Timestamp("2026-11-21 12:00", tz="UTC")
+
+
+def _shared_data_dir() -> Path:
+    configured = os.environ.get("TRADEFORGE_SHARED_DATA")
+    candidates = [Path(configured)] if configured else []
+    candidates += [parent / "shared" / "data" for parent in REPO.parents]
+    candidates.append(Path("/work/shared/data"))
+    for candidate in candidates:
+        if (candidate / "binance_BTC-USDT_1m.parquet").exists():
+            return candidate
+    raise RuntimeError(
+        "the real market data (shared/data with binance_BTC-USDT_1m.parquet) was not found next to the "
+        "repository; set TRADEFORGE_SHARED_DATA to its folder"
+    )
+
+
+SHARED_DATA = _shared_data_dir()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No TRADEFORGE_* variable or .env of the developer leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("TRADEFORGE_") and name != "TRADEFORGE_SHARED_DATA":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+def shared_file(name: str) -> Path:
+    return SHARED_DATA / name
+
+
+def lake_fingerprint(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: equal fingerprints mean a byte-for-byte identical tree."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,3 @@
+from tradeforge_cli.app import main
+
+main()

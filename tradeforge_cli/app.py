@@ -1,0 +1,263 @@
+"""The ``tradeforge`` command: the composition root, the one place that wires every part together.
+
+Reporting commands take ``--json`` and then print exactly one JSON document on stdout; progress and errors go
+to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.clock import SystemClock
+from pipeline.domain import DataError, Timeframe, parse_symbol
+from pipeline.settings import Settings, load_settings
+from pipeline.sources.base import BarSource
+
+app = typer.Typer(
+    name="tradeforge",
+    help="tradeforge: systematic trading of crypto and US stocks.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect the market-data lake.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+class SourceName(StrEnum):
+    sample = "sample"
+    ccxt = "ccxt"
+    alpaca = "alpaca"
+    files = "files"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:
+        raise _fail(f"configuration is invalid: {exc}") from exc
+
+
+def _timestamp(text: str | None, option: str) -> pd.Timestamp | None:
+    if text is None:
+        return None
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError as exc:
+        raise DataError(f"{option} {text!r} is not a date or timestamp (use e.g. 2024-01-01)") from exc
+    if stamp is pd.NaT:
+        raise DataError(f"{option} {text!r} is not a date or timestamp (use e.g. 2024-01-01)")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _emit(document: dict[str, Any] | list[dict[str, Any]], as_json: bool, table: Table) -> None:
+    if as_json:
+        print(json.dumps(document, default=str))
+    else:
+        out.print(table)
+
+
+def _build_source(
+    source: SourceName,
+    settings: Settings,
+    symbol: str,
+    exchange: str | None,
+    venue: str | None,
+    path: Path | None,
+    columns: str | None,
+) -> BarSource:
+    clock = SystemClock()
+    if source is SourceName.sample:
+        from pipeline.sources.sample import SampleSource
+
+        return SampleSource(clock, settings.sample_seed)
+    if source is SourceName.ccxt:
+        from pipeline.sources.ccxt_source import CcxtSource
+
+        return CcxtSource(settings, clock, exchange_id=exchange)
+    if source is SourceName.alpaca:
+        from pipeline.sources.alpaca_source import AlpacaSource
+
+        return AlpacaSource(settings, clock)
+    from pipeline.sources.files import FileSource, parse_column_map
+
+    if path is None:
+        raise DataError("--source files needs --path FILE_OR_DIR")
+    _, asset_class = parse_symbol(symbol)
+    default_venue = exchange or (settings.ccxt_exchange if asset_class.value == "crypto" else "us")
+    return FileSource(path, clock, venue or default_venue, parse_column_map(columns))
+
+
+@app.command()
+def ingest(
+    symbol: Annotated[str, typer.Option(help="BASE/QUOTE for crypto (BTC/USDT) or a US ticker (AAPL).")],
+    timeframe: Annotated[str, typer.Option(help="Bar length: 1m, 5m, 15m, 1h, 4h, 1d, ...")],
+    source: Annotated[SourceName, typer.Option(help="Where the bars come from.")] = SourceName.sample,
+    exchange: Annotated[str | None, typer.Option(help="ccxt exchange id (default: setting ccxt_exchange).")] = None,
+    since: Annotated[str | None, typer.Option(help="First bar to fetch (UTC date or timestamp).")] = None,
+    path: Annotated[Path | None, typer.Option(help="File or folder to import (--source files).")] = None,
+    venue: Annotated[str | None, typer.Option(help="Venue to file imported bars under (--source files).")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Column mapping for CSV/Parquet, e.g. timestamp=Date,close=Close.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fetch bars into the lake, through the quality gate (incremental and idempotent)."""
+    from pipeline.ingest import ingest as run_ingest
+
+    settings = _settings()
+    try:
+        tf = Timeframe.parse(timeframe)
+        start = _timestamp(since, "--since")
+        bar_source = _build_source(source, settings, symbol, exchange, venue, path, columns)
+        with _progress(f"ingest {symbol} {tf} from {source.value}") as advance:
+            report = run_ingest(bar_source, symbol, tf, settings, SystemClock(), since=start, progress=advance)
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from exc
+    document = report.to_json()
+    table = Table(title=f"ingest {report.venue} {report.symbol} {report.timeframe}", show_header=False)
+    for key, value in document.items():
+        table.add_row(key, str(value))
+    if report.sample:
+        table.caption = "SAMPLE DATA (synthetic market, not real prices)"
+    _emit(document, as_json, table)
+
+
+class _progress:
+    """A rich progress line on stderr counting rows as a source delivers them."""
+
+    def __init__(self, label: str) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f} rows"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        self._task = self._progress.add_task(label, total=None)
+
+    def __enter__(self) -> Any:
+        self._progress.start()
+        return lambda rows: self._progress.advance(self._task, rows)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+@data_app.command("health")
+def data_health(
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol.")] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Only this timeframe.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per series: rows, first, last, gaps, duplicates, quarantined, stale."""
+    from pipeline.catalog import HealthStore
+    from pipeline.lake import Lake
+
+    settings = _settings()
+    try:
+        canonical = parse_symbol(symbol)[0] if symbol else None
+        tf = str(Timeframe.parse(timeframe)) if timeframe else None
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    table_frame = HealthStore(settings).refresh_all(Lake(settings.lake_dir), SystemClock().now())
+    if canonical:
+        table_frame = table_frame.loc[table_frame["symbol"] == canonical]
+    if tf:
+        table_frame = table_frame.loc[table_frame["timeframe"] == tf]
+    if (symbol or timeframe) and table_frame.empty:
+        raise _fail(f"no series in the lake matches symbol={symbol!r} timeframe={timeframe!r}")
+    records = [_jsonable(r) for r in table_frame.to_dict(orient="records")]
+    columns = ["venue", "symbol", "timeframe", "sample", "rows", "first", "last", "gaps", "missing_bars",
+               "duplicates", "quarantined", "stale"]
+    table = Table(title="data health")
+    for name in columns:
+        table.add_column(name)
+    for record in records:
+        table.add_row(*(str(record[name]) for name in columns))
+    _emit(records, as_json, table)
+
+
+@data_app.command("sql")
+def data_sql(
+    query: Annotated[str, typer.Argument(help="SQL over the views bars, health and quarantine.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a DuckDB query over the lake (views: bars, health, quarantine)."""
+    import duckdb
+
+    from pipeline.catalog import open_duckdb
+
+    settings = _settings()
+    con = open_duckdb(settings)
+    try:
+        frame = con.execute(query).df()
+    except duckdb.Error as exc:
+        raise _fail(f"query failed: {exc}") from exc
+    records = [_jsonable(r) for r in frame.to_dict(orient="records")]
+    table = Table()
+    for name in frame.columns:
+        table.add_column(str(name))
+    for record in records[:200]:
+        table.add_row(*(str(v) for v in record.values()))
+    _emit(records, as_json, table)
+
+
+@app.command()
+def doctor(as_json: JsonFlag = False) -> None:
+    """Check the install and the configuration; non-zero exit when something is broken."""
+    from pipeline.doctor import Status, run_checks
+
+    checks = run_checks(_settings())
+    table = Table(title="tradeforge doctor")
+    for name in ("check", "status", "detail", "what to do"):
+        table.add_column(name)
+    colours = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
+    for check in checks:
+        table.add_row(check.name, f"[{colours[check.status]}]{check.status.value}[/]", check.detail, check.fix)
+    document = [{"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks]
+    _emit(document, as_json, table)
+    if any(c.status is Status.FAIL for c in checks):
+        raise typer.Exit(1)
+
+
+def _jsonable(record: dict[Any, Any]) -> dict[str, Any]:
+    converted: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, pd.Timestamp):
+            converted[str(key)] = value.isoformat()
+        elif value is None or (isinstance(value, float) and value != value):
+            converted[str(key)] = None
+        elif hasattr(value, "item"):
+            converted[str(key)] = value.item()
+        else:
+            converted[str(key)] = value
+    return converted
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
