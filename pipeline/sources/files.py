@@ -208,7 +208,7 @@ def _from_table(frame: pd.DataFrame, label: str | Path, column_map: Mapping[str,
         raise DataError(f"file {label!r} holds no rows")
     chosen = _choose_columns(list(map(str, frame.columns)), label, column_map)
     picked = pd.DataFrame({canon: frame[source].reset_index(drop=True) for canon, source in chosen.items()})
-    picked["timestamp"] = _parse_timestamps(frame[chosen["timestamp"]], label)
+    picked["timestamp"] = _parse_timestamps(picked["timestamp"], label)
     try:
         return canonical_bars(picked)
     except DataError as exc:

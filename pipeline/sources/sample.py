@@ -66,39 +66,63 @@ def _ar1(shocks: np.ndarray, phi: float) -> np.ndarray:  # pragma: no cover - co
     return out
 
 
+def _draws(symbol_seed: list[int], minutes: int) -> dict[str, np.ndarray]:
+    """Random draws for the first ``minutes`` minutes after ``ANCHOR``, one independent stream per day.
+
+    Each day's numbers come from their own generator, so a minute's draws never depend on how much history is
+    generated: the same bar has the same values whatever ``now`` is.
+    """
+    names = ("regime", "vol", "shock", "gap", "high", "low", "volume")
+    days = -(-minutes // 1440)
+    blocks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for day in range(days):
+        rng = np.random.default_rng([*symbol_seed, day])
+        blocks["regime"].append(rng.random(1440))
+        blocks["vol"].append(rng.standard_normal(1440))
+        blocks["shock"].append(rng.standard_t(STUDENT_DOF, 1440))
+        blocks["gap"].append(rng.standard_normal(1440))
+        blocks["high"].append(np.abs(rng.standard_normal(1440)))
+        blocks["low"].append(np.abs(rng.standard_normal(1440)))
+        blocks["volume"].append(rng.normal(1.0, 0.5, 1440))
+    return {name: np.concatenate(parts)[:minutes] if parts else np.empty(0) for name, parts in blocks.items()}
+
+
 def minute_path(symbol: str, asset_class: AssetClass, seed: int, until: pd.Timestamp) -> pd.DataFrame:
     """The one-minute sample bars of ``symbol`` from ``ANCHOR`` up to (not including) ``until``."""
+    total = max(int((until - ANCHOR) / pd.Timedelta(minutes=1)), 0)
+    symbol_seed = [seed, zlib.crc32(symbol.encode())]
+    draws = _draws(symbol_seed, total)
     if asset_class is AssetClass.STOCK:
         calendar = exchange_calendar("XNYS")
-        minutes = calendar.minutes_in_range(ANCHOR, until - pd.Timedelta(minutes=1))
-        stamps = pd.DatetimeIndex(minutes).as_unit("ms")
+        stamps = pd.DatetimeIndex(calendar.minutes_in_range(ANCHOR, until - pd.Timedelta(minutes=1))).as_unit("ms")
+        chosen = ((stamps - ANCHOR) // pd.Timedelta(minutes=1)).to_numpy()
+        draws = {name: values[chosen] for name, values in draws.items()}
         annual_vol = 0.25
     else:
-        count = max(int((until - ANCHOR) / pd.Timedelta(minutes=1)), 0)
-        stamps = pd.date_range(ANCHOR, periods=count, freq="1min", unit="ms")
+        stamps = pd.date_range(ANCHOR, periods=total, freq="1min", unit="ms")
         annual_vol = 0.60
     n = len(stamps)
     if n == 0:
         return empty_bars()
-    rng = np.random.default_rng([seed, zlib.crc32(symbol.encode())])
-    start_price = float(10 ** rng.uniform(1.3, 2.7 if asset_class is AssetClass.STOCK else 4.6))
-    regime = _regimes(rng.random(n), 1.0 / MEAN_REGIME_MINUTES)
+    top = 2.7 if asset_class is AssetClass.STOCK else 4.6
+    start_price = float(10 ** np.random.default_rng(symbol_seed).uniform(1.3, top))
+    regime = _regimes(draws["regime"], 1.0 / MEAN_REGIME_MINUTES)
     phi = 0.5 ** (1.0 / VOL_HALF_LIFE_MINUTES)
-    log_vol = _ar1(rng.standard_normal(n) * LOG_VOL_STD * np.sqrt(1 - phi**2), phi)
+    log_vol = _ar1(draws["vol"] * LOG_VOL_STD * np.sqrt(1 - phi**2), phi)
     sigma = annual_vol / np.sqrt(MINUTES_PER_YEAR) * np.exp(log_vol - LOG_VOL_STD**2 / 2)
-    shocks = rng.standard_t(STUDENT_DOF, n) / np.sqrt(STUDENT_DOF / (STUDENT_DOF - 2))
+    shocks = draws["shock"] / np.sqrt(STUDENT_DOF / (STUDENT_DOF - 2))
     returns = REGIME_DRIFTS[regime] + sigma * shocks
     if asset_class is AssetClass.STOCK:
         session_start = np.r_[True, np.diff(stamps.asi8) > 60_000]
-        returns = returns + session_start * rng.standard_normal(n) * sigma * 8
+        returns = returns + session_start * draws["gap"] * sigma * 8
     log_close = np.log(start_price) + np.cumsum(returns)
     close = np.exp(log_close)
     open_ = np.exp(np.r_[np.log(start_price), log_close[:-1]])
     wick = sigma * 0.5
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.standard_normal(n)) * wick)
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.standard_normal(n)) * wick)
-    volume = np.exp(rng.normal(1.0, 0.5, n)) * (1 + np.abs(returns) / sigma)
-    frame = pd.DataFrame(
+    high = np.maximum(open_, close) * np.exp(draws["high"] * wick)
+    low = np.minimum(open_, close) * np.exp(-draws["low"] * wick)
+    volume = np.exp(draws["volume"]) * (1 + np.abs(returns) / sigma)
+    return pd.DataFrame(
         {
             "timestamp": pd.Series(stamps.tz_convert("UTC")).astype(TIMESTAMP_DTYPE),
             "open": open_,
@@ -108,7 +132,6 @@ def minute_path(symbol: str, asset_class: AssetClass, seed: int, until: pd.Times
             "volume": np.round(volume, 6),
         }
     )
-    return frame
 
 
 class SampleSource:
