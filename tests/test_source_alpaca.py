@@ -20,9 +20,10 @@ from pipeline.clock import FixedClock
 from pipeline.domain import TIMESTAMP_DTYPE, AssetClass, DataError, Instrument, Timeframe, bars_equal
 from pipeline.settings import Settings
 from pipeline.sources.alpaca_source import AlpacaSource
+from tests.conftest import SHARED_DATA
 from tests.fakes.alpaca_server import AlpacaServer, alpaca_daily_stamps
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 AAPL_DAILY = DATA / "quandlwiki_AAPL_1d.parquet"
 BTC_MINUTES = DATA / "binance_BTC-USDT_1m.parquet"
 

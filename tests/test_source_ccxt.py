@@ -16,9 +16,10 @@ from pipeline.clock import FixedClock
 from pipeline.domain import BAR_COLUMNS, TIMESTAMP_DTYPE, DataError, Instrument, Timeframe, bars_equal
 from pipeline.settings import Settings
 from pipeline.sources.ccxt_source import CcxtSource
+from tests.conftest import shared_file
 from tests.fakes.binance_server import FakeBinance, error_body
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance_BTC-USDT_1m.parquet"
+DATA = shared_file("binance_BTC-USDT_1m.parquet")
 SLICE_ROWS = 3_500
 ONE_MINUTE = Timeframe.parse("1m")
 BACKOFF_S = 0.01
@@ -36,8 +37,6 @@ def _slice_around_a_gap(bars: pd.DataFrame, rows: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def bars() -> pd.DataFrame:
-    if not DATA.exists():
-        pytest.skip(f"real market data not found at {DATA}")
     return _slice_around_a_gap(pd.read_parquet(DATA), SLICE_ROWS)
 
 
