@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-import exchange_calendars as xcals
 import pandas as pd
 import requests
 from alpaca.common.exceptions import APIError
@@ -30,7 +28,6 @@ from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
-from pandas.errors import Pandas4Warning
 
 from pipeline.clock import Clock
 from pipeline.domain import (
@@ -43,6 +40,7 @@ from pipeline.domain import (
     empty_bars,
     parse_symbol,
 )
+from pipeline.quality import exchange_calendar
 from pipeline.settings import Settings
 from pipeline.sources.base import ProgressCallback, closed_only
 from pipeline.sources.retry import with_retries
@@ -103,6 +101,7 @@ class AlpacaSource:
     """Bars of US stocks from Alpaca's historical market data (feed chosen by ``alpaca_feed``)."""
 
     name = VENUE
+    resumable = True
 
     def __init__(self, settings: Settings, clock: Clock, sleep: Callable[[float], None] = time.sleep) -> None:
         self._settings = settings
@@ -301,12 +300,8 @@ def closed_bars(frame: pd.DataFrame, timeframe: Timeframe, now: pd.Timestamp) ->
 def session_close(day: pd.Timestamp) -> pd.Timestamp | None:
     """When the NYSE session of the date ``day`` (00:00 UTC label) closes; None when it has no session."""
     date = pd.Timestamp(day).tz_convert("UTC").tz_localize(None).normalize()
-    margin = pd.Timedelta(days=10)
-    with warnings.catch_warnings():
-        # exchange_calendars 4.13 reads Series.values, which pandas 3.1 flags as changing in pandas 4
-        warnings.simplefilter("ignore", Pandas4Warning)
-        calendar = xcals.get_calendar(STOCK_CALENDAR, start=date - margin, end=date + margin)
-    if not calendar.is_session(date):
+    calendar = exchange_calendar(STOCK_CALENDAR)
+    if not calendar.first_session <= date <= calendar.last_session or not calendar.is_session(date):
         return None
     close: pd.Timestamp = pd.Timestamp(calendar.session_close(date)).tz_convert("UTC")
     return close

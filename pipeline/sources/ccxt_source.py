@@ -199,6 +199,7 @@ class CcxtSource:
     """Bars and instruments from a ccxt exchange (``settings.ccxt_exchange`` unless told otherwise)."""
 
     name = "ccxt"
+    resumable = True
 
     def __init__(
         self,
