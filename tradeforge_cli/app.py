@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -191,14 +192,28 @@ def data_health(
     if (symbol or timeframe) and table_frame.empty:
         raise _fail(f"no series in the lake matches symbol={symbol!r} timeframe={timeframe!r}")
     records = [_jsonable(r) for r in table_frame.to_dict(orient="records")]
-    columns = ["venue", "symbol", "timeframe", "sample", "rows", "first", "last", "gaps", "missing_bars",
-               "duplicates", "quarantined", "stale"]
-    table = Table(title="data health")
-    for name in columns:
-        table.add_column(name)
+    table = Table(
+        title="data health", caption="* sample: synthetic market data, not real prices", box=box.SIMPLE, pad_edge=False
+    )
+    for name in ("series", "rows", "first", "last", "gaps(bars)", "dup", "quar", "stale"):
+        table.add_column(name, justify="right" if name in ("rows", "dup", "quar") else "left", no_wrap=True)
     for record in records:
-        table.add_row(*(str(record[name]) for name in columns))
+        series = f"{record['venue']} {record['symbol']} {record['timeframe']}"
+        table.add_row(
+            f"[yellow]{series}*[/]" if record["sample"] else series,
+            f"{record['rows']:,}",
+            _short_time(record["first"]),
+            _short_time(record["last"]),
+            f"{record['gaps']} ({record['missing_bars']:,})",
+            str(record["duplicates"]),
+            str(record["quarantined"]),
+            "[red]yes[/]" if record["stale"] else "no",
+        )
     _emit(records, as_json, table)
+
+
+def _short_time(value: object) -> str:
+    return "-" if value is None else pd.Timestamp(str(value)).strftime("%Y-%m-%d %H:%M")
 
 
 @data_app.command("sql")
