@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import metadata
@@ -118,20 +120,25 @@ def _state_db(settings: Settings) -> Check:
 
 def _mlflow_store(settings: Settings) -> Check:
     uri = settings.mlflow_tracking_uri
+    shown = _redact(uri)
     if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         check = _writable_dir("mlflow store", folder, "set TRADEFORGE_MLFLOW_TRACKING_URI")
-        return Check("mlflow store", check.status, uri if check.status is Status.OK else check.detail, check.fix)
+        return Check("mlflow store", check.status, shown if check.status is Status.OK else check.detail, check.fix)
     if uri.startswith(("http://", "https://")):
-        import urllib.request
-
+        parts = urllib.parse.urlsplit(uri)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as response:  # noqa: S310
+            with urllib.request.urlopen(health, timeout=3) as response:  # noqa: S310 - http(s) only, checked above
                 ok = response.status == 200
         except OSError as exc:
-            return Check("mlflow store", Status.FAIL, f"{uri}: {exc}", "start the MLflow server or fix the URI")
-        return Check("mlflow store", Status.OK if ok else Status.FAIL, uri)
-    return Check("mlflow store", Status.WARN, uri, "use sqlite:///… or an http(s) tracking server")
+            fix = "start the MLflow server or fix TRADEFORGE_MLFLOW_TRACKING_URI"
+            return Check("mlflow store", Status.FAIL, f"{shown}: {type(exc).__name__}", fix)
+        return Check("mlflow store", Status.OK if ok else Status.FAIL, shown)
+    return Check("mlflow store", Status.WARN, shown, "use sqlite:///… or an http(s) tracking server")
 
 
 def _prefect_home() -> Check:

@@ -26,6 +26,8 @@ PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 TIMESTAMP_DTYPE: Final = "datetime64[ms, UTC]"
 CALENDAR_24_7 = "24/7"
+SAMPLE_VENUE = "sample"
+"""The venue of the synthetic sample market; reserved: real data is never filed under it."""
 STOCK_CALENDAR = "XNYS"
 
 

@@ -12,12 +12,11 @@ import pandas as pd
 
 from pipeline.catalog import HealthStore, QuarantineStore
 from pipeline.clock import Clock
-from pipeline.domain import DataError, Timeframe
+from pipeline.domain import SAMPLE_VENUE, DataError, Timeframe
 from pipeline.lake import Lake
 from pipeline.quality import SPIKE_WINDOW, check_bars
 from pipeline.settings import Settings
 from pipeline.sources.base import BarSource, ProgressCallback
-from pipeline.sources.sample import SAMPLE_VENUE
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,12 @@ def ingest(
 ) -> IngestReport:
     """Fetch ``symbol`` at ``timeframe`` from ``source`` and add its good bars to the lake."""
     instrument = source.instrument(symbol)
-    sample = instrument.venue == SAMPLE_VENUE
+    sample = source.name == SAMPLE_VENUE
+    if (instrument.venue == SAMPLE_VENUE) != sample:
+        raise DataError(
+            f"venue {SAMPLE_VENUE!r} is reserved for the synthetic sample market; "
+            f"{source.name} data is real: file it under another venue"
+        )
     lake = Lake(settings.lake_dir)
     existing = lake.get(instrument, timeframe)
     if existing is not None and existing.sample != sample:

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     @cached_property
     def state_url(self) -> str:
         if self.database_url:
+            # psycopg 3 is the installed PostgreSQL driver; plain postgresql:// would ask for psycopg2.
+            for prefix in ("postgresql://", "postgres://"):
+                if self.database_url.startswith(prefix):
+                    return "postgresql+psycopg://" + self.database_url.removeprefix(prefix)
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'state' / 'tradeforge.db').as_posix()}"
 

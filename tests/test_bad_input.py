@@ -247,7 +247,8 @@ def zip_without_csv(inputs: Path, bars: pd.DataFrame) -> tuple[list[str], list[s
 
 def text_file_named_zip(inputs: Path, bars: pd.DataFrame) -> tuple[list[str], list[str]]:
     path = inputs / "BTCUSDT-1h-2024-03.zip"
-    write_csv(bars, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(bars.to_csv(index=False))  # plain CSV text behind a .zip name
     return ingest_args(path), [str(path), "is not a valid zip archive"]
 
 
@@ -271,7 +272,7 @@ def folder_without_bar_files(inputs: Path, bars: pd.DataFrame) -> tuple[list[str
 def unsupported_file_type(inputs: Path, bars: pd.DataFrame) -> tuple[list[str], list[str]]:
     path = inputs / "bars.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    bars.to_json(path)
+    bars.to_json(path, date_format="iso")
     return ingest_args(path), [str(path), "unsupported type"]
 
 
@@ -291,10 +292,22 @@ def mapping_to_unknown_field(inputs: Path, bars: pd.DataFrame) -> tuple[list[str
     return args, ["column mapping names 'price'"]
 
 
-MARKUP_BUG = (
-    "tradeforge_cli/app.py:49 prints error messages as rich markup: text in square brackets from the input "
-    "is eaten as a style tag or crashes the CLI with MarkupError"
-)
+def venue_with_space(inputs: Path, bars: pd.DataFrame) -> tuple[list[str], list[str]]:
+    args = [*ingest_args(inputs / "btc_usdt_1h.parquet"), "--venue", "my exchange!"]
+    return args, ["venue 'my exchange!' is not valid"]
+
+
+def venue_reserved_for_sample_data(inputs: Path, bars: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Real bars filed under the venue ``sample`` would be flagged as synthetic and could join a sample series."""
+    args = [*ingest_args(inputs / "btc_usdt_1h.parquet"), "--venue", "sample"]
+    return args, ["venue", "'sample'"]
+
+
+def hourly_file_as_daily(inputs: Path, bars: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Bars one hour apart cannot be daily bars; their midnight rows must not be stored as days."""
+    path = inputs / "btc_usdt_1h.parquet"
+    return ingest_args(path, timeframe="1d"), [str(path), "1d"]
+
 
 REJECTED: list[object] = [
     pytest.param(truncated_parquet, id="truncated-parquet"),
@@ -312,7 +325,6 @@ REJECTED: list[object] = [
     pytest.param(
         symbol_with_markup_characters,
         id="symbol-with-square-brackets",
-        marks=pytest.mark.xfail(strict=True, reason=MARKUP_BUG),
     ),
     pytest.param(timeframe_seven_minutes, id="timeframe-7m"),
     pytest.param(timeframe_not_a_length, id="timeframe-abc"),
@@ -325,13 +337,21 @@ REJECTED: list[object] = [
     pytest.param(
         path_with_markup_characters,
         id="path-with-square-brackets",
-        marks=pytest.mark.xfail(strict=True, reason=MARKUP_BUG),
     ),
     pytest.param(folder_without_bar_files, id="folder-without-bar-files"),
     pytest.param(unsupported_file_type, id="unsupported-file-type"),
     pytest.param(mapping_names_missing_column, id="columns-maps-missing-column"),
     pytest.param(mapping_without_equals, id="columns-item-without-equals"),
     pytest.param(mapping_to_unknown_field, id="columns-maps-unknown-field"),
+    pytest.param(venue_with_space, id="venue-not-valid"),
+    pytest.param(
+        venue_reserved_for_sample_data,
+        id="venue-sample-for-real-file",
+    ),
+    pytest.param(
+        hourly_file_as_daily,
+        id="hourly-file-as-daily-timeframe",
+    ),
 ]
 
 
@@ -518,6 +538,7 @@ def kline_csv(bars: pd.DataFrame, *, header: bool, micros: bool) -> str:
 KLINES: list[object] = [
     pytest.param(False, False, False, id="csv-no-header-ms"),
     pytest.param(True, True, False, id="csv-header-us"),
+    pytest.param(False, True, False, id="csv-no-header-us"),
     pytest.param(False, False, True, id="zip-no-header-ms"),
     pytest.param(True, True, True, id="zip-header-us"),
 ]

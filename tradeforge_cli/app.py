@@ -16,6 +16,7 @@ import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,7 +48,7 @@ class SourceName(StrEnum):
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -139,7 +140,7 @@ def ingest(
     document = report.to_json()
     table = Table(title=f"ingest {report.venue} {report.symbol} {report.timeframe}", show_header=False)
     for key, value in document.items():
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))
     if report.sample:
         table.caption = "SAMPLE DATA (synthetic market, not real prices)"
     _emit(document, as_json, table)
@@ -200,7 +201,7 @@ def data_health(
     for record in records:
         series = f"{record['venue']} {record['symbol']} {record['timeframe']}"
         table.add_row(
-            f"[yellow]{series}*[/]" if record["sample"] else series,
+            f"[yellow]{escape(series)}*[/]" if record["sample"] else escape(series),
             f"{record['rows']:,}",
             _short_time(record["first"]),
             _short_time(record["last"]),
@@ -237,7 +238,7 @@ def data_sql(
     for name in frame.columns:
         table.add_column(str(name))
     for record in records[:200]:
-        table.add_row(*(str(v) for v in record.values()))
+        table.add_row(*(escape(str(v)) for v in record.values()))
     _emit(records, as_json, table)
 
 
@@ -252,7 +253,9 @@ def doctor(as_json: JsonFlag = False) -> None:
         table.add_column(name)
     colours = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
     for check in checks:
-        table.add_row(check.name, f"[{colours[check.status]}]{check.status.value}[/]", check.detail, check.fix)
+        table.add_row(
+            check.name, f"[{colours[check.status]}]{check.status.value}[/]", escape(check.detail), escape(check.fix)
+        )
     document = [{"check": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks]
     _emit(document, as_json, table)
     if any(c.status is Status.FAIL for c in checks):

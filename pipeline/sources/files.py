@@ -32,12 +32,14 @@ import pyarrow.parquet as pq
 from pipeline.clock import Clock
 from pipeline.domain import (
     BAR_COLUMNS,
+    SAMPLE_VENUE,
     TIMESTAMP_DTYPE,
     DataError,
     Instrument,
     Timeframe,
     canonical_bars,
     empty_bars,
+    epoch_ms,
     to_utc_ms,
 )
 from pipeline.sources.base import ProgressCallback
@@ -96,6 +98,11 @@ class FileSource:
         self.column_map = dict(column_map or {})
 
     def instrument(self, symbol: str) -> Instrument:
+        if self.venue.strip().lower() == SAMPLE_VENUE:
+            raise DataError(
+                f"venue {SAMPLE_VENUE!r} is reserved for the synthetic sample market; "
+                "imported files are real data: choose another --venue"
+            )
         return Instrument.of(self.venue, symbol)
 
     def files(self) -> list[Path]:
@@ -121,6 +128,7 @@ class FileSource:
         parts = []
         for path in self.files():
             part = read_bar_file_any(path, self.column_map)
+            check_spacing(part, timeframe, str(path))
             parts.append(part)
             if progress is not None:
                 progress(len(part))
@@ -128,6 +136,24 @@ class FileSource:
         if since is not None:
             frame = frame.loc[frame["timestamp"].isna() | (frame["timestamp"] >= since)]
         return frame.reset_index(drop=True)
+
+
+def check_spacing(bars: pd.DataFrame, timeframe: Timeframe, label: str) -> None:
+    """Refuse a file whose bars are typically closer together than ``timeframe`` (wrong ``--timeframe``).
+
+    The median step between consecutive distinct timestamps is used, so a few stray rows still reach the
+    quality gate (and its quarantine) instead of failing the whole file.
+    """
+    stamps = np.unique(epoch_ms(bars["timestamp"].dropna()))
+    if len(stamps) < 3:
+        return
+    step_ms = float(np.median(np.diff(stamps)))
+    if step_ms < timeframe.millis:
+        step = pd.Timedelta(milliseconds=step_ms)
+        raise DataError(
+            f"file {label!r} holds bars {step} apart, shorter than the timeframe {timeframe}: "
+            "import it with its own --timeframe (resampling to higher timeframes happens on read)"
+        )
 
 
 def read_bar_file_any(path: Path, column_map: Mapping[str, str] | None = None) -> pd.DataFrame:

@@ -29,13 +29,12 @@ import pandas as pd
 from numba import njit
 
 from pipeline.clock import Clock
-from pipeline.domain import TIMESTAMP_DTYPE, AssetClass, Instrument, Timeframe, empty_bars
+from pipeline.domain import SAMPLE_VENUE, TIMESTAMP_DTYPE, AssetClass, Instrument, Timeframe, empty_bars
 from pipeline.quality import exchange_calendar
 from pipeline.resample import resample_bars
 from pipeline.sources.base import ProgressCallback, closed_only
 
 ANCHOR = pd.Timestamp("2024-01-01", tz="UTC")
-SAMPLE_VENUE = "sample"
 MINUTES_PER_YEAR = 525_600.0
 REGIME_DRIFTS = np.array([0.60, -0.50, 0.0]) / MINUTES_PER_YEAR
 MEAN_REGIME_MINUTES = 10 * 24 * 60
