@@ -81,10 +81,8 @@ def ingest(
         )
     lake = Lake(settings.lake_dir)
     existing = lake.get(instrument, timeframe)
-    if existing is not None and existing.sample != sample:
-        raise DataError(f"{instrument.venue} {instrument.symbol} {timeframe}: sample and real bars never mix")
     start = since
-    if existing is not None and getattr(source, "resumable", True):
+    if existing is not None and source.resumable:
         stored_last = lake.last_timestamp(existing)
         if stored_last is not None:
             resume = stored_last + timeframe.delta

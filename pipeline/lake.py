@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -308,9 +307,3 @@ def _period_overlaps(
         return False
     return not (end is not None and first >= end)
 
-
-def iter_series_files(lake: Lake) -> Iterator[tuple[Series, list[Path]]]:
-    for series in lake.series():
-        files = series.period_files()
-        if files:
-            yield series, files

@@ -17,6 +17,9 @@ class BarSource(Protocol):
     """A source of canonical bar frames (``pipeline.domain``) holding closed bars only."""
 
     name: str
+    resumable: bool
+    """True when a fetch can start after the last stored bar (a venue's history); False for inputs that are
+    read whole (files), whose rows may also fill in history before the last stored bar."""
 
     def instrument(self, symbol: str) -> Instrument:
         """The instrument this source knows for ``symbol``; ``DataError`` when it does not know it."""
