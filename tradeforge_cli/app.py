@@ -169,6 +169,112 @@ class _progress:
         self._progress.stop()
 
 
+def _parse_params(items: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"--param {item!r} is not of the form name=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _backtest_bars(
+    settings: Settings, data: Path | None, symbol: str | None, timeframe: str | None, start: str | None,
+    end: str | None, venue: str | None,
+) -> tuple[pd.DataFrame, Timeframe, Any]:
+    from pipeline.catalog import read_bars
+    from pipeline.domain import Instrument, canonical_bars
+    from pipeline.lake import Lake
+    from pipeline.sources.files import read_bar_file_any
+
+    if data is not None:
+        if not data.exists():
+            raise DataError(f"--data {str(data)!r} does not exist")
+        bars = canonical_bars(read_bar_file_any(data))
+        if not bars["timestamp"].is_monotonic_increasing or not bars["timestamp"].is_unique:
+            raise DataError(f"--data {str(data)!r}: timestamps must be sorted and unique (ingest it to clean it)")
+        if timeframe:
+            tf = Timeframe.parse(timeframe)
+        else:
+            if len(bars) < 2:
+                raise DataError(f"--data {str(data)!r} holds fewer than 2 bars")
+            step = bars["timestamp"].diff().median()
+            tf = Timeframe.parse(f"{int(step.total_seconds() // 60)}m")
+        lo, hi = _timestamp(start, "--start"), _timestamp(end, "--end")
+        if lo is not None:
+            bars = bars.loc[bars["timestamp"] >= lo]
+        if hi is not None:
+            bars = bars.loc[bars["timestamp"] < hi]
+        instrument = Instrument.of(venue or "file", symbol) if symbol else None
+        return bars.reset_index(drop=True), tf, instrument
+    if not symbol or not timeframe:
+        raise DataError("give --data FILE.parquet, or --symbol and --timeframe to read bars from the lake")
+    tf = Timeframe.parse(timeframe)
+    bars = read_bars(settings, symbol, tf, _timestamp(start, "--start"), _timestamp(end, "--end"), venue)
+    series = Lake(settings.lake_dir).find(symbol, venue=venue)
+    return bars, tf, series[0].instrument if series else None
+
+
+@app.command()
+def backtest(
+    strategy: Annotated[str, typer.Option(help="Registered strategy name (sma_cross, golden_cross, ...).")],
+    symbol: Annotated[str | None, typer.Option(help="Symbol to read from the lake.")] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Timeframe (resampled from a finer one if needed).")] = None,
+    start: Annotated[str | None, typer.Option(help="First bar (UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the range, exclusive (UTC).")] = None,
+    venue: Annotated[str | None, typer.Option(help="Venue, when several hold the symbol.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Backtest a Parquet/CSV file of bars instead of the lake.")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value (repeatable).")] = None,
+    fee_bps: Annotated[float, typer.Option(help="Fee in bps of notional.")] = 10.0,
+    slippage_bps: Annotated[float, typer.Option(help="Fixed slippage in bps.")] = 0.0,
+    fill: Annotated[str, typer.Option(help="next_open or close.")] = "next_open",
+    cash: Annotated[float, typer.Option(help="Starting cash.")] = 100_000.0,
+    max_position: Annotated[float, typer.Option(help="Largest position as a fraction of equity.")] = 0.25,
+    no_breakers: Annotated[bool, typer.Option("--no-breakers", help="Switch every circuit breaker off.")] = False,
+    save: Annotated[bool, typer.Option(help="Store the run under <data_dir>/backtests/.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Backtest a strategy through the engine core; prints metrics, stores the run."""
+    from pydantic import ValidationError
+
+    from pipeline.backtest import run_backtest, save_backtest
+    from pipeline.engine import EngineConfig
+    from pipeline.strategies import REGISTRY
+
+    settings = _settings()
+    try:
+        params = _parse_params(param or [])
+        chosen = REGISTRY.build(strategy, params)
+        try:
+            config = EngineConfig(
+                cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill,  # type: ignore[arg-type]
+                max_position=max_position,
+            )
+        except ValidationError as exc:
+            problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise DataError(problems.replace("_", "-")) from exc
+        if no_breakers:
+            config = config.without_breakers()
+        bars, tf, instrument = _backtest_bars(settings, data, symbol, timeframe, start, end, venue)
+        result = run_backtest(bars, chosen, config, tf, instrument, params=params)
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    folder = save_backtest(result, settings.data_dir / "backtests") if save else None
+    document = {**result.summary(), "stored": None if folder is None else str(folder)}
+    table = Table(title=f"backtest {result.strategy} {result.run_id}", show_header=False, box=box.SIMPLE)
+    for key in ("bars", "first", "last", "trades", "final_equity", "total_return", "cagr", "sharpe", "sortino",
+                "max_drawdown", "win_rate", "profit_factor", "fees", "buy_and_hold_return", "seconds", "stored"):
+        table.add_row(key, escape(_format(document.get(key))))
+    _emit(document, as_json, table)
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    return "-" if value is None else str(value)
+
+
 @data_app.command("health")
 def data_health(
     symbol: Annotated[str | None, typer.Option(help="Only this symbol.")] = None,

@@ -1,0 +1,76 @@
+"""The engine's parameters: fill conventions, costs, risk limits and circuit breakers, with their defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.engine import kernel as k
+
+
+class EngineConfig(BaseModel):
+    """How one strategy's orders are filled, sized, checked and stopped. Frozen; unknown fields are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cash: float = Field(100_000.0, gt=0, description="Starting cash of the strategy's sub-ledger.")
+    fee_bps: float = Field(10.0, ge=0, le=1000, description="Fee in basis points of each fill's notional.")
+    slippage_bps: float = Field(0.0, ge=0, le=1000, description="Fixed slippage against the trader, in bps.")
+    slippage_vol: float = Field(
+        0.0, ge=0, description="Extra slippage as a multiple of the previous bar's (high - low) / close."
+    )
+    fill: Literal["next_open", "close"] = Field(
+        "next_open", description="Where a decision taken at a bar's close fills: the next bar's open, or that close"
+    )
+    max_position: float = Field(0.25, gt=0, description="Largest position per symbol, as a fraction of equity.")
+    leverage: float = Field(1.0, gt=0, description="Gross exposure cap as a multiple of equity (1 = no leverage).")
+    allow_short: bool = Field(False, description="Allow negative exposure (short positions).")
+    lot_size: float = Field(0.0, ge=0, description="Quantity increment; 0 trades fractional units.")
+    tick_size: float = Field(0.0, ge=0, description="Price increment of fills; 0 leaves prices unrounded.")
+    min_notional: float = Field(0.0, ge=0, description="Smallest order value; smaller orders are rejected.")
+    stop_loss: float | None = Field(None, gt=0, lt=1, description="Stop-loss distance from the entry price.")
+    take_profit: float | None = Field(None, gt=0, description="Take-profit distance from the entry price.")
+    max_drawdown: float | None = Field(0.20, gt=0, lt=1, description="Breaker: drawdown from the equity peak.")
+    daily_loss: float | None = Field(0.05, gt=0, lt=1, description="Breaker: loss from the day's opening equity.")
+    max_consecutive_losses: int | None = Field(5, ge=1, description="Breaker: losing round trips in a row.")
+    max_trades_per_day: int | None = Field(50, ge=1, description="Breaker: fills in one trading day.")
+    flatten_on_trip: bool = Field(False, description="Close the position when a breaker trips (else only pause).")
+    session_orders: Literal["wait", "reject"] = Field(
+        "wait", description="Orders for a closed market wait for the next session or are rejected."
+    )
+    day_boundary_hour: int = Field(0, ge=0, le=23, description="UTC hour at which a trading day starts.")
+
+    def without_breakers(self) -> EngineConfig:
+        return self.model_copy(
+            update={
+                "max_drawdown": None,
+                "daily_loss": None,
+                "max_consecutive_losses": None,
+                "max_trades_per_day": None,
+            }
+        )
+
+    def params(self) -> np.ndarray:
+        """The parameter vector of the compiled kernel."""
+        p = np.zeros(k.N_PARAMS)
+        p[k.P_FEE] = self.fee_bps / 10_000.0
+        p[k.P_SLIPPAGE] = self.slippage_bps / 10_000.0
+        p[k.P_SLIPPAGE_VOL] = self.slippage_vol
+        p[k.P_FILL_CLOSE] = 1.0 if self.fill == "close" else 0.0
+        p[k.P_MAX_POSITION] = self.max_position
+        p[k.P_LEVERAGE] = self.leverage
+        p[k.P_ALLOW_SHORT] = 1.0 if self.allow_short else 0.0
+        p[k.P_LOT] = self.lot_size
+        p[k.P_TICK] = self.tick_size
+        p[k.P_MIN_NOTIONAL] = self.min_notional
+        p[k.P_STOP_LOSS] = self.stop_loss or 0.0
+        p[k.P_TAKE_PROFIT] = self.take_profit or 0.0
+        p[k.P_MAX_DRAWDOWN] = self.max_drawdown or 0.0
+        p[k.P_DAILY_LOSS] = self.daily_loss or 0.0
+        p[k.P_MAX_CONSECUTIVE_LOSSES] = float(self.max_consecutive_losses or 0)
+        p[k.P_MAX_TRADES_PER_DAY] = float(self.max_trades_per_day or 0)
+        p[k.P_FLATTEN_ON_TRIP] = 1.0 if self.flatten_on_trip else 0.0
+        p[k.P_SESSION_WAIT] = 1.0 if self.session_orders == "wait" else 0.0
+        return p

@@ -1,0 +1,264 @@
+"""One strategy's sub-ledger around the compiled kernel: the per-bar step API and the fast history driver.
+
+``Engine.step`` (what the runtime calls once per closed bar) and ``run`` (what the backtest calls on a whole
+history) drive the same compiled ``kernel.step`` on the same state, so they produce the same fills, trades and
+equity; ``tests/test_engine.py`` checks it bar by bar on real data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.domain import TIMESTAMP_DTYPE, epoch_ms
+from pipeline.engine import kernel as k
+from pipeline.engine.config import EngineConfig
+
+ENGINE_REASONS = {
+    k.REASON_STOP_LOSS: "stop_loss",
+    k.REASON_TAKE_PROFIT: "take_profit",
+    k.REASON_BREAKER_FLATTEN: "breaker_flatten",
+    k.REASON_NONE: "",
+}
+RULES = {
+    k.RULE_DRAWDOWN: "max_drawdown",
+    k.RULE_DAILY_LOSS: "daily_loss",
+    k.RULE_CONSECUTIVE_LOSSES: "consecutive_losses",
+    k.RULE_TRADES_PER_DAY: "trades_per_day",
+}
+REJECTIONS = {
+    k.REJECT_MAX_POSITION: "resized: max position",
+    k.REJECT_LEVERAGE: "resized: cash / leverage",
+    k.REJECT_SESSION: "rejected: market closed",
+    k.REJECT_MIN_NOTIONAL: "rejected: below minimum notional",
+    k.REJECT_BREAKER: "blocked: circuit breaker tripped",
+    k.REJECT_SHORT: "resized: short selling not allowed",
+}
+MS_PER_DAY = 86_400_000
+
+
+def day_ids(timestamps: pd.Series, boundary_hour: int) -> np.ndarray:
+    """The trading-day number of each bar: days start at ``boundary_hour`` UTC."""
+    return np.asarray((epoch_ms(timestamps) - boundary_hour * 3_600_000) // MS_PER_DAY, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """What a run produced, as frames a trader can read (times are bar open times, UTC)."""
+
+    fills: pd.DataFrame
+    trades: pd.DataFrame
+    equity: pd.DataFrame
+    rejections: pd.DataFrame
+    breaker_events: pd.DataFrame
+    open_units: float
+    cash: float
+
+
+class Ledger:
+    """The kernel's state vectors and output buffers, grown on demand."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.params = config.params()
+        self.fstate, self.istate = k.new_state()
+        self.fstate[k.F_CASH] = config.cash
+        self.fstate[k.F_EQUITY] = config.cash
+        self.fills = np.zeros((64, k.FILL_COLUMNS))
+        self.trades = np.zeros((64, k.TRADE_COLUMNS))
+        self.events = np.zeros((16, k.EVENT_COLUMNS))
+        self.rejects = np.zeros((16, k.REJECT_COLUMNS))
+
+    def ensure_room(self) -> None:
+        """Double any buffer with fewer than ``kernel.SPARE_ROWS`` free rows."""
+        for name, count in (
+            ("fills", k.I_N_FILLS),
+            ("trades", k.I_N_TRADES),
+            ("events", k.I_N_EVENTS),
+            ("rejects", k.I_N_REJECTS),
+        ):
+            buffer: np.ndarray = getattr(self, name)
+            if int(self.istate[count]) > buffer.shape[0] - 2 * k.SPARE_ROWS:
+                grown = np.zeros((buffer.shape[0] * 2, buffer.shape[1]))
+                grown[: buffer.shape[0]] = buffer
+                setattr(self, name, grown)
+
+    def reset_breakers(self) -> None:
+        """Clear every tripped breaker (an operator's decision); the consecutive-loss count restarts."""
+        self.istate[k.I_TRIPPED] = 0
+        self.istate[k.I_CONSECUTIVE_LOSSES] = 0
+        self.fstate[k.F_PEAK] = self.fstate[k.F_EQUITY]
+        self.fstate[k.F_DAY_OPEN] = self.fstate[k.F_EQUITY]
+
+    @property
+    def tripped(self) -> list[str]:
+        mask = int(self.istate[k.I_TRIPPED])
+        return [name for rule, name in RULES.items() if mask & (1 << rule)]
+
+    def frames(
+        self,
+        times: np.ndarray,
+        reasons: tuple[str, ...],
+        equity: np.ndarray,
+        cash: np.ndarray,
+        units: np.ndarray,
+        closes: np.ndarray,
+    ) -> EngineResult:
+        """Convert the buffers to frames; ``times`` are the bars' open times as int64 ms."""
+        n_fills = int(self.istate[k.I_N_FILLS])
+        n_trades = int(self.istate[k.I_N_TRADES])
+        n_events = int(self.istate[k.I_N_EVENTS])
+        n_rejects = int(self.istate[k.I_N_REJECTS])
+
+        def stamp(index: np.ndarray) -> pd.Series:
+            return pd.Series(pd.to_datetime(times[index.astype(np.int64)], unit="ms", utc=True)).astype(
+                TIMESTAMP_DTYPE
+            )
+
+        def reason_text(codes: np.ndarray) -> list[str]:
+            return [ENGINE_REASONS[c] if c < 0 else (reasons[c] if c < len(reasons) else "") for c in codes.astype(int)]
+
+        f = self.fills[:n_fills]
+        fills = pd.DataFrame(
+            {
+                "timestamp": stamp(f[:, 0]),
+                "side": np.where(f[:, 1] > 0, "buy", "sell"),
+                "qty": f[:, 2],
+                "price": f[:, 3],
+                "notional": f[:, 2] * f[:, 3],
+                "fee": f[:, 4],
+                "reason": reason_text(f[:, 5]),
+                "bar": f[:, 0].astype(np.int64),
+            }
+        )
+        t = self.trades[:n_trades]
+        trades = pd.DataFrame(
+            {
+                "entry_time": stamp(t[:, 0]),
+                "exit_time": stamp(t[:, 1]),
+                "side": np.where(t[:, 2] > 0, "long", "short"),
+                "qty": t[:, 3],
+                "entry_price": t[:, 4],
+                "exit_price": t[:, 5],
+                "pnl": t[:, 6],
+                "fees": t[:, 7],
+                "entry_reason": reason_text(t[:, 8]),
+                "exit_reason": reason_text(t[:, 9]),
+                "bars_held": (t[:, 1] - t[:, 0]).astype(np.int64),
+            }
+        )
+        e = self.events[:n_events]
+        events = pd.DataFrame(
+            {
+                "timestamp": stamp(e[:, 0]),
+                "rule": [RULES[int(r)] for r in e[:, 1]],
+                "value": e[:, 2],
+                "threshold": e[:, 3],
+            }
+        )
+        r = self.rejects[:n_rejects]
+        rejections = pd.DataFrame(
+            {
+                "timestamp": stamp(r[:, 0]),
+                "what": [REJECTIONS[int(c)] for c in r[:, 1]],
+                "aim": r[:, 2],
+                "units": r[:, 3],
+                "reason": reason_text(r[:, 4]),
+            }
+        )
+        curve = pd.DataFrame(
+            {
+                "timestamp": pd.Series(pd.to_datetime(times, unit="ms", utc=True)).astype(TIMESTAMP_DTYPE),
+                "equity": equity,
+                "cash": cash,
+                "position_value": units * closes,
+                "units": units,
+            }
+        )
+        return EngineResult(
+            fills, trades, curve, rejections, events, float(self.fstate[k.F_UNITS]), float(self.fstate[k.F_CASH])
+        )
+
+
+def run(
+    bars: pd.DataFrame,
+    aims: np.ndarray,
+    reason_codes: np.ndarray,
+    reasons: tuple[str, ...],
+    config: EngineConfig,
+    sessions: np.ndarray | None = None,
+) -> EngineResult:
+    """Drive the kernel over a whole history (the backtest's fast path)."""
+    n = len(bars)
+    ledger = Ledger(config)
+    days = day_ids(bars["timestamp"], config.day_boundary_hour)
+    opens, highs, lows, closes = (np.ascontiguousarray(bars[c].to_numpy(dtype=np.float64)) for c in
+                                  ("open", "high", "low", "close"))
+    in_session = np.ones(n, dtype=np.bool_) if sessions is None else np.ascontiguousarray(sessions, dtype=np.bool_)
+    aims = np.ascontiguousarray(aims, dtype=np.float64)
+    codes = np.ascontiguousarray(reason_codes, dtype=np.int64)
+    equity = np.empty(n)
+    cash = np.empty(n)
+    units = np.empty(n)
+    position = 0
+    while position < n:
+        position = k.run_range(
+            position, n, days, opens, highs, lows, closes, in_session, aims, codes, ledger.params,
+            ledger.fstate, ledger.istate, ledger.fills, ledger.trades, ledger.events, ledger.rejects,
+            equity, cash, units,
+        )
+        ledger.ensure_room()
+    return ledger.frames(epoch_ms(bars["timestamp"]), reasons, equity, cash, units, closes)
+
+
+class Engine:
+    """One strategy's sub-ledger advanced one closed bar at a time (the runtime's entry point)."""
+
+    def __init__(self, config: EngineConfig, reasons: tuple[str, ...]) -> None:
+        self.ledger = Ledger(config)
+        self.reasons = reasons
+        self._times: list[int] = []
+        self._equity: list[float] = []
+        self._cash: list[float] = []
+        self._units: list[float] = []
+        self._closes: list[float] = []
+
+    def step(
+        self,
+        timestamp: pd.Timestamp,
+        o: float,
+        h: float,
+        low: float,
+        c: float,
+        aim: float,
+        reason: int,
+        in_session: bool = True,
+    ) -> float:
+        """Process one closed bar and the strategy's decision at its close; returns equity at the close."""
+        ledger = self.ledger
+        ledger.ensure_room()
+        ms = int(pd.Timestamp(timestamp).value // 1_000_000)  # Timestamp.value is in nanoseconds
+        day = (ms - ledger.config.day_boundary_hour * 3_600_000) // MS_PER_DAY
+        equity: float = k.step(
+                len(self._times), day, float(o), float(h), float(low), float(c), bool(in_session), float(aim),
+                int(reason), ledger.params, ledger.fstate, ledger.istate, ledger.fills, ledger.trades,
+                ledger.events, ledger.rejects,
+        )
+        self._times.append(ms)
+        self._equity.append(equity)
+        self._cash.append(float(ledger.fstate[k.F_CASH]))
+        self._units.append(float(ledger.fstate[k.F_UNITS]))
+        self._closes.append(float(c))
+        return equity
+
+    def result(self) -> EngineResult:
+        return self.ledger.frames(
+            np.asarray(self._times, dtype=np.int64),
+            self.reasons,
+            np.asarray(self._equity),
+            np.asarray(self._cash),
+            np.asarray(self._units),
+            np.asarray(self._closes),
+        )

@@ -1,0 +1,86 @@
+"""What a strategy is: a causal function from a feature frame to per-bar *decisions*.
+
+A strategy returns ``Targets``: for every bar, either NaN (no decision on this bar) or the desired exposure as
+a fraction of the strategy's equity (``1.0`` all in long, ``0.0`` flat, ``-1.0`` all in short), with a reason
+code. Decisions are events, not levels: the engine acts when a decision differs from the exposure it is
+currently aiming for. Because of that, a decision depends only on a short look-back, and the runtime can
+compute the same function on a rolling window and use its last row.
+
+Every strategy is causal: its decision at bar i uses rows ``<= i`` only. ``tests/test_strategies.py`` checks
+this on every registered strategy by recomputing on truncated prefixes of real data.
+
+The feature frame is a canonical bar frame (``pipeline.domain``) plus optional extra columns; a strategy that
+needs one (for example ``model_score``, the probability an ML model assigns to an up-move) names it in
+``requires``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from pipeline.domain import DataError
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Per-bar decisions of a strategy: ``exposure[i]`` (NaN = none) and ``reason[i]`` (index into ``reasons``)."""
+
+    exposure: np.ndarray  # float64, one per bar
+    reason: np.ndarray  # int64, one per bar; -1 where exposure is NaN
+    reasons: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.exposure.shape != self.reason.shape:
+            raise ValueError("exposure and reason must have one entry per bar")
+
+    def reason_text(self, code: int) -> str:
+        return self.reasons[code] if 0 <= code < len(self.reasons) else ""
+
+
+class Strategy(Protocol):
+    """A named, parameterised decision function."""
+
+    name: str
+    requires: tuple[str, ...]
+    warmup: int
+    """Bars of history needed before the first decision can be made."""
+
+    def targets(self, features: pd.DataFrame) -> Targets:
+        """Decisions for every row of ``features`` (vectorised over the whole frame)."""
+        ...
+
+
+StrategyFactory = Callable[[Mapping[str, str]], Strategy]
+
+
+@dataclass
+class Registry:
+    """Strategies by name; a factory builds one from ``--param k=v`` strings."""
+
+    factories: dict[str, StrategyFactory] = field(default_factory=dict)
+
+    def register(self, name: str, factory: StrategyFactory) -> None:
+        self.factories[name] = factory
+
+    def names(self) -> list[str]:
+        return sorted(self.factories)
+
+    def build(self, name: str, params: Mapping[str, str] | None = None) -> Strategy:
+        if name not in self.factories:
+            raise DataError(f"strategy {name!r} is not known; choose one of {', '.join(self.names())}")
+        return self.factories[name](dict(params or {}))
+
+
+REGISTRY = Registry()
+
+
+def check_features(strategy: Strategy, features: pd.DataFrame) -> None:
+    """Refuse a feature frame that lacks a column the strategy reads."""
+    missing = [c for c in ("close", *strategy.requires) if c not in features.columns]
+    if missing:
+        raise DataError(f"strategy {strategy.name!r} needs column(s) {', '.join(missing)} in its features")

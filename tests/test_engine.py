@@ -1,0 +1,224 @@
+"""The engine core: the standard workload reproduced exactly, step/driver parity, risk checks and breakers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.engine import Engine, EngineConfig, EngineResult, run
+from pipeline.strategies import REGISTRY
+from tests.conftest import shared_file
+
+STANDARD = EngineConfig(fee_bps=10, cash=100_000, max_position=1.0).without_breakers()
+
+
+@pytest.fixture(scope="module")
+def minutes() -> pd.DataFrame:
+    return pd.read_parquet(shared_file("binance_BTC-USDT_1m.parquet"))
+
+
+def standard_workload_oracle(bars: pd.DataFrame) -> tuple[list[tuple[int, str, float, float]], float]:
+    """The standard workload exactly as specified, written as a plain loop: (fills, final equity)."""
+    close = bars["close"]
+    d = (close.rolling(10).mean() - close.rolling(30).mean()).to_numpy()
+    opens, closes = bars["open"].to_numpy(), close.to_numpy()
+    fee = 0.001
+    cash, units, long = 100_000.0, 0.0, False
+    fills: list[tuple[int, str, float, float]] = []
+    for i in range(1, len(bars) - 1):  # a signal on the last bar is not filled
+        if not long and d[i - 1] < 0 < d[i]:
+            price = opens[i + 1]
+            units = cash / (price * (1 + fee))
+            cash, long = 0.0, True
+            fills.append((i + 1, "buy", units, price))
+        elif long and d[i - 1] > 0 > d[i]:
+            price = opens[i + 1]
+            cash = units * price * (1 - fee)
+            fills.append((i + 1, "sell", units, price))
+            units, long = 0.0, False
+    return fills, cash + units * closes[-1]
+
+
+def _standard(bars: pd.DataFrame) -> EngineResult:
+    strategy = REGISTRY.build("sma_cross", {"fast": "10", "slow": "30"})
+    targets = strategy.targets(bars)
+    return run(bars, targets.exposure, targets.reason, targets.reasons, STANDARD)
+
+
+def test_standard_workload_is_reproduced_exactly_on_real_data(minutes: pd.DataFrame) -> None:
+    bars = minutes.iloc[:200_000].reset_index(drop=True)
+    expected_fills, expected_equity = standard_workload_oracle(bars)
+    result = _standard(bars)
+    got = list(zip(result.fills["bar"], result.fills["side"], result.fills["qty"], result.fills["price"], strict=True))
+    assert len(got) == len(expected_fills) > 1000
+    assert got == expected_fills  # same bars, sides, quantities and prices, bit for bit
+    assert result.equity["equity"].iloc[-1] == expected_equity
+    assert len(result.trades) == len(expected_fills) // 2  # an open position at the end is not a trade
+    first_decision_bar = int(result.fills["bar"].iloc[0]) - 1
+    assert first_decision_bar >= 30
+
+
+def test_trades_pair_their_fills_and_pnl_adds_up(minutes: pd.DataFrame) -> None:
+    result = _standard(minutes.iloc[:50_000].reset_index(drop=True))
+    trades, fills = result.trades, result.fills
+    buys, sells = fills[fills["side"] == "buy"], fills[fills["side"] == "sell"]
+    np.testing.assert_allclose(trades["entry_price"], buys["price"].to_numpy()[: len(trades)], rtol=1e-12)
+    np.testing.assert_allclose(trades["exit_price"], sells["price"].to_numpy(), rtol=1e-12)
+    realised = trades["pnl"].sum()
+    flat_equity = result.cash + result.open_units * 0.0
+    if result.open_units == 0.0:
+        assert flat_equity - STANDARD.cash == pytest.approx(realised, rel=1e-9)
+    assert (trades["fees"] > 0).all()
+    assert set(trades["entry_reason"]) == {"sma_cross up (10/30)"}
+    assert set(trades["exit_reason"]) == {"sma_cross down (10/30)"}
+
+
+def _step_through(bars: pd.DataFrame, aims: np.ndarray, codes: np.ndarray, reasons: tuple[str, ...],
+                  config: EngineConfig) -> EngineResult:
+    engine = Engine(config, reasons)
+    for row, aim, code in zip(bars.itertuples(index=False), aims, codes, strict=True):
+        engine.step(row.timestamp, row.open, row.high, row.low, row.close, aim, code)
+    return engine.result()
+
+
+def _assert_same(left: EngineResult, right: EngineResult) -> None:
+    for name in ("fills", "trades", "equity", "rejections", "breaker_events"):
+        pd.testing.assert_frame_equal(getattr(left, name), getattr(right, name), check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        STANDARD,
+        EngineConfig(fee_bps=10, max_position=0.5, stop_loss=0.004, take_profit=0.006, slippage_bps=2,
+                     slippage_vol=0.1, lot_size=0.001, tick_size=0.01, min_notional=10,
+                     max_consecutive_losses=None),
+        EngineConfig(fee_bps=10, max_position=1.0, max_drawdown=0.04, daily_loss=0.03, max_consecutive_losses=12,
+                     max_trades_per_day=60, flatten_on_trip=True),
+        EngineConfig(fee_bps=5, max_position=1.0, fill="close", allow_short=True),
+    ],
+    ids=["standard", "costs-stops-rounding", "breakers-flatten", "close-fills"],
+)
+def test_stepping_bar_by_bar_equals_the_fast_driver(minutes: pd.DataFrame, config: EngineConfig) -> None:
+    bars = minutes.iloc[300_000:306_000].reset_index(drop=True)
+    strategy = REGISTRY.build("sma_cross", {"fast": "10", "slow": "30"})
+    targets = strategy.targets(bars)
+    aims = targets.exposure.copy()
+    if config.allow_short:
+        aims[aims == 0.0] = -1.0  # trade both sides
+    fast = run(bars, aims, targets.reason, targets.reasons, config)
+    stepped = _step_through(bars, aims, targets.reason, targets.reasons, config)
+    assert len(fast.fills) > 10
+    if config.max_drawdown is not None:
+        assert len(fast.breaker_events) > 0  # the breakers are exercised, not just switched on
+    _assert_same(fast, stepped)
+
+
+def _bars(closes: list[float], start: str = "2024-01-01", freq: str = "1h") -> pd.DataFrame:
+    c = np.asarray(closes, dtype=float)
+    o = np.r_[c[0], c[:-1]]
+    return pd.DataFrame(
+        {
+            "timestamp": pd.Series(pd.date_range(start, periods=len(c), freq=freq, tz="UTC").as_unit("ms")),
+            "open": o,
+            "high": np.maximum(o, c),
+            "low": np.minimum(o, c),
+            "close": c,
+            "volume": 1.0,
+        }
+    )
+
+
+def _decide(n: int, decisions: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    aims = np.full(n, np.nan)
+    codes = np.full(n, -1)
+    for bar, aim in decisions.items():
+        aims[bar] = aim
+        codes[bar] = 0
+    return aims, codes
+
+
+def test_drawdown_breaker_trips_latches_and_blocks_new_entries() -> None:
+    bars = _bars([100, 100, 100, 90, 75, 70, 80, 90, 100, 110, 120])
+    aims, codes = _decide(len(bars), {1: 1.0, 5: 0.0, 7: 1.0})
+    config = EngineConfig(fee_bps=0, max_position=1.0, max_drawdown=0.2, daily_loss=None)
+    result = run(bars, aims, codes, ("rule",), config)
+    assert result.breaker_events["rule"].tolist() == ["max_drawdown"]
+    assert result.breaker_events["value"].iloc[0] == pytest.approx(0.25)
+    assert result.breaker_events["timestamp"].iloc[0] == bars["timestamp"].iloc[4]
+    assert result.fills["side"].tolist() == ["buy", "sell"]  # the exit passes, the re-entry is blocked
+    assert result.rejections["what"].tolist() == ["blocked: circuit breaker tripped"]
+
+
+def test_flatten_on_trip_closes_the_position_at_the_next_open() -> None:
+    bars = _bars([100, 100, 100, 97, 94, 93, 95])
+    aims, codes = _decide(len(bars), {1: 1.0})
+    config = EngineConfig(fee_bps=0, max_position=1.0, daily_loss=0.05, max_drawdown=None, flatten_on_trip=True)
+    result = run(bars, aims, codes, ("rule",), config)
+    assert result.breaker_events["rule"].tolist() == ["daily_loss"]
+    tripped_bar = int(np.flatnonzero(bars["timestamp"] == result.breaker_events["timestamp"].iloc[0])[0])
+    assert result.fills["bar"].tolist() == [2, tripped_bar + 1]
+    assert result.fills["reason"].iloc[-1] == "breaker_flatten"
+
+
+def test_consecutive_losses_and_trades_per_day_breakers() -> None:
+    closes = [100.0] * 22  # flat prices: every round trip loses its fees
+    bars = _bars(closes, freq="1min")
+    decisions = {i: (1.0 if i % 2 == 1 else 0.0) for i in range(1, len(closes) - 1)}
+    aims, codes = _decide(len(bars), decisions)
+    config = EngineConfig(fee_bps=10, max_position=1.0, max_consecutive_losses=3, max_trades_per_day=None,
+                          max_drawdown=None, daily_loss=None)
+    result = run(bars, aims, codes, ("flip",), config)
+    assert result.breaker_events["rule"].tolist() == ["consecutive_losses"]
+    assert len(result.trades) == 3
+    per_day = EngineConfig(fee_bps=0, max_position=1.0, max_trades_per_day=4, max_consecutive_losses=None,
+                           max_drawdown=None, daily_loss=None)
+    limited = run(bars, aims, codes, ("flip",), per_day)
+    assert limited.breaker_events["rule"].tolist() == ["trades_per_day"]
+    assert len(limited.fills) == 4
+
+
+def test_max_position_and_short_rules_resize_and_record() -> None:
+    bars = _bars([100] * 6)
+    aims, codes = _decide(len(bars), {1: 1.0, 3: -1.0})
+    result = run(bars, aims, codes, ("r",), EngineConfig(fee_bps=0, max_position=0.25))
+    assert result.fills["qty"].iloc[0] == pytest.approx(250.0)
+    assert result.rejections["what"].tolist() == ["resized: max position", "resized: short selling not allowed"]
+    assert result.open_units == 0.0
+
+
+def test_min_notional_lot_and_tick_rounding_and_slippage() -> None:
+    bars = _bars([100.003] * 6)
+    aims, codes = _decide(len(bars), {1: 0.5, 3: 0.5000001})
+    config = EngineConfig(fee_bps=0, max_position=1.0, lot_size=0.1, tick_size=0.01, slippage_bps=10,
+                          min_notional=5.0, cash=1000)
+    result = run(bars, aims, codes, ("r",), config)
+    fill = result.fills.iloc[0]
+    assert fill["price"] == pytest.approx(100.11)  # 100.003 * 1.001 = 100.103 rounded up to the tick
+    assert fill["qty"] == pytest.approx(4.9)  # 500 / 100.103 = 4.99 → 4.9 lots of 0.1
+    assert len(result.fills) == 1
+
+
+def test_stop_loss_and_take_profit() -> None:
+    bars = _bars([100, 100, 100, 98, 94, 100, 100, 104, 112])
+    aims, codes = _decide(len(bars), {1: 1.0, 5: 1.0})
+    config = EngineConfig(fee_bps=0, max_position=1.0, stop_loss=0.05, take_profit=0.1)
+    result = run(bars, aims, codes, ("r",), config)
+    assert result.trades["exit_reason"].tolist() == ["stop_loss"]
+    assert result.trades["exit_price"].iloc[0] == pytest.approx(95.0)
+    aims2, codes2 = _decide(len(bars), {5: 1.0})
+    later = run(bars, aims2, codes2, ("r",), config)
+    assert later.trades["exit_reason"].tolist() == ["take_profit"]
+    assert later.trades["exit_price"].iloc[0] == pytest.approx(110.0)
+
+
+def test_orders_for_a_closed_market_wait_or_are_rejected() -> None:
+    bars = _bars([10, 10, 10, 10], freq="1h")
+    aims, codes = _decide(len(bars), {0: 1.0})
+    sessions = np.array([True, False, False, True])
+    waited = run(bars, aims, codes, ("r",), EngineConfig(fee_bps=0), sessions)
+    assert waited.fills["bar"].tolist() == [3]
+    rejected = run(bars, aims, codes, ("r",), EngineConfig(fee_bps=0, session_orders="reject"), sessions)
+    assert rejected.fills.empty
+    assert rejected.rejections["what"].tolist() == ["rejected: market closed"]
