@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.domain import CALENDAR_24_7, DataError, Instrument, Timeframe, epoch_ms
+from pipeline.domain import CALENDAR_24_7, DataError, Instrument, Timeframe, epoch_ms, parse_symbol
 from pipeline.engine import EngineConfig, EngineResult, run
 from pipeline.lake import atomic_write_bytes, atomic_write_table
 from pipeline.metrics import bars_per_year, compute_metrics
+from pipeline.portfolio import PortfolioResult
 from pipeline.quality import exchange_calendar
 from pipeline.strategies import Strategy, check_features
 
@@ -182,3 +184,56 @@ def open_backtests(root: Path) -> duckdb.DuckDBPyConnection:
             f"FROM read_parquet([{listing}], filename=true, union_by_name=true)"
         )
     return con
+
+
+def save_portfolio(result: PortfolioResult, root: Path, save: bool = True) -> tuple[dict[str, Any], Path | None]:
+    """Metrics of a portfolio run and, when ``save``, its tables under ``root/<run_id>/`` (one folder, with a
+    ``sleeve`` column in the per-sleeve tables and ``portfolio_events.parquet`` for portfolio breakers)."""
+    curve = result.equity
+    tables: dict[str, pd.DataFrame] = {}
+    for name in ("fills", "trades", "rejections", "breaker_events"):
+        parts = [getattr(r, name).assign(sleeve=key) for key, r in result.sleeves.items()]
+        tables[name] = pd.concat(parts, ignore_index=True)
+    steps = np.diff(epoch_ms(curve["timestamp"]))
+    seconds_per_bar = int(np.median(steps) // 1000) if len(steps) else 86_400
+    stocks = all(parse_symbol(s)[1].value == "stock" for spec in result.config.strategies for s in spec.symbols)
+    metrics = compute_metrics(
+        curve[["timestamp", "equity", "cash", "position_value"]],
+        tables["trades"],
+        tables["fills"],
+        curve["buy_and_hold"],
+        bars_per_year(max(seconds_per_bar, 60), "stock" if stocks else "crypto"),
+    )
+    sleeves = []
+    for key, r in result.sleeves.items():
+        final = float(r.equity["equity"].iloc[-1])
+        start_cash = _sleeve_cash(result, key)
+        sleeves.append({"sleeve": key, "trades": len(r.trades), "final_equity": final,
+                        "total_return": final / start_cash - 1, "breaker_events": len(r.breaker_events),
+                        "rejections": len(r.rejections)})
+    run_id = f"{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S')}-portfolio-{uuid.uuid4().hex[:8]}"
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "kind": "portfolio",
+        "config": result.config.model_dump(),
+        "bars": len(curve),
+        "first": curve["timestamp"].iloc[0].isoformat(),
+        "last": curve["timestamp"].iloc[-1].isoformat(),
+        "final_equity": float(curve["equity"].iloc[-1]),
+        "portfolio_events": len(result.events),
+        "sleeves": sleeves,
+        **{key: value for key, value in metrics.items() if key != "bars"},
+    }
+    if not save:
+        return summary, None
+    folder = root / run_id
+    for name, frame in {**tables, "equity": curve, "portfolio_events": result.events}.items():
+        atomic_write_table(folder / f"{name}.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+    atomic_write_bytes(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    return summary, folder
+
+
+def _sleeve_cash(result: PortfolioResult, key: str) -> float:
+    spec_id = key.split(":", 1)[0]
+    spec = next(s for s in result.config.strategies if s.id == spec_id)
+    return result.config.cash * spec.allocation / len(spec.symbols)

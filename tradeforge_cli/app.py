@@ -218,7 +218,12 @@ def _backtest_bars(
 
 @app.command()
 def backtest(
-    strategy: Annotated[str, typer.Option(help="Registered strategy name (sma_cross, golden_cross, ...).")],
+    strategy: Annotated[
+        str | None, typer.Option(help="Registered strategy name (sma_cross, golden_cross, ...).")
+    ] = None,
+    portfolio: Annotated[
+        Path | None, typer.Option(help="Portfolio file (TOML/YAML): several strategies, each with a sub-ledger.")
+    ] = None,
     symbol: Annotated[str | None, typer.Option(help="Symbol to read from the lake.")] = None,
     timeframe: Annotated[str | None, typer.Option(help="Timeframe (resampled from a finer one if needed).")] = None,
     start: Annotated[str | None, typer.Option(help="First bar (UTC).")] = None,
@@ -243,7 +248,12 @@ def backtest(
     from pipeline.strategies import REGISTRY
 
     settings = _settings()
+    if portfolio is not None:
+        _backtest_portfolio(settings, portfolio, start, end, venue, save, as_json)
+        return
     try:
+        if strategy is None:
+            raise DataError("give --strategy NAME (or --portfolio FILE)")
         params = _parse_params(param or [])
         chosen = REGISTRY.build(strategy, params)
         try:
@@ -266,6 +276,32 @@ def backtest(
     for key in ("bars", "first", "last", "trades", "final_equity", "total_return", "cagr", "sharpe", "sortino",
                 "max_drawdown", "win_rate", "profit_factor", "fees", "buy_and_hold_return", "seconds", "stored"):
         table.add_row(key, escape(_format(document.get(key))))
+    _emit(document, as_json, table)
+
+
+def _backtest_portfolio(
+    settings: Settings, path: Path, start: str | None, end: str | None, venue: str | None, save: bool, as_json: bool
+) -> None:
+    from pipeline.backtest import save_portfolio
+    from pipeline.catalog import read_bars
+    from pipeline.portfolio import load_portfolio, run_portfolio
+
+    try:
+        config = load_portfolio(path)
+        lo, hi = _timestamp(start, "--start"), _timestamp(end, "--end")
+        result = run_portfolio(config, lambda symbol, tf: read_bars(settings, symbol, tf, lo, hi, venue))
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    summary, folder = save_portfolio(result, settings.data_dir / "backtests", save)
+    document = {**summary, "stored": None if folder is None else str(folder)}
+    table = Table(title=f"portfolio backtest {summary['run_id']}", box=box.SIMPLE)
+    for name in ("sleeve", "trades", "final_equity", "total_return"):
+        table.add_column(name)
+    for sleeve in summary["sleeves"]:
+        table.add_row(escape(sleeve["sleeve"]), str(sleeve["trades"]), _format(sleeve["final_equity"]),
+                      _format(sleeve["total_return"]))
+    table.add_row("[bold]portfolio[/]", str(summary["trades"]), _format(summary["final_equity"]),
+                  _format(summary["total_return"]))
     _emit(document, as_json, table)
 
 
