@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -122,3 +123,17 @@ def test_stored_runs_are_queryable_with_duckdb(tmp_path: Path) -> None:
     hold = by_name["buy_and_hold"]
     assert hold.metrics["buy_and_hold_return"] == pytest.approx(bars["close"].iloc[-1] / bars["close"].iloc[0] - 1)
     assert hold.metrics["exposure"] > 0.99
+
+
+def test_stock_orders_outside_the_session_wait_for_the_open() -> None:
+    # 5-minute bars of 2024-03-05 from 13:00 UTC (pre-market, NYSE opens 14:30 UTC) to 15:00 UTC.
+    stamps = pd.date_range("2024-03-05 13:00", "2024-03-05 15:00", freq="5min", tz="UTC", inclusive="left")
+    prices = np.linspace(100, 101, len(stamps))
+    bars = pd.DataFrame({"timestamp": pd.Series(stamps.as_unit("ms")), "open": prices, "high": prices + 0.1,
+                         "low": prices - 0.1, "close": prices, "volume": 1.0})
+    result = run_backtest(bars, REGISTRY.build("buy_and_hold"), EngineConfig(fee_bps=0),
+                          Timeframe.parse("5m"), Instrument.of("alpaca", "AAPL"))
+    fill_time = result.engine.fills["timestamp"].iloc[0]
+    assert fill_time == pd.Timestamp("2024-03-05 14:30", tz="UTC")  # decided at 13:00, filled at the open
+    crypto = run_backtest(bars, REGISTRY.build("buy_and_hold"), EngineConfig(fee_bps=0), Timeframe.parse("5m"))
+    assert crypto.engine.fills["timestamp"].iloc[0] == pd.Timestamp("2024-03-05 13:05", tz="UTC")

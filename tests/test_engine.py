@@ -222,3 +222,19 @@ def test_orders_for_a_closed_market_wait_or_are_rejected() -> None:
     rejected = run(bars, aims, codes, ("r",), EngineConfig(fee_bps=0, session_orders="reject"), sessions)
     assert rejected.fills.empty
     assert rejected.rejections["what"].tolist() == ["rejected: market closed"]
+
+
+def test_a_reset_clears_the_latch_and_entries_resume() -> None:
+    bars = _bars([100, 100, 100, 90, 75, 70, 80, 90, 100, 110, 120])
+    engine = Engine(EngineConfig(fee_bps=0, max_position=1.0, max_drawdown=0.2, daily_loss=None), ("rule",))
+    decisions = {1: 1.0, 5: 0.0, 7: 1.0, 8: 0.0, 9: 1.0}
+    for i, row in enumerate(bars.itertuples(index=False)):
+        if i == 9:
+            assert engine.ledger.tripped == ["max_drawdown"]
+            engine.ledger.reset_breakers()
+            assert engine.ledger.tripped == []
+        aim = decisions.get(i, np.nan)
+        engine.step(row.timestamp, row.open, row.high, row.low, row.close, aim, 0 if aim == aim else -1)
+    result = engine.result()
+    assert result.fills["bar"].tolist() == [2, 6, 10]  # entry, exit, and the entry after the reset
+    assert result.rejections["what"].tolist() == ["blocked: circuit breaker tripped"]  # bar 7's, at bar 8
