@@ -21,12 +21,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: bootstrap the lake with the built-in sample market and report its health (no network, no keys)
+## run: bootstrap the lake with the built-in sample market, report its health, backtest it (no network, no keys)
 run: install
 	$(BIN)/tradeforge ingest --source sample --symbol BTC/USDT --timeframe 1h
 	$(BIN)/tradeforge ingest --source sample --symbol ETH/USDT --timeframe 1h
 	$(BIN)/tradeforge ingest --source sample --symbol AAPL --timeframe 1d
 	$(BIN)/tradeforge data health
+	$(BIN)/tradeforge backtest --strategy golden_cross --symbol BTC/USDT --timeframe 1h --max-position 1.0
 	$(BIN)/tradeforge doctor
 
 lint: install

@@ -274,7 +274,8 @@ def backtest(
     document = {**result.summary(), "stored": None if folder is None else str(folder)}
     table = Table(title=f"backtest {result.strategy} {result.run_id}", show_header=False, box=box.SIMPLE)
     for key in ("bars", "first", "last", "trades", "final_equity", "total_return", "cagr", "sharpe", "sortino",
-                "max_drawdown", "win_rate", "profit_factor", "fees", "buy_and_hold_return", "seconds", "stored"):
+                "max_drawdown", "win_rate", "profit_factor", "fees", "buy_and_hold_return", "breaker_events",
+                "rejections", "seconds", "stored"):
         table.add_row(key, escape(_format(document.get(key))))
     _emit(document, as_json, table)
 
