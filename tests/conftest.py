@@ -12,6 +12,9 @@ from pipeline.clock import FixedClock
 from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+for _name, _value in (("DO_NOT_TRACK", "true"), ("MLFLOW_DISABLE_TELEMETRY", "true"), ("GIT_PYTHON_REFRESH", "quiet"),
+                      ("PREFECT_SERVER_ANALYTICS_ENABLED", "false")):
+    os.environ.setdefault(_name, _value)
 NOW = pd.Timestamp("2026-11-21 12:00", tz="UTC")
 
 

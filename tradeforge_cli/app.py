@@ -33,6 +33,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect the market-data lake.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(help="Build model features from the lake.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+models_app = typer.Typer(help="Registered models: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True)
@@ -310,6 +314,168 @@ def _format(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.6g}"
     return "-" if value is None else str(value)
+
+
+class ModelKind(StrEnum):
+    lstm = "lstm"
+    lstm_attention = "lstm_attention"
+    gru = "gru"
+
+
+class PromoteChoice(StrEnum):
+    auto = "auto"
+    never = "never"
+    force = "force"
+
+
+def _lake_series(settings: Settings, symbol: str, timeframe: str, start: str | None, end: str | None,
+                 venue: str | None) -> tuple[pd.DataFrame, Timeframe, Any]:
+    from pipeline.catalog import read_bars
+    from pipeline.lake import Lake
+
+    tf = Timeframe.parse(timeframe)
+    bars = read_bars(settings, symbol, tf, _timestamp(start, "--start"), _timestamp(end, "--end"), venue)
+    if bars.empty:
+        raise DataError(f"no {symbol} {tf} bars in the selected range")
+    instrument = Lake(settings.lake_dir).find(symbol, venue=venue)[0].instrument
+    return bars, tf, instrument
+
+
+@features_app.command("build")
+def features_build(
+    symbol: Annotated[str, typer.Option(help="Symbol in the lake.")],
+    timeframe: Annotated[str, typer.Option(help="Timeframe (resampled from a finer one if needed).")],
+    venue: Annotated[str | None, typer.Option(help="Venue, when several hold the symbol.")] = None,
+    start: Annotated[str | None, typer.Option(help="First bar (UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive (UTC).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Build the default feature set for a series and store it under <data_dir>/features/<spec hash>/."""
+    from pipeline.features import FeatureSpec, build_features, store_features
+
+    settings = _settings()
+    try:
+        bars, tf, instrument = _lake_series(settings, symbol, timeframe, start, end, venue)
+        spec = FeatureSpec()
+        frame = build_features(bars, spec, instrument.asset_class)
+        path = store_features(frame, spec, settings.data_dir, instrument.venue, instrument.key, str(tf))
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    document = {
+        "symbol": instrument.symbol, "venue": instrument.venue, "timeframe": str(tf), "spec_hash": spec.hash(),
+        "rows": len(frame), "warmup_rows_dropped": min(spec.warmup, len(bars)),
+        "columns": [c for c in frame.columns if c != "timestamp"], "path": str(path),
+        "first": frame["timestamp"].iloc[0].isoformat() if len(frame) else None,
+        "last": frame["timestamp"].iloc[-1].isoformat() if len(frame) else None,
+    }
+    table = Table(title=f"features {instrument.symbol} {tf}", show_header=False, box=box.SIMPLE)
+    for key in ("spec_hash", "rows", "warmup_rows_dropped", "first", "last", "path"):
+        table.add_row(key, escape(str(document[key])))
+    table.add_row("columns", escape(", ".join(document["columns"])))
+    _emit(document, as_json, table)
+
+
+@app.command()
+def train(
+    model: Annotated[ModelKind, typer.Option(help="Network: lstm, lstm_attention or gru.")],
+    symbol: Annotated[str, typer.Option(help="Symbol in the lake.")],
+    timeframe: Annotated[str, typer.Option(help="Timeframe.")],
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs per fold (early stopping may stop sooner).")] = 20,
+    promote: Annotated[PromoteChoice, typer.Option(help="auto: apply the gate; never; force.")] = PromoteChoice.auto,
+    hidden: Annotated[int, typer.Option(min=1, help="Hidden size.")] = 32,
+    seq_len: Annotated[int, typer.Option(min=2, help="Sequence length in bars.")] = 32,
+    folds: Annotated[int, typer.Option(min=1, help="Walk-forward folds.")] = 3,
+    threshold: Annotated[float, typer.Option(help="Probability needed to confirm an entry.")] = 0.55,
+    base: Annotated[str, typer.Option(help="Rule strategy the model confirms.")] = "golden_cross",
+    venue: Annotated[str | None, typer.Option(help="Venue, when several hold the symbol.")] = None,
+    start: Annotated[str | None, typer.Option(help="First bar (UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive (UTC).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train, evaluate walk-forward, register in MLflow, and promote if the gate passes."""
+    from pydantic import ValidationError
+
+    from pipeline.models import ModelConfig
+    from pipeline.registry import ModelRegistry
+    from pipeline.training import TrainRequest, train_and_register
+
+    settings = _settings()
+    try:
+        bars, tf, instrument = _lake_series(settings, symbol, timeframe, start, end, venue)
+        try:
+            config = ModelConfig(kind=model.value, epochs=epochs, hidden=hidden, seq_len=seq_len)
+        except ValidationError as exc:
+            raise DataError(str(exc)) from exc
+        request = TrainRequest(model=config, base_strategy=base, threshold=threshold, folds=folds,
+                               promote=promote.value)  # type: ignore[arg-type]
+        registry = ModelRegistry(settings.mlflow_tracking_uri)
+        with _progress(f"train {model.value} on {instrument.symbol} {tf}") as _:
+            outcome = train_and_register(bars, instrument, tf, request, registry,
+                                         progress=lambda text: err.print(escape(text), highlight=False))
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    document = outcome.to_json()
+    table = Table(title=f"train {outcome.model_name} v{outcome.version}", show_header=False, box=box.SIMPLE)
+    for key in ("run_id", "model_name", "version", "promoted", "reason"):
+        table.add_row(key, escape(str(document[key])))
+    for key, value in outcome.metrics.items():
+        table.add_row(key, _format(value))
+    _emit(document, as_json, table)
+
+
+@models_app.command("list")
+def models_list(as_json: JsonFlag = False) -> None:
+    """Registered models and versions; which one carries the production alias."""
+    from pipeline.registry import ModelRegistry
+
+    rows = ModelRegistry(_settings().mlflow_tracking_uri).list_models()
+    table = Table(title="models", box=box.SIMPLE)
+    for name in ("name", "version", "production", "oos_sharpe", "oos_max_drawdown", "oos_auc", "promotion"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(escape(row["name"]), row["version"], "yes" if row["production"] else "",
+                      _format(row["oos_sharpe"]), _format(row["oos_max_drawdown"]), _format(row["oos_auc"]),
+                      escape(row["promotion"]))
+    _emit(rows, as_json, table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to give the production alias.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Give VERSION of NAME the production alias (a manual decision, recorded as such)."""
+    from pipeline.registry import ModelRegistry
+
+    registry = ModelRegistry(_settings().mlflow_tracking_uri)
+    try:
+        registry.promote(name, version, "promoted by hand (tradeforge models promote)")
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    document = {"name": name, "production": version}
+    table = Table(show_header=False, box=box.SIMPLE)
+    table.add_row(escape(name), f"production → v{escape(version)}")
+    _emit(document, as_json, table)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Give the production alias back to the previously promoted version."""
+    from pipeline.registry import ModelRegistry
+
+    registry = ModelRegistry(_settings().mlflow_tracking_uri)
+    try:
+        version = registry.rollback(name)
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    document = {"name": name, "production": version}
+    table = Table(show_header=False, box=box.SIMPLE)
+    table.add_row(escape(name), f"production → v{escape(version)} (rolled back)")
+    _emit(document, as_json, table)
 
 
 @data_app.command("health")
