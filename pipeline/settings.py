@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -68,6 +68,29 @@ class Settings(BaseSettings):
         description="Robust z-score of a return, in and back out, above which a bar is quarantined as a spike.",
     )
     sample_seed: int = Field(default=7, description="Seed of the synthetic sample market.")
+    telegram_token: SecretStr | None = Field(default=None, description="Telegram bot token; empty turns Telegram off.")
+    telegram_chat_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Chat ids (comma-separated) that receive notifications and may send commands.",
+    )
+    telegram_api_url: str | None = Field(
+        default=None, description="Override of the Telegram Bot API base URL (a proxy or a local test server)."
+    )
+    telegram_rate_per_minute: int = Field(default=20, ge=1, description="Most Telegram messages sent per minute.")
+    live_confirm: str = Field(
+        default="", description="Must be 'yes' for live trading with real money (paper needs nothing)."
+    )
+    heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often the runtime writes its heartbeat.")
+    model_poll_seconds: float = Field(
+        default=60.0, gt=0, description="How often the runtime asks the registry whether the production alias moved."
+    )
+
+    @field_validator("telegram_chat_ids", mode="before")
+    @classmethod
+    def _split_chat_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
+        return value
 
     @cached_property
     def lake_dir(self) -> Path:
