@@ -158,82 +158,106 @@ def sleeves_of(config: PortfolioConfig) -> list[Sleeve]:
 BarLoader = Callable[[str, Timeframe], pd.DataFrame]
 
 
+@dataclass(frozen=True)
+class Bar:
+    """One closed bar of one sleeve's symbol, with the strategy's decision at its close."""
+
+    o: float
+    h: float
+    low: float
+    c: float
+    aim: float
+    reason: int
+
+
+class PortfolioStepper:
+    """Every sleeve's engine advanced one bar time at a time, with the portfolio caps in between.
+
+    The backtest drives it over merged history (``run_portfolio``); the runtime drives it as bars close. It
+    is the one place where sleeves, caps and the portfolio ledger meet.
+    """
+
+    def __init__(self, config: PortfolioConfig, reasons: dict[str, tuple[str, ...]]) -> None:
+        self.config = config
+        self.sleeves = sleeves_of(config)
+        self.engines = {s.key: Engine(s.config, reasons[s.key]) for s in self.sleeves}
+        self.reserve = config.cash * (1.0 - sum(s.allocation for s in config.strategies))
+        self.peak = config.cash
+        self.tripped = False
+        self.events: list[dict[str, Any]] = []
+        self._equity = {s.key: s.config.cash for s in self.sleeves}
+        self._value = {s.key: 0.0 for s in self.sleeves}
+        self._base_position = {s.key: s.config.max_position for s in self.sleeves}
+
+    def step(self, at: pd.Timestamp, bars: dict[str, Bar]) -> dict[str, float]:
+        """Advance the sleeves that have a bar at ``at``; returns the portfolio's marks at that time."""
+        caps = self.config.caps
+        if caps.max_gross_exposure is not None:
+            total = sum(self._equity.values())
+            gross = sum(abs(v) for v in self._value.values())
+            for key, engine in self.engines.items():
+                room = caps.max_gross_exposure * total - (gross - abs(self._value[key]))
+                allowed = max(room, 0.0) / self._equity[key] if self._equity[key] > 0 else 0.0
+                engine.ledger.params[k.P_MAX_POSITION] = min(self._base_position[key], allowed)
+        for key, bar in bars.items():
+            engine = self.engines[key]
+            self._equity[key] = engine.step(at, bar.o, bar.h, bar.low, bar.c, bar.aim, bar.reason)
+            self._value[key] = float(engine.ledger.fstate[k.F_UNITS]) * bar.c
+        equity = sum(self._equity.values()) + self.reserve
+        cash = sum(float(e.ledger.fstate[k.F_CASH]) for e in self.engines.values()) + self.reserve
+        value = sum(self._value.values())
+        gross = sum(abs(v) for v in self._value.values()) / equity if equity > 0 else 0.0
+        self.peak = max(self.peak, equity)
+        if caps.max_drawdown is not None and not self.tripped:
+            drawdown = 1.0 - equity / self.peak
+            if drawdown > caps.max_drawdown:
+                self.tripped = True
+                self.events.append(
+                    {"timestamp": at, "rule": "portfolio_drawdown", "value": drawdown, "threshold": caps.max_drawdown}
+                )
+                for engine in self.engines.values():
+                    engine.ledger.istate[k.I_TRIPPED] |= 1 << k.RULE_DRAWDOWN
+        return {"equity": equity, "cash": cash, "position_value": value, "gross_exposure": gross}
+
+
 def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioResult:
     """Run every sleeve through the engine step in time order, applying the portfolio caps."""
     sleeves = sleeves_of(config)
-    prepared: list[tuple[Sleeve, pd.DataFrame, Targets, Engine]] = []
+    histories: dict[str, tuple[pd.DataFrame, Targets]] = {}
     for sleeve in sleeves:
         bars = load_bars(sleeve.symbol, Timeframe.parse(sleeve.spec.timeframe))
         if bars.empty:
             raise DataError(f"sleeve {sleeve.key!r} has no bars in the selected range")
         check_features(sleeve.strategy, bars)
-        targets = sleeve.strategy.targets(bars)
-        prepared.append((sleeve, bars, targets, Engine(sleeve.config, targets.reasons)))
-    clock = np.unique(np.concatenate([epoch_ms(bars["timestamp"]) for _, bars, _, _ in prepared]))
-    positions = [np.searchsorted(clock, epoch_ms(bars["timestamp"])) for _, bars, _, _ in prepared]
-    rows_at: list[np.ndarray] = []
-    for index in positions:
+        histories[sleeve.key] = (bars, sleeve.strategy.targets(bars))
+    stepper = PortfolioStepper(config, {key: targets.reasons for key, (_, targets) in histories.items()})
+    clock = np.unique(np.concatenate([epoch_ms(bars["timestamp"]) for bars, _ in histories.values()]))
+    rows_at: dict[str, np.ndarray] = {}
+    columns: dict[str, tuple[np.ndarray, ...]] = {}
+    for key, (bars, targets) in histories.items():
         row_of = np.full(len(clock), -1, dtype=np.int64)
-        row_of[index] = np.arange(len(index))
-        rows_at.append(row_of)
-    caps = config.caps
-    base_position = [sleeve.config.max_position for sleeve, _, _, _ in prepared]
-    last_equity = np.array([sleeve.config.cash for sleeve, _, _, _ in prepared])
-    last_value = np.zeros(len(prepared))
-    hold_value = last_equity.copy()  # the same cash bought and held in each sleeve's symbol
-    first_close = np.array([bars["close"].iloc[0] for _, bars, _, _ in prepared])
-    n = len(clock)
-    equity, cash, value, gross, benchmark = (np.empty(n) for _ in range(5))
-    reserve = config.cash * (1.0 - sum(s.allocation for s in config.strategies))  # unallocated cash
-    peak = config.cash
-    events: list[dict[str, Any]] = []
-    tripped = False
-    arrays = [
-        (bars["open"].to_numpy(), bars["high"].to_numpy(), bars["low"].to_numpy(), bars["close"].to_numpy())
-        for _, bars, _, _ in prepared
-    ]
+        row_of[np.searchsorted(clock, epoch_ms(bars["timestamp"]))] = np.arange(len(bars))
+        rows_at[key] = row_of
+        columns[key] = (bars["open"].to_numpy(), bars["high"].to_numpy(), bars["low"].to_numpy(),
+                        bars["close"].to_numpy(), targets.exposure, targets.reason)
+    first_close = {key: float(bars["close"].iloc[0]) for key, (bars, _) in histories.items()}
+    hold_value = {s.key: s.config.cash for s in sleeves}
     stamps = pd.to_datetime(clock, unit="ms", utc=True)
-    for t in range(n):
-        if caps.max_gross_exposure is not None:
-            total = last_equity.sum()
-            for j, (_, _, _, engine) in enumerate(prepared):
-                room = caps.max_gross_exposure * total - (np.abs(last_value).sum() - abs(last_value[j]))
-                allowed = max(room, 0.0) / last_equity[j] if last_equity[j] > 0 else 0.0
-                engine.ledger.params[k.P_MAX_POSITION] = min(base_position[j], allowed)
-        for j, (_, _, targets, engine) in enumerate(prepared):
-            row = rows_at[j][t]
-            if row < 0:
-                continue
-            o, h, low, c = (a[row] for a in arrays[j])
-            last_equity[j] = engine.step(stamps[t], o, h, low, c, targets.exposure[row], int(targets.reason[row]))
-            last_value[j] = float(engine.ledger.fstate[k.F_UNITS]) * c
-            hold_value[j] = engine.ledger.config.cash * c / first_close[j]
-        equity[t] = last_equity.sum() + reserve
-        cash[t] = sum(float(engine.ledger.fstate[k.F_CASH]) for _, _, _, engine in prepared) + reserve
-        value[t] = last_value.sum()
-        benchmark[t] = hold_value.sum() + reserve
-        gross[t] = np.abs(last_value).sum() / equity[t] if equity[t] > 0 else 0.0
-        peak = max(peak, equity[t])
-        if caps.max_drawdown is not None and not tripped:
-            drawdown = 1.0 - equity[t] / peak
-            if drawdown > caps.max_drawdown:
-                tripped = True
-                events.append({"timestamp": stamps[t], "rule": "portfolio_drawdown", "value": drawdown,
-                               "threshold": caps.max_drawdown})
-                for _, _, _, engine in prepared:
-                    engine.ledger.istate[k.I_TRIPPED] |= 1 << k.RULE_DRAWDOWN
-    curve = pd.DataFrame(
-        {
-            "timestamp": pd.Series(stamps).astype(TIMESTAMP_DTYPE),
-            "equity": equity,
-            "cash": cash,
-            "position_value": value,
-            "gross_exposure": gross,
-            "buy_and_hold": benchmark,
-        }
-    )
-    event_frame = pd.DataFrame(events, columns=["timestamp", "rule", "value", "threshold"])
-    return PortfolioResult(
-        {sleeve.key: engine.result() for sleeve, _, _, engine in prepared}, curve, event_frame, config
-    )
-
+    marks: list[dict[str, float]] = []
+    for t in range(len(clock)):
+        due: dict[str, Bar] = {}
+        for key, row_of in rows_at.items():
+            row = row_of[t]
+            if row >= 0:
+                o, h, low, c, aims, reasons = columns[key]
+                due[key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]), float(aims[row]),
+                               int(reasons[row]))
+                hold_value[key] = stepper.engines[key].ledger.config.cash * float(c[row]) / first_close[key]
+        mark = stepper.step(stamps[t], due)
+        mark["buy_and_hold"] = sum(hold_value.values()) + stepper.reserve
+        marks.append(mark)
+    curve = pd.DataFrame(marks)
+    curve.insert(0, "timestamp", pd.Series(stamps).astype(TIMESTAMP_DTYPE))
+    event_frame = pd.DataFrame(stepper.events, columns=["timestamp", "rule", "value", "threshold"])
+    return PortfolioResult({key: engine.result() for key, engine in stepper.engines.items()}, curve, event_frame,
+                           config)

@@ -20,6 +20,7 @@ ENGINE_REASONS = {
     k.REASON_STOP_LOSS: "stop_loss",
     k.REASON_TAKE_PROFIT: "take_profit",
     k.REASON_BREAKER_FLATTEN: "breaker_flatten",
+    k.REASON_OPERATOR_FLATTEN: "operator_flatten",
     k.REASON_NONE: "",
 }
 RULES = {
@@ -27,6 +28,7 @@ RULES = {
     k.RULE_DAILY_LOSS: "daily_loss",
     k.RULE_CONSECUTIVE_LOSSES: "consecutive_losses",
     k.RULE_TRADES_PER_DAY: "trades_per_day",
+    k.RULE_MANUAL_PAUSE: "paused",
 }
 REJECTIONS = {
     k.REJECT_MAX_POSITION: "resized: max position",
@@ -85,9 +87,22 @@ class Ledger:
                 grown[: buffer.shape[0]] = buffer
                 setattr(self, name, grown)
 
+    def pause(self) -> None:
+        """Block new entries until ``resume`` (exits, stops and take-profits still run)."""
+        self.istate[k.I_TRIPPED] |= 1 << k.RULE_MANUAL_PAUSE
+
+    def resume(self) -> None:
+        self.istate[k.I_TRIPPED] &= ~(1 << k.RULE_MANUAL_PAUSE)
+
+    def flatten(self, reason: int = k.REASON_OPERATOR_FLATTEN) -> None:
+        """Close the position at the next fill opportunity (the next bar's open, or this close)."""
+        self.fstate[k.F_PENDING] = 0.0
+        self.fstate[k.F_AIM] = 0.0
+        self.istate[k.I_PENDING_REASON] = reason
+
     def reset_breakers(self) -> None:
         """Clear every tripped breaker (an operator's decision); the consecutive-loss count restarts."""
-        self.istate[k.I_TRIPPED] = 0
+        self.istate[k.I_TRIPPED] &= 1 << k.RULE_MANUAL_PAUSE  # a manual pause stays until resumed
         self.istate[k.I_CONSECUTIVE_LOSSES] = 0
         self.fstate[k.F_PEAK] = self.fstate[k.F_EQUITY]
         self.fstate[k.F_DAY_OPEN] = self.fstate[k.F_EQUITY]
