@@ -189,6 +189,24 @@ class PortfolioStepper:
         self._value = {s.key: 0.0 for s in self.sleeves}
         self._base_position = {s.key: s.config.max_position for s in self.sleeves}
 
+    def restore_sleeve(self, key: str) -> None:
+        """Take a sleeve's marks from its (restored) ledger."""
+        ledger = self.engines[key].ledger
+        self._equity[key] = float(ledger.fstate[k.F_EQUITY])
+        self._value[key] = float(ledger.fstate[k.F_EQUITY]) - float(ledger.fstate[k.F_CASH])
+
+    @property
+    def equity(self) -> float:
+        return float(sum(self._equity.values()) + self.reserve)
+
+    @property
+    def cash(self) -> float:
+        return float(sum(float(e.ledger.fstate[k.F_CASH]) for e in self.engines.values()) + self.reserve)
+
+    @property
+    def position_value(self) -> float:
+        return float(sum(self._value.values()))
+
     def step(self, at: pd.Timestamp, bars: dict[str, Bar]) -> dict[str, float]:
         """Advance the sleeves that have a bar at ``at``; returns the portfolio's marks at that time."""
         caps = self.config.caps

@@ -1,1 +1,1 @@
-"""tradeforge runtime (filled by later work; see README)."""
+"""The long-running trading process: feeds, brokers, recovery, control and notifications around the engine."""

@@ -70,7 +70,7 @@ def _timestamp(text: str | None, option: str) -> pd.Timestamp | None:
         stamp = pd.Timestamp(text)
     except ValueError as exc:
         raise DataError(f"{option} {text!r} is not a date or timestamp (use e.g. 2024-01-01)") from exc
-    if stamp is pd.NaT:
+    if pd.isna(stamp):
         raise DataError(f"{option} {text!r} is not a date or timestamp (use e.g. 2024-01-01)")
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
@@ -204,7 +204,7 @@ def _backtest_bars(
             if len(bars) < 2:
                 raise DataError(f"--data {str(data)!r} holds fewer than 2 bars")
             step = bars["timestamp"].diff().median()
-            tf = Timeframe.parse(f"{int(step.total_seconds() // 60)}m")
+            tf = Timeframe.parse(f"{int(pd.Timedelta(step).total_seconds() // 60)}m")
         lo, hi = _timestamp(start, "--start"), _timestamp(end, "--end")
         if lo is not None:
             bars = bars.loc[bars["timestamp"] >= lo]
@@ -262,7 +262,7 @@ def backtest(
         chosen = REGISTRY.build(strategy, params)
         try:
             config = EngineConfig(
-                cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill,  # type: ignore[arg-type]
+                cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill,
                 max_position=max_position,
             )
         except ValidationError as exc:
@@ -407,7 +407,7 @@ def train(
         except ValidationError as exc:
             raise DataError(str(exc)) from exc
         request = TrainRequest(model=config, base_strategy=base, threshold=threshold, folds=folds,
-                               promote=promote.value)  # type: ignore[arg-type]
+                               promote=promote.value)
         registry = ModelRegistry(settings.mlflow_tracking_uri)
         with _progress(f"train {model.value} on {instrument.symbol} {tf}") as _:
             outcome = train_and_register(bars, instrument, tf, request, registry,
@@ -475,6 +475,183 @@ def models_rollback(
     document = {"name": name, "production": version}
     table = Table(show_header=False, box=box.SIMPLE)
     table.add_row(escape(name), f"production → v{escape(version)} (rolled back)")
+    _emit(document, as_json, table)
+
+
+runtime_app = typer.Typer(help="The trading runtime (paper or live).", invoke_without_command=True)
+app.add_typer(runtime_app, name="runtime")
+
+
+class Mode(StrEnum):
+    paper = "paper"
+    live = "live"
+
+
+class Command(StrEnum):
+    pause = "pause"
+    resume = "resume"
+    flatten = "flatten"
+    reset_breaker = "reset-breaker"
+    stop = "stop"
+
+
+@runtime_app.callback()
+def runtime(
+    context: typer.Context,
+    mode: Annotated[Mode, typer.Option(help="paper (the engine's fill model) or live (real money).")] = Mode.paper,
+    portfolio: Annotated[Path | None, typer.Option(help="Portfolio file (TOML/YAML).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Single-strategy run: the strategy name.")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Single-strategy run: the symbol.")] = None,
+    timeframe: Annotated[str, typer.Option(help="Bar timeframe.")] = "1m",
+    venue: Annotated[str | None, typer.Option(help="Venue, when several hold the symbol.")] = None,
+    feed: Annotated[str, typer.Option(help="Bar feed: replay (lake or --data).")] = "replay",
+    data: Annotated[Path | None, typer.Option(help="Replay a Parquet/CSV file of bars instead of the lake.")] = None,
+    speed: Annotated[str, typer.Option(help="Replay pace: max, or a multiple of real time (e.g. 60).")] = "max",
+    start: Annotated[str | None, typer.Option(help="First bar to replay (UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the replay, exclusive (UTC).")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value (repeatable).")] = None,
+    fee_bps: Annotated[float, typer.Option(help="Fee in bps of notional.")] = 10.0,
+    slippage_bps: Annotated[float, typer.Option(help="Fixed slippage in bps.")] = 0.0,
+    fill: Annotated[str, typer.Option(help="next_open or close.")] = "next_open",
+    cash: Annotated[float, typer.Option(help="Starting cash (single-strategy run).")] = 100_000.0,
+    max_position: Annotated[float, typer.Option(help="Largest position as a fraction of equity.")] = 0.25,
+    no_breakers: Annotated[bool, typer.Option("--no-breakers", help="Switch every circuit breaker off.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new runtime (refused if state exists).")] = False,
+    restore: Annotated[bool, typer.Option("--restore", help="Restore the saved state (the default).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Print every fill, breaker and command.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the trading runtime. Startup is recovery: restore, reconcile, catch up, then trade."""
+    if context.invoked_subcommand is not None:
+        return
+    import signal
+
+    from pipeline.state import StateStore
+    from runtime.brokers import PaperBroker
+    from runtime.feeds import ReplayFeed
+    from runtime.node import Node, StartupError
+
+    settings = _settings()
+    try:
+        if fresh and restore:
+            raise DataError("--fresh and --restore exclude each other")
+        if mode is Mode.live:
+            _refuse_live(settings)
+        if feed != "replay":
+            raise DataError(f"--feed {feed!r} is not available: use --feed replay (lake or --data)")
+        pace = None if speed == "max" else _positive_float(speed, "--speed")
+        config = _runtime_portfolio(portfolio, strategy, symbol, timeframe, param or [], fee_bps, slippage_bps,
+                                    fill, cash, max_position, no_breakers)
+        frames, feed_of, tf = _runtime_bars(settings, config, data, venue, start, end)
+        store = StateStore(settings.state_url)
+        node = Node(store, config, ReplayFeed(frames, tf, speed=pace), feed_of, PaperBroker(), mode=mode.value,
+                    on_event=(lambda text: err.print(escape(text), highlight=False)) if verbose else None)
+        node.start(fresh=fresh)
+    except (DataError, StartupError) as exc:
+        raise _fail(str(exc)) from exc
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda signum, _frame: node.request_stop(f"signal {signal.Signals(signum).name}"))
+    summary = node.run()
+    store.close()
+    document = summary.to_json()
+    table = Table(title=f"runtime ({mode.value})", show_header=False, box=box.SIMPLE)
+    for key, value in document.items():
+        table.add_row(key, escape(_format(value) if not isinstance(value, list) else "; ".join(map(str, value))))
+    _emit(document, as_json, table)
+
+
+def _refuse_live(settings: Settings) -> None:
+    if settings.live_confirm != "yes":
+        raise DataError("live trading needs TRADEFORGE_LIVE_CONFIRM=yes (and the venue's keys)")
+    raise DataError(
+        "live trading is not available in this version: the ccxt and Alpaca brokers are not built yet; "
+        "use --mode paper"
+    )
+
+
+def _positive_float(text: str, option: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise DataError(f"{option} {text!r} is not a number (or 'max')") from exc
+    if value <= 0:
+        raise DataError(f"{option} must be positive")
+    return value
+
+
+def _runtime_portfolio(
+    portfolio: Path | None, strategy: str | None, symbol: str | None, timeframe: str, params: list[str],
+    fee_bps: float, slippage_bps: float, fill: str, cash: float, max_position: float, no_breakers: bool,
+) -> Any:
+    from pipeline.portfolio import PortfolioConfig, load_portfolio
+
+    if portfolio is not None:
+        return load_portfolio(portfolio)
+    if strategy is None or symbol is None:
+        raise DataError("give --portfolio FILE, or --strategy NAME and --symbol SYMBOL")
+    engine: dict[str, Any] = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "fill": fill,
+                              "max_position": max_position}
+    if no_breakers:
+        engine.update(max_drawdown=None, daily_loss=None, max_consecutive_losses=None, max_trades_per_day=None)
+    Timeframe.parse(timeframe)
+    return PortfolioConfig.model_validate(
+        {"cash": cash, "strategies": [{"id": "main", "strategy": strategy, "symbols": [symbol],
+                                       "timeframe": timeframe, "allocation": 1.0,
+                                       "params": _parse_params(params), "engine": engine}]}
+    )
+
+
+def _runtime_bars(
+    settings: Settings, config: Any, data: Path | None, venue: str | None, start: str | None, end: str | None
+) -> tuple[dict[str, pd.DataFrame], dict[str, str], Timeframe]:
+    from pipeline.catalog import read_bars
+    from pipeline.portfolio import sleeves_of
+
+    sleeves = sleeves_of(config)
+    timeframes = {s.spec.timeframe for s in sleeves}
+    if len(timeframes) != 1:
+        raise DataError("a runtime portfolio must use one timeframe for every strategy")
+    tf = Timeframe.parse(timeframes.pop())
+    lo, hi = _timestamp(start, "--start"), _timestamp(end, "--end")
+    frames: dict[str, pd.DataFrame] = {}
+    feed_of: dict[str, str] = {}
+    symbols = sorted({s.symbol for s in sleeves})
+    if data is not None and len(symbols) != 1:
+        raise DataError("--data replays one symbol; this portfolio trades " + ", ".join(symbols))
+    for sleeve in sleeves:
+        key = f"{venue or ('file' if data else 'lake')}:{sleeve.symbol}:{tf}"
+        feed_of[sleeve.key] = key
+        if key in frames:
+            continue
+        if data is not None:
+            bars, _, _ = _backtest_bars(settings, data, None, str(tf), start, end, None)
+        else:
+            bars = read_bars(settings, sleeve.symbol, tf, lo, hi, venue)
+        if bars.empty:
+            raise DataError(f"no {sleeve.symbol} {tf} bars to replay in the selected range")
+        frames[key] = bars
+    return frames, feed_of, tf
+
+
+@runtime_app.command("ctl")
+def runtime_ctl(
+    command: Annotated[Command, typer.Argument(help="pause, resume, flatten, reset-breaker or stop.")],
+    sleeve: Annotated[str | None, typer.Option(help="Only this sleeve (default: all).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Send a control command to the running runtime (through the state store)."""
+    from pipeline.state import StateStore
+
+    settings = _settings()
+    store = StateStore(settings.state_url)
+    if store.bot_state() is None:
+        raise _fail(f"no runtime state in {settings.state_url}: is the runtime started?")
+    name = command.value.replace("-", "_")
+    number = store.add_command(name, "cli", sleeve=sleeve)
+    store.close()
+    document = {"id": number, "command": name, "sleeve": sleeve}
+    table = Table(show_header=False, box=box.SIMPLE)
+    table.add_row("queued", f"{name} (#{number}); applied within one loop of the runtime")
     _emit(document, as_json, table)
 
 

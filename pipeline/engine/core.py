@@ -7,6 +7,8 @@ equity; ``tests/test_engine.py`` checks it bar by bar on real data.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +89,24 @@ class Ledger:
                 grown[: buffer.shape[0]] = buffer
                 setattr(self, name, grown)
 
+    def snapshot(self) -> str:
+        """The ledger's exact state as JSON (floats as hex, so a restore is bit for bit)."""
+        return json.dumps(
+            {"f": [float(x).hex() for x in self.fstate], "i": [int(x) for x in self.istate]}, separators=(",", ":")
+        )
+
+    def restore(self, snapshot: str) -> None:
+        """Load a ``snapshot``; the output buffers start empty (what they held was already stored)."""
+        data = json.loads(snapshot)
+        fstate = np.array([float.fromhex(x) for x in data["f"]])
+        istate = np.array(data["i"], dtype=np.int64)
+        if fstate.shape != self.fstate.shape or istate.shape != self.istate.shape:
+            raise ValueError("ledger snapshot does not match this engine version's state layout")
+        for counter in (k.I_N_FILLS, k.I_N_TRADES, k.I_N_EVENTS, k.I_N_REJECTS):
+            istate[counter] = 0
+        self.fstate[:] = fstate
+        self.istate[:] = istate
+
     def pause(self) -> None:
         """Block new entries until ``resume`` (exits, stops and take-profits still run)."""
         self.istate[k.I_TRIPPED] |= 1 << k.RULE_MANUAL_PAUSE
@@ -120,22 +140,31 @@ class Ledger:
         cash: np.ndarray,
         units: np.ndarray,
         closes: np.ndarray,
+        start: tuple[int, int, int, int] = (0, 0, 0, 0),
+        bar_start: int = 0,
+        time_of: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> EngineResult:
-        """Convert the buffers to frames; ``times`` are the bars' open times as int64 ms."""
+        """Convert the buffers to frames; ``times`` are the bars' open times as int64 ms (all bars so far).
+
+        ``start`` (fills, trades, events, rejections already taken) and ``bar_start`` (bars already taken;
+        ``equity``, ``cash``, ``units`` and ``closes`` then cover only the later bars) select what is new.
+        ``time_of`` maps bar numbers to open times (default: ``times[number]``).
+        """
         n_fills = int(self.istate[k.I_N_FILLS])
         n_trades = int(self.istate[k.I_N_TRADES])
         n_events = int(self.istate[k.I_N_EVENTS])
         n_rejects = int(self.istate[k.I_N_REJECTS])
+        s_fills, s_trades, s_events, s_rejects = start
 
         def stamp(index: np.ndarray) -> pd.Series:
-            return pd.Series(pd.to_datetime(times[index.astype(np.int64)], unit="ms", utc=True)).astype(
-                TIMESTAMP_DTYPE
-            )
+            numbers = index.astype(np.int64)
+            ms = times[numbers] if time_of is None else time_of(numbers)
+            return pd.Series(pd.to_datetime(ms, unit="ms", utc=True)).astype(TIMESTAMP_DTYPE)
 
         def reason_text(codes: np.ndarray) -> list[str]:
             return [ENGINE_REASONS[c] if c < 0 else (reasons[c] if c < len(reasons) else "") for c in codes.astype(int)]
 
-        f = self.fills[:n_fills]
+        f = self.fills[s_fills:n_fills]
         fills = pd.DataFrame(
             {
                 "timestamp": stamp(f[:, 0]),
@@ -148,7 +177,7 @@ class Ledger:
                 "bar": f[:, 0].astype(np.int64),
             }
         )
-        t = self.trades[:n_trades]
+        t = self.trades[s_trades:n_trades]
         trades = pd.DataFrame(
             {
                 "entry_time": stamp(t[:, 0]),
@@ -164,7 +193,7 @@ class Ledger:
                 "bars_held": (t[:, 1] - t[:, 0]).astype(np.int64),
             }
         )
-        e = self.events[:n_events]
+        e = self.events[s_events:n_events]
         events = pd.DataFrame(
             {
                 "timestamp": stamp(e[:, 0]),
@@ -173,7 +202,7 @@ class Ledger:
                 "threshold": e[:, 3],
             }
         )
-        r = self.rejects[:n_rejects]
+        r = self.rejects[s_rejects:n_rejects]
         rejections = pd.DataFrame(
             {
                 "timestamp": stamp(r[:, 0]),
@@ -185,7 +214,9 @@ class Ledger:
         )
         curve = pd.DataFrame(
             {
-                "timestamp": pd.Series(pd.to_datetime(times, unit="ms", utc=True)).astype(TIMESTAMP_DTYPE),
+                "timestamp": pd.Series(pd.to_datetime(times[bar_start:], unit="ms", utc=True)).astype(
+                    TIMESTAMP_DTYPE
+                ),
                 "equity": equity,
                 "cash": cash,
                 "position_value": units * closes,
@@ -239,6 +270,42 @@ class Engine:
         self._cash: list[float] = []
         self._units: list[float] = []
         self._closes: list[float] = []
+        self._drained: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self._drained_bars = 0
+        self._offset = 0  # bars numbered before this process (a restored ledger continues the count)
+        self._earlier: dict[int, int] = {}  # bar number -> open time (ms) of bars before the restore
+
+    @property
+    def bars_seen(self) -> int:
+        return self._offset + len(self._times)
+
+    def _time_of(self, numbers: np.ndarray) -> np.ndarray:
+        local = numbers - self._offset
+        times = np.asarray(self._times, dtype=np.int64)
+        out = np.empty(len(numbers), dtype=np.int64)
+        for i, (number, position) in enumerate(zip(numbers, local, strict=True)):
+            out[i] = times[position] if position >= 0 else self._earlier[int(number)]
+        return out
+
+    def snapshot(self) -> str:
+        """The ledger's exact state plus the bar numbering, for a restart that continues seamlessly."""
+        entry = int(self.ledger.istate[k.I_ENTRY_BAR])
+        entry_ms = None
+        if float(self.ledger.fstate[k.F_UNITS]) != 0.0:
+            entry_ms = int(self._time_of(np.array([entry], dtype=np.int64))[0])
+        return json.dumps({"ledger": self.ledger.snapshot(), "bars_seen": self.bars_seen, "entry_bar": entry,
+                           "entry_ms": entry_ms}, separators=(",", ":"))
+
+    def restore(self, snapshot: str) -> None:
+        """Continue from ``snapshot`` (see ``snapshot``); this engine must not have stepped yet."""
+        if self._times:
+            raise ValueError("an engine can only be restored before its first step")
+        data = json.loads(snapshot)
+        self.ledger.restore(data["ledger"])
+        self._offset = int(data["bars_seen"])
+        self._drained_bars = 0
+        if data["entry_ms"] is not None:
+            self._earlier[int(data["entry_bar"])] = int(data["entry_ms"])
 
     def step(
         self,
@@ -257,7 +324,7 @@ class Engine:
         ms = int(pd.Timestamp(timestamp).value // 1_000_000)  # Timestamp.value is in nanoseconds
         day = (ms - ledger.config.day_boundary_hour * 3_600_000) // MS_PER_DAY
         equity: float = k.step(
-                len(self._times), day, float(o), float(h), float(low), float(c), bool(in_session), float(aim),
+                self.bars_seen, day, float(o), float(h), float(low), float(c), bool(in_session), float(aim),
                 int(reason), ledger.params, ledger.fstate, ledger.istate, ledger.fills, ledger.trades,
                 ledger.events, ledger.rejects,
         )
@@ -268,6 +335,30 @@ class Engine:
         self._closes.append(float(c))
         return equity
 
+    def drain(self) -> EngineResult:
+        """What happened since the previous ``drain``: new fills, trades, events, rejections and bar marks."""
+        counts = (
+            int(self.ledger.istate[k.I_N_FILLS]),
+            int(self.ledger.istate[k.I_N_TRADES]),
+            int(self.ledger.istate[k.I_N_EVENTS]),
+            int(self.ledger.istate[k.I_N_REJECTS]),
+        )
+        first = self._drained_bars
+        result = self.ledger.frames(
+            np.asarray(self._times, dtype=np.int64),
+            self.reasons,
+            np.asarray(self._equity[first:]),
+            np.asarray(self._cash[first:]),
+            np.asarray(self._units[first:]),
+            np.asarray(self._closes[first:]),
+            start=self._drained,
+            bar_start=first,
+            time_of=self._time_of,
+        )
+        self._drained = counts
+        self._drained_bars = len(self._times)
+        return result
+
     def result(self) -> EngineResult:
         return self.ledger.frames(
             np.asarray(self._times, dtype=np.int64),
@@ -276,4 +367,5 @@ class Engine:
             np.asarray(self._cash),
             np.asarray(self._units),
             np.asarray(self._closes),
+            time_of=self._time_of,
         )

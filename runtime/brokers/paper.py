@@ -1,0 +1,42 @@
+"""The paper broker: fills are the engine's own fill model (the backtest's), on live or replayed bars.
+
+Every fill gets a deterministic client order id ``<sleeve>-<bar open ms>-<n>`` and the fill id
+``paper:<client order id>``, so a bar processed again after a crash produces the same ids and the state store
+skips what it already holds.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from pipeline.domain import epoch_ms
+from pipeline.state import FillRecord, OrderRecord
+
+
+def _decimal(value: Any) -> Decimal:
+    return Decimal(repr(float(value)))
+
+
+class PaperBroker:
+    name = "paper"
+
+    def settle(self, sleeve: str, symbol: str, fills: pd.DataFrame) -> tuple[list[OrderRecord], list[FillRecord]]:
+        orders: list[OrderRecord] = []
+        records: list[FillRecord] = []
+        seen: dict[int, int] = {}
+        for ms, row in zip(epoch_ms(fills["timestamp"]), fills.itertuples(index=False), strict=True):
+            n = seen.get(int(ms), 0)
+            seen[int(ms)] = n + 1
+            client_id = f"{sleeve}-{int(ms)}-{n}"
+            at = pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()
+            qty, price, fee = _decimal(row.qty), _decimal(row.price), _decimal(row.fee)
+            orders.append(OrderRecord(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=str(row.side),
+                                      qty=qty, price=price, status="filled", reason=str(row.reason),
+                                      venue_order_id=client_id, bar=at, created_at=at))
+            records.append(FillRecord(fill_id=f"paper:{client_id}", client_order_id=client_id, sleeve=sleeve,
+                                      symbol=symbol, side=str(row.side), qty=qty, price=price, fee=fee, at=at,
+                                      reason=str(row.reason)))
+        return orders, records

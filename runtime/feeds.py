@@ -1,0 +1,67 @@
+"""Market-data feeds for the runtime: closed bars in time order, in batches.
+
+``ReplayFeed`` replays known bars (from the lake or a Parquet file) as fast as possible (``speed=None``: large
+batches) or paced at ``speed`` times real time (one bar per batch). Live feeds (ccxt polling or websocket,
+Alpaca streams) will deliver the same batches as bars close.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.domain import Timeframe, epoch_ms
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Bar times (epoch ms, ascending) and, per feed key, the history row of each time (-1: no bar then)."""
+
+    times: np.ndarray
+    rows: dict[str, np.ndarray]
+
+
+class ReplayFeed:
+    """Replays bar frames, keyed by feed (``venue:SYMBOL:tf``), merged in time order."""
+
+    def __init__(
+        self,
+        frames: dict[str, pd.DataFrame],
+        timeframe: Timeframe,
+        speed: float | None = None,
+        batch_size: int = 2048,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.frames = {key: frame.reset_index(drop=True) for key, frame in frames.items()}
+        self.timeframe = timeframe
+        self.speed = speed
+        self.batch_size = batch_size if speed is None else 1
+        self.sleep = sleep
+        self._ms = {key: epoch_ms(frame["timestamp"]) for key, frame in self.frames.items()}
+        self.clock = np.unique(np.concatenate(list(self._ms.values()))) if self._ms else np.empty(0, np.int64)
+
+    def history(self, key: str, through_row: int) -> pd.DataFrame:
+        """Every bar of ``key`` up to and including ``through_row`` (a view, not a copy)."""
+        return self.frames[key].iloc[: through_row + 1]
+
+    def batches(self, after: dict[str, int | None]) -> Iterator[Batch]:
+        """Batches of bar times later than each feed's cursor (``after``: last processed open time, ms)."""
+        floor = min((v for v in after.values() if v is not None), default=None)
+        start = 0 if floor is None else int(np.searchsorted(self.clock, floor, side="right"))
+        for first in range(start, len(self.clock), self.batch_size):
+            times = self.clock[first: first + self.batch_size]
+            rows = {}
+            for key, ms in self._ms.items():
+                cursor = after.get(key)
+                index = np.searchsorted(ms, times)
+                found = (index < len(ms)) & (ms[np.minimum(index, len(ms) - 1)] == times)
+                if cursor is not None:
+                    found &= times > cursor
+                rows[key] = np.where(found, index, -1)
+            if self.speed is not None:
+                self.sleep(self.timeframe.seconds / self.speed)
+            yield Batch(times, rows)

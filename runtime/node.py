@@ -1,0 +1,362 @@
+"""The trading node: startup is recovery, then closed bars → decisions → engine → broker → state, until stopped.
+
+Startup: open the state store → restore every sleeve's ledger bit for bit (or start fresh, only when asked
+with ``fresh``) → reconcile what the store holds with the ledgers → resume the feed after the last processed
+bar (bars missed while down are caught up first) → trade.
+
+Each batch of closed bars (one bar when live; up to a few thousand when replaying or catching up):
+
+1. control commands from the store (pause, resume, flatten, reset_breaker, stop) are applied and acknowledged;
+2. every sleeve's strategy decides on its full history up to the batch's last bar (strategies are causal, so
+   the decision for each bar equals the one computed when that bar alone had closed);
+3. the portfolio stepper advances every sleeve bar by bar through the engine core (``pipeline.engine``);
+4. the broker turns the engine's fills into orders and fills on record;
+5. everything the batch changed is written in ONE transaction: orders, fills (de-duplicated by fill id),
+   positions, trades, ledgers (exact engine state), breaker events, equity marks, feed cursors, heartbeat.
+
+A crash at any moment therefore loses at most the batch in flight, which is recomputed identically from the
+last committed state on restart: no order or fill is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.clock import Clock, SystemClock
+from pipeline.engine import kernel as k
+from pipeline.engine.core import EngineResult
+from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, sleeves_of
+from pipeline.state import (
+    BreakerRecord,
+    CursorRecord,
+    EquityRecord,
+    FillRecord,
+    LedgerRecord,
+    LedgerRow,
+    OrderRecord,
+    PositionRecord,
+    StateStore,
+    StepRecord,
+    TradeRecord,
+)
+from runtime.brokers.base import Broker
+from runtime.feeds import Batch, ReplayFeed
+
+log = logging.getLogger(__name__)
+PORTFOLIO = "portfolio"
+
+
+class StartupError(RuntimeError):
+    """The node cannot start safely; the message says why and what to do."""
+
+
+@dataclass
+class RunSummary:
+    bars: int = 0
+    orders: int = 0
+    fills: int = 0
+    duplicate_fills: int = 0
+    trades: int = 0
+    breaker_events: int = 0
+    commands: int = 0
+    final_equity: float = 0.0
+    stopped_by: str = "end of data"
+    recovery: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "bars": self.bars,
+            "orders": self.orders,
+            "fills": self.fills,
+            "duplicate_fills": self.duplicate_fills,
+            "trades": self.trades,
+            "breaker_events": self.breaker_events,
+            "commands": self.commands,
+            "final_equity": self.final_equity,
+            "stopped_by": self.stopped_by,
+            "recovery": self.recovery,
+        }
+
+
+def _money(value: Any) -> Decimal:
+    """A float from the engine's float64 ledger as the Decimal with the same shortest repr (exact round trip)."""
+    return Decimal(repr(float(value)))
+
+
+def _number(value: Any) -> float:
+    return float(value)
+
+
+def _when(value: Any) -> datetime:
+    return pd.Timestamp(value).to_pydatetime()
+
+
+def _utc(ms: int) -> datetime:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()
+
+
+class Node:
+    """One runtime process: a portfolio of sleeves on a feed, a broker and a state store."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        portfolio: PortfolioConfig,
+        feed: ReplayFeed,
+        feed_of: dict[str, str],
+        broker: Broker,
+        mode: str = "paper",
+        clock: Clock | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.portfolio = portfolio
+        self.feed = feed
+        self.feed_of = feed_of
+        self.broker = broker
+        self.mode = mode
+        self.clock = clock or SystemClock()
+        self.on_event = on_event
+        self.stepper = PortfolioStepper(
+            portfolio,
+            {s.key: s.strategy.targets(feed.history(feed_of[s.key], -1)).reasons for s in sleeves_of(portfolio)},
+        )
+        self.cursors: dict[str, int | None] = {key: None for key in set(feed_of.values())}
+        self._ohlc = {
+            key: tuple(frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
+            for key, frame in feed.frames.items()
+        }
+        self.summary = RunSummary()
+        self._stop_requested: str | None = None
+        self._portfolio_events_saved = 0
+
+    # ------------------------------------------------------------------ startup
+    def start(self, fresh: bool) -> list[str]:
+        """Recover (or start fresh); returns what recovery found and did."""
+        state = self.store.bot_state()
+        ledgers = self.store.ledgers()
+        if fresh and (state is not None or ledgers):
+            raise StartupError(
+                f"--fresh refused: the state store already holds a runtime's state ({self.store.engine.url!r}); "
+                "restore it (the default), or point TRADEFORGE_DATABASE_URL / TRADEFORGE_DATA_DIR elsewhere"
+            )
+        if not fresh and state is None:
+            raise StartupError(
+                f"no saved runtime state in {self.store.engine.url!r}: start with --fresh for a new runtime"
+            )
+        notes: list[str] = []
+        if not fresh:
+            notes += self._restore(ledgers)
+        for key in self.cursors:
+            cursor = self.store.cursor(key)
+            self.cursors[key] = None if cursor is None else int(pd.Timestamp(cursor).value // 1_000_000)
+        resumed = [f"{k} after {pd.Timestamp(v, unit='ms', tz='UTC')}" for k, v in self.cursors.items() if v]
+        notes += [f"feed {text}" for text in resumed] or ["feeds from their first bar"]
+        self.store.set_status("running", "started" if fresh else "restored", mode=self.mode)
+        self.summary.recovery = notes
+        self._emit(f"runtime started in {self.mode} mode ({'fresh' if fresh else 'restored'})")
+        return notes
+
+    def _restore(self, ledgers: dict[str, LedgerRow]) -> list[str]:
+        notes: list[str] = []
+        positions = {(p.sleeve, p.symbol): p for p in self.store.positions()}
+        for sleeve in self.stepper.sleeves:
+            row = ledgers.get(sleeve.key)
+            if row is None:
+                notes.append(f"{sleeve.key}: no saved ledger, starts with its allocation")
+                continue
+            engine = self.stepper.engines[sleeve.key]
+            engine.restore(row.kernel_state)
+            self.stepper.restore_sleeve(sleeve.key)
+            units = float(engine.ledger.fstate[k.F_UNITS])
+            cash = float(engine.ledger.fstate[k.F_CASH])
+            stored = positions.get((sleeve.key, sleeve.symbol))
+            stored_units = float(stored.qty) if stored is not None else 0.0
+            if abs(stored_units - units) > 1e-9 * max(1.0, abs(units)):
+                notes.append(f"{sleeve.key}: position on record {stored_units} differs from the ledger {units}; "
+                             "the ledger's (committed with it) is kept and the record corrected")
+            tripped = engine.ledger.tripped
+            notes.append(f"{sleeve.key}: restored, units {units:g}, cash {cash:,.2f}"
+                         + (f", breakers still latched: {', '.join(tripped)}" if tripped else ""))
+        saved = ledgers.get(PORTFOLIO)
+        if saved is not None:
+            data = json.loads(saved.kernel_state)
+            self.stepper.peak = float.fromhex(data["peak"])
+            self.stepper.tripped = bool(data["tripped"])
+            self._portfolio_events_saved = len(self.stepper.events)
+        return notes
+
+    # ------------------------------------------------------------------ the loop
+    def request_stop(self, reason: str) -> None:
+        self._stop_requested = reason
+
+    def run(self) -> RunSummary:
+        """Process batches until the feed ends or a stop is requested (signal or command)."""
+        try:
+            for batch in self.feed.batches(self.cursors):
+                self._apply_commands()
+                if self._stop_requested is not None:
+                    break
+                self._process(batch)
+                if self._stop_requested is not None:
+                    break
+        finally:
+            reason = self._stop_requested or "end of data"
+            self.summary.stopped_by = reason
+            self.summary.final_equity = self.stepper.equity
+            self.store.set_status("stopped", reason, mode=self.mode)
+            self._emit(f"runtime stopped: {reason}")
+        return self.summary
+
+    def _process(self, batch: Batch) -> None:
+        decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for sleeve in self.stepper.sleeves:
+            key = self.feed_of[sleeve.key]
+            rows = batch.rows[key]
+            present = rows >= 0
+            if not present.any():
+                continue
+            history = self.feed.history(key, int(rows[present].max()))
+            targets = sleeve.strategy.targets(history)
+            decisions[sleeve.key] = (rows, targets.exposure, targets.reason)
+        for position, ms in enumerate(batch.times):
+            due: dict[str, Bar] = {}
+            for sleeve_key, (rows, aims, reasons) in decisions.items():
+                row = int(rows[position])
+                if row < 0:
+                    continue
+                o, h, low, c = self._ohlc[self.feed_of[sleeve_key]]
+                due[sleeve_key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]),
+                                      float(aims[row]), int(reasons[row]))
+            if due:
+                self.stepper.step(pd.Timestamp(int(ms), unit="ms", tz="UTC"), due)
+            self.summary.bars += 1
+        for key, rows in batch.rows.items():
+            present = batch.times[rows >= 0]
+            if len(present):
+                self.cursors[key] = int(present[-1])
+        self._persist(int(batch.times[-1]))
+
+    def _persist(self, last_ms: int) -> None:
+        orders: list[OrderRecord] = []
+        fills: list[FillRecord] = []
+        trades: list[TradeRecord] = []
+        events: list[BreakerRecord] = []
+        ledgers: list[LedgerRecord] = []
+        positions: list[PositionRecord] = []
+        equity: list[EquityRecord] = []
+        at = _utc(last_ms)
+        now = self.clock.now().to_pydatetime()
+        for sleeve in self.stepper.sleeves:
+            engine = self.stepper.engines[sleeve.key]
+            result = engine.drain()
+            new_orders, new_fills = self.broker.settle(sleeve.key, sleeve.symbol, result.fills)
+            orders += new_orders
+            fills += new_fills
+            trades += self._trades(sleeve.key, sleeve.symbol, result)
+            events += [BreakerRecord(sleeve=sleeve.key, at=_when(e.timestamp), rule=str(e.rule),
+                                     value=_number(e.value), threshold=_number(e.threshold))
+                       for e in result.breaker_events.itertuples(index=False)]
+            ledger = engine.ledger
+            units = float(ledger.fstate[k.F_UNITS])
+            entry_units = float(ledger.fstate[k.F_ENTRY_UNITS])
+            average = float(ledger.fstate[k.F_ENTRY_VALUE]) / entry_units if units and entry_units else 0.0
+            positions.append(PositionRecord(sleeve=sleeve.key, symbol=sleeve.symbol, qty=_money(units),
+                                            avg_price=_money(average), updated_at=now))
+            cash, total = float(ledger.fstate[k.F_CASH]), float(ledger.fstate[k.F_EQUITY])
+            ledgers.append(LedgerRecord(sleeve=sleeve.key, cash=_money(cash), units=_money(units),
+                                        equity=_money(total), tripped=",".join(ledger.tripped),
+                                        kernel_state=engine.snapshot(), bars_seen=engine.bars_seen,
+                                        updated_at=now))
+            if len(result.equity):
+                last = result.equity.iloc[-1]
+                equity.append(EquityRecord(at=_when(last["timestamp"]), sleeve=sleeve.key,
+                                           equity=_money(last["equity"]), cash=_money(last["cash"]),
+                                           position_value=_money(last["position_value"])))
+            self.summary.trades += len(result.trades)
+            self.summary.breaker_events += len(result.breaker_events)
+            for row in result.fills.itertuples(index=False):
+                self._emit(f"{sleeve.key}: {row.side} {row.qty:.8g} @ {row.price:.8g} ({row.reason})")
+            for row in result.breaker_events.itertuples(index=False):
+                self._emit(f"{sleeve.key}: breaker {row.rule} tripped ({row.value:.4g} > {row.threshold:.4g})")
+        for event in self.stepper.events[self._portfolio_events_saved:]:
+            events.append(BreakerRecord(sleeve=PORTFOLIO, at=_when(event["timestamp"]),
+                                        rule=str(event["rule"]), value=_number(event["value"]),
+                                        threshold=_number(event["threshold"])))
+            self._emit(f"portfolio breaker {event['rule']} tripped")
+        self._portfolio_events_saved = len(self.stepper.events)
+        ledgers.append(LedgerRecord(sleeve=PORTFOLIO, cash=_money(0.0), units=_money(0.0),
+                                    equity=_money(self.stepper.equity), tripped="drawdown" if self.stepper.tripped
+                                    else "", kernel_state=json.dumps({"peak": float(self.stepper.peak).hex(),
+                                                                      "tripped": self.stepper.tripped}),
+                                    bars_seen=self.summary.bars, updated_at=now))
+        equity.append(EquityRecord(at=at, sleeve=PORTFOLIO, equity=_money(self.stepper.equity),
+                                   cash=_money(self.stepper.cash),
+                                   position_value=_money(self.stepper.position_value)))
+        cursors = [CursorRecord(feed=key, last_bar=_utc(ms)) for key, ms in self.cursors.items() if ms is not None]
+        step = StepRecord(orders=orders, fills=fills, positions=positions, trades=trades, ledgers=ledgers,
+                          breakers=events, equity=equity, cursors=cursors, heartbeat_at=now)
+        outcome = self.store.apply_step(step)
+        self.summary.orders += len(orders)
+        self.summary.fills += outcome.new_fills
+        self.summary.duplicate_fills += outcome.duplicate_fills
+
+    @staticmethod
+    def _trades(sleeve: str, symbol: str, result: EngineResult) -> list[TradeRecord]:
+        return [
+            TradeRecord(sleeve=sleeve, symbol=symbol, side=str(t.side), qty=_money(t.qty),
+                        entry_price=_money(t.entry_price), exit_price=_money(t.exit_price), pnl=_money(t.pnl),
+                        fees=_money(t.fees), entry_time=_when(t.entry_time),
+                        exit_time=_when(t.exit_time), entry_reason=str(t.entry_reason),
+                        exit_reason=str(t.exit_reason), model_version=None)
+            for t in result.trades.itertuples(index=False)
+        ]
+
+    # ------------------------------------------------------------------ control
+    def _apply_commands(self) -> None:
+        for command in self.store.pending_commands():
+            targets = [e for key, e in self.stepper.engines.items() if command.sleeve in (None, key)]
+            if command.command == "pause":
+                for engine in targets:
+                    engine.ledger.pause()
+                self.store.set_status("paused", f"paused by {command.source}", mode=self.mode)
+                result = "paused: no new entries"
+            elif command.command == "resume":
+                for engine in targets:
+                    engine.ledger.resume()
+                self.store.set_status("running", f"resumed by {command.source}", mode=self.mode)
+                result = "resumed"
+            elif command.command == "flatten":
+                for engine in targets:
+                    engine.ledger.flatten()
+                result = "flattening at the next fill"
+            elif command.command == "reset_breaker":
+                for engine in targets:
+                    engine.ledger.reset_breakers()
+                if command.sleeve is None:
+                    self.stepper.tripped = False
+                    self.stepper.peak = self.stepper.equity
+                result = "breakers reset"
+            else:
+                self._stop_requested = f"stop command from {command.source}"
+                result = "stopping"
+            if command.id is not None:
+                self.store.acknowledge(command.id, result, self.clock.now().to_pydatetime())
+            self.summary.commands += 1
+            self._emit(f"command {command.command} from {command.source}: {result}")
+
+    # ------------------------------------------------------------------ helpers
+    def _emit(self, text: str) -> None:
+        log.info(text)
+        if self.on_event is not None:
+            self.on_event(text)
+

@@ -1,0 +1,525 @@
+"""The Telegram edge (runtime/notify.py), driven through the real python-telegram-bot client against a local
+fake Bot API server (tests/fakes/telegram_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from pipeline.clock import FixedClock
+from runtime.notify import (
+    COMMAND_SOURCE,
+    CommandBot,
+    Notifier,
+    breaker_message,
+    error_message,
+    fill_message,
+    parse_command,
+    start_message,
+    stop_message,
+)
+from tests.fakes.telegram_server import FakeTelegram
+
+TOKEN = "123456:SECRET-TOKEN-abc"
+CHAT_A = 111
+CHAT_B = -222
+STRANGER = 999
+CHATS = [CHAT_A, CHAT_B]
+
+# python-telegram-bot warns about its own int-to-timedelta transition when it builds a RetryAfter error.
+pytestmark = pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning")
+
+
+class FakeTime:
+    """The notifier's sense of time in tests: sleeping advances the clock at once and is recorded."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class Desk:
+    """A StatusSource and CommandSink that answers fixed texts and records what it was told."""
+
+    status = "running | paper | last bar 2026-11-21 11:59 UTC"
+    positions = "BTC/USDT long 0.015 @ 64,210.50"
+    pnl = "today +12.30 USDT | total +1,204.55 USDT"
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def status_text(self) -> str:
+        return self.status
+
+    def positions_text(self) -> str:
+        return self.positions
+
+    def pnl_text(self) -> str:
+        return self.pnl
+
+    def submit(self, command: str, source: str) -> None:
+        with self._lock:
+            self.commands.append((command, source))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def server(clock: FixedClock) -> Iterator[FakeTelegram]:
+    with FakeTelegram(TOKEN, clock=lambda: clock.now().timestamp()) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def make_notifier(server: FakeTelegram, fake_time: FakeTime) -> Iterator[Callable[..., Notifier]]:
+    made: list[Notifier] = []
+
+    def make(**overrides: Any) -> Notifier:
+        options: dict[str, Any] = {
+            "token": TOKEN,
+            "chat_ids": CHATS,
+            "api_url": server.url,
+            "sleep": fake_time.sleep,
+            "monotonic": fake_time.monotonic,
+            "timeout_s": 3.0,
+        }
+        options.update(overrides)
+        notifier = Notifier(**options)
+        made.append(notifier)
+        return notifier
+
+    yield make
+    for notifier in made:
+        notifier.stop(timeout=2)
+
+
+@pytest.fixture
+def notifier(make_notifier: Callable[..., Notifier]) -> Notifier:
+    made = make_notifier()
+    made.start()
+    return made
+
+
+@pytest.fixture
+def desk() -> Desk:
+    return Desk()
+
+
+@pytest.fixture
+def bot(notifier: Notifier, desk: Desk, clock: FixedClock) -> Iterator[CommandBot]:
+    command_bot = CommandBot(notifier, desk, desk, clock=clock, poll_timeout_s=1, retry_backoff_s=0.05)
+    command_bot.start()
+    yield command_bot
+    command_bot.stop()
+
+
+# --- notifications -----------------------------------------------------------------------------------
+
+
+def test_a_message_reaches_every_allow_listed_chat(notifier: Notifier, server: FakeTelegram) -> None:
+    assert notifier.send("Fill: BUY 0.015 BTC/USDT @ 64,210.50", timeout=5) is True
+
+    assert server.texts_to(CHAT_A) == ["Fill: BUY 0.015 BTC/USDT @ 64,210.50"]
+    assert server.texts_to(CHAT_B) == ["Fill: BUY 0.015 BTC/USDT @ 64,210.50"]
+    assert {request.token for request in server.requests} == {TOKEN}  # the real token goes over the wire
+    assert notifier.stats.delivered == 1
+
+
+def test_send_only_queues_and_flush_waits_for_delivery(notifier: Notifier, server: FakeTelegram) -> None:
+    server.fail_next(delay_s=0.5)  # a slow Telegram must not slow the trading loop down
+
+    started = time.monotonic()
+    assert notifier.send("slow one") is True
+    assert time.monotonic() - started < 0.2
+
+    assert notifier.flush(timeout=5) is True
+    assert server.texts_to(CHAT_A) == ["slow one"]
+    assert server.texts_to(CHAT_B) == ["slow one"]
+
+
+@pytest.mark.parametrize("token", [None, "", "   "])
+def test_without_a_token_notifications_are_off(
+    token: str | None, server: FakeTelegram, desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="runtime.notify")
+    notifier = Notifier(token, CHATS, api_url=server.url)
+    notifier.start()
+    CommandBot(notifier, desk, desk).start()
+
+    assert notifier.send("hello") is False
+    assert notifier.send("hello again", timeout=1) is False
+    assert notifier.flush(timeout=1) is True
+    notifier.stop()
+
+    assert server.requests == []
+    assert not notifier.enabled
+    off = [r for r in caplog.records if r.getMessage() == "telegram notifications are off: no token configured"]
+    assert len(off) == 1
+    assert off[0].levelno == logging.INFO
+
+
+def test_the_rate_limit_holds_the_fourth_message_for_the_rest_of_the_minute(
+    make_notifier: Callable[..., Notifier], server: FakeTelegram, fake_time: FakeTime
+) -> None:
+    notifier = make_notifier(chat_ids=[CHAT_A], rate_per_minute=3)
+    notifier.start()
+
+    for number in range(1, 5):
+        assert notifier.send(f"message {number}") is True
+    assert notifier.flush(timeout=5) is True
+
+    assert server.texts_to(CHAT_A) == ["message 1", "message 2", "message 3", "message 4"]
+    assert fake_time.sleeps == [pytest.approx(60.0)]  # the 4th waited until the 1st was a minute old
+
+    for number in range(5, 8):
+        notifier.send(f"message {number}")
+    assert notifier.flush(timeout=5) is True
+    assert len(server.texts_to(CHAT_A)) == 7
+    assert fake_time.sleeps == [pytest.approx(60.0), pytest.approx(60.0)]
+
+
+def test_every_chat_counts_against_the_rate_limit(
+    make_notifier: Callable[..., Notifier], server: FakeTelegram, fake_time: FakeTime
+) -> None:
+    notifier = make_notifier(rate_per_minute=3)
+    notifier.start()
+
+    notifier.send("one")
+    notifier.send("two")  # 2 messages x 2 chats = 4 requests: the 4th waits
+    assert notifier.flush(timeout=5) is True
+
+    assert server.texts_to(CHAT_A) == ["one", "two"]
+    assert server.texts_to(CHAT_B) == ["one", "two"]
+    assert fake_time.sleeps == [pytest.approx(60.0)]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected_wait"),
+    [
+        pytest.param({"status": 429, "retry_after": 7}, 7.0, id="429-retry-after"),
+        pytest.param({"status": 500}, 1.0, id="500"),
+        pytest.param({"status": 502}, 1.0, id="502"),
+        pytest.param({"delay_s": 1.5}, 1.0, id="timeout"),
+        pytest.param({"drop": True}, 1.0, id="dropped-connection"),
+    ],
+)
+def test_a_failed_request_is_retried_then_succeeds(
+    fault: dict[str, Any],
+    expected_wait: float,
+    make_notifier: Callable[..., Notifier],
+    server: FakeTelegram,
+    fake_time: FakeTime,
+) -> None:
+    notifier = make_notifier(chat_ids=[CHAT_A], timeout_s=0.4, backoff_s=1.0)
+    notifier.start()
+    server.fail_next(**fault)
+
+    assert notifier.send("breaker tripped", timeout=10) is True
+
+    assert fake_time.sleeps == [pytest.approx(expected_wait)]  # 429: Telegram's retry_after; else backoff
+    assert len(server.requests_to("sendMessage")) == 2
+    assert "breaker tripped" in server.texts_to(CHAT_A)
+    assert server.pending_faults == 0
+
+
+def test_backoff_doubles_between_retries(
+    make_notifier: Callable[..., Notifier], server: FakeTelegram, fake_time: FakeTime
+) -> None:
+    notifier = make_notifier(chat_ids=[CHAT_A], backoff_s=0.5, max_backoff_s=1.5)
+    notifier.start()
+    server.fail_next(status=500, times=4)
+
+    assert notifier.send("finally", timeout=10) is True
+    assert fake_time.sleeps == [0.5, 1.0, 1.5, 1.5]
+
+
+def test_a_permanent_refusal_is_not_retried_and_other_chats_still_get_the_message(
+    notifier: Notifier, server: FakeTelegram, fake_time: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.fail_next(status=400, description="Bad Request: chat not found")
+
+    assert notifier.send("hello", timeout=5) is False  # not every chat got it
+
+    assert server.texts_to(CHAT_B) == ["hello"]
+    assert len(server.requests_to("sendMessage")) == 2  # one try per chat, no retry of the 400
+    assert fake_time.sleeps == []
+    assert any(
+        r.levelno == logging.ERROR and str(CHAT_A) in r.getMessage() and "chat not found" in r.getMessage().lower()
+        for r in caplog.records
+    )
+
+
+def test_exhausted_retries_return_false_keep_the_notifier_working_and_never_log_the_token(
+    make_notifier: Callable[..., Notifier],
+    server: FakeTelegram,
+    desk: Desk,
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # everything: this module, python-telegram-bot, httpx, httpcore
+    notifier = make_notifier(chat_ids=[CHAT_A], max_retries=2)
+    notifier.start()
+    command_bot = CommandBot(notifier, desk, desk, clock=clock, poll_timeout_s=1)
+    command_bot.start()
+    server.fail_next(status=500, times=3)
+    server.fail_next(drop=True, method="getUpdates")
+
+    assert notifier.send("lost", timeout=10) is False
+    assert len(server.requests_to("sendMessage")) == 3
+    assert notifier.send("next one", timeout=10) is True  # the thread is still alive and well
+    assert server.texts_to(CHAT_A) == ["next one"]
+    server.push_message(CHAT_A, "/status")
+    wait_until(lambda: Desk.status in server.texts_to(CHAT_A))
+    command_bot.stop()
+
+    wrong = make_notifier(token="654321:OTHER-SECRET-xyz", chat_ids=[CHAT_A])  # refused by the server (401)
+    wrong.start()
+    assert wrong.send("refused", timeout=10) is False
+
+    assert notifier.stats.failed == 1
+    failures = [r for r in caplog.records if r.name == "runtime.notify" and r.levelno == logging.ERROR]
+    assert any(f"chat {CHAT_A} not delivered after 3 attempts" in r.getMessage() for r in failures)
+    assert any("Unauthorized" in r.getMessage() for r in failures)
+    logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (TOKEN, "SECRET-TOKEN-abc", "OTHER-SECRET-xyz"):
+        assert secret not in logged
+        assert secret not in repr(notifier) and secret not in repr(wrong)
+    assert "REDACTED" in caplog.text  # the client library logged URLs, with the placeholder in them
+
+
+def test_a_full_queue_drops_new_messages_with_a_warning(
+    make_notifier: Callable[..., Notifier], server: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = make_notifier(max_queue=2)
+
+    assert notifier.send("first") is True  # queued before start: delivered once started
+    assert notifier.send("second") is True
+    assert notifier.send("third") is False
+
+    assert any(r.levelno == logging.WARNING and "dropped" in r.getMessage() for r in caplog.records)
+    notifier.start()
+    assert notifier.flush(timeout=5) is True
+    assert server.texts_to(CHAT_A) == ["first", "second"]
+    assert notifier.stats.dropped == 1
+
+
+def test_stop_delivers_what_is_queued_then_refuses_more(notifier: Notifier, server: FakeTelegram) -> None:
+    notifier.send("runtime stopped")
+    notifier.stop(timeout=5)
+
+    assert server.texts_to(CHAT_A) == ["runtime stopped"]
+    assert not notifier.running
+    assert notifier.send("too late") is False
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+def test_read_commands_reply_with_the_status_source_texts(bot: CommandBot, server: FakeTelegram) -> None:
+    server.push_message(CHAT_A, "/status")
+    server.push_message(CHAT_A, "/positions")
+    server.push_message(CHAT_A, "/pnl@tradeforge_test_bot")
+
+    wait_until(lambda: len(server.texts_to(CHAT_A)) == 3)
+    assert server.texts_to(CHAT_A) == [Desk.status, Desk.positions, Desk.pnl]
+    assert server.texts_to(CHAT_B) == []  # replies go back to the chat that asked only
+
+
+def test_pause_and_resume_reach_the_command_sink(bot: CommandBot, server: FakeTelegram, desk: Desk) -> None:
+    server.push_message(CHAT_A, "/pause")
+    wait_until(lambda: len(server.texts_to(CHAT_A)) == 1)
+    server.push_message(CHAT_B, "/resume")
+    wait_until(lambda: len(server.texts_to(CHAT_B)) == 1)
+
+    assert desk.commands == [("pause", COMMAND_SOURCE), ("resume", COMMAND_SOURCE)]
+    assert COMMAND_SOURCE == "telegram"
+    assert "Pause submitted" in server.texts_to(CHAT_A)[0]
+    assert "Resume submitted" in server.texts_to(CHAT_B)[0]
+
+
+def test_flatten_is_issued_only_after_confirmation(bot: CommandBot, server: FakeTelegram, desk: Desk) -> None:
+    server.push_message(CHAT_A, "/flatten")
+    wait_until(lambda: len(server.texts_to(CHAT_A)) == 1)
+
+    assert "/flatten confirm" in server.texts_to(CHAT_A)[0]
+    assert desk.commands == []
+
+    server.push_message(CHAT_A, "/flatten confirm")
+    wait_until(lambda: len(server.texts_to(CHAT_A)) == 2)
+    assert desk.commands == [("flatten", "telegram")]
+    assert "Flatten submitted" in server.texts_to(CHAT_A)[1]
+
+
+def test_a_late_or_foreign_flatten_confirmation_does_nothing(
+    bot: CommandBot, server: FakeTelegram, desk: Desk, clock: FixedClock
+) -> None:
+    server.push_message(CHAT_A, "/flatten confirm")  # nothing asked for
+    server.push_message(CHAT_A, "/flatten")
+    wait_until(lambda: len(server.texts_to(CHAT_A)) == 2)
+    server.push_message(CHAT_B, "/flatten confirm")  # another chat cannot confirm chat A's request
+    wait_until(lambda: len(server.texts_to(CHAT_B)) == 1)
+    clock.set(clock.now() + pd.Timedelta(seconds=61))
+    server.push_message(CHAT_A, "/flatten confirm")  # too late
+    wait_until(lambda: len(server.texts_to(CHAT_A)) == 3)
+
+    assert desk.commands == []
+    assert server.texts_to(CHAT_A)[0].startswith("Nothing to confirm")
+    assert server.texts_to(CHAT_B)[0].startswith("Nothing to confirm")
+    assert server.texts_to(CHAT_A)[2].startswith("Nothing to confirm")
+
+
+def test_a_command_from_an_unknown_chat_is_ignored_and_logged(
+    bot: CommandBot, server: FakeTelegram, desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.push_message(STRANGER, "/flatten")
+    server.push_message(STRANGER, "/pause")
+    server.push_message(CHAT_A, "/status")  # handled after the stranger's: marks that they were seen
+    wait_until(lambda: server.texts_to(CHAT_A) == [Desk.status])
+
+    assert server.texts_to(STRANGER) == []
+    assert desk.commands == []
+    ignored = [r for r in caplog.records if r.levelno == logging.WARNING and str(STRANGER) in r.getMessage()]
+    assert len(ignored) == 2
+    assert all(r.name == "runtime.notify" for r in ignored)
+
+
+def test_each_update_is_handled_once(bot: CommandBot, server: FakeTelegram, desk: Desk) -> None:
+    update_id = server.push_message(CHAT_A, "/pause")
+    wait_until(lambda: desk.commands == [("pause", "telegram")])
+    wait_until(lambda: any(r.int_param("offset") == update_id + 1 for r in server.requests_to("getUpdates")))
+    polls = len(server.requests_to("getUpdates"))
+    wait_until(lambda: len(server.requests_to("getUpdates")) >= polls + 1)
+
+    assert desk.commands == [("pause", "telegram")]
+    assert server.pending_updates == 0
+    assert len(server.texts_to(CHAT_A)) == 1
+
+
+def test_unknown_commands_get_help_and_plain_text_is_ignored(bot: CommandBot, server: FakeTelegram) -> None:
+    server.push_message(CHAT_A, "good morning")
+    server.push_message(CHAT_A, "/status@some_other_bot")
+    server.push_message(CHAT_A, "/buy BTC")
+    wait_until(lambda: len(server.texts_to(CHAT_A)) == 1)
+
+    reply = server.texts_to(CHAT_A)[0]
+    assert reply.startswith("Unknown command /buy")
+    assert "/flatten" in reply and "/status" in reply
+
+
+def test_a_stale_command_is_not_carried_out(
+    bot: CommandBot, server: FakeTelegram, desk: Desk, clock: FixedClock
+) -> None:
+    server.push_message(CHAT_A, "/pause", date=clock.now().timestamp() - 3600)
+    wait_until(lambda: len(server.texts_to(CHAT_A)) == 1)
+
+    assert desk.commands == []
+    assert server.texts_to(CHAT_A)[0].startswith("Ignored /pause")
+
+
+def test_polling_survives_telegram_trouble(bot: CommandBot, server: FakeTelegram) -> None:
+    server.fail_next(drop=True, method="getUpdates")
+    server.fail_next(status=502, method="getUpdates")
+    server.push_message(CHAT_A, "/status")
+
+    wait_until(lambda: server.texts_to(CHAT_A) == [Desk.status])
+    assert server.pending_faults == 0
+
+
+def test_a_failing_status_source_gets_a_short_reply(
+    notifier: Notifier, server: FakeTelegram, desk: Desk, clock: FixedClock
+) -> None:
+    class Broken(Desk):
+        def pnl_text(self) -> str:
+            raise RuntimeError("state store locked")
+
+    command_bot = CommandBot(notifier, Broken(), desk, clock=clock, poll_timeout_s=1)
+    command_bot.start()
+    try:
+        server.push_message(CHAT_A, "/pnl")
+        wait_until(lambda: len(server.texts_to(CHAT_A)) == 1)
+    finally:
+        command_bot.stop()
+    assert server.texts_to(CHAT_A) == ["/pnl is unavailable right now (RuntimeError)."]
+
+
+# --- formatting --------------------------------------------------------------------------------------
+
+AT = datetime.fromisoformat("2026-11-21T12:00:00+00:00")
+
+
+def test_messages_are_plain_text_with_exact_amounts_and_utc_times() -> None:
+    fill = fill_message(
+        "BTC/USDT",
+        "buy",
+        Decimal("0.01500"),
+        Decimal("64210.50"),
+        AT,
+        fee=Decimal("0.963"),
+        fee_currency="USDT",
+        venue="paper",
+        strategy="sma_cross",
+        reason="entry",
+    )
+    assert fill == (
+        "Fill: BUY 0.01500 BTC/USDT @ 64,210.50\n"
+        "fee 0.963 USDT | paper | strategy sma_cross\n"
+        "reason: entry\n"
+        "2026-11-21 12:00:00 UTC"
+    )
+    breaker = breaker_message("max_drawdown", AT, value=Decimal("0.1250"), limit=Decimal("0.10"))
+    assert breaker.splitlines()[:2] == ["Circuit breaker tripped: max_drawdown", "value 0.1250 | limit 0.10"]
+    error = error_message("feed BTC/USDT", ConnectionError("exchange unreachable"), AT, action="retrying")
+    assert error.splitlines()[0] == "Error in feed BTC/USDT: ConnectionError: exchange unreachable"
+    started = start_message("paper", AT, broker="paper", symbols=["BTC/USDT", "ETH/USDT"], equity=Decimal("1E+4"))
+    assert "symbols: BTC/USDT, ETH/USDT" in started and "equity 10,000" in started
+    stopped = stop_message("operator request", pd.Timestamp("2026-11-21 13:00", tz="Europe/Paris"))
+    assert stopped == "tradeforge runtime stopped: operator request\n2026-11-21 12:00:00 UTC"
+
+
+def test_a_naive_time_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        stop_message("done", datetime(2026, 11, 21, 12, 0))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/status", ("status", [])),
+        ("  /Flatten   CONFIRM ", ("flatten", ["confirm"])),
+        ("/pnl@tradeforge_test_bot", ("pnl", [])),
+        ("/pnl@other_bot", None),
+        ("hello", None),
+        ("/", None),
+    ],
+)
+def test_parse_command(text: str, expected: tuple[str, list[str]] | None) -> None:
+    assert parse_command(text, "tradeforge_test_bot") == expected
