@@ -221,7 +221,7 @@ def test_kill_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         process.wait()
         kills += 1
         process = _runtime_process(data_dir, data, [])
-    out, err = process.communicate(timeout=300)
+    _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err.decode()
     assert kills >= 5, "the replay finished before enough kills"
     store = StateStore(f"sqlite:///{data_dir / 'state' / 'tradeforge.db'}")
