@@ -207,8 +207,8 @@ class PortfolioStepper:
     def position_value(self) -> float:
         return float(sum(self._value.values()))
 
-    def step(self, at: pd.Timestamp, bars: dict[str, Bar]) -> dict[str, float]:
-        """Advance the sleeves that have a bar at ``at``; returns the portfolio's marks at that time."""
+    def step(self, at: int, bars: dict[str, Bar]) -> dict[str, float]:
+        """Advance the sleeves that have a bar opening at ``at`` (epoch ms); returns the portfolio's marks."""
         caps = self.config.caps
         if caps.max_gross_exposure is not None:
             total = sum(self._equity.values())
@@ -231,7 +231,8 @@ class PortfolioStepper:
             if drawdown > caps.max_drawdown:
                 self.tripped = True
                 self.events.append(
-                    {"timestamp": at, "rule": "portfolio_drawdown", "value": drawdown, "threshold": caps.max_drawdown}
+                    {"timestamp": pd.Timestamp(at, unit="ms", tz="UTC"), "rule": "portfolio_drawdown",
+                     "value": drawdown, "threshold": caps.max_drawdown}
                 )
                 for engine in self.engines.values():
                     engine.ledger.istate[k.I_TRIPPED] |= 1 << k.RULE_DRAWDOWN
@@ -271,7 +272,7 @@ def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioRes
                 due[key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]), float(aims[row]),
                                int(reasons[row]))
                 hold_value[key] = stepper.engines[key].ledger.config.cash * float(c[row]) / first_close[key]
-        mark = stepper.step(stamps[t], due)
+        mark = stepper.step(int(clock[t]), due)
         mark["buy_and_hold"] = sum(hold_value.values()) + stepper.reserve
         marks.append(mark)
     curve = pd.DataFrame(marks)

@@ -33,7 +33,7 @@ class ReplayFeed:
         frames: dict[str, pd.DataFrame],
         timeframe: Timeframe,
         speed: float | None = None,
-        batch_size: int = 2048,
+        batch_size: int = 8192,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.frames = {key: frame.reset_index(drop=True) for key, frame in frames.items()}

@@ -238,7 +238,7 @@ class Node:
                 due[sleeve_key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]),
                                       float(aims[row]), int(reasons[row]))
             if due:
-                self.stepper.step(pd.Timestamp(int(ms), unit="ms", tz="UTC"), due)
+                self.stepper.step(int(ms), due)
             self.summary.bars += 1
         for key, rows in batch.rows.items():
             present = batch.times[rows >= 0]

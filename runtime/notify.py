@@ -74,7 +74,6 @@ MAX_MESSAGE_CHARS: Final = 4096
 """Telegram's limit on one message; longer texts are cut to it (ending in "…")."""
 COMMAND_SOURCE: Final = "telegram"
 """The ``source`` every command from Telegram carries into the ``CommandSink``."""
-COMMANDS: Final = ("status", "positions", "pnl", "pause", "resume", "flatten")
 TOKEN_PLACEHOLDER: Final = "REDACTED"  # noqa: S105 (a placeholder, not a secret)
 """What the client library holds instead of the token; the transport swaps in the real one at the socket."""
 

@@ -211,8 +211,7 @@ def test_kill_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     rng = random.Random(7)
     kills = 0
-    started = _runtime_process(data_dir, data, ["--fresh"])
-    process = started
+    process = _runtime_process(data_dir, data, ["--fresh", "--batch", "200"])
     while kills < 10:
         time.sleep(rng.uniform(1.5, 4.0))
         if process.poll() is not None:
@@ -220,7 +219,7 @@ def test_kill_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
-        process = _runtime_process(data_dir, data, [])
+        process = _runtime_process(data_dir, data, ["--batch", "200"])
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err.decode()
     assert kills >= 5, "the replay finished before enough kills"

@@ -507,6 +507,9 @@ def runtime(
     feed: Annotated[str, typer.Option(help="Bar feed: replay (lake or --data).")] = "replay",
     data: Annotated[Path | None, typer.Option(help="Replay a Parquet/CSV file of bars instead of the lake.")] = None,
     speed: Annotated[str, typer.Option(help="Replay pace: max, or a multiple of real time (e.g. 60).")] = "max",
+    batch: Annotated[
+        int, typer.Option(min=1, help="Bars per transaction when replaying at max speed (paced replays: 1).")
+    ] = 8192,
     start: Annotated[str | None, typer.Option(help="First bar to replay (UTC).")] = None,
     end: Annotated[str | None, typer.Option(help="End of the replay, exclusive (UTC).")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value (repeatable).")] = None,
@@ -544,7 +547,8 @@ def runtime(
                                     fill, cash, max_position, no_breakers)
         frames, feed_of, tf = _runtime_bars(settings, config, data, venue, start, end)
         store = StateStore(settings.state_url)
-        node = Node(store, config, ReplayFeed(frames, tf, speed=pace), feed_of, PaperBroker(), mode=mode.value,
+        node = Node(store, config, ReplayFeed(frames, tf, speed=pace, batch_size=batch), feed_of, PaperBroker(),
+                    mode=mode.value,
                     on_event=(lambda text: err.print(escape(text), highlight=False)) if verbose else None)
         node.start(fresh=fresh)
     except (DataError, StartupError) as exc:

@@ -74,9 +74,19 @@ class Ledger:
         self.trades = np.zeros((64, k.TRADE_COLUMNS))
         self.events = np.zeros((16, k.EVENT_COLUMNS))
         self.rejects = np.zeros((16, k.REJECT_COLUMNS))
+        self._limits: tuple[int, ...] = ()
+        self._set_limits()
 
     def ensure_room(self) -> None:
-        """Double any buffer with fewer than ``kernel.SPARE_ROWS`` free rows."""
+        """Double any buffer with fewer than ``kernel.SPARE_ROWS`` free rows (cheap when there is room)."""
+        st = self.istate
+        if (
+            st[k.I_N_FILLS] <= self._limits[0]
+            and st[k.I_N_TRADES] <= self._limits[1]
+            and st[k.I_N_EVENTS] <= self._limits[2]
+            and st[k.I_N_REJECTS] <= self._limits[3]
+        ):
+            return
         for name, count in (
             ("fills", k.I_N_FILLS),
             ("trades", k.I_N_TRADES),
@@ -88,6 +98,12 @@ class Ledger:
                 grown = np.zeros((buffer.shape[0] * 2, buffer.shape[1]))
                 grown[: buffer.shape[0]] = buffer
                 setattr(self, name, grown)
+        self._set_limits()
+
+    def _set_limits(self) -> None:
+        self._limits = tuple(
+            buffer.shape[0] - 2 * k.SPARE_ROWS for buffer in (self.fills, self.trades, self.events, self.rejects)
+        )
 
     def snapshot(self) -> str:
         """The ledger's exact state as JSON (floats as hex, so a restore is bit for bit)."""
@@ -280,11 +296,10 @@ class Engine:
         return self._offset + len(self._times)
 
     def _time_of(self, numbers: np.ndarray) -> np.ndarray:
-        local = numbers - self._offset
-        times = np.asarray(self._times, dtype=np.int64)
         out = np.empty(len(numbers), dtype=np.int64)
-        for i, (number, position) in enumerate(zip(numbers, local, strict=True)):
-            out[i] = times[position] if position >= 0 else self._earlier[int(number)]
+        for i, number in enumerate(numbers):
+            position = int(number) - self._offset
+            out[i] = self._times[position] if position >= 0 else self._earlier[int(number)]
         return out
 
     def snapshot(self) -> str:
@@ -309,7 +324,7 @@ class Engine:
 
     def step(
         self,
-        timestamp: pd.Timestamp,
+        timestamp: pd.Timestamp | int,
         o: float,
         h: float,
         low: float,
@@ -318,10 +333,12 @@ class Engine:
         reason: int,
         in_session: bool = True,
     ) -> float:
-        """Process one closed bar and the strategy's decision at its close; returns equity at the close."""
+        """Process one closed bar (``timestamp``: its open time, a Timestamp or epoch ms) and the strategy's
+        decision at its close; returns equity at the close."""
         ledger = self.ledger
         ledger.ensure_room()
-        ms = int(pd.Timestamp(timestamp).value // 1_000_000)  # Timestamp.value is in nanoseconds
+        # an int is epoch milliseconds; Timestamp.value is in nanoseconds
+        ms = timestamp if isinstance(timestamp, int) else int(pd.Timestamp(timestamp).value // 1_000_000)
         day = (ms - ledger.config.day_boundary_hour * 3_600_000) // MS_PER_DAY
         equity: float = k.step(
                 self.bars_seen, day, float(o), float(h), float(low), float(c), bool(in_session), float(aim),
@@ -345,14 +362,13 @@ class Engine:
         )
         first = self._drained_bars
         result = self.ledger.frames(
-            np.asarray(self._times, dtype=np.int64),
+            np.asarray(self._times[first:], dtype=np.int64),
             self.reasons,
             np.asarray(self._equity[first:]),
             np.asarray(self._cash[first:]),
             np.asarray(self._units[first:]),
             np.asarray(self._closes[first:]),
             start=self._drained,
-            bar_start=first,
             time_of=self._time_of,
         )
         self._drained = counts
