@@ -116,7 +116,7 @@ class Node:
         broker: Broker,
         mode: str = "paper",
         clock: Clock | None = None,
-        on_event: Callable[[str], None] | None = None,
+        on_event: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.portfolio = portfolio
@@ -163,7 +163,7 @@ class Node:
         notes += [f"feed {text}" for text in resumed] or ["feeds from their first bar"]
         self.store.set_status("running", "started" if fresh else "restored", mode=self.mode)
         self.summary.recovery = notes
-        self._emit(f"runtime started in {self.mode} mode ({'fresh' if fresh else 'restored'})")
+        self._emit("start", f"runtime started in {self.mode} mode ({'fresh' if fresh else 'restored'})")
         return notes
 
     def _restore(self, ledgers: dict[str, LedgerRow]) -> list[str]:
@@ -214,7 +214,7 @@ class Node:
             self.summary.stopped_by = reason
             self.summary.final_equity = self.stepper.equity
             self.store.set_status("stopped", reason, mode=self.mode)
-            self._emit(f"runtime stopped: {reason}")
+            self._emit("stop", f"runtime stopped: {reason}")
         return self.summary
 
     def _process(self, batch: Batch) -> None:
@@ -285,14 +285,15 @@ class Node:
             self.summary.trades += len(result.trades)
             self.summary.breaker_events += len(result.breaker_events)
             for row in result.fills.itertuples(index=False):
-                self._emit(f"{sleeve.key}: {row.side} {row.qty:.8g} @ {row.price:.8g} ({row.reason})")
+                self._emit("fill", f"{sleeve.key}: {row.side} {row.qty:.8g} @ {row.price:.8g} ({row.reason})")
             for row in result.breaker_events.itertuples(index=False):
-                self._emit(f"{sleeve.key}: breaker {row.rule} tripped ({row.value:.4g} > {row.threshold:.4g})")
+                self._emit("breaker",
+                           f"{sleeve.key}: breaker {row.rule} tripped ({row.value:.4g} > {row.threshold:.4g})")
         for event in self.stepper.events[self._portfolio_events_saved:]:
             events.append(BreakerRecord(sleeve=PORTFOLIO, at=_when(event["timestamp"]),
                                         rule=str(event["rule"]), value=_number(event["value"]),
                                         threshold=_number(event["threshold"])))
-            self._emit(f"portfolio breaker {event['rule']} tripped")
+            self._emit("breaker", f"portfolio breaker {event['rule']} tripped")
         self._portfolio_events_saved = len(self.stepper.events)
         ledgers.append(LedgerRecord(sleeve=PORTFOLIO, cash=_money(0.0), units=_money(0.0),
                                     equity=_money(self.stepper.equity), tripped="drawdown" if self.stepper.tripped
@@ -352,11 +353,12 @@ class Node:
             if command.id is not None:
                 self.store.acknowledge(command.id, result, self.clock.now().to_pydatetime())
             self.summary.commands += 1
-            self._emit(f"command {command.command} from {command.source}: {result}")
+            self._emit("command", f"command {command.command} from {command.source}: {result}")
 
     # ------------------------------------------------------------------ helpers
-    def _emit(self, text: str) -> None:
+    def _emit(self, kind: str, text: str) -> None:
+        """Report an event: ``kind`` is start, stop, fill, breaker or command."""
         log.info(text)
         if self.on_event is not None:
-            self.on_event(text)
+            self.on_event(kind, text)
 

@@ -234,3 +234,44 @@ def test_kill_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     for key, sleeve in result.sleeves.items():
         assert float(ledgers[key].units) == sleeve.open_units  # positions equal the unbroken run's
         assert set(filter(None, ledgers[key].tripped.split(","))) == set(sleeve.breaker_events["rule"])
+
+
+def test_telegram_notifies_and_takes_commands_only_from_allowed_chats(tmp_path: Path,
+                                                                       minutes: pd.DataFrame) -> None:
+    from tests.fakes.telegram_server import FakeTelegram
+
+    token = "777001:RUNTIME-TEST-TOKEN"
+    (tmp_path / "portfolio.toml").write_text(PORTFOLIO)
+    data = tmp_path / "bars.parquet"
+    minutes.iloc[:3000].to_parquet(data)
+    with FakeTelegram(token) as fake:
+        env_extra = {"TRADEFORGE_TELEGRAM_TOKEN": token, "TRADEFORGE_TELEGRAM_CHAT_IDS": "4242",
+                     "TRADEFORGE_TELEGRAM_API_URL": fake.url, "TRADEFORGE_DATA_DIR": str(tmp_path / "data")}
+        command = [sys.executable, "-m", "runtime", "--mode", "paper", "--data", str(data), "--speed", "300",
+                   "--portfolio", str(tmp_path / "portfolio.toml"), "--fresh", "--json"]
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env_extra}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not any("runtime started" in text for text in fake.texts_to(4242)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        fake.push_message(999, "/pause")  # not allow-listed: ignored
+        fake.push_message(4242, "/status")
+        fake.push_message(4242, "/stop")  # not a Telegram command: help text only
+        fake.push_message(4242, "/pause")
+        store = StateStore(f"sqlite:///{tmp_path / 'data' / 'state' / 'tradeforge.db'}", create=False)
+        while time.monotonic() < deadline:
+            state = store.bot_state()
+            if state is not None and state.status == "paused":
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err.decode()
+        assert json.loads(out)["commands"] == 1  # only the allowed chat's /pause
+        texts = fake.texts_to(4242)
+        assert any("runtime started" in text for text in texts)
+        assert any("paper runtime running" in text for text in texts)  # the /status reply
+        assert any("command pause from telegram" in text for text in texts)
+        assert any("runtime stopped: signal SIGTERM" in text for text in texts)
+        assert fake.texts_to(999) == []
+        assert token not in err.decode()

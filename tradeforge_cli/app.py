@@ -531,8 +531,10 @@ def runtime(
 
     from pipeline.state import StateStore
     from runtime.brokers import PaperBroker
+    from runtime.control import StoreControl
     from runtime.feeds import ReplayFeed
     from runtime.node import Node, StartupError
+    from runtime.notify import CommandBot, Notifier
 
     settings = _settings()
     try:
@@ -547,16 +549,32 @@ def runtime(
                                     fill, cash, max_position, no_breakers)
         frames, feed_of, tf = _runtime_bars(settings, config, data, venue, start, end)
         store = StateStore(settings.state_url)
+        notifier = Notifier(settings.telegram_token, settings.telegram_chat_ids, settings.telegram_api_url,
+                            settings.telegram_rate_per_minute, timeout_s=settings.http_timeout_s,
+                            max_retries=settings.max_retries, backoff_s=settings.retry_backoff_s)
+
+        def on_event(kind: str, text: str) -> None:
+            if verbose:
+                err.print(escape(text), highlight=False)
+            notifier.send(text)  # start, stop, fills, breakers and commands all go to Telegram
+
         node = Node(store, config, ReplayFeed(frames, tf, speed=pace, batch_size=batch), feed_of, PaperBroker(),
-                    mode=mode.value,
-                    on_event=(lambda text: err.print(escape(text), highlight=False)) if verbose else None)
+                    mode=mode.value, on_event=on_event)
+        bot = CommandBot(notifier, StoreControl(StateStore(settings.state_url)), StoreControl(store))
+        notifier.start()
+        if notifier.enabled:
+            bot.start()
         node.start(fresh=fresh)
     except (DataError, StartupError) as exc:
         raise _fail(str(exc)) from exc
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda signum, _frame: node.request_stop(f"signal {signal.Signals(signum).name}"))
-    summary = node.run()
-    store.close()
+    try:
+        summary = node.run()
+    finally:
+        bot.stop()
+        notifier.stop(timeout=10)
+        store.close()
     document = summary.to_json()
     table = Table(title=f"runtime ({mode.value})", show_header=False, box=box.SIMPLE)
     for key, value in document.items():
