@@ -34,7 +34,7 @@ import pandas as pd
 from pipeline.clock import Clock, SystemClock
 from pipeline.engine import kernel as k
 from pipeline.engine.core import EngineResult
-from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, sleeves_of
+from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
 from pipeline.state import (
     BreakerRecord,
     CursorRecord,
@@ -50,6 +50,7 @@ from pipeline.state import (
 )
 from runtime.brokers.base import Broker
 from runtime.feeds import Batch, ReplayFeed
+from runtime.models import ModelScorer
 
 log = logging.getLogger(__name__)
 PORTFOLIO = "portfolio"
@@ -117,6 +118,7 @@ class Node:
         mode: str = "paper",
         clock: Clock | None = None,
         on_event: Callable[[str, str], None] | None = None,
+        scorers: dict[str, ModelScorer] | None = None,
     ) -> None:
         self.store = store
         self.portfolio = portfolio
@@ -126,10 +128,8 @@ class Node:
         self.mode = mode
         self.clock = clock or SystemClock()
         self.on_event = on_event
-        self.stepper = PortfolioStepper(
-            portfolio,
-            {s.key: s.strategy.targets(feed.history(feed_of[s.key], -1)).reasons for s in sleeves_of(portfolio)},
-        )
+        self.scorers = scorers or {}
+        self.stepper = PortfolioStepper(portfolio, {s.key: self._reasons(s) for s in sleeves_of(portfolio)})
         self.cursors: dict[str, int | None] = {key: None for key in set(feed_of.values())}
         self._ohlc = {
             key: tuple(frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
@@ -161,7 +161,12 @@ class Node:
             self.cursors[key] = None if cursor is None else int(pd.Timestamp(cursor).value // 1_000_000)
         resumed = [f"{k} after {pd.Timestamp(v, unit='ms', tz='UTC')}" for k, v in self.cursors.items() if v]
         notes += [f"feed {text}" for text in resumed] or ["feeds from their first bar"]
-        self.store.set_status("running", "started" if fresh else "restored", mode=self.mode)
+        self._poll_models()
+        missing = [s.model_name for s in self.scorers.values() if s.model is None]
+        reason = "started" if fresh else "restored"
+        if missing:
+            reason += f"; no production model for {', '.join(missing)}: those sleeves make no entries"
+        self.store.set_status("running", reason, mode=self.mode)
         self.summary.recovery = notes
         self._emit("start", f"runtime started in {self.mode} mode ({'fresh' if fresh else 'restored'})")
         return notes
@@ -217,7 +222,26 @@ class Node:
             self._emit("stop", f"runtime stopped: {reason}")
         return self.summary
 
+    def _reasons(self, sleeve: Sleeve) -> tuple[str, ...]:
+        """The strategy's reason texts (from a run on no bars, with every column it reads present)."""
+        empty = self.feed.history(self.feed_of[sleeve.key], -1)
+        empty = empty.assign(**{column: np.nan for column in sleeve.strategy.requires if column not in empty})
+        return sleeve.strategy.targets(empty).reasons
+
+    def _poll_models(self) -> None:
+        """Swap to the version carrying the production alias, at this bar boundary, and record it."""
+        for sleeve_key, scorer in self.scorers.items():
+            switch = scorer.poll()
+            if switch is None:
+                continue
+            if switch.version is not None and switch.run_id is not None:
+                self.store.record_deployment(sleeve_key, switch.model_name, switch.version, switch.run_id,
+                                             switch.reason, activated_at=self.clock.now().to_pydatetime())
+            self._emit("model", f"{sleeve_key}: model {switch.model_name} "
+                                f"{'v' + switch.version if switch.version else '(none)'}: {switch.reason}")
+
     def _process(self, batch: Batch) -> None:
+        self._poll_models()
         decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for sleeve in self.stepper.sleeves:
             key = self.feed_of[sleeve.key]
@@ -226,6 +250,9 @@ class Node:
             if not present.any():
                 continue
             history = self.feed.history(key, int(rows[present].max()))
+            scorer = self.scorers.get(sleeve.key)
+            if scorer is not None:
+                history = history.assign(model_score=scorer.score(history))
             targets = sleeve.strategy.targets(history)
             decisions[sleeve.key] = (rows, targets.exposure, targets.reason)
         for position, ms in enumerate(batch.times):
@@ -262,7 +289,8 @@ class Node:
             new_orders, new_fills = self.broker.settle(sleeve.key, sleeve.symbol, result.fills)
             orders += new_orders
             fills += new_fills
-            trades += self._trades(sleeve.key, sleeve.symbol, result)
+            scorer = self.scorers.get(sleeve.key)
+            trades += self._trades(sleeve.key, sleeve.symbol, result, None if scorer is None else scorer.version)
             events += [BreakerRecord(sleeve=sleeve.key, at=_when(e.timestamp), rule=str(e.rule),
                                      value=_number(e.value), threshold=_number(e.threshold))
                        for e in result.breaker_events.itertuples(index=False)]
@@ -312,13 +340,13 @@ class Node:
         self.summary.duplicate_fills += outcome.duplicate_fills
 
     @staticmethod
-    def _trades(sleeve: str, symbol: str, result: EngineResult) -> list[TradeRecord]:
+    def _trades(sleeve: str, symbol: str, result: EngineResult, model_version: str | None) -> list[TradeRecord]:
         return [
             TradeRecord(sleeve=sleeve, symbol=symbol, side=str(t.side), qty=_money(t.qty),
                         entry_price=_money(t.entry_price), exit_price=_money(t.exit_price), pnl=_money(t.pnl),
                         fees=_money(t.fees), entry_time=_when(t.entry_time),
                         exit_time=_when(t.exit_time), entry_reason=str(t.entry_reason),
-                        exit_reason=str(t.exit_reason), model_version=None)
+                        exit_reason=str(t.exit_reason), model_version=model_version)
             for t in result.trades.itertuples(index=False)
         ]
 
@@ -357,7 +385,7 @@ class Node:
 
     # ------------------------------------------------------------------ helpers
     def _emit(self, kind: str, text: str) -> None:
-        """Report an event: ``kind`` is start, stop, fill, breaker or command."""
+        """Report an event: ``kind`` is start, stop, fill, breaker, command or model."""
         log.info(text)
         if self.on_event is not None:
             self.on_event(kind, text)

@@ -559,7 +559,7 @@ def runtime(
             notifier.send(text)  # start, stop, fills, breakers and commands all go to Telegram
 
         node = Node(store, config, ReplayFeed(frames, tf, speed=pace, batch_size=batch), feed_of, PaperBroker(),
-                    mode=mode.value, on_event=on_event)
+                    mode=mode.value, on_event=on_event, scorers=_scorers(settings, config, tf))
         bot = CommandBot(notifier, StoreControl(StateStore(settings.state_url)), StoreControl(store))
         notifier.start()
         if notifier.enabled:
@@ -580,6 +580,26 @@ def runtime(
     for key, value in document.items():
         table.add_row(key, escape(_format(value) if not isinstance(value, list) else "; ".join(map(str, value))))
     _emit(document, as_json, table)
+
+
+def _scorers(settings: Settings, config: Any, tf: Timeframe) -> dict[str, Any]:
+    """A production-model scorer for every sleeve whose strategy reads ``model_score``."""
+    from pipeline.clock import SystemClock
+    from pipeline.domain import parse_symbol, symbol_key
+    from pipeline.portfolio import sleeves_of
+
+    sleeves = [s for s in sleeves_of(config) if "model_score" in s.strategy.requires]
+    if not sleeves:
+        return {}
+    from pipeline.registry import ModelRegistry, model_name
+    from runtime.models import ModelScorer
+
+    registry = ModelRegistry(settings.mlflow_tracking_uri)
+    return {
+        s.key: ModelScorer(registry, model_name("hybrid", symbol_key(s.symbol), str(tf)), parse_symbol(s.symbol)[1],
+                           SystemClock(), settings.model_poll_seconds)
+        for s in sleeves
+    }
 
 
 def _refuse_live(settings: Settings) -> None:
