@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/models.py
+	$(BIN)/python bench/runtime.py
 
 clean:
 	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache
