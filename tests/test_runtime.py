@@ -219,7 +219,10 @@ def test_kill_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
-        process = _runtime_process(data_dir, data, ["--batch", "200"])
+        # As an operator would: a runtime killed before it ever saved state is started anew with --fresh.
+        saved = (data_dir / "state" / "tradeforge.db").exists() and StateStore(
+            f"sqlite:///{data_dir / 'state' / 'tradeforge.db'}").bot_state() is not None
+        process = _runtime_process(data_dir, data, ["--batch", "200", *([] if saved else ["--fresh"])])
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err.decode()
     assert kills >= 5, "the replay finished before enough kills"
