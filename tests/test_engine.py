@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.engine import Engine, EngineConfig, EngineResult, run
+from pipeline.engine import kernel as k
 from pipeline.strategies import REGISTRY
 from tests.conftest import shared_file
 
@@ -238,3 +239,44 @@ def test_a_reset_clears_the_latch_and_entries_resume() -> None:
     result = engine.result()
     assert result.fills["bar"].tolist() == [2, 6, 10]  # entry, exit, and the entry after the reset
     assert result.rejections["what"].tolist() == ["blocked: circuit breaker tripped"]  # bar 7's, at bar 8
+
+
+def test_external_fills_from_a_venue_reproduce_the_simulated_close_fills(minutes: pd.DataFrame) -> None:
+    """A venue that fills every intent at its reference price books the same ledger as the simulation."""
+    bars = minutes.iloc[300_000:303_000].reset_index(drop=True)
+    targets = REGISTRY.build("sma_cross").targets(bars)
+    config = EngineConfig(fee_bps=10, max_position=0.8, fill="close", stop_loss=0.004, max_consecutive_losses=None)
+    simulated = run(bars, targets.exposure, targets.reason, targets.reasons, config)
+    venue = Engine(config, targets.reasons, external=True)
+    for row, aim, code in zip(bars.itertuples(index=False), targets.exposure, targets.reason, strict=True):
+        venue.step(row.timestamp, row.open, row.high, row.low, row.close, aim, code)
+        for intent in venue.take_intents():
+            fee = abs(intent.qty) * intent.reference_price * config.fee_bps / 10_000
+            venue.apply_fill(intent.qty, intent.reference_price, fee, intent.reason)
+    booked = venue.result()
+    assert len(booked.fills) == len(simulated.fills) > 20
+    np.testing.assert_allclose(booked.fills["qty"], simulated.fills["qty"], rtol=1e-9)
+    np.testing.assert_allclose(booked.fills["price"], simulated.fills["price"], rtol=1e-12)
+    assert booked.fills["reason"].tolist() == simulated.fills["reason"].tolist()
+    np.testing.assert_allclose(booked.trades["pnl"], simulated.trades["pnl"], rtol=1e-6)
+    assert booked.equity["equity"].iloc[-1] == pytest.approx(simulated.equity["equity"].iloc[-1], rel=1e-9)
+
+
+def test_units_in_flight_are_not_ordered_twice_and_a_release_frees_them() -> None:
+    bars = _bars([100, 100, 100, 100, 90, 90, 90])
+    aims, codes = _decide(len(bars), {1: 1.0})
+    engine = Engine(EngineConfig(fee_bps=0, max_position=1.0, stop_loss=0.05), ("r",), external=True)
+    ordered: list[float] = []
+    for i, row in enumerate(bars.itertuples(index=False)):
+        engine.step(row.timestamp, row.open, row.high, row.low, row.close, aims[i], codes[i])
+        for intent in engine.take_intents():
+            ordered.append(intent.qty)
+            if intent.qty > 0:
+                engine.apply_fill(intent.qty * 0.4, intent.reference_price, 0.0, intent.reason)  # partial
+            else:
+                engine.apply_fill(intent.qty, intent.reference_price, 0.0, intent.reason)
+    assert ordered[0] == pytest.approx(1000.0)
+    assert ordered[1] == pytest.approx(-1000.0)  # the stop exits all, the unfilled 600 included, once
+    assert len(ordered) == 2
+    engine.release(600.0)  # the venue cancelled the unfilled rest of the buy
+    assert engine.ledger.fstate[k.F_INFLIGHT] == 0.0

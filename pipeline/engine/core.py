@@ -64,9 +64,10 @@ class EngineResult:
 class Ledger:
     """The kernel's state vectors and output buffers, grown on demand."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, external: bool = False) -> None:
         self.config = config
         self.params = config.params()
+        self.params[k.P_EXTERNAL] = 1.0 if external else 0.0
         self.fstate, self.istate = k.new_state()
         self.fstate[k.F_CASH] = config.cash
         self.fstate[k.F_EQUITY] = config.cash
@@ -74,6 +75,7 @@ class Ledger:
         self.trades = np.zeros((64, k.TRADE_COLUMNS))
         self.events = np.zeros((16, k.EVENT_COLUMNS))
         self.rejects = np.zeros((16, k.REJECT_COLUMNS))
+        self.intents = np.zeros((16, k.INTENT_COLUMNS))
         self._limits: tuple[int, ...] = ()
         self._set_limits()
 
@@ -85,6 +87,7 @@ class Ledger:
             and st[k.I_N_TRADES] <= self._limits[1]
             and st[k.I_N_EVENTS] <= self._limits[2]
             and st[k.I_N_REJECTS] <= self._limits[3]
+            and st[k.I_N_INTENTS] <= self._limits[4]
         ):
             return
         for name, count in (
@@ -92,6 +95,7 @@ class Ledger:
             ("trades", k.I_N_TRADES),
             ("events", k.I_N_EVENTS),
             ("rejects", k.I_N_REJECTS),
+            ("intents", k.I_N_INTENTS),
         ):
             buffer: np.ndarray = getattr(self, name)
             if int(self.istate[count]) > buffer.shape[0] - 2 * k.SPARE_ROWS:
@@ -102,7 +106,8 @@ class Ledger:
 
     def _set_limits(self) -> None:
         self._limits = tuple(
-            buffer.shape[0] - 2 * k.SPARE_ROWS for buffer in (self.fills, self.trades, self.events, self.rejects)
+            buffer.shape[0] - 2 * k.SPARE_ROWS
+            for buffer in (self.fills, self.trades, self.events, self.rejects, self.intents)
         )
 
     def snapshot(self) -> str:
@@ -118,7 +123,7 @@ class Ledger:
         istate = np.array(data["i"], dtype=np.int64)
         if fstate.shape != self.fstate.shape or istate.shape != self.istate.shape:
             raise ValueError("ledger snapshot does not match this engine version's state layout")
-        for counter in (k.I_N_FILLS, k.I_N_TRADES, k.I_N_EVENTS, k.I_N_REJECTS):
+        for counter in (k.I_N_FILLS, k.I_N_TRADES, k.I_N_EVENTS, k.I_N_REJECTS, k.I_N_INTENTS):
             istate[counter] = 0
         self.fstate[:] = fstate
         self.istate[:] = istate
@@ -269,17 +274,34 @@ def run(
         position = k.run_range(
             position, n, days, opens, highs, lows, closes, in_session, aims, codes, ledger.params,
             ledger.fstate, ledger.istate, ledger.fills, ledger.trades, ledger.events, ledger.rejects,
-            equity, cash, units,
+            ledger.intents, equity, cash, units,
         )
         ledger.ensure_room()
     return ledger.frames(epoch_ms(bars["timestamp"]), reasons, equity, cash, units, closes)
 
 
-class Engine:
-    """One strategy's sub-ledger advanced one closed bar at a time (the runtime's entry point)."""
+@dataclass(frozen=True)
+class Intent:
+    """An order the engine wants sent to a venue now: ``qty`` signed units, a market order."""
 
-    def __init__(self, config: EngineConfig, reasons: tuple[str, ...]) -> None:
-        self.ledger = Ledger(config)
+    number: int
+    bar: int
+    qty: float
+    reference_price: float
+    reason: str
+
+
+class Engine:
+    """One strategy's sub-ledger advanced one closed bar at a time (the runtime's entry point).
+
+    With ``external=True`` the engine does not simulate fills: its orders are ``Intent`` s for a venue
+    (``take_intents``), and the venue's fills are booked with ``apply_fill``; a rejected or cancelled rest is
+    given back with ``release``.
+    """
+
+    def __init__(self, config: EngineConfig, reasons: tuple[str, ...], external: bool = False) -> None:
+        self.ledger = Ledger(config, external)
+        self._intents_taken = 0
         self.reasons = reasons
         self._times: list[int] = []
         self._equity: list[float] = []
@@ -343,7 +365,7 @@ class Engine:
         equity: float = k.step(
                 self.bars_seen, day, float(o), float(h), float(low), float(c), bool(in_session), float(aim),
                 int(reason), ledger.params, ledger.fstate, ledger.istate, ledger.fills, ledger.trades,
-                ledger.events, ledger.rejects,
+                ledger.events, ledger.rejects, ledger.intents,
         )
         self._times.append(ms)
         self._equity.append(equity)
@@ -351,6 +373,37 @@ class Engine:
         self._units.append(float(ledger.fstate[k.F_UNITS]))
         self._closes.append(float(c))
         return equity
+
+    def take_intents(self) -> list[Intent]:
+        """Orders the engine decided since the last call (external mode)."""
+        count = int(self.ledger.istate[k.I_N_INTENTS])
+        rows = self.ledger.intents[self._intents_taken:count]
+        intents = []
+        for offset, row in enumerate(rows):
+            code = int(row[3])
+            text = ENGINE_REASONS[code] if code < 0 else (self.reasons[code] if code < len(self.reasons) else "")
+            intents.append(Intent(self._intents_taken + offset, int(row[0]), float(row[1]), float(row[2]), text))
+        self._intents_taken = count
+        return intents
+
+    def apply_fill(self, qty: float, price: float, fee: float, reason: str) -> None:
+        """Book a venue fill of ``qty`` signed units at ``price`` with ``fee`` (quote currency) in this bar."""
+        self.ledger.ensure_room()
+        code = self._reason_code(reason)
+        k.apply_fill(self.bars_seen - 1, float(qty), float(price), float(fee), code, self.ledger.params,
+                     self.ledger.fstate, self.ledger.istate, self.ledger.fills, self.ledger.trades,
+                     self.ledger.events)
+
+    def release(self, qty: float) -> None:
+        """Units ordered but never to be filled (rejected or cancelled) stop counting as in flight."""
+        inflight = float(self.ledger.fstate[k.F_INFLIGHT])
+        self.ledger.fstate[k.F_INFLIGHT] = 0.0 if abs(qty) >= abs(inflight) else inflight - qty
+
+    def _reason_code(self, reason: str) -> int:
+        for code, text in ENGINE_REASONS.items():
+            if text == reason and code != k.REASON_NONE:
+                return code
+        return self.reasons.index(reason) if reason in self.reasons else k.REASON_NONE
 
     def drain(self) -> EngineResult:
         """What happened since the previous ``drain``: new fills, trades, events, rejections and bar marks."""

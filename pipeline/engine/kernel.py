@@ -50,7 +50,10 @@ P_MAX_CONSECUTIVE_LOSSES = 14
 P_MAX_TRADES_PER_DAY = 15
 P_FLATTEN_ON_TRIP = 16
 P_SESSION_WAIT = 17
-N_PARAMS = 18
+P_EXTERNAL = 18
+"""1: fills come from a venue. Orders become intents (market orders sent at once) and ``apply_fill`` books
+what the venue reports; units ordered but not filled yet are tracked in ``F_INFLIGHT``."""
+N_PARAMS = 19
 
 # ----------------------------------------------------------------------------------------------- float state
 F_CASH = 0
@@ -70,7 +73,8 @@ F_EXIT_UNITS = 13
 F_STOP = 14
 F_TAKE = 15
 F_LAST_RANGE = 16
-N_FSTATE = 17
+F_INFLIGHT = 17
+N_FSTATE = 18
 
 # ----------------------------------------------------------------------------------------------- int state
 I_DAY = 0
@@ -85,7 +89,8 @@ I_N_TRADES = 8
 I_N_EVENTS = 9
 I_N_REJECTS = 10
 I_EXIT_REASON = 11
-N_ISTATE = 12
+I_N_INTENTS = 12
+N_ISTATE = 13
 
 # ----------------------------------------------------------------------------------------------- codes
 REASON_STOP_LOSS = -2
@@ -112,6 +117,7 @@ FILL_COLUMNS = 6  # bar, side, qty, price, fee, reason
 TRADE_COLUMNS = 10  # entry_bar, exit_bar, side, qty, entry_price, exit_price, pnl, fees, entry_reason, exit_reason
 EVENT_COLUMNS = 4  # bar, rule, value, threshold
 REJECT_COLUMNS = 5  # bar, code, aim, requested_units, reason
+INTENT_COLUMNS = 4  # bar, signed qty, reference price, reason
 DUST_VALUE = 1e-9
 """Orders worth less than this (in quote currency) are not sent: they are rounding noise."""
 SPARE_ROWS = 8
@@ -157,25 +163,69 @@ def _reject(i: int, code: int, aim: float, units: float, reason: int, st: np.nda
     st[I_N_REJECTS] = k + 1
 
 
+@njit(cache=True, inline="always")
+def _intent(i: int, qty: float, reference: float, reason: int, fs: np.ndarray, st: np.ndarray,
+            intents: np.ndarray) -> None:  # pragma: no cover - compiled
+    k = st[I_N_INTENTS]
+    intents[k, 0] = i
+    intents[k, 1] = qty
+    intents[k, 2] = reference
+    intents[k, 3] = reason
+    st[I_N_INTENTS] = k + 1
+    fs[F_INFLIGHT] += qty
+
+
 @njit(cache=True)
 def _fill(i: int, qty: float, price: float, reason: int, p: np.ndarray, fs: np.ndarray, st: np.ndarray,
           fills: np.ndarray, trades: np.ndarray, events: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Trade ``qty`` units (signed) at ``price``; never crosses zero (callers split a reversal)."""
+    """A simulated fill of ``qty`` units (signed) at ``price``, fee ``P_FEE`` of notional; never crosses zero."""
     fee = p[P_FEE]
+    cash_delta = -(qty * price * (1.0 + fee)) if qty > 0.0 else -qty * price * (1.0 - fee)
+    _book(i, qty, price, abs(qty) * price * fee, cash_delta, reason, p, fs, st, fills, trades, events)
+
+
+@njit(cache=True)
+def apply_fill(i: int, qty: float, price: float, fee: float, reason: int, p: np.ndarray, fs: np.ndarray,
+               st: np.ndarray, fills: np.ndarray, trades: np.ndarray,
+               events: np.ndarray) -> None:  # pragma: no cover - compiled
+    """A fill reported by a venue: ``qty`` units (signed) at ``price`` with ``fee`` in quote currency.
+
+    A fill that crosses zero (a reversal) is booked as a close and an open, the fee split pro rata.
+    """
+    inflight = fs[F_INFLIGHT]
+    if inflight != 0.0 and qty * inflight > 0.0:
+        fs[F_INFLIGHT] = inflight - qty if abs(qty) < abs(inflight) else 0.0
+    units = fs[F_UNITS]
+    if units != 0.0 and (units + qty) * units < 0.0:
+        closing = -units
+        share = abs(closing) / abs(qty)
+        _apply_one(i, closing, price, fee * share, reason, p, fs, st, fills, trades, events)
+        _apply_one(i, qty - closing, price, fee * (1.0 - share), reason, p, fs, st, fills, trades, events)
+    else:
+        _apply_one(i, qty, price, fee, reason, p, fs, st, fills, trades, events)
+
+
+@njit(cache=True)
+def _apply_one(i: int, qty: float, price: float, fee: float, reason: int, p: np.ndarray, fs: np.ndarray,
+               st: np.ndarray, fills: np.ndarray, trades: np.ndarray,
+               events: np.ndarray) -> None:  # pragma: no cover - compiled
+    cash_delta = -(qty * price) - fee if qty > 0.0 else -qty * price - fee
+    _book(i, qty, price, fee, cash_delta, reason, p, fs, st, fills, trades, events)
+
+
+@njit(cache=True)
+def _book(i: int, qty: float, price: float, fee_amount: float, cash_delta: float, reason: int, p: np.ndarray,
+          fs: np.ndarray, st: np.ndarray, fills: np.ndarray, trades: np.ndarray,
+          events: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Book a fill in the ledger: cash, position, trade accounting, stops, breakers. Never crosses zero."""
     units_before = fs[F_UNITS]
     notional = abs(qty) * price
-    if qty > 0.0:
-        cost = qty * price * (1.0 + fee)
-        cash = fs[F_CASH] - cost
-        if abs(cash) <= 1e-9 * cost:
-            cash = 0.0
-        fs[F_CASH] = cash
-        fs[F_TRADE_FLOW] -= cost
-    else:
-        proceeds = -qty * price * (1.0 - fee)
-        fs[F_CASH] += proceeds
-        fs[F_TRADE_FLOW] += proceeds
-    fs[F_TRADE_FEES] += notional * fee
+    cash = fs[F_CASH] + cash_delta
+    if cash_delta < 0.0 and abs(cash) <= 1e-9 * -cash_delta:
+        cash = 0.0
+    fs[F_CASH] = cash
+    fs[F_TRADE_FLOW] += cash_delta
+    fs[F_TRADE_FEES] += fee_amount
     units_after = units_before + qty
     if abs(units_after) * price <= DUST_VALUE:
         units_after = 0.0
@@ -185,7 +235,7 @@ def _fill(i: int, qty: float, price: float, reason: int, p: np.ndarray, fs: np.n
     fills[k, 1] = 1.0 if qty > 0.0 else -1.0
     fills[k, 2] = abs(qty)
     fills[k, 3] = price
-    fills[k, 4] = notional * fee
+    fills[k, 4] = fee_amount
     fills[k, 5] = reason
     st[I_N_FILLS] = k + 1
     st[I_FILLS_TODAY] += 1
@@ -249,10 +299,10 @@ def _round_price(price: float, tick: float, buy: bool) -> float:  # pragma: no c
 
 @njit(cache=True)
 def _execute(i: int, aim: float, reference: float, reason: int, p: np.ndarray, fs: np.ndarray, st: np.ndarray,
-             fills: np.ndarray, trades: np.ndarray, events: np.ndarray,
-             rejects: np.ndarray) -> None:  # pragma: no cover - compiled
+             fills: np.ndarray, trades: np.ndarray, events: np.ndarray, rejects: np.ndarray,
+             intents: np.ndarray) -> None:  # pragma: no cover - compiled
     """Move the position towards ``aim`` (fraction of equity) at ``reference`` price, after risk checks."""
-    units = fs[F_UNITS]
+    units = fs[F_UNITS] + fs[F_INFLIGHT]
     target = aim
     if target < 0.0 and p[P_ALLOW_SHORT] <= 0:
         _reject(i, REJECT_SHORT, aim, 0.0, reason, st, rejects)
@@ -290,6 +340,9 @@ def _execute(i: int, aim: float, reference: float, reason: int, p: np.ndarray, f
     if desired != 0.0 and abs(delta) * price < p[P_MIN_NOTIONAL]:
         _reject(i, REJECT_MIN_NOTIONAL, aim, desired, reason, st, rejects)
         return
+    if p[P_EXTERNAL] > 0:
+        _intent(i, delta, price, reason, fs, st, intents)
+        return
     if units != 0.0 and desired * units < 0.0:  # a reversal: close, then open the other side
         _fill(i, -units, price, reason, p, fs, st, fills, trades, events)
         if st[I_TRIPPED] != 0:
@@ -302,7 +355,7 @@ def _execute(i: int, aim: float, reference: float, reason: int, p: np.ndarray, f
 @njit(cache=True)
 def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session: bool, aim: float, reason: int,
          p: np.ndarray, fs: np.ndarray, st: np.ndarray, fills: np.ndarray, trades: np.ndarray, events: np.ndarray,
-         rejects: np.ndarray) -> float:  # pragma: no cover - compiled
+         rejects: np.ndarray, intents: np.ndarray) -> float:  # pragma: no cover - compiled
     """Advance the ledger by bar ``i`` and return the equity at its close (see the module docstring)."""
     if day != st[I_DAY]:
         if st[I_DAY] == np.iinfo(np.int64).min:
@@ -316,12 +369,26 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
     if not math.isnan(pending):
         if in_session:
             fs[F_PENDING] = np.nan
-            _execute(i, pending, o, st[I_PENDING_REASON], p, fs, st, fills, trades, events, rejects)
+            _execute(i, pending, o, st[I_PENDING_REASON], p, fs, st, fills, trades, events, rejects, intents)
         elif p[P_SESSION_WAIT] <= 0:
             fs[F_PENDING] = np.nan
             _reject(i, REJECT_SESSION, pending, 0.0, st[I_PENDING_REASON], st, rejects)
+    external = p[P_EXTERNAL] > 0
     units = fs[F_UNITS]
-    if units != 0.0:
+    if external:
+        position = units + fs[F_INFLIGHT]  # an exit already ordered is not ordered again
+        if position != 0.0 and position * units > 0.0:
+            stop = fs[F_STOP]
+            take = fs[F_TAKE]
+            if position > 0.0 and not math.isnan(stop) and low <= stop:
+                _intent(i, -position, min(o, stop), REASON_STOP_LOSS, fs, st, intents)
+            elif position > 0.0 and not math.isnan(take) and h >= take:
+                _intent(i, -position, max(o, take), REASON_TAKE_PROFIT, fs, st, intents)
+            elif position < 0.0 and not math.isnan(stop) and h >= stop:
+                _intent(i, -position, max(o, stop), REASON_STOP_LOSS, fs, st, intents)
+            elif position < 0.0 and not math.isnan(take) and low <= take:
+                _intent(i, -position, min(o, take), REASON_TAKE_PROFIT, fs, st, intents)
+    elif units != 0.0:
         stop = fs[F_STOP]
         take = fs[F_TAKE]
         if units > 0.0:
@@ -346,11 +413,12 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
         loss = 1.0 - equity / fs[F_DAY_OPEN]
         if loss > p[P_DAILY_LOSS]:
             _trip(i, RULE_DAILY_LOSS, loss, p[P_DAILY_LOSS], p, fs, st, events)
+    close_now = p[P_FILL_CLOSE] > 0 or external  # a venue order goes out at once, as a market order
     if not math.isnan(aim) and aim != fs[F_AIM]:
         fs[F_AIM] = aim
-        if p[P_FILL_CLOSE] > 0:
+        if close_now:
             if in_session:
-                _execute(i, aim, c, reason, p, fs, st, fills, trades, events, rejects)
+                _execute(i, aim, c, reason, p, fs, st, fills, trades, events, rejects, intents)
                 equity = fs[F_CASH] + fs[F_UNITS] * c
                 fs[F_EQUITY] = equity
             else:
@@ -358,10 +426,10 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
         else:
             fs[F_PENDING] = aim
             st[I_PENDING_REASON] = reason
-    elif p[P_FILL_CLOSE] > 0 and not math.isnan(fs[F_PENDING]) and in_session:
+    elif close_now and not math.isnan(fs[F_PENDING]) and in_session:
         pending = fs[F_PENDING]
         fs[F_PENDING] = np.nan
-        _execute(i, pending, c, st[I_PENDING_REASON], p, fs, st, fills, trades, events, rejects)
+        _execute(i, pending, c, st[I_PENDING_REASON], p, fs, st, fills, trades, events, rejects, intents)
         equity = fs[F_CASH] + fs[F_UNITS] * c
         fs[F_EQUITY] = equity
     fs[F_LAST_RANGE] = (h - low) / c if c > 0 else 0.0
@@ -372,19 +440,20 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
 def run_range(start: int, end: int, days: np.ndarray, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray,
               closes: np.ndarray, sessions: np.ndarray, aims: np.ndarray, reasons: np.ndarray, p: np.ndarray,
               fs: np.ndarray, st: np.ndarray, fills: np.ndarray, trades: np.ndarray, events: np.ndarray,
-              rejects: np.ndarray, equity: np.ndarray, cash: np.ndarray,
+              rejects: np.ndarray, intents: np.ndarray, equity: np.ndarray, cash: np.ndarray,
               units: np.ndarray) -> int:  # pragma: no cover - compiled
     """Step bars ``start..end-1``; stop early (returning the next bar) when an output buffer runs low."""
     fills_cap = fills.shape[0] - SPARE_ROWS
     trades_cap = trades.shape[0] - SPARE_ROWS
     events_cap = events.shape[0] - SPARE_ROWS
     rejects_cap = rejects.shape[0] - SPARE_ROWS
+    intents_cap = intents.shape[0] - SPARE_ROWS
     for i in range(start, end):
         if st[I_N_FILLS] > fills_cap or st[I_N_TRADES] > trades_cap or st[I_N_EVENTS] > events_cap \
-                or st[I_N_REJECTS] > rejects_cap:
+                or st[I_N_REJECTS] > rejects_cap or st[I_N_INTENTS] > intents_cap:
             return i
         equity[i] = step(i, days[i], opens[i], highs[i], lows[i], closes[i], sessions[i], aims[i], reasons[i],
-                         p, fs, st, fills, trades, events, rejects)
+                         p, fs, st, fills, trades, events, rejects, intents)
         cash[i] = fs[F_CASH]
         units[i] = fs[F_UNITS]
     return end
