@@ -177,10 +177,10 @@ class PortfolioStepper:
     is the one place where sleeves, caps and the portfolio ledger meet.
     """
 
-    def __init__(self, config: PortfolioConfig, reasons: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, config: PortfolioConfig, reasons: dict[str, tuple[str, ...]], external: bool = False) -> None:
         self.config = config
         self.sleeves = sleeves_of(config)
-        self.engines = {s.key: Engine(s.config, reasons[s.key]) for s in self.sleeves}
+        self.engines = {s.key: Engine(s.config, reasons[s.key], external) for s in self.sleeves}
         self.reserve = config.cash * (1.0 - sum(s.allocation for s in config.strategies))
         self.peak = config.cash
         self.tripped = False

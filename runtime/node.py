@@ -129,7 +129,10 @@ class Node:
         self.clock = clock or SystemClock()
         self.on_event = on_event
         self.scorers = scorers or {}
-        self.stepper = PortfolioStepper(portfolio, {s.key: self._reasons(s) for s in sleeves_of(portfolio)})
+        self.stepper = PortfolioStepper(portfolio, {s.key: self._reasons(s) for s in sleeves_of(portfolio)},
+                                        external=broker.external_fills)
+        self._routed_orders: list[OrderRecord] = []
+        self._routed_fills: list[FillRecord] = []
         self.cursors: dict[str, int | None] = {key: None for key in set(feed_of.values())}
         self._ohlc = {
             key: tuple(frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
@@ -266,6 +269,12 @@ class Node:
                                       float(aims[row]), int(reasons[row]))
             if due:
                 self.stepper.step(int(ms), due)
+                for sleeve in self.stepper.sleeves:
+                    if sleeve.key in due:
+                        orders, fills = self.broker.route(sleeve.key, sleeve.symbol,
+                                                          self.stepper.engines[sleeve.key], int(ms))
+                        self._routed_orders += orders
+                        self._routed_fills += fills
             self.summary.bars += 1
         for key, rows in batch.rows.items():
             present = batch.times[rows >= 0]
@@ -274,8 +283,9 @@ class Node:
         self._persist(int(batch.times[-1]))
 
     def _persist(self, last_ms: int) -> None:
-        orders: list[OrderRecord] = []
-        fills: list[FillRecord] = []
+        orders: list[OrderRecord] = self._routed_orders
+        fills: list[FillRecord] = self._routed_fills
+        self._routed_orders, self._routed_fills = [], []
         trades: list[TradeRecord] = []
         events: list[BreakerRecord] = []
         ledgers: list[LedgerRecord] = []

@@ -606,7 +606,7 @@ def _refuse_live(settings: Settings) -> None:
     if settings.live_confirm != "yes":
         raise DataError("live trading needs TRADEFORGE_LIVE_CONFIRM=yes (and the venue's keys)")
     raise DataError(
-        "live trading is not available in this version: the ccxt and Alpaca brokers are not built yet; "
+        "live trading is not available in this version: the live feeds (ccxt, Alpaca) are not built yet; "
         "use --mode paper"
     )
 

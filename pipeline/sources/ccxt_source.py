@@ -116,7 +116,7 @@ def _spot_markets_only(exchange: Any) -> None:
         exchange.options["fetchMarkets"] = {**(fetch_markets or {}), "types": ["spot"]}
 
 
-def _build_exchange(settings: Settings, exchange_id: str) -> Any:
+def build_exchange(settings: Settings, exchange_id: str) -> Any:
     """A configured synchronous ccxt exchange object for ``exchange_id``."""
     cls = _exchange_class(exchange_id)
     config: dict[str, Any] = {
@@ -216,7 +216,7 @@ class CcxtSource:
         self._sleep = sleep
         self._page_limit = page_limit
         self.exchange_id = (exchange_id or settings.ccxt_exchange).strip().lower()
-        self._exchange = _build_exchange(settings, self.exchange_id)
+        self._exchange = build_exchange(settings, self.exchange_id)
 
     def close(self) -> None:
         """Release the HTTP connections held by the client."""

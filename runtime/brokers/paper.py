@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.domain import epoch_ms
+from pipeline.engine.core import Engine
 from pipeline.state import FillRecord, OrderRecord
 
 
@@ -22,6 +23,12 @@ def _decimal(value: Any) -> Decimal:
 
 class PaperBroker:
     name = "paper"
+    external_fills = False
+
+    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
+                                                                                    list[FillRecord]]:
+        """Nothing to send: the engine filled its orders with the paper fill model; ``settle`` records them."""
+        return [], []
 
     def settle(self, sleeve: str, symbol: str, fills: pd.DataFrame) -> tuple[list[OrderRecord], list[FillRecord]]:
         orders: list[OrderRecord] = []

@@ -767,7 +767,8 @@ class FakeBinance:
 
         The order stays ``PARTIALLY_FILLED`` (``NEW`` if nothing was filled), its remainder's funds locked, until
         ``complete_partial`` or the next ``set_price`` of its symbol fills the rest at the current price, or it
-        is cancelled. Queued calls apply to successive market orders.
+        is cancelled. Queued calls apply to successive market orders. Funds are not checked again when the rest
+        fills: a buy remainder filled at a higher price takes the difference from the free quote balance.
         """
         value = Decimal(str(fraction))
         if not 0 < value < 1:
@@ -1054,7 +1055,7 @@ class FakeBinance:
 
     def _authenticate(self, params: dict[str, str], raw_query: str, raw_body: str, api_key: str | None) -> None:
         """Binance's checks of a signed request, in its order: API key, timestamp, signature."""
-        if not api_key or not hmac.compare_digest(api_key, self.api_key):
+        if not api_key or not hmac.compare_digest(api_key.encode(), self.api_key.encode()):
             raise _Rejection(INVALID_API_KEY, status=401)
         timestamp = _int_param(params, "timestamp")
         if timestamp is None:
@@ -1073,7 +1074,7 @@ class FakeBinance:
             raise _missing("signature")
         payload = _without_signature(raw_query) + _without_signature(raw_body)
         expected = hmac.new(self.api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature.lower()):
+        if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
             raise _Rejection(BAD_SIGNATURE)
 
     def _account(self, params: dict[str, str]) -> _Reply:

@@ -1,0 +1,271 @@
+"""The ccxt broker: the engine's orders as market orders at a crypto exchange, its fills booked from the venue.
+
+Every order carries a deterministic client order id (``tf<crc32 of the sleeve>-<bar open ms>-<n>``), and before
+an order is sent the venue is asked whether it already holds that id. So an order whose response was lost
+(or that was sent just before a crash) is found instead of being sent twice.
+
+Errors: insufficient funds and invalid orders (precision, filters) → the order is rejected and its units stop
+counting as in flight; network errors, timeouts, rate limits and exchange outages → retried with backoff
+(``max_retries``, ``retry_backoff_s``); when retries run out the order stays unknown and is looked up by its
+client id on the next bar. Nothing here raises into the runtime loop.
+
+Fills come from the order's trades; the fee is booked in the quote currency (a fee charged in the base
+currency is converted at the fill price; a fee in a third currency, e.g. BNB, is recorded as 0 and logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+
+from pipeline.engine.core import Engine, Intent
+from pipeline.state import FillRecord, OrderRecord
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded, ccxt.DDoSProtection,
+             ccxt.RequestTimeout, ccxt.OperationFailed)
+REJECTED = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.BadRequest)
+
+
+def client_order_id(sleeve: str, bar_ms: int, number: int) -> str:
+    """Deterministic, at most 36 characters of ``[A-Za-z0-9_-]`` (Binance's rule)."""
+    return f"tf{zlib.crc32(sleeve.encode()):08x}-{bar_ms}-{number}"
+
+
+@dataclass
+class _Open:
+    sleeve: str
+    symbol: str
+    venue_id: str
+    client_id: str
+    qty: float  # signed, as ordered
+    filled: float
+    reason: str
+    bar_ms: int
+
+
+def _decimal(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+class CcxtBroker:
+    """Market orders through a ccxt exchange object (built and pointed at its venue by the caller)."""
+
+    name = "ccxt"
+    external_fills = True
+
+    def __init__(self, exchange: Any, max_retries: int = 5, backoff_s: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.exchange = exchange
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.sleep = sleep
+        self.open: dict[str, _Open] = {}
+        self._seen_trades: set[str] = set()
+
+    # ------------------------------------------------------------------ the broker protocol
+    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
+                                                                                    list[FillRecord]]:
+        """Send the engine's new intents, collect fills of earlier open orders, book all fills in the engine."""
+        orders: list[OrderRecord] = []
+        fills: list[FillRecord] = []
+        for entry in list(self.open.values()):
+            if entry.sleeve == sleeve:
+                self._follow(entry, engine, orders, fills)
+        for number, intent in enumerate(engine.take_intents()):
+            self._send(sleeve, symbol, intent, engine, client_order_id(sleeve, bar_ms, number), bar_ms, orders,
+                       fills)
+        return orders, fills
+
+    def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[OrderRecord], list[FillRecord]]:
+        """Venue fills were recorded when routed; the engine's own fill frame adds nothing."""
+        return [], []
+
+    # ------------------------------------------------------------------ orders
+    def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
+              orders: list[OrderRecord], fills: list[FillRecord]) -> None:
+        side = "buy" if intent.qty > 0 else "sell"
+        at = _utc(bar_ms)
+        try:
+            if not self.exchange.markets:
+                self._retry(self.exchange.load_markets, "load markets")
+            amount = float(self.exchange.amount_to_precision(symbol, abs(intent.qty)))
+        except ccxt.BaseError as exc:
+            amount = 0.0
+            log.warning("%s: order of %s %s cannot be sized (%s)", sleeve, intent.qty, symbol, exc)
+        if amount <= 0:
+            engine.release(intent.qty)
+            orders.append(self._record(client_id, sleeve, symbol, side, abs(intent.qty), "rejected",
+                                       f"{intent.reason}: below the venue's amount precision", None, at))
+            return
+        try:
+            order = self._existing(symbol, client_id)
+        except ccxt.BaseError as exc:
+            log.error("%s: venue unreachable before %s %s (%s); retried next bar", sleeve, side, symbol, exc)
+            self.open[client_id] = _Open(sleeve, symbol, "", client_id, amount if side == "buy" else -amount, 0.0,
+                                         intent.reason, bar_ms)
+            return
+        if order is None:
+            try:
+                order = self._place(symbol, side, amount, client_id)
+            except REJECTED as exc:
+                engine.release(intent.qty)
+                orders.append(self._record(client_id, sleeve, symbol, side, amount, "rejected",
+                                           f"{intent.reason}: {type(exc).__name__}: {exc}", None, at))
+                log.warning("%s: %s %s rejected by the venue: %s", sleeve, side, symbol, exc)
+                return
+            except ccxt.BaseError as exc:
+                try:
+                    order = self._existing(symbol, client_id)  # it may have arrived although the answer did not
+                except ccxt.BaseError:
+                    order = None
+                if order is None:
+                    log.error("%s: %s %s could not be sent (%s); looked up again next bar", sleeve, side, symbol, exc)
+                    self.open[client_id] = _Open(sleeve, symbol, "", client_id, amount if side == "buy" else -amount,
+                                                 0.0, intent.reason, bar_ms)
+                    return
+        signed = amount if side == "buy" else -amount
+        entry = _Open(sleeve, symbol, str(order["id"]), client_id, signed, 0.0, intent.reason, bar_ms)
+        self.open[client_id] = entry
+        if abs(signed) < abs(intent.qty):
+            engine.release(intent.qty - signed)  # precision trimmed the order
+        if self._book(entry, order, engine, orders, fills):
+            del self.open[client_id]
+
+    def _follow(self, entry: _Open, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
+        """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected)."""
+        try:
+            order = self._existing(entry.symbol, entry.client_id)
+        except ccxt.BaseError as exc:
+            log.warning("%s: order %s could not be looked up (%s); tried again next bar", entry.sleeve,
+                        entry.client_id, exc)
+            return
+        if order is None:
+            if not entry.venue_id:  # the venue never received it: send it again under the same id
+                engine.release(entry.qty)
+                del self.open[entry.client_id]
+            return
+        entry.venue_id = str(order["id"])
+        if self._book(entry, order, engine, orders, fills):
+            if order.get("status") in ("canceled", "rejected", "expired"):
+                engine.release(entry.qty - (entry.filled if entry.qty > 0 else -entry.filled))
+            del self.open[entry.client_id]
+
+    def _book(self, entry: _Open, order: dict[str, Any], engine: Engine, orders: list[OrderRecord],
+              fills: list[FillRecord]) -> bool:
+        """Book the order's new fills; True when the order is done at the venue (filled, cancelled, ...)."""
+        trades = order.get("trades") or []
+        if not trades and float(order.get("filled") or 0) > entry.filled:
+            trades = self._retry(
+                lambda: self.exchange.fetch_my_trades(entry.symbol, params={"orderId": entry.venue_id}), "fetch trades"
+            )
+        side = "buy" if entry.qty > 0 else "sell"
+        for trade in trades:
+            trade_id = f"{self.exchange.id}:{trade['id']}"
+            if trade_id in self._seen_trades:
+                continue
+            self._seen_trades.add(trade_id)
+            qty, price = float(trade["amount"]), float(trade["price"])
+            fee = self._fee(trade, entry.symbol, price)
+            engine.apply_fill(qty if side == "buy" else -qty, price, fee, entry.reason)
+            entry.filled += qty
+            at = _utc(int(trade.get("timestamp") or entry.bar_ms))
+            fills.append(FillRecord(fill_id=trade_id, client_order_id=entry.client_id, sleeve=entry.sleeve,
+                                    symbol=entry.symbol, side=side, qty=_decimal(qty), price=_decimal(price),
+                                    fee=_decimal(fee), at=at, reason=entry.reason))
+        venue_status = order.get("status")
+        complete = venue_status == "closed" or entry.filled >= abs(entry.qty) * (1 - 1e-9)
+        ended = venue_status in ("canceled", "rejected", "expired")
+        status = "filled" if complete else ("canceled" if ended else ("partially_filled" if entry.filled else "new"))
+        orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty), status,
+                                   entry.reason, entry.venue_id, _utc(entry.bar_ms)))
+        return complete or ended
+
+    def _place(self, symbol: str, side: str, amount: float, client_id: str) -> dict[str, Any]:
+        """Send a market order; after a failure whose outcome is unknown, look it up by client id before any
+        resend, so an order whose answer was lost is never placed twice."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                placed: dict[str, Any] = self.exchange.create_order(
+                    symbol, "market", side, amount, None, {"newClientOrderId": client_id})
+                return placed
+            except REJECTED as exc:
+                if "duplicate" in str(exc).lower():  # an earlier attempt arrived after all
+                    found = self._existing(symbol, client_id)
+                    if found is not None:
+                        return found
+                raise
+            except RETRYABLE as exc:
+                try:
+                    found = self._existing(symbol, client_id)
+                except ccxt.BaseError:
+                    found = None
+                if found is not None:
+                    return found
+                if attempt == self.max_retries:
+                    raise
+                delay = self.backoff_s * 2**attempt
+                log.warning("%s %s failed (%s); not at the venue, resent (%d/%d) in %.2fs", side, symbol,
+                            type(exc).__name__, attempt + 1, self.max_retries, delay)
+                self.sleep(delay)
+        raise RuntimeError("unreachable")
+
+    # ------------------------------------------------------------------ helpers
+    def _existing(self, symbol: str, client_id: str) -> dict[str, Any] | None:
+        """The venue's order with ``client_id``; None when the venue says it has none.
+
+        Raises ``ccxt.BaseError`` when the venue cannot be asked (so "unknown" is never taken for "absent").
+        """
+        try:
+            found: dict[str, Any] = self._retry(
+                lambda: self.exchange.fetch_order(None, symbol, {"origClientOrderId": client_id}), "fetch order")
+        except (ccxt.OrderNotFound, ccxt.InvalidOrder):
+            return None
+        return found
+
+    def _retry(self, call: Callable[[], Any], what: str) -> Any:
+        for attempt in range(self.max_retries + 1):
+            try:
+                return call()
+            except REJECTED:
+                raise
+            except RETRYABLE as exc:
+                if attempt == self.max_retries:
+                    raise
+                delay = self.backoff_s * 2**attempt
+                log.warning("%s failed (%s); retry %d/%d in %.2fs", what, type(exc).__name__, attempt + 1,
+                            self.max_retries, delay)
+                self.sleep(delay)
+        raise RuntimeError("unreachable")
+
+    def _fee(self, trade: dict[str, Any], symbol: str, price: float) -> float:
+        fee = trade.get("fee") or {}
+        cost = float(fee.get("cost") or 0.0)
+        base, _, quote = symbol.partition("/")
+        currency = fee.get("currency")
+        if not cost or currency in (None, quote.split(":")[0]):
+            return cost
+        if currency == base:
+            return cost * price
+        log.warning("fee of %s %s on %s booked as 0 (no conversion to %s)", cost, currency, symbol, quote)
+        return 0.0
+
+    @staticmethod
+    def _record(client_id: str, sleeve: str, symbol: str, side: str, qty: float, status: str, reason: str,
+                venue_id: str | None, at: Any) -> OrderRecord:
+        return OrderRecord(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=side, qty=_decimal(qty),
+                           price=None, status=status, reason=reason, venue_order_id=venue_id, bar=at, created_at=at)
+
+
+def _utc(ms: int) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()
