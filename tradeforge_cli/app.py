@@ -42,6 +42,21 @@ out = Console()
 err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+# Options shared by `backtest` and `runtime` (one definition, one help text).
+StartOption = Annotated[str | None, typer.Option("--start", help="First bar (UTC).")]
+EndOption = Annotated[str | None, typer.Option("--end", help="End of the range, exclusive (UTC).")]
+VenueOption = Annotated[str | None, typer.Option("--venue", help="Venue, when several hold the symbol.")]
+ParamOption = Annotated[
+    list[str] | None, typer.Option("--param", help="Strategy parameter name=value (repeatable).")
+]
+FeeOption = Annotated[float, typer.Option("--fee-bps", help="Fee in bps of notional.")]
+SlippageOption = Annotated[float, typer.Option("--slippage-bps", help="Fixed slippage in bps.")]
+FillOption = Annotated[str, typer.Option("--fill", help="next_open or close.")]
+CashOption = Annotated[float, typer.Option("--cash", help="Starting cash.")]
+MaxPositionOption = Annotated[
+    float, typer.Option("--max-position", help="Largest position as a fraction of equity.")
+]
+NoBreakersOption = Annotated[bool, typer.Option("--no-breakers", help="Switch every circuit breaker off.")]
 
 
 class SourceName(StrEnum):
@@ -230,17 +245,17 @@ def backtest(
     ] = None,
     symbol: Annotated[str | None, typer.Option(help="Symbol to read from the lake.")] = None,
     timeframe: Annotated[str | None, typer.Option(help="Timeframe (resampled from a finer one if needed).")] = None,
-    start: Annotated[str | None, typer.Option(help="First bar (UTC).")] = None,
-    end: Annotated[str | None, typer.Option(help="End of the range, exclusive (UTC).")] = None,
-    venue: Annotated[str | None, typer.Option(help="Venue, when several hold the symbol.")] = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    venue: VenueOption = None,
     data: Annotated[Path | None, typer.Option(help="Backtest a Parquet/CSV file of bars instead of the lake.")] = None,
-    param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value (repeatable).")] = None,
-    fee_bps: Annotated[float, typer.Option(help="Fee in bps of notional.")] = 10.0,
-    slippage_bps: Annotated[float, typer.Option(help="Fixed slippage in bps.")] = 0.0,
-    fill: Annotated[str, typer.Option(help="next_open or close.")] = "next_open",
-    cash: Annotated[float, typer.Option(help="Starting cash.")] = 100_000.0,
-    max_position: Annotated[float, typer.Option(help="Largest position as a fraction of equity.")] = 0.25,
-    no_breakers: Annotated[bool, typer.Option("--no-breakers", help="Switch every circuit breaker off.")] = False,
+    param: ParamOption = None,
+    fee_bps: FeeOption = 10.0,
+    slippage_bps: SlippageOption = 0.0,
+    fill: FillOption = "next_open",
+    cash: CashOption = 100_000.0,
+    max_position: MaxPositionOption = 0.25,
+    no_breakers: NoBreakersOption = False,
     save: Annotated[bool, typer.Option(help="Store the run under <data_dir>/backtests/.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
@@ -345,9 +360,9 @@ def _lake_series(settings: Settings, symbol: str, timeframe: str, start: str | N
 def features_build(
     symbol: Annotated[str, typer.Option(help="Symbol in the lake.")],
     timeframe: Annotated[str, typer.Option(help="Timeframe (resampled from a finer one if needed).")],
-    venue: Annotated[str | None, typer.Option(help="Venue, when several hold the symbol.")] = None,
-    start: Annotated[str | None, typer.Option(help="First bar (UTC).")] = None,
-    end: Annotated[str | None, typer.Option(help="End, exclusive (UTC).")] = None,
+    venue: VenueOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Build the default feature set for a series and store it under <data_dir>/features/<spec hash>/."""
@@ -387,9 +402,9 @@ def train(
     folds: Annotated[int, typer.Option(min=1, help="Walk-forward folds.")] = 3,
     threshold: Annotated[float, typer.Option(help="Probability needed to confirm an entry.")] = 0.55,
     base: Annotated[str, typer.Option(help="Rule strategy the model confirms.")] = "golden_cross",
-    venue: Annotated[str | None, typer.Option(help="Venue, when several hold the symbol.")] = None,
-    start: Annotated[str | None, typer.Option(help="First bar (UTC).")] = None,
-    end: Annotated[str | None, typer.Option(help="End, exclusive (UTC).")] = None,
+    venue: VenueOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train, evaluate walk-forward, register in MLflow, and promote if the gate passes."""
@@ -503,22 +518,22 @@ def runtime(
     strategy: Annotated[str | None, typer.Option(help="Single-strategy run: the strategy name.")] = None,
     symbol: Annotated[str | None, typer.Option(help="Single-strategy run: the symbol.")] = None,
     timeframe: Annotated[str, typer.Option(help="Bar timeframe.")] = "1m",
-    venue: Annotated[str | None, typer.Option(help="Venue, when several hold the symbol.")] = None,
+    venue: VenueOption = None,
     feed: Annotated[str, typer.Option(help="Bar feed: replay (lake or --data).")] = "replay",
     data: Annotated[Path | None, typer.Option(help="Replay a Parquet/CSV file of bars instead of the lake.")] = None,
     speed: Annotated[str, typer.Option(help="Replay pace: max, or a multiple of real time (e.g. 60).")] = "max",
     batch: Annotated[
         int, typer.Option(min=1, help="Bars per transaction when replaying at max speed (paced replays: 1).")
     ] = 8192,
-    start: Annotated[str | None, typer.Option(help="First bar to replay (UTC).")] = None,
-    end: Annotated[str | None, typer.Option(help="End of the replay, exclusive (UTC).")] = None,
-    param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value (repeatable).")] = None,
-    fee_bps: Annotated[float, typer.Option(help="Fee in bps of notional.")] = 10.0,
-    slippage_bps: Annotated[float, typer.Option(help="Fixed slippage in bps.")] = 0.0,
-    fill: Annotated[str, typer.Option(help="next_open or close.")] = "next_open",
-    cash: Annotated[float, typer.Option(help="Starting cash (single-strategy run).")] = 100_000.0,
-    max_position: Annotated[float, typer.Option(help="Largest position as a fraction of equity.")] = 0.25,
-    no_breakers: Annotated[bool, typer.Option("--no-breakers", help="Switch every circuit breaker off.")] = False,
+    start: StartOption = None,
+    end: EndOption = None,
+    param: ParamOption = None,
+    fee_bps: FeeOption = 10.0,
+    slippage_bps: SlippageOption = 0.0,
+    fill: FillOption = "next_open",
+    cash: CashOption = 100_000.0,
+    max_position: MaxPositionOption = 0.25,
+    no_breakers: NoBreakersOption = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start a new runtime (refused if state exists).")] = False,
     restore: Annotated[bool, typer.Option("--restore", help="Restore the saved state (the default).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Print every fill, breaker and command.")] = False,
