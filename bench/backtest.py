@@ -22,31 +22,15 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "bench"))
+
+from synthetic import gbm_bars  # noqa: E402
 
 from pipeline.backtest import warm_up  # noqa: E402
 from pipeline.engine import EngineConfig, EngineResult, run  # noqa: E402
 from pipeline.strategies import REGISTRY  # noqa: E402
 
 STANDARD = EngineConfig(fee_bps=10, cash=100_000, max_position=1.0).without_breakers()
-
-
-def gbm_bars(n: int, seed: int = 42) -> pd.DataFrame:
-    """Geometric Brownian motion closes (1-minute, 80 % annual volatility), opens at the previous close."""
-    rng = np.random.default_rng(seed)
-    sigma = 0.8 / np.sqrt(525_600)
-    close = 30_000 * np.exp(np.cumsum(rng.normal(-0.5 * sigma**2, sigma, n)))
-    open_ = np.r_[30_000, close[:-1]]
-    wiggle = np.abs(rng.normal(0, sigma / 2, (2, n)))
-    return pd.DataFrame(
-        {
-            "timestamp": pd.Series(pd.date_range("2024-01-01", periods=n, freq="1min", tz="UTC").as_unit("ms")),
-            "open": open_,
-            "high": np.maximum(open_, close) * np.exp(wiggle[0]),
-            "low": np.minimum(open_, close) * np.exp(-wiggle[1]),
-            "close": close,
-            "volume": 1.0,
-        }
-    )
 
 
 def non_tripping(result: EngineResult, bars: pd.DataFrame) -> EngineConfig:

@@ -28,12 +28,16 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "bench"))
+
+from synthetic import gbm_bars  # noqa: E402
 
 from pipeline.domain import AssetClass  # noqa: E402
 from pipeline.features import FeatureSpec, build_features, window_mean_std  # noqa: E402
 
 SPEC = FeatureSpec()
-MINUTES_PER_YEAR = 525_600
+from synthetic import MINUTES_PER_YEAR  # noqa: E402
+
 SYMBOLS = 10
 WINDOWS = (20, 200)
 REAL_FILE = "binance_BTC-USDT_1m.parquet"
@@ -48,25 +52,6 @@ def default_data() -> Path:
         if (folder / REAL_FILE).exists():
             return folder / REAL_FILE
     return Path("/work/shared/data") / REAL_FILE
-
-
-def gbm_bars(n: int, seed: int) -> pd.DataFrame:
-    """One year of 1-minute bars: GBM closes, opens at the previous close, log-normal volume."""
-    rng = np.random.default_rng(seed)
-    sigma = 0.8 / np.sqrt(MINUTES_PER_YEAR)
-    close = 30_000 * np.exp(np.cumsum(rng.normal(-0.5 * sigma**2, sigma, n)))
-    open_ = np.r_[30_000, close[:-1]]
-    wiggle = np.abs(rng.normal(0, sigma / 2, (2, n)))
-    return pd.DataFrame(
-        {
-            "timestamp": pd.Series(pd.date_range("2024-01-01", periods=n, freq="1min", tz="UTC").as_unit("ms")),
-            "open": open_,
-            "high": np.maximum(open_, close) * np.exp(wiggle[0]),
-            "low": np.minimum(open_, close) * np.exp(-wiggle[1]),
-            "close": close,
-            "volume": rng.lognormal(1.0, 1.0, n),
-        }
-    )
 
 
 def timed(action: Callable[[], object], repeat: int) -> float:
