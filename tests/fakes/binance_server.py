@@ -72,13 +72,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
+
+from tests.fakes.local_http import LocalHttpServer
 
 API_PREFIX = "/api/v3/"
 DEFAULT_LIMIT = 500
@@ -602,7 +603,7 @@ class _Reply:
         return cls(rejection.status, error_body(rejection.code, rejection.msg))
 
 
-class FakeBinance:
+class FakeBinance(LocalHttpServer):
     """The fake exchange: start it (or enter it as a context), feed it bars, point clients at ``url``.
 
     ``balances`` are the starting free balances (``DEFAULT_BALANCES`` when not given); ``api_key`` and
@@ -641,47 +642,9 @@ class FakeBinance:
         self._trade_ids = itertools.count(5001)
         self._generated_ids = itertools.count(1)
         self._reset_ledger()
-        self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        self._httpd.fake = self  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
+        self._listen(_Handler)
 
-    # --- lifecycle --------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The REST base URL, e.g. ``http://127.0.0.1:54321``."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="fake-binance",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    thread_name = "fake-binance"
 
     # --- scripting --------------------------------------------------------------------------------
 

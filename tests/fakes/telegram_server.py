@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.local_http import LocalHttpServer
 
 DEFAULT_TOKEN = "123456:TEST-TOKEN"
 MAX_TEXT_CHARS = 4096
@@ -112,7 +113,7 @@ class _Reply:
         return cls(status, payload)
 
 
-class FakeTelegram:
+class FakeTelegram(LocalHttpServer):
     """The fake Bot API: start it (or enter it as a context), push updates, point a client at ``url``."""
 
     def __init__(
@@ -136,49 +137,13 @@ class FakeTelegram:
         self._updates: list[dict[str, Any]] = []
         self._next_update_id = 100
         self._next_message_id = 1
-        self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        self._httpd.fake = self  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
+        self._listen(_Handler)
 
-    # --- lifecycle --------------------------------------------------------------------------------
+    thread_name = "fake-telegram"
 
-    @property
-    def url(self) -> str:
-        """The server's root URL, e.g. ``http://127.0.0.1:54321`` (methods live at ``/bot<token>/<method>``)."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="fake-telegram",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
+    def _wake_waiters(self) -> None:
         with self._changed:
             self._changed.notify_all()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- scripting --------------------------------------------------------------------------------
 
