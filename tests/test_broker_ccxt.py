@@ -117,3 +117,29 @@ def test_faults_never_kill_the_runtime_nor_duplicate_an_order(tmp_path: Path, ba
         assert "InsufficientFunds" in rejected[0].reason
         assert len(venue.trades) > 10
     assert clean is not None
+
+
+def test_an_exit_cancels_the_unfilled_rest_of_a_buy_and_sells_only_what_is_held(tmp_path: Path) -> None:
+    from pipeline.engine import Engine, EngineConfig
+
+    with FakeBinance(balances={"USDT": Decimal(100_000), "BTC": Decimal(0)}) as venue:
+        settings = Settings(data_dir=tmp_path, ccxt_api_key=DEFAULT_API_KEY, ccxt_api_secret=DEFAULT_API_SECRET,
+                            ccxt_rest_url=venue.url, _env_file=None)  # type: ignore[call-arg]
+        broker = CcxtBroker(build_exchange(settings, "binance"), max_retries=2, backoff_s=0.0, sleep=lambda _s: None)
+        engine = Engine(EngineConfig(fee_bps=10, max_position=0.5), ("enter", "leave"), external=True)
+        venue.set_price("BTC/USDT", Decimal(30_000))
+        venue.partial_fill_next("0.4")
+        engine.step(1_700_000_000_000, 30_000, 30_000, 30_000, 30_000, 1.0, 0)  # decide to buy
+        broker.route(SLEEVE, "BTC/USDT", engine, 1_700_000_000_000)
+        held = float(engine.ledger.fstate[1])
+        assert 0 < held < 2  # only part of the buy filled
+        engine.step(1_700_000_060_000, 30_000, 30_000, 30_000, 30_000, 0.0, 1)  # decide to get out
+        broker.route(SLEEVE, "BTC/USDT", engine, 1_700_000_060_000)
+        statuses = sorted(order.status for order in venue.orders)
+        assert statuses == ["CANCELED", "FILLED"]  # the buy's rest was cancelled, the exit sold what was held
+        sold = [t for t in venue.trades if t.side == "SELL"]
+        assert float(sum(t.qty for t in sold)) == pytest.approx(held, abs=1e-5)
+        balances = venue.balances()
+        assert balances["BTC"].free + balances["BTC"].locked < Decimal("0.00001")
+        assert float(engine.ledger.fstate[1]) == pytest.approx(float(balances["BTC"].free), abs=1e-8)
+        assert broker.open == {}

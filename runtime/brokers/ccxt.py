@@ -81,9 +81,45 @@ class CcxtBroker:
             if entry.sleeve == sleeve:
                 self._follow(entry, engine, orders, fills)
         for number, intent in enumerate(engine.take_intents()):
+            intent = self._cancel_opposing(sleeve, intent, engine, orders, fills)
+            if intent.qty == 0.0:
+                continue
             self._send(sleeve, symbol, intent, engine, client_order_id(sleeve, bar_ms, number), bar_ms, orders,
                        fills)
         return orders, fills
+
+    def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[OrderRecord],
+                         fills: list[FillRecord]) -> Intent:
+        """Cancel this sleeve's open orders on the other side before turning around.
+
+        The engine sizes an order against its position *plus* the units still in flight; when an exit meets a
+        buy that is only partly filled, the unfilled rest is cancelled at the venue instead, and the exit shrinks
+        by that rest (so only what is held is sold, and nothing unfilled can arrive afterwards).
+        """
+        qty = intent.qty
+        for entry in [e for e in self.open.values() if e.sleeve == sleeve and e.qty * intent.qty < 0]:
+            if not entry.venue_id:
+                continue
+            venue_id, venue_symbol = entry.venue_id, entry.symbol
+
+            def cancel(venue_id: str = venue_id, venue_symbol: str = venue_symbol) -> Any:
+                return self.exchange.cancel_order(venue_id, venue_symbol)
+
+            try:
+                self._retry(cancel, "cancel")
+            except ccxt.OrderNotFound:
+                pass  # filled or gone meanwhile: following it below books whatever happened
+            except ccxt.BaseError as exc:
+                log.warning("%s: could not cancel %s (%s); the exit is sent as decided", sleeve, entry.client_id, exc)
+                continue
+            before = entry.filled
+            self._follow(entry, engine, orders, fills)
+            rest = abs(entry.qty) - max(entry.filled, before)
+            if entry.client_id not in self.open and rest > 0:
+                qty += rest if entry.qty > 0 else -rest  # the exit no longer covers units that will not come
+        if qty * intent.qty <= 0:
+            return Intent(intent.number, intent.bar, 0.0, intent.reference_price, intent.reason)
+        return Intent(intent.number, intent.bar, qty, intent.reference_price, intent.reason)
 
     def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[OrderRecord], list[FillRecord]]:
         """Venue fills were recorded when routed; the engine's own fill frame adds nothing."""
