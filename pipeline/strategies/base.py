@@ -38,6 +38,15 @@ class Targets:
         if self.exposure.shape != self.reason.shape:
             raise ValueError("exposure and reason must have one entry per bar")
 
+    @classmethod
+    def from_signals(cls, enter: np.ndarray, leave: np.ndarray, reasons: tuple[str, ...]) -> Targets:
+        """Long-only decisions: ``1.0`` where ``enter`` (reason 0), ``0.0`` where ``leave`` (reason 1), else none."""
+        exposure = np.full(len(enter), np.nan)
+        reason = np.full(len(enter), -1, dtype=np.int64)
+        exposure[enter], reason[enter] = 1.0, 0
+        exposure[leave], reason[leave] = 0.0, 1
+        return cls(exposure, reason, reasons)
+
     def reason_text(self, code: int) -> str:
         return self.reasons[code] if 0 <= code < len(self.reasons) else ""
 

@@ -107,8 +107,4 @@ class RsiReversion:
             previous, current = rsi[:-1], rsi[1:]
             enter[1:] = (previous >= self.lower) & (current < self.lower)
             leave[1:] = (previous <= self.upper) & (current > self.upper)
-        exposure = np.full(n, np.nan)
-        reason = np.full(n, -1, dtype=np.int64)
-        exposure[enter], reason[enter] = 1.0, 0
-        exposure[leave], reason[leave] = 0.0, 1
-        return Targets(exposure, reason, self.reasons)
+        return Targets.from_signals(enter, leave, self.reasons)

@@ -74,11 +74,7 @@ class SmaCross:
             previous, current = d[:-1], d[1:]
             up[1:] = (previous < 0.0) & (current > 0.0)
             down[1:] = (previous > 0.0) & (current < 0.0)
-        exposure = np.full(n, np.nan)
-        reason = np.full(n, -1, dtype=np.int64)
-        exposure[up], reason[up] = 1.0, 0
-        exposure[down], reason[down] = 0.0, 1
-        return Targets(exposure, reason, self.reasons)
+        return Targets.from_signals(up, down, self.reasons)
 
 
 def golden_cross() -> SmaCross:
