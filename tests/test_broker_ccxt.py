@@ -102,7 +102,7 @@ def test_clean_run_matches_the_venue(tmp_path: Path, bars: pd.DataFrame) -> None
 def test_faults_never_kill_the_runtime_nor_duplicate_an_order(tmp_path: Path, bars: pd.DataFrame) -> None:
     with FakeBinance(balances={"USDT": Decimal(100_000), "BTC": Decimal(0)}) as venue:
         # find the bars where orders go out in a clean run, then put a fault on each of them
-        clean, clean_store = _run(tmp_path / "clean", venue, bars, {})
+        _, clean_store = _run(tmp_path / "clean", venue, bars, {})
     stamps = list(bars["timestamp"])
     positions = sorted({stamps.index(pd.Timestamp(o.bar)) for o in clean_store.orders()})
     kinds = ["429", "500", "lost", "partial", "reject", "429", "lost", "500"]
@@ -116,7 +116,7 @@ def test_faults_never_kill_the_runtime_nor_duplicate_an_order(tmp_path: Path, ba
         assert len(rejected) == 1
         assert "InsufficientFunds" in rejected[0].reason
         assert len(venue.trades) > 10
-    assert clean is not None
+    assert len(positions) > len(kinds)  # every fault kind met an order bar of the clean run
 
 
 def test_an_exit_cancels_the_unfilled_rest_of_a_buy_and_sells_only_what_is_held(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.domain import DataError, Timeframe
+from pipeline.domain import DataError
 from pipeline.engine import EngineConfig, run
 from pipeline.portfolio import PortfolioConfig, load_portfolio, run_portfolio
 from pipeline.strategies import REGISTRY
@@ -185,4 +185,6 @@ def test_portfolio_backtest_from_the_cli(tmp_path: Path, monkeypatch: pytest.Mon
     assert document["first"] == "2021-02-01T00:00:00+00:00"
     stored = Path(document["stored"])
     assert {p.name for p in stored.iterdir()} >= {"summary.json", "equity.parquet", "fills.parquet"}
-    assert Timeframe.parse("1h").seconds == 3600
+    stored_equity = pd.read_parquet(stored / "equity.parquet")
+    assert stored_equity["equity"].iloc[-1] == pytest.approx(document["final_equity"])
+    assert len(stored_equity) == document["bars"]
