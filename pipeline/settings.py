@@ -85,6 +85,46 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How often the runtime asks the registry whether the production alias moved."
     )
 
+    alpaca_trading_url: str | None = Field(
+        default=None,
+        description="Override of Alpaca's trading API base URL (default: paper, or live when confirmed).",
+    )
+    feed_poll_seconds: float = Field(
+        default=2.0, gt=0, description="How often a live feed asks its venue for newly closed bars."
+    )
+    warmup_bars: int = Field(
+        default=1000, ge=1, description="Bars of history a live feed loads at start for the strategies' warm-up."
+    )
+    universe: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["sample:BTC/USDT:1h", "sample:ETH/USDT:1h", "sample:AAPL:1d"],
+        description="Series the ingest flow keeps current, comma-separated venue:SYMBOL:timeframe.",
+    )
+    prefect_api_url: str = Field(
+        default="http://127.0.0.1:4200/api", description="Prefect server API (flows, deployments, ad hoc runs)."
+    )
+    mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Where the MLflow UI is served.")
+    dashboard_password: SecretStr | None = Field(
+        default=None, description="Password of the dashboard; empty leaves it open (it binds 127.0.0.1 only)."
+    )
+    schedule_ingest: str = Field(default="0 * * * *", description="Cron (UTC) of the ingest flow.")
+    schedule_features: str = Field(default="15 1 * * *", description="Cron (UTC) of the feature build.")
+    schedule_train: str = Field(default="30 1 * * *", description="Cron (UTC) of training and promotion.")
+    schedule_backtest: str = Field(default="30 2 * * *", description="Cron (UTC) of the nightly backtest.")
+    schedule_backup: str = Field(default="*/5 * * * *", description="Cron (UTC) of the state backup.")
+    schedule_restore_drill: str = Field(default="0 3 * * 0", description="Cron (UTC) of the backup restore drill.")
+    schedule_summary: str = Field(default="5 0 * * *", description="Cron (UTC) of the daily summary.")
+    schedule_parity: str = Field(default="20 0 * * *", description="Cron (UTC) of the parity report.")
+    backup_keep: int = Field(default=100, ge=1, description="State backups kept (the newest).")
+    backup_max_age_days: float = Field(default=30.0, gt=0, description="State backups older than this are removed.")
+    nightly_backtest_days: int = Field(default=30, ge=1, description="Days of bars the nightly backtest covers.")
+
+    @field_validator("universe", mode="before")
+    @classmethod
+    def _split_universe(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("telegram_chat_ids", mode="before")
     @classmethod
     def _split_chat_ids(cls, value: object) -> object:
@@ -103,6 +143,10 @@ class Settings(BaseSettings):
     @cached_property
     def health_path(self) -> Path:
         return self.data_dir / "quality" / "health.parquet"
+
+    @cached_property
+    def backup_dir(self) -> Path:
+        return self.data_dir / "backups"
 
     @cached_property
     def state_url(self) -> str:

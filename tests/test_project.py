@@ -6,6 +6,7 @@ import subprocess
 
 from pipeline.settings import Settings
 from tests.conftest import REPO
+from tradeforge_cli.config_doc import env_example, markdown_table
 
 
 def test_every_setting_is_in_the_readme_table_and_env_example() -> None:
@@ -15,6 +16,8 @@ def test_every_setting_is_in_the_readme_table_and_env_example() -> None:
         variable = f"TRADEFORGE_{name.upper()}"
         assert f"| `{name}` | `{variable}` |" in readme, f"{variable} missing from the README configuration table"
         assert f"# {variable}=" in example, f"{variable} missing from .env.example"
+    assert example == env_example(), ".env.example is out of date: regenerate it with `tradeforge config env-example`"
+    assert markdown_table() in readme, "the README settings table is out of date: `tradeforge config table`"
 
 
 def test_env_lake_and_stores_are_git_ignored() -> None:

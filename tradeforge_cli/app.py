@@ -785,6 +785,45 @@ def data_sql(
     _emit(records, as_json, table)
 
 
+config_app = typer.Typer(help="Settings: current values and their documentation.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(as_json: JsonFlag = False) -> None:
+    """The settings in effect (environment, .env, defaults); secrets are shown as set or not, never their value."""
+    from pydantic import SecretStr
+
+    settings = _settings()
+    document: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            document[name] = "(set)" if value.get_secret_value() else None
+        else:
+            document[name] = value if isinstance(value, int | float | bool | list) or value is None else str(value)
+    table = Table(show_header=False, box=box.SIMPLE)
+    for key, value in document.items():
+        table.add_row(key, escape("" if value is None else str(value)))
+    _emit(document, as_json, table)
+
+
+@config_app.command("env-example")
+def config_env_example() -> None:
+    """Print the .env template (every setting, its meaning and default)."""
+    from tradeforge_cli.config_doc import env_example
+
+    typer.echo(env_example(), nl=False)
+
+
+@config_app.command("table")
+def config_table() -> None:
+    """Print the README's settings table (Markdown)."""
+    from tradeforge_cli.config_doc import markdown_table
+
+    typer.echo(markdown_table(), nl=False)
+
+
 @app.command()
 def doctor(as_json: JsonFlag = False) -> None:
     """Check the install and the configuration; non-zero exit when something is broken."""
