@@ -37,6 +37,7 @@ from pipeline.promotion import Decision, Scores
 
 PRODUCTION = "production"
 EXPERIMENT = "tradeforge-training"
+BACKTEST_EXPERIMENT = "nightly-backtests"
 TAG_SPEC_HASH = "feature_spec_hash"
 
 
@@ -156,6 +157,47 @@ class ModelRegistry:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, value)
         return LoggedVersion(name, version, run.info.run_id)
+
+    # ------------------------------------------------------------------ logging a backtest
+    def log_backtest_run(
+        self,
+        run_name: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        artifacts: Mapping[str, bytes],
+        tags: Mapping[str, str],
+        experiment: str = BACKTEST_EXPERIMENT,
+    ) -> str:
+        """Log one backtest as a run of ``experiment`` (created when missing): its parameters, its finite numeric
+        metrics and its artifacts; returns the run id."""
+        found = self.client.get_experiment_by_name(experiment)
+        experiment_id = (
+            found.experiment_id if found is not None
+            else self.client.create_experiment(experiment, artifact_location=_artifact_root(self.tracking_uri))
+        )
+        numbers = {
+            key: float(value) for key, value in metrics.items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+        }
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            mlflow.log_params({key: _param(value) for key, value in params.items()})
+            mlflow.log_metrics(numbers)
+            mlflow.set_tags(dict(tags))
+            with tempfile.TemporaryDirectory() as folder:
+                for filename, payload in artifacts.items():
+                    path = Path(folder) / filename
+                    path.write_bytes(payload)
+                    mlflow.log_artifact(str(path))
+        return str(run.info.run_id)
+
+    def backtest_runs(self, experiment: str = BACKTEST_EXPERIMENT) -> list[dict[str, Any]]:
+        """Every run of a backtest experiment: run id, name, params, metrics and tags (newest first)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        runs = self.client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
+        return [{"run_id": r.info.run_id, "name": r.info.run_name, "params": dict(r.data.params),
+                 "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in runs]
 
     # ------------------------------------------------------------------ reading
     def production(self, name: str) -> ModelVersion | None:

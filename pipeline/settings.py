@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     alpaca_data_url: str | None = Field(
         default=None, description="Override of Alpaca's market-data base URL (a proxy or a local test server)."
     )
+    alpaca_stream_url: str | None = Field(
+        default=None, description="Override of Alpaca's market-data websocket URL (a proxy or a local test server)."
+    )
     http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one request to a data venue.")
     max_retries: int = Field(
         default=5, ge=0, description="Retries of a request after a network error, timeout, 429 or 5xx."
@@ -96,13 +99,14 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Bars of history a live feed loads at start for the strategies' warm-up."
     )
     universe: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["sample:BTC/USDT:1h", "sample:ETH/USDT:1h", "sample:AAPL:1d"],
+        default_factory=lambda: ["sample:BTC/USDT:1h", "sample:ETH/USDT:1h", "sample:AAPL:1d", "sample:BTC/USDT:1m"],
         description="Series the ingest flow keeps current, comma-separated venue:SYMBOL:timeframe.",
     )
     prefect_api_url: str = Field(
         default="http://127.0.0.1:4200/api", description="Prefect server API (flows, deployments, ad hoc runs)."
     )
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Where the MLflow UI is served.")
+    dashboard_url: str = Field(default="http://127.0.0.1:8501", description="Where the dashboard is served.")
     dashboard_password: SecretStr | None = Field(
         default=None, description="Password of the dashboard; empty leaves it open (it binds 127.0.0.1 only)."
     )

@@ -48,8 +48,9 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from pipeline.clock import Clock, SystemClock
 
-SCHEMA_VERSION: Final = 1
-"""The version of the tables below; a database with a newer version is not opened."""
+SCHEMA_VERSION: Final = 2
+"""The version of the tables below; a database with a newer version is not opened. Version 1 databases are
+upgraded in place by adding the tables version 2 introduced (``runtime_events``); nothing stored changes."""
 
 BOT_STATUSES: Final = frozenset({"running", "paused", "stopped"})
 ORDER_SIDES: Final = frozenset({"buy", "sell"})
@@ -286,10 +287,25 @@ class ModelDeployment(SQLModel, table=True):
     reason: str = ""
 
 
+class RuntimeEvent(SQLModel, table=True):
+    """Something the runtime found or did outside the bar loop: a recovery step, a reconciliation correction or
+    mismatch, stale data and its end. ``kind`` names it (``recovery``, ``reconcile``, ``mismatch``, ``stale``,
+    ``fresh``, ``feed``); ``detail`` says what, in words."""
+
+    __tablename__ = "runtime_events"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    kind: str
+    sleeve: str | None = None
+    detail: str
+
+
 TABLES: Final[tuple[type[SQLModel], ...]] = (
     SchemaVersion, BotState, FeedCursor, OrderRow, FillRow, PositionRow, TradeRow, LedgerRow, BreakerEventRow,
-    EquityRow, ControlCommand, ModelDeployment,
+    EquityRow, ControlCommand, ModelDeployment, RuntimeEvent,
 )
+_ADDITIVE_UPGRADES: Final = {1}
+"""Stored versions that this version upgrades by creating the tables they lack."""
 
 
 # ------------------------------------------------------------------------------------------------- records
@@ -653,6 +669,11 @@ class StateStore:
 
     def _open_schema(self, create: bool) -> None:
         version = self._stored_version()
+        if version in _ADDITIVE_UPGRADES and create and not self._read_only:
+            with self._writer.begin() as conn:
+                SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in TABLES])  # type: ignore[attr-defined]
+                conn.execute(sa.update(SchemaVersion.__table__).values(version=SCHEMA_VERSION))  # type: ignore[attr-defined]
+            version = SCHEMA_VERSION
         if version is not None and version != SCHEMA_VERSION:
             newer = version > SCHEMA_VERSION
             raise SchemaVersionError(
@@ -896,6 +917,29 @@ class StateStore:
             query = select(ModelDeployment).order_by(col(ModelDeployment.activated_at), col(ModelDeployment.id))
             if sleeve is not None:
                 query = query.where(col(ModelDeployment.sleeve) == sleeve)
+            return list(session.exec(query))
+
+    # ---- runtime events
+
+    def record_event(self, kind: str, detail: str, sleeve: str | None = None, at: datetime | None = None) -> int:
+        """Record a runtime event (see :class:`RuntimeEvent`); returns its id."""
+        self._refuse_if_read_only("record_event")
+        when = self._now() if at is None else _as_utc("at", at)
+        with self.transaction() as session:
+            row = RuntimeEvent(at=when, kind=kind, sleeve=sleeve, detail=detail)
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            return row.id
+
+    def events(self, kind: str | None = None, since: datetime | None = None) -> list[RuntimeEvent]:
+        """Runtime events (of one kind, and from ``since`` on, when given), oldest first."""
+        with self._reading() as session:
+            query = select(RuntimeEvent).order_by(col(RuntimeEvent.at), col(RuntimeEvent.id))
+            if kind is not None:
+                query = query.where(col(RuntimeEvent.kind) == kind)
+            if since is not None:
+                query = query.where(col(RuntimeEvent.at) >= _as_utc("since", since))
             return list(session.exec(query))
 
     def _now(self) -> datetime:

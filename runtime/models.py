@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,9 @@ import pandas as pd
 from pipeline.clock import Clock
 from pipeline.domain import AssetClass, DataError
 from pipeline.features import FeatureSpec, build_features
-from pipeline.registry import ModelRegistry, ProductionModel
+
+if TYPE_CHECKING:  # the registry (and MLflow with it) is loaded by whoever builds a scorer, not by the runtime
+    from pipeline.registry import ModelRegistry, ProductionModel
 
 log = logging.getLogger(__name__)
 

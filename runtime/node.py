@@ -1,8 +1,15 @@
 """The trading node: startup is recovery, then closed bars → decisions → engine → broker → state, until stopped.
 
 Startup: open the state store → restore every sleeve's ledger bit for bit (or start fresh, only when asked
-with ``fresh``) → reconcile what the store holds with the ledgers → resume the feed after the last processed
-bar (bars missed while down are caught up first) → trade.
+with ``fresh``) → reconcile: the broker takes over the orders still open on record (their later fills are
+booked exactly once) and the venue's holdings are compared with the ledgers (a venue holding less than the
+ledgers pauses the sleeves of that symbol and raises an alert) → resume the feed after the last processed bar
+(bars missed while down are caught up first) → trade. Every finding is recorded as a runtime event.
+
+A live feed also yields empty batches while it waits for the next bar: the node then applies commands, writes
+its heartbeat and judges staleness — a feed whose last bar closed more than ``stale_after_bars`` bars ago
+(while its market is open) pauses new entries of its sleeves and raises an alert; its next bar lifts that
+pause again (a pause given by an operator meanwhile stays).
 
 Each batch of closed bars (one bar when live; up to a few thousand when replaying or catching up):
 
@@ -49,7 +56,7 @@ from pipeline.state import (
     TradeRecord,
 )
 from runtime.brokers.base import Broker
-from runtime.feeds import Batch, ReplayFeed
+from runtime.feeds import Batch, Feed
 from runtime.models import ModelScorer
 
 log = logging.getLogger(__name__)
@@ -112,13 +119,15 @@ class Node:
         self,
         store: StateStore,
         portfolio: PortfolioConfig,
-        feed: ReplayFeed,
+        feed: Feed,
         feed_of: dict[str, str],
         broker: Broker,
         mode: str = "paper",
         clock: Clock | None = None,
         on_event: Callable[[str, str], None] | None = None,
         scorers: dict[str, ModelScorer] | None = None,
+        stale_after_bars: int = 3,
+        heartbeat_s: float = 5.0,
     ) -> None:
         self.store = store
         self.portfolio = portfolio
@@ -134,13 +143,16 @@ class Node:
         self._routed_orders: list[OrderRecord] = []
         self._routed_fills: list[FillRecord] = []
         self.cursors: dict[str, int | None] = {key: None for key in set(feed_of.values())}
-        self._ohlc = {
-            key: tuple(frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
-            for key, frame in feed.frames.items()
-        }
         self.summary = RunSummary()
         self._stop_requested: str | None = None
         self._portfolio_events_saved = 0
+        self.stale_after_bars = stale_after_bars
+        self.heartbeat_s = heartbeat_s
+        self.stale: set[str] = set()
+        """Feed keys judged stale (no bar for ``stale_after_bars`` bars while their market is open)."""
+        self._stale_paused: set[str] = set()
+        """Sleeves whose entries were paused because their feed went stale (lifted when bars return)."""
+        self._last_beat = 0.0
 
     # ------------------------------------------------------------------ startup
     def start(self, fresh: bool) -> list[str]:
@@ -159,6 +171,7 @@ class Node:
         notes: list[str] = []
         if not fresh:
             notes += self._restore(ledgers)
+            notes += self._reconcile()
         for key in self.cursors:
             cursor = self.store.cursor(key)
             self.cursors[key] = None if cursor is None else int(pd.Timestamp(cursor).value // 1_000_000)
@@ -171,6 +184,8 @@ class Node:
             reason += f"; no production model for {', '.join(missing)}: those sleeves make no entries"
         self.store.set_status("running", reason, mode=self.mode)
         self.summary.recovery = notes
+        for note in notes:
+            self.store.record_event("recovery", note)
         self._emit("start", f"runtime started in {self.mode} mode ({'fresh' if fresh else 'restored'})")
         return notes
 
@@ -201,11 +216,57 @@ class Node:
             self.stepper.peak = float.fromhex(data["peak"])
             self.stepper.tripped = bool(data["tripped"])
             self._portfolio_events_saved = len(self.stepper.events)
+            self.stale = set(data.get("stale", []))
+            self._stale_paused = set(data.get("stale_paused", []))
+        return notes
+
+    def _reconcile(self) -> list[str]:
+        """Hand the orders still open on record to the broker, then compare the venue's holdings with the
+        ledgers. The venue holding less than the ledgers (beyond what open orders explain) pauses the sleeves of
+        that symbol; holding more is noted (units the runtime does not trade)."""
+        notes: list[str] = []
+        open_orders = self.store.orders({"new", "partially_filled"})
+        if open_orders:
+            self.broker.resume(open_orders, self.store.fills())
+            notes.append(f"{len(open_orders)} open order(s) taken over from the store: "
+                         + ", ".join(o.client_order_id for o in open_orders))
+        symbols = sorted({s.symbol for s in self.stepper.sleeves})
+        try:
+            held = self.broker.holdings(symbols)
+        except Exception as exc:  # a venue that cannot be asked must not stop the start
+            text = f"positions not reconciled: {self.broker.name} could not be asked ({type(exc).__name__}: {exc})"
+            self.store.record_event("reconcile", text)
+            self._emit("error", text)
+            return [*notes, text]
+        if held is None:
+            return notes
+        for symbol in symbols:
+            sleeves = [s for s in self.stepper.sleeves if s.symbol == symbol]
+            ours = sum(float(self.stepper.engines[s.key].ledger.fstate[k.F_UNITS]) for s in sleeves)
+            pending = [float(o.qty) * (1 if o.side == "buy" else -1) for o in open_orders if o.symbol == symbol]
+            venue = float(held.get(symbol, 0))
+            tolerance = 1e-9 * max(1.0, abs(ours))
+            low, high = ours + min(0.0, sum(pending)), ours + max(0.0, sum(pending))
+            if low - tolerance <= venue <= high + tolerance:
+                notes.append(f"{symbol}: venue holds {venue:g}, the ledgers {ours:g}: reconciled")
+            elif venue > high:
+                notes.append(f"{symbol}: venue holds {venue:g}, more than the ledgers' {ours:g}; the difference "
+                             "is not the runtime's and is left alone")
+            else:
+                text = (f"{symbol}: venue holds {venue:g} but the ledgers hold {ours:g}: new entries of "
+                        f"{', '.join(s.key for s in sleeves)} paused until an operator resumes them")
+                for sleeve in sleeves:
+                    self.stepper.engines[sleeve.key].ledger.pause()
+                self.store.record_event("mismatch", text)
+                self._emit("error", text)
+                notes.append(text)
         return notes
 
     # ------------------------------------------------------------------ the loop
     def request_stop(self, reason: str) -> None:
+        """Stop after the batch in flight (safe to call from a signal handler or another thread)."""
         self._stop_requested = reason
+        self.feed.stop()
 
     def run(self) -> RunSummary:
         """Process batches until the feed ends or a stop is requested (signal or command)."""
@@ -214,7 +275,11 @@ class Node:
                 self._apply_commands()
                 if self._stop_requested is not None:
                     break
-                self._process(batch)
+                if len(batch.times):
+                    self._process(batch)
+                else:
+                    self._idle()
+                self._judge_staleness()
                 if self._stop_requested is not None:
                     break
         finally:
@@ -246,6 +311,7 @@ class Node:
     def _process(self, batch: Batch) -> None:
         self._poll_models()
         decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        ohlc: dict[str, tuple[np.ndarray, ...]] = {}
         for sleeve in self.stepper.sleeves:
             key = self.feed_of[sleeve.key]
             rows = batch.rows[key]
@@ -253,6 +319,8 @@ class Node:
             if not present.any():
                 continue
             history = self.feed.history(key, int(rows[present].max()))
+            if key not in ohlc:
+                ohlc[key] = tuple(history[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
             scorer = self.scorers.get(sleeve.key)
             if scorer is not None:
                 history = history.assign(model_score=scorer.score(history))
@@ -264,7 +332,7 @@ class Node:
                 row = int(rows[position])
                 if row < 0:
                     continue
-                o, h, low, c = self._ohlc[self.feed_of[sleeve_key]]
+                o, h, low, c = ohlc[self.feed_of[sleeve_key]]
                 due[sleeve_key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]),
                                       float(aims[row]), int(reasons[row]))
             if due:
@@ -280,9 +348,70 @@ class Node:
             present = batch.times[rows >= 0]
             if len(present):
                 self.cursors[key] = int(present[-1])
+                if key in self.stale:
+                    self._fresh_again(key)
         self._persist(int(batch.times[-1]))
+        self._last_beat = self.clock.now().timestamp()
 
-    def _persist(self, last_ms: int) -> None:
+    # ------------------------------------------------------------------ waiting and staleness
+    def _idle(self) -> None:
+        """Between bars: a heartbeat every ``heartbeat_s`` and the model poll."""
+        now = self.clock.now()
+        if now.timestamp() - self._last_beat >= self.heartbeat_s:
+            self.store.heartbeat(now.to_pydatetime())
+            self._last_beat = now.timestamp()
+        self._poll_models()
+
+    def _judge_staleness(self) -> None:
+        """A live feed whose last bar closed more than ``stale_after_bars`` bars ago goes stale."""
+        if not self.feed.live:
+            return
+        now_ms = int(self.clock.now().value // 1_000_000)
+        bar_ms = self.feed.timeframe.seconds * 1000
+        for key, cursor in self.cursors.items():
+            if key in self.stale:
+                continue
+            frame = self.feed.frames.get(key)
+            last = cursor
+            if last is None and frame is not None and len(frame):
+                last = int(frame["timestamp"].iloc[-1].value // 1_000_000)
+            if last is None or not self.feed.expects_bar(key, now_ms):
+                continue
+            waited = now_ms - (last + bar_ms)
+            if waited <= self.stale_after_bars * bar_ms:
+                continue
+            self.stale.add(key)
+            paused = []
+            for sleeve in self.stepper.sleeves:
+                ledger = self.stepper.engines[sleeve.key].ledger
+                if self.feed_of[sleeve.key] == key and "paused" not in ledger.tripped:
+                    ledger.pause()
+                    self._stale_paused.add(sleeve.key)
+                    paused.append(sleeve.key)
+            text = (f"stale data: {key} has had no closed bar for {waited / bar_ms:.1f} bars (last opened "
+                    f"{pd.Timestamp(last, unit='ms', tz='UTC')}); new entries paused"
+                    + (f" for {', '.join(paused)}" if paused else ""))
+            self.store.record_event("stale", text, at=self.clock.now().to_pydatetime())
+            self._persist_portfolio_flags()
+            self._emit("stale", text)
+
+    def _fresh_again(self, key: str) -> None:
+        self.stale.discard(key)
+        resumed = []
+        for sleeve in self.stepper.sleeves:
+            if self.feed_of[sleeve.key] == key and sleeve.key in self._stale_paused:
+                self.stepper.engines[sleeve.key].ledger.resume()
+                self._stale_paused.discard(sleeve.key)
+                resumed.append(sleeve.key)
+        text = f"{key} delivers bars again" + (f"; entries resumed for {', '.join(resumed)}" if resumed else "")
+        self.store.record_event("fresh", text, at=self.clock.now().to_pydatetime())
+        self._emit("fresh", text)
+
+    def _persist_portfolio_flags(self) -> None:
+        """Write the ledgers now (stale pauses must survive a crash before the next bar)."""
+        self._persist(None)
+
+    def _persist(self, last_ms: int | None) -> None:
         orders: list[OrderRecord] = self._routed_orders
         fills: list[FillRecord] = self._routed_fills
         self._routed_orders, self._routed_fills = [], []
@@ -291,7 +420,6 @@ class Node:
         ledgers: list[LedgerRecord] = []
         positions: list[PositionRecord] = []
         equity: list[EquityRecord] = []
-        at = _utc(last_ms)
         now = self.clock.now().to_pydatetime()
         for sleeve in self.stepper.sleeves:
             engine = self.stepper.engines[sleeve.key]
@@ -336,11 +464,14 @@ class Node:
         ledgers.append(LedgerRecord(sleeve=PORTFOLIO, cash=_money(0.0), units=_money(0.0),
                                     equity=_money(self.stepper.equity), tripped="drawdown" if self.stepper.tripped
                                     else "", kernel_state=json.dumps({"peak": float(self.stepper.peak).hex(),
-                                                                      "tripped": self.stepper.tripped}),
+                                                                      "tripped": self.stepper.tripped,
+                                                                      "stale": sorted(self.stale),
+                                                                      "stale_paused": sorted(self._stale_paused)}),
                                     bars_seen=self.summary.bars, updated_at=now))
-        equity.append(EquityRecord(at=at, sleeve=PORTFOLIO, equity=_money(self.stepper.equity),
-                                   cash=_money(self.stepper.cash),
-                                   position_value=_money(self.stepper.position_value)))
+        if last_ms is not None:
+            equity.append(EquityRecord(at=_utc(last_ms), sleeve=PORTFOLIO, equity=_money(self.stepper.equity),
+                                       cash=_money(self.stepper.cash),
+                                       position_value=_money(self.stepper.position_value)))
         cursors = [CursorRecord(feed=key, last_bar=_utc(ms)) for key, ms in self.cursors.items() if ms is not None]
         step = StepRecord(orders=orders, fills=fills, positions=positions, trades=trades, ledgers=ledgers,
                           breakers=events, equity=equity, cursors=cursors, heartbeat_at=now)
@@ -367,11 +498,13 @@ class Node:
             if command.command == "pause":
                 for engine in targets:
                     engine.ledger.pause()
+                self._stale_paused -= {key for key in self.stepper.engines if command.sleeve in (None, key)}
                 self.store.set_status("paused", f"paused by {command.source}", mode=self.mode)
                 result = "paused: no new entries"
             elif command.command == "resume":
                 for engine in targets:
                     engine.ledger.resume()
+                self._stale_paused -= {key for key in self.stepper.engines if command.sleeve in (None, key)}
                 self.store.set_status("running", f"resumed by {command.source}", mode=self.mode)
                 result = "resumed"
             elif command.command == "flatten":
@@ -395,7 +528,7 @@ class Node:
 
     # ------------------------------------------------------------------ helpers
     def _emit(self, kind: str, text: str) -> None:
-        """Report an event: ``kind`` is start, stop, fill, breaker, command or model."""
+        """Report an event: ``kind`` is start, stop, fill, breaker, command, model, stale, fresh or error."""
         log.info(text)
         if self.on_event is not None:
             self.on_event(kind, text)

@@ -38,17 +38,13 @@ import logging
 import threading
 import time
 import traceback
-import urllib.request
-import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Protocol
-from urllib.parse import quote, urlsplit
 
-import httpx
 import pandas as pd
 from pydantic import SecretStr
 from telegram import Bot, Message, Update
@@ -63,19 +59,20 @@ from telegram.error import (
     TelegramError,
 )
 from telegram.request import HTTPXRequest
-from telegram.warnings import PTBDeprecationWarning
 
 from pipeline.clock import Clock, SystemClock
+from pipeline.telegram import TOKEN_PLACEHOLDER, redact
+from pipeline.telegram import TokenTransport as _TokenTransport
+from pipeline.telegram import api_root as _api_root
+from pipeline.telegram import environment_proxy as _environment_proxy
+from pipeline.telegram import retry_after_seconds as _retry_after_s
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL: Final = "https://api.telegram.org"
 MAX_MESSAGE_CHARS: Final = 4096
 """Telegram's limit on one message; longer texts are cut to it (ending in "…")."""
 COMMAND_SOURCE: Final = "telegram"
 """The ``source`` every command from Telegram carries into the ``CommandSink``."""
-TOKEN_PLACEHOLDER: Final = "REDACTED"  # noqa: S105 (a placeholder, not a secret)
-"""What the client library holds instead of the token; the transport swaps in the real one at the socket."""
 
 Sleep = Callable[[float], Awaitable[None]]
 """An asynchronous sleep (``asyncio.sleep``, or a test's fake one that advances a fake clock)."""
@@ -216,57 +213,7 @@ def stop_message(
     return "\n".join(lines)
 
 
-# --- the HTTP edge --------------------------------------------------------------------------------------
-
-
-class _TokenTransport(httpx.AsyncBaseTransport):
-    """Swaps the token placeholder in a request's path for the real token, just before the socket."""
-
-    def __init__(self, token: str, proxy: str | None) -> None:
-        self._marker = f"/bot{TOKEN_PLACEHOLDER}/".encode()
-        self._real = f"/bot{quote(token, safe=':')}/".encode()
-        self._inner = httpx.AsyncHTTPTransport(proxy=proxy)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        outgoing = httpx.Request(
-            request.method,
-            request.url.copy_with(raw_path=request.url.raw_path.replace(self._marker, self._real, 1)),
-            headers=request.headers,
-            stream=request.stream,
-            extensions=request.extensions,
-        )
-        return await self._inner.handle_async_request(outgoing)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def __repr__(self) -> str:
-        return "<telegram token transport>"
-
-
-def _api_root(api_url: str | None) -> str:
-    """The Bot API server's root URL (a trailing ``/bot`` is accepted and removed)."""
-    root = (api_url or DEFAULT_API_URL).strip().rstrip("/")
-    root = root.removesuffix("/bot")
-    parts = urlsplit(root)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"telegram api url {api_url!r} is not an http(s) URL like {DEFAULT_API_URL}")
-    return root
-
-
-def _environment_proxy(url: str) -> str | None:
-    """The proxy the environment (HTTPS_PROXY, NO_PROXY, ...) asks for to reach ``url``."""
-    parts = urlsplit(url)
-    if urllib.request.proxy_bypass(parts.hostname or ""):
-        return None
-    return urllib.request.getproxies().get(parts.scheme)
-
-
-def _retry_after_s(error: RetryAfter) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)  # the int-or-timedelta transition
-        value = error.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+# --- rate limit (the Bot API edge itself is shared: pipeline.telegram) ------------------------------------
 
 
 class _RateLimiter:
@@ -705,10 +652,7 @@ class Notifier:
         return self._redact(text)
 
     def _redact(self, text: str) -> str:
-        token = self._token
-        if not token:
-            return text
-        return text.replace(token, TOKEN_PLACEHOLDER).replace(quote(token, safe=""), TOKEN_PLACEHOLDER)
+        return redact(text, self._token)
 
 
 # --- the command bot ------------------------------------------------------------------------------------

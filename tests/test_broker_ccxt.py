@@ -143,3 +143,64 @@ def test_an_exit_cancels_the_unfilled_rest_of_a_buy_and_sells_only_what_is_held(
         assert balances["BTC"].free + balances["BTC"].locked < Decimal("0.00001")
         assert float(engine.ledger.fstate[1]) == pytest.approx(float(balances["BTC"].free), abs=1e-8)
         assert broker.open == {}
+
+
+def _exchange_settings(tmp_path: Path, venue: FakeBinance) -> Settings:
+    return Settings(data_dir=tmp_path, ccxt_api_key=DEFAULT_API_KEY, ccxt_api_secret=DEFAULT_API_SECRET,
+                    ccxt_rest_url=venue.url, _env_file=None)  # type: ignore[call-arg]
+
+
+def test_an_order_of_unknown_fate_is_on_record_and_found_after_a_restart(tmp_path: Path) -> None:
+    from pipeline.engine import Engine, EngineConfig
+    from pipeline.engine import kernel as k
+    from pipeline.state import StepRecord
+
+    config = EngineConfig(fee_bps=10, max_position=0.5)
+    with FakeBinance(balances={"USDT": Decimal(100_000), "BTC": Decimal(0)}) as venue:
+        store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+        broker = CcxtBroker(build_exchange(_exchange_settings(tmp_path, venue), "binance"), max_retries=2,
+                            backoff_s=0.0, sleep=lambda _s: None)
+        engine = Engine(config, ("enter", "leave"), external=True)
+        venue.set_price("BTC/USDT", Decimal(30_000))
+        # the look-up before sending answers; the order is placed but its answer is lost; every look-up after
+        # it fails (3 attempts after the lost answer, 3 after the venue refuses the repeat, 3 more before giving up)
+        venue.fail_next(delay_s=0.01, endpoint="order", method="GET")
+        venue.lose_response_next()
+        venue.fail_next(503, endpoint="order", method="GET", times=9)
+        engine.step(1_700_000_000_000, 30_000, 30_000, 30_000, 30_000, 1.0, 0)
+        orders, fills = broker.route(SLEEVE, "BTC/USDT", engine, 1_700_000_000_000)
+        assert venue.pending_faults == 0
+        assert [(o.status, o.venue_order_id) for o in orders] == [("new", None)]  # on record, fate unknown
+        assert fills == []
+        assert [o.status for o in venue.orders] == ["FILLED"]
+        store.apply_step(StepRecord(orders=orders, fills=fills))
+        snapshot = engine.snapshot()
+
+        # a restart: a new engine from the snapshot, a new broker that takes over what the store holds open
+        engine = Engine(config, ("enter", "leave"), external=True)
+        engine.restore(snapshot)
+        broker = CcxtBroker(build_exchange(_exchange_settings(tmp_path, venue), "binance"), max_retries=2,
+                            backoff_s=0.0, sleep=lambda _s: None)
+        broker.resume(store.orders({"new", "partially_filled"}), store.fills())
+        engine.step(1_700_000_060_000, 30_000, 30_000, 30_000, 30_000, 1.0, 0)  # same aim: nothing new to send
+        orders, fills = broker.route(SLEEVE, "BTC/USDT", engine, 1_700_000_060_000)
+        assert [o.status for o in orders] == ["filled"]
+        assert [f.fill_id for f in fills] == [f"binance:{venue.trades[0].trade_id}"]
+        assert float(engine.ledger.fstate[k.F_UNITS]) == pytest.approx(float(venue.balances()["BTC"].total), abs=1e-8)
+        assert engine.ledger.fstate[k.F_INFLIGHT] == 0.0
+        assert len(venue.requests_to("order", "POST")) == 2  # the lost one and the repeat the venue refused
+        assert broker.open == {}
+        store.apply_step(StepRecord(orders=orders, fills=fills))
+        assert [o.status for o in store.orders()] == ["filled"]
+
+
+def test_holdings_read_the_base_asset_and_an_unreachable_venue_is_reported(tmp_path: Path) -> None:
+    from runtime.brokers.base import VenueUnavailable
+
+    with FakeBinance(balances={"USDT": Decimal(100_000), "BTC": Decimal("0.25")}) as venue:
+        broker = CcxtBroker(build_exchange(_exchange_settings(tmp_path, venue), "binance"), max_retries=1,
+                            backoff_s=0.0, sleep=lambda _s: None)
+        assert broker.holdings(["BTC/USDT", "ETH/USDT"]) == {"BTC/USDT": Decimal("0.25"), "ETH/USDT": Decimal(0)}
+        venue.fail_next(503, endpoint="account", times=2)
+        with pytest.raises(VenueUnavailable, match="balances could not be read"):
+            broker.holdings(["BTC/USDT"])

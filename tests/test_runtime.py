@@ -193,7 +193,13 @@ def test_sigterm_stops_gracefully(tmp_path: Path, minutes: pd.DataFrame) -> None
     data = tmp_path / "bars.parquet"
     minutes.iloc[:5000].to_parquet(data)
     process = _runtime_process(tmp_path / "data", data, ["--fresh"], speed="600")  # ten bars a second
-    time.sleep(6)
+    db = tmp_path / "data" / "state" / "tradeforge.db"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:  # wait until it trades (start-up varies)
+        if db.exists() and StateStore.read_only(f"sqlite:///{db}").cursor("file:BTC/USDT:1m") is not None:
+            break
+        time.sleep(0.5)
+    time.sleep(1)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err.decode()

@@ -156,25 +156,57 @@ def snapshot(store: StateStore) -> dict[str, object]:
 # ------------------------------------------------------------------------------------------------- schema
 
 
-def test_fresh_database_gets_schema_version_1(store: StateStore, open_store: Callable[..., StateStore]) -> None:
-    assert SCHEMA_VERSION == 1
-    assert store.schema_version() == 1
+def test_fresh_database_gets_the_current_schema_version(store: StateStore,
+                                                       open_store: Callable[..., StateStore]) -> None:
+    assert SCHEMA_VERSION == 2
+    assert store.schema_version() == 2
     tables = set(sa.inspect(store.engine).get_table_names())
     assert {"schema_version", "bot_state", "feed_cursors", "orders", "fills", "positions", "trades", "ledgers",
-            "breaker_events", "equity", "control_commands", "model_deployments"} <= tables
-    assert open_store(create=False).schema_version() == 1
-    assert open_store(read_only=True).schema_version() == 1
+            "breaker_events", "equity", "control_commands", "model_deployments", "runtime_events"} <= tables
+    assert open_store(create=False).schema_version() == 2
+    assert open_store(read_only=True).schema_version() == 2
+
+
+def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(
+        store: StateStore, open_store: Callable[..., StateStore]) -> None:
+    number = store.add_command("pause", "cli")
+    with store.transaction() as session:
+        row = session.get(SchemaVersion, 1)
+        assert row is not None
+        row.version = 1
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE runtime_events")
+    store.close()
+    with pytest.raises(SchemaVersionError, match="schema version 1"):
+        open_store(read_only=True)  # a reader never changes the database
+    upgraded = open_store()
+    assert upgraded.schema_version() == 2
+    assert [c.id for c in upgraded.pending_commands()] == [number]
+    upgraded.record_event("recovery", "restored")
+    assert [e.detail for e in upgraded.events("recovery")] == ["restored"]
+
+
+def test_runtime_events_are_recorded_in_order_and_filtered(store: StateStore) -> None:
+    first = datetime(2024, 1, 1, tzinfo=UTC)
+    store.record_event("stale", "binance:BTC/USDT:1m has no bar for 3 bars", sleeve="main:BTC/USDT", at=first)
+    store.record_event("fresh", "bars again", at=first.replace(hour=1))
+    store.record_event("stale", "again", at=first.replace(hour=2))
+    assert [e.kind for e in store.events()] == ["stale", "fresh", "stale"]
+    assert [e.detail for e in store.events("stale", since=first.replace(hour=1))] == ["again"]
+    assert store.events("stale")[0].sleeve == "main:BTC/USDT"
+    with pytest.raises(ValueError, match="at"):
+        store.record_event("stale", "naive", at=datetime(2024, 1, 1))
 
 
 def test_newer_schema_version_is_refused(store: StateStore, open_store: Callable[..., StateStore]) -> None:
     with store.transaction() as session:
         row = session.get(SchemaVersion, 1)
         assert row is not None
-        row.version = 2
+        row.version = 3
     store.close()
-    with pytest.raises(SchemaVersionError, match=r"schema version 2.*reads version 1"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 3.*reads version 2"):
         open_store()
-    with pytest.raises(SchemaVersionError, match="schema version 2"):
+    with pytest.raises(SchemaVersionError, match="schema version 3"):
         open_store(read_only=True)
 
 
@@ -183,7 +215,7 @@ def test_missing_state_is_not_created_without_create(open_store: Callable[..., S
         open_store(create=False)
     with pytest.raises(StateError, match=r"no (tradeforge )?state"):
         open_store(read_only=True)
-    assert open_store().schema_version() == 1
+    assert open_store().schema_version() == 2
 
 
 def test_connection_settings(store: StateStore, open_store: Callable[..., StateStore]) -> None:

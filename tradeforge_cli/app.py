@@ -519,7 +519,13 @@ def runtime(
     symbol: Annotated[str | None, typer.Option(help="Single-strategy run: the symbol.")] = None,
     timeframe: Annotated[str, typer.Option(help="Bar timeframe.")] = "1m",
     venue: VenueOption = None,
-    feed: Annotated[str, typer.Option(help="Bar feed: replay (lake or --data).")] = "replay",
+    feed: Annotated[str, typer.Option(
+        help="Bar feed: replay (lake or --data), ccxt or alpaca (live bars; default in live mode by symbol).")
+    ] = "",
+    broker: Annotated[str, typer.Option(
+        help="Where orders go: paper (the engine's fill model), ccxt or alpaca (default: paper in paper mode; "
+             "in live mode ccxt for crypto symbols, alpaca for stocks).")
+    ] = "",
     data: Annotated[Path | None, typer.Option(help="Replay a Parquet/CSV file of bars instead of the lake.")] = None,
     speed: Annotated[str, typer.Option(help="Replay pace: max, or a multiple of real time (e.g. 60).")] = "max",
     batch: Annotated[
@@ -545,7 +551,6 @@ def runtime(
     import signal
 
     from pipeline.state import StateStore
-    from runtime.brokers import PaperBroker
     from runtime.control import StoreControl
     from runtime.feeds import ReplayFeed
     from runtime.node import Node, StartupError
@@ -555,14 +560,16 @@ def runtime(
     try:
         if fresh and restore:
             raise DataError("--fresh and --restore exclude each other")
-        if mode is Mode.live:
-            _refuse_live(settings)
-        if feed != "replay":
-            raise DataError(f"--feed {feed!r} is not available: use --feed replay (lake or --data)")
         pace = None if speed == "max" else _positive_float(speed, "--speed")
         config = _runtime_portfolio(portfolio, strategy, symbol, timeframe, param or [], fee_bps, slippage_bps,
                                     fill, cash, max_position, no_breakers)
-        frames, feed_of, tf = _runtime_bars(settings, config, data, venue, start, end)
+        feed_name, broker_name = _runtime_route(settings, mode, config, feed, broker)
+        order_router = _runtime_broker(settings, mode, broker_name, venue)
+        if feed_name == "replay":
+            frames, feed_of, tf = _runtime_bars(settings, config, data, venue, start, end)
+            bar_feed: Any = ReplayFeed(frames, tf, speed=pace, batch_size=batch)
+        else:
+            bar_feed, feed_of, tf = _live_feed(settings, feed_name, config, venue)
         store = StateStore(settings.state_url)
         notifier = Notifier(settings.telegram_token, settings.telegram_chat_ids, settings.telegram_api_url,
                             settings.telegram_rate_per_minute, timeout_s=settings.http_timeout_s,
@@ -573,8 +580,9 @@ def runtime(
                 err.print(escape(text), highlight=False)
             notifier.send(text)  # start, stop, fills, breakers and commands all go to Telegram
 
-        node = Node(store, config, ReplayFeed(frames, tf, speed=pace, batch_size=batch), feed_of, PaperBroker(),
-                    mode=mode.value, on_event=on_event, scorers=_scorers(settings, config, tf))
+        node = Node(store, config, bar_feed, feed_of, order_router,
+                    mode=mode.value, on_event=on_event, scorers=_scorers(settings, config, tf),
+                    stale_after_bars=settings.stale_after_bars, heartbeat_s=settings.heartbeat_seconds)
         bot = CommandBot(notifier, StoreControl(StateStore(settings.state_url)), StoreControl(store))
         notifier.start()
         if notifier.enabled:
@@ -617,13 +625,93 @@ def _scorers(settings: Settings, config: Any, tf: Timeframe) -> dict[str, Any]:
     }
 
 
-def _refuse_live(settings: Settings) -> None:
-    if settings.live_confirm != "yes":
-        raise DataError("live trading needs TRADEFORGE_LIVE_CONFIRM=yes (and the venue's keys)")
-    raise DataError(
-        "live trading is not available in this version: the live feeds (ccxt, Alpaca) are not built yet; "
-        "use --mode paper"
-    )
+def _runtime_route(settings: Settings, mode: Mode, config: Any, feed: str, broker: str) -> tuple[str, str]:
+    """The feed and broker of a runtime, and the rules that keep real money safe:
+
+    * live mode needs ``TRADEFORGE_LIVE_CONFIRM=yes`` and the venue's keys;
+    * the ccxt broker trades real money, so it needs live mode; Alpaca in paper mode uses Alpaca's paper
+      account (its paper endpoint), in live mode its live endpoint;
+    * a replayed (historical) feed may drive a venue broker only when the venue URL points somewhere other than
+      the real venue (a local test venue): old prices must never reach a real order book.
+    """
+    from pipeline.domain import parse_symbol
+    from pipeline.portfolio import sleeves_of
+
+    kinds = {parse_symbol(s.symbol)[1] for s in sleeves_of(config)}
+    venue_default = "ccxt" if kinds == {"crypto"} else "alpaca" if kinds == {"stock"} else ""
+    feed = feed or ("replay" if mode is Mode.paper else venue_default)
+    broker = broker or ("paper" if mode is Mode.paper else venue_default)
+    if feed not in ("replay", "sample", "ccxt", "alpaca"):
+        raise DataError(f"--feed {feed!r} is not known: use replay, sample, ccxt or alpaca")
+    if broker not in ("paper", "ccxt", "alpaca"):
+        raise DataError(f"--broker {broker!r} is not known: use paper, ccxt or alpaca")
+    if not feed or not broker:
+        raise DataError("this portfolio mixes crypto and stocks: give --feed and --broker explicitly")
+    if mode is Mode.live:
+        if settings.live_confirm != "yes":
+            raise DataError("live trading needs TRADEFORGE_LIVE_CONFIRM=yes (and the venue's keys)")
+        if broker == "paper":
+            raise DataError("--mode live sends orders to a venue: use --broker ccxt or alpaca (or --mode paper)")
+    elif broker == "ccxt":
+        raise DataError("the ccxt broker sends real orders: it needs --mode live and TRADEFORGE_LIVE_CONFIRM=yes")
+    if broker == "ccxt" and (settings.ccxt_api_key is None or settings.ccxt_api_secret is None):
+        raise DataError("the ccxt broker needs TRADEFORGE_CCXT_API_KEY and TRADEFORGE_CCXT_API_SECRET")
+    if broker == "alpaca" and (settings.alpaca_api_key is None or settings.alpaca_api_secret is None):
+        raise DataError("the alpaca broker needs TRADEFORGE_ALPACA_API_KEY and TRADEFORGE_ALPACA_API_SECRET")
+    if feed in ("replay", "sample") and broker != "paper":
+        overridden = settings.ccxt_rest_url if broker == "ccxt" else settings.alpaca_trading_url
+        if not overridden:
+            raise DataError(f"a {feed} feed cannot drive the real {broker} venue (its prices must never reach a "
+                            "real order book); use a live feed, or point the venue URL at a test venue")
+    return feed, broker
+
+
+def _live_feed(settings: Settings, name: str, config: Any, venue: str | None) -> tuple[Any, dict[str, str], Timeframe]:
+    """A live feed (sample, ccxt or alpaca) for every sleeve's symbol, and the feed key of each sleeve."""
+    from pipeline.clock import SystemClock
+    from pipeline.portfolio import sleeves_of
+
+    sleeves = sleeves_of(config)
+    timeframes = {s.spec.timeframe for s in sleeves}
+    if len(timeframes) != 1:
+        raise DataError("a runtime portfolio must use one timeframe for every strategy")
+    tf = Timeframe.parse(timeframes.pop())
+    prefix = {"sample": "sample", "ccxt": venue or settings.ccxt_exchange, "alpaca": "us"}[name]
+    feed_of = {s.key: f"{prefix}:{s.symbol}:{tf}" for s in sleeves}
+    symbols = {f"{prefix}:{s.symbol}:{tf}": s.symbol for s in sleeves}
+    clock = SystemClock()
+    common: dict[str, Any] = {"poll_s": settings.feed_poll_seconds, "warmup": settings.warmup_bars}
+    if name == "sample":
+        from runtime.feeds.sample_feed import SampleFeed
+
+        return SampleFeed(symbols, tf, clock, settings.sample_seed, **common), feed_of, tf
+    if name == "ccxt":
+        from pipeline.sources.ccxt_source import build_exchange
+        from runtime.feeds.ccxt_feed import CcxtFeed
+
+        return (CcxtFeed(build_exchange(settings, prefix), symbols, tf, clock, backoff_base_s=max(
+            settings.retry_backoff_s, 0.1), **common), feed_of, tf)
+    from pipeline.sources.alpaca_source import make_client
+    from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
+
+    stream = alpaca_stream(settings, settings.alpaca_stream_url) if str(tf) == "1m" else None
+    return (AlpacaFeed(make_client(settings), stream, symbols, tf, clock, feed=settings.alpaca_feed,
+                       backoff_base_s=max(settings.retry_backoff_s, 0.1), **common), feed_of, tf)
+
+
+def _runtime_broker(settings: Settings, mode: Mode, name: str, venue: str | None) -> Any:
+    """The broker object (imports of venue clients only when they are used)."""
+    if name == "paper":
+        from runtime.brokers import PaperBroker
+
+        return PaperBroker()
+    if name == "ccxt":
+        from pipeline.sources.ccxt_source import build_exchange
+        from runtime.brokers.ccxt import CcxtBroker
+
+        return CcxtBroker(build_exchange(settings, venue or settings.ccxt_exchange), max_retries=settings.max_retries,
+                          backoff_s=settings.retry_backoff_s)
+    raise DataError(f"the {name} broker is not available in this version")
 
 
 def _positive_float(text: str, option: str) -> float:
@@ -783,6 +871,95 @@ def data_sql(
     for record in records[:200]:
         table.add_row(*(escape(str(v)) for v in record.values()))
     _emit(records, as_json, table)
+
+
+@app.command()
+def up(
+    bootstrap: Annotated[bool, typer.Option(help="On an empty lake, bootstrap the demo content first.")] = True,
+    with_runtime: Annotated[bool, typer.Option("--runtime/--no-runtime", help="Start the paper runtime.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds each service may take to answer.")] = 180.0,
+) -> None:
+    """Bring the platform up on 127.0.0.1: Prefect (server + deployments), MLflow UI, dashboard, paper runtime.
+
+    Ctrl-C stops everything cleanly. A second start reuses the lake, the registry and the runtime's state.
+    """
+    import os
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tradeforge_cli import up as platform
+
+    settings = _settings()
+    home = Path(__file__).resolve().parent.parent
+    env = platform.base_env(settings, home)
+    os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "DO_NOT_TRACK",
+                                           "MLFLOW_DISABLE_TELEMETRY", "PREFECT_SERVER_ANALYTICS_ENABLED")})
+    runtime_dir = settings.data_dir / "runtime"
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    portfolio_file = runtime_dir / "demo-portfolio.toml"
+    if not portfolio_file.exists():
+        portfolio_file.write_text(platform.RUNTIME_PORTFOLIO)
+    from pipeline.state import StateStore
+
+    restoring = False
+    if settings.database_url or (settings.data_dir / "state" / "tradeforge.db").exists():
+        store = StateStore(settings.state_url)
+        restoring = store.bot_state() is not None
+        store.close()
+    runtime_args = ["--feed", "sample", "--portfolio", str(portfolio_file), *([] if restoring else ["--fresh"])]
+    chosen = platform.services(settings, home, runtime_args)
+    by_name = {s.name: s for s in chosen}
+    for service in (by_name["prefect"], by_name["mlflow"], by_name["dashboard"]):
+        host, port = platform._port(service.url if service.name != "prefect" else settings.prefect_api_url)
+        if not platform._free(host, port):
+            raise _fail(f"{host}:{port} ({service.name}) is taken: is tradeforge already up? "
+                        f"Stop it, or set the URL settings to other ports")
+    supervisor = platform.Supervisor(env, settings.data_dir / "logs", lambda text: err.print(escape(text)))
+    code = 0
+    with platform.stop_signals() as received:
+        try:
+            for name in ("prefect", "mlflow", "dashboard"):
+                err.print(f"starting {name} …")
+                supervisor.start(by_name[name], timeout)
+                if received:
+                    raise platform.UpError(f"stopped by {received[0]}")
+            if bootstrap and platform.needs_bootstrap(settings):
+                steps = platform.bootstrap_steps(settings)
+                columns = (TextColumn("bootstrap"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                           TextColumn("{task.description}"), TimeElapsedColumn())
+                with Progress(*columns, console=err) as progress:
+                    task = progress.add_task("", total=len(steps))
+                    for description, step in steps:
+                        progress.update(task, description=description)
+                        step()
+                        progress.advance(task)
+                        if received:
+                            raise platform.UpError(f"stopped by {received[0]}")
+            names = ["deployments", *(["runtime"] if with_runtime else [])]
+            for name in names:
+                err.print(f"starting {name} …")
+                supervisor.start(by_name[name], timeout)
+            table = Table(title="tradeforge is up (Ctrl-C stops everything)", show_header=False, box=box.SIMPLE)
+            for service in supervisor.started:
+                table.add_row(service.name, escape(service.url))
+            table.add_row("logs", escape(str(settings.data_dir / "logs")))
+            out.print(table)
+            while not received:
+                dead = supervisor.dead()
+                if dead:
+                    raise platform.UpError(
+                        ", ".join(f"{s.name} exited ({s.process.returncode if s.process else '?'})" for s in dead)
+                        + f"; see {settings.data_dir / 'logs'}")
+                time.sleep(0.5)
+            err.print(f"{received[0]}: stopping …")
+        except platform.UpError as exc:
+            err.print(f"[red]{escape(str(exc))}[/]")
+            code = 1
+        finally:
+            supervisor.stop()
+    err.print("stopped")
+    raise typer.Exit(code)
 
 
 config_app = typer.Typer(help="Settings: current values and their documentation.", no_args_is_help=True)

@@ -1,13 +1,77 @@
-"""The broker protocol: how fills decided by the engine become orders and fills on record."""
+"""The broker protocol: how fills decided by the engine become orders and fills on record.
+
+Shared by every broker: the deterministic client order id, the error a venue that cannot be asked raises
+(``VenueUnavailable``), and ``open_on_record``, which turns the orders and fills a state store holds into what a
+broker needs to take over its open orders after a restart.
+"""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 import pandas as pd
 
 from pipeline.engine.core import Engine
-from pipeline.state import FillRecord, OrderRecord
+from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
+
+OPEN_STATUSES = frozenset({"new", "partially_filled"})
+"""Order statuses on record that a venue may still fill."""
+
+
+class VenueUnavailable(RuntimeError):
+    """The venue could not be asked (network, timeout, rate limit or outage after every retry)."""
+
+
+def client_order_id(sleeve: str, bar_ms: int, number: int) -> str:
+    """The id of a sleeve's ``number``-th order at the bar opening at ``bar_ms`` (epoch ms).
+
+    Deterministic, so a bar processed again after a crash produces the same ids and a venue that already holds
+    the order is found rather than sent a second one; at most 36 characters of ``[A-Za-z0-9_-]`` (Binance's
+    rule; Alpaca allows 128).
+    """
+    return f"tf{zlib.crc32(sleeve.encode()):08x}-{bar_ms}-{number}"
+
+
+@dataclass(frozen=True)
+class OpenOnRecord:
+    """An order on record that a venue may still fill, with what was already booked of it."""
+
+    order: OrderRow
+    filled: Decimal
+    """Units of it booked so far (the sum of its stored fills)."""
+    notional: Decimal
+    """Sum of quantity times price of its stored fills."""
+    fill_ids: frozenset[str]
+    bar_ms: int
+    """Open time (epoch ms) of the bar that sent it."""
+
+    @property
+    def signed_qty(self) -> Decimal:
+        return self.order.qty if self.order.side == "buy" else -self.order.qty
+
+
+def open_on_record(orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> list[OpenOnRecord]:
+    """The orders among ``orders`` still open (status new or partially filled), each with its stored fills."""
+    by_order: dict[str, list[FillRow]] = {}
+    for fill in fills:
+        by_order.setdefault(fill.client_order_id, []).append(fill)
+    found = []
+    for order in orders:
+        if order.status not in OPEN_STATUSES:
+            continue
+        booked = by_order.get(order.client_order_id, [])
+        found.append(OpenOnRecord(
+            order=order,
+            filled=sum((f.qty for f in booked), Decimal(0)),
+            notional=sum((f.qty * f.price for f in booked), Decimal(0)),
+            fill_ids=frozenset(f.fill_id for f in booked),
+            bar_ms=int(pd.Timestamp(order.bar).value // 1_000_000),
+        ))
+    return found
 
 
 class Broker(Protocol):
@@ -24,4 +88,16 @@ class Broker(Protocol):
 
     def settle(self, sleeve: str, symbol: str, fills: pd.DataFrame) -> tuple[list[OrderRecord], list[FillRecord]]:
         """Orders and fills for the engine fills of one step (columns as ``EngineResult.fills``)."""
+        ...
+
+    def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
+        """After a restart: take over the orders on record still open (status new or partially filled), with
+        the fills already booked (``fills``), so that their later fills are booked exactly once."""
+        ...
+
+    def holdings(self, symbols: Sequence[str]) -> dict[str, Decimal] | None:
+        """Units held at the venue per symbol (0 when none); None when there is no venue (paper).
+
+        Raises ``VenueUnavailable`` when the venue cannot be asked.
+        """
         ...

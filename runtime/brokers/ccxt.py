@@ -7,7 +7,11 @@ an order is sent the venue is asked whether it already holds that id. So an orde
 Errors: insufficient funds and invalid orders (precision, filters) → the order is rejected and its units stop
 counting as in flight; network errors, timeouts, rate limits and exchange outages → retried with backoff
 (``max_retries``, ``retry_backoff_s``); when retries run out the order stays unknown and is looked up by its
-client id on the next bar. Nothing here raises into the runtime loop.
+client id on the next bar (an order whose fate is unknown is recorded as ``new`` without a venue id, so that
+a restart looks it up too). Nothing here raises into the runtime loop.
+
+After a restart, ``resume`` takes over the orders on record that are still open, with their stored fills, so
+their later trades are booked once; ``holdings`` reads the base asset's total balance for reconciliation.
 
 Fills come from the order's trades; the fee is booked in the quote currency (a fee charged in the base
 currency is converted at the fill price; a fee in a third currency, e.g. BNB, is recorded as 0 and logged).
@@ -17,8 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -26,7 +29,8 @@ from typing import Any
 import ccxt
 
 from pipeline.engine.core import Engine, Intent
-from pipeline.state import FillRecord, OrderRecord
+from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
+from runtime.brokers.base import VenueUnavailable, client_order_id, open_on_record
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +39,7 @@ RETRYABLE = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceede
 REJECTED = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.BadRequest)
 
 
-def client_order_id(sleeve: str, bar_ms: int, number: int) -> str:
-    """Deterministic, at most 36 characters of ``[A-Za-z0-9_-]`` (Binance's rule)."""
-    return f"tf{zlib.crc32(sleeve.encode()):08x}-{bar_ms}-{number}"
+__all__ = ["CcxtBroker", "client_order_id"]
 
 
 @dataclass
@@ -142,18 +144,20 @@ class CcxtBroker:
             orders.append(self._record(client_id, sleeve, symbol, side, abs(intent.qty), "rejected",
                                        f"{intent.reason}: below the venue's amount precision", None, at))
             return
+        signed = amount if side == "buy" else -amount
+        if abs(signed) < abs(intent.qty):
+            engine.release(intent.qty - signed)  # precision trimmed the order
         try:
             order = self._existing(symbol, client_id)
         except ccxt.BaseError as exc:
             log.error("%s: venue unreachable before %s %s (%s); retried next bar", sleeve, side, symbol, exc)
-            self.open[client_id] = _Open(sleeve, symbol, "", client_id, amount if side == "buy" else -amount, 0.0,
-                                         intent.reason, bar_ms)
+            self._unknown(sleeve, symbol, side, amount, client_id, intent.reason, bar_ms, orders)
             return
         if order is None:
             try:
                 order = self._place(symbol, side, amount, client_id)
             except REJECTED as exc:
-                engine.release(intent.qty)
+                engine.release(signed)
                 orders.append(self._record(client_id, sleeve, symbol, side, amount, "rejected",
                                            f"{intent.reason}: {type(exc).__name__}: {exc}", None, at))
                 log.warning("%s: %s %s rejected by the venue: %s", sleeve, side, symbol, exc)
@@ -165,16 +169,19 @@ class CcxtBroker:
                     order = None
                 if order is None:
                     log.error("%s: %s %s could not be sent (%s); looked up again next bar", sleeve, side, symbol, exc)
-                    self.open[client_id] = _Open(sleeve, symbol, "", client_id, amount if side == "buy" else -amount,
-                                                 0.0, intent.reason, bar_ms)
+                    self._unknown(sleeve, symbol, side, amount, client_id, intent.reason, bar_ms, orders)
                     return
-        signed = amount if side == "buy" else -amount
         entry = _Open(sleeve, symbol, str(order["id"]), client_id, signed, 0.0, intent.reason, bar_ms)
         self.open[client_id] = entry
-        if abs(signed) < abs(intent.qty):
-            engine.release(intent.qty - signed)  # precision trimmed the order
         if self._book(entry, order, engine, orders, fills):
-            del self.open[client_id]
+            self._end(entry, order, engine)
+
+    def _unknown(self, sleeve: str, symbol: str, side: str, amount: float, client_id: str, reason: str, bar_ms: int,
+                 orders: list[OrderRecord]) -> None:
+        """An order that may or may not be at the venue: on record as ``new`` and looked up from the next bar."""
+        self.open[client_id] = _Open(sleeve, symbol, "", client_id, amount if side == "buy" else -amount, 0.0, reason,
+                                     bar_ms)
+        orders.append(self._record(client_id, sleeve, symbol, side, amount, "new", reason, None, _utc(bar_ms)))
 
     def _follow(self, entry: _Open, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
         """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected)."""
@@ -185,25 +192,41 @@ class CcxtBroker:
                         entry.client_id, exc)
             return
         if order is None:
-            if not entry.venue_id:  # the venue never received it: send it again under the same id
+            if not entry.venue_id:  # the venue never received it: its units stop counting as in flight
                 engine.release(entry.qty)
                 del self.open[entry.client_id]
+                side = "buy" if entry.qty > 0 else "sell"
+                orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty),
+                                           "rejected", f"{entry.reason}: never reached the venue", None,
+                                           _utc(entry.bar_ms)))
             return
         entry.venue_id = str(order["id"])
         if self._book(entry, order, engine, orders, fills):
-            if order.get("status") in ("canceled", "rejected", "expired"):
-                engine.release(entry.qty - (entry.filled if entry.qty > 0 else -entry.filled))
-            del self.open[entry.client_id]
+            self._end(entry, order, engine)
+
+    def _end(self, entry: _Open, order: dict[str, Any], engine: Engine) -> None:
+        """The order is done at the venue: what it will never fill stops counting as in flight."""
+        if order.get("status") in ("canceled", "rejected", "expired"):
+            engine.release(entry.qty - (entry.filled if entry.qty > 0 else -entry.filled))
+        del self.open[entry.client_id]
 
     def _book(self, entry: _Open, order: dict[str, Any], engine: Engine, orders: list[OrderRecord],
               fills: list[FillRecord]) -> bool:
         """Book the order's new fills; True when the order is done at the venue (filled, cancelled, ...)."""
         trades = order.get("trades") or []
-        if not trades and float(order.get("filled") or 0) > entry.filled:
-            trades = self._retry(
-                lambda: self.exchange.fetch_my_trades(entry.symbol, params={"orderId": entry.venue_id}), "fetch trades"
-            )
         side = "buy" if entry.qty > 0 else "sell"
+        if not trades and float(order.get("filled") or 0) > entry.filled:
+            try:
+                trades = self._retry(
+                    lambda: self.exchange.fetch_my_trades(entry.symbol, params={"orderId": entry.venue_id}),
+                    "fetch trades")
+            except ccxt.BaseError as exc:  # its fills are booked when they can be read; the order stays open
+                log.warning("%s: trades of %s could not be read (%s); tried again next bar", entry.sleeve,
+                            entry.client_id, exc)
+                orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty),
+                                           "partially_filled" if entry.filled else "new", entry.reason,
+                                           entry.venue_id, _utc(entry.bar_ms)))
+                return False
         for trade in trades:
             trade_id = f"{self.exchange.id}:{trade['id']}"
             if trade_id in self._seen_trades:
@@ -253,6 +276,29 @@ class CcxtBroker:
                             type(exc).__name__, attempt + 1, self.max_retries, delay)
                 self.sleep(delay)
         raise RuntimeError("unreachable")
+
+    # ------------------------------------------------------------------ restart and reconciliation
+    def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
+        """Take over the orders on record still open, with their stored fills (booked again never)."""
+        for found in open_on_record(orders, fills):
+            row = found.order
+            if row.client_order_id in self.open:
+                continue
+            self.open[row.client_order_id] = _Open(row.sleeve, row.symbol, row.venue_order_id or "",
+                                                   row.client_order_id, float(found.signed_qty), float(found.filled),
+                                                   row.reason, found.bar_ms)
+            self._seen_trades |= found.fill_ids
+
+    def holdings(self, symbols: Sequence[str]) -> dict[str, Decimal]:
+        """The total balance (free and locked) of each symbol's base asset; ``VenueUnavailable`` when the
+        balances cannot be read."""
+        try:
+            balance = self._retry(self.exchange.fetch_balance, "fetch balance")
+        except ccxt.BaseError as exc:
+            raise VenueUnavailable(f"{self.exchange.id}: balances could not be read ({type(exc).__name__}: {exc})"
+                                   ) from exc
+        totals = balance.get("total") or {}
+        return {symbol: _decimal(totals.get(symbol.partition("/")[0]) or 0) for symbol in symbols}
 
     # ------------------------------------------------------------------ helpers
     def _existing(self, symbol: str, client_id: str) -> dict[str, Any] | None:

@@ -2,11 +2,13 @@
 
 Every fill gets a deterministic client order id ``<sleeve>-<bar open ms>-<n>`` and the fill id
 ``paper:<client order id>``, so a bar processed again after a crash produces the same ids and the state store
-skips what it already holds.
+skips what it already holds. No order stays open, so a restart has nothing to take over, and there is no venue
+to reconcile with (``holdings`` is None).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +16,7 @@ import pandas as pd
 
 from pipeline.domain import epoch_ms
 from pipeline.engine.core import Engine
-from pipeline.state import FillRecord, OrderRecord
+from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
 
 
 def _decimal(value: Any) -> Decimal:
@@ -47,3 +49,10 @@ class PaperBroker:
                                       symbol=symbol, side=str(row.side), qty=qty, price=price, fee=fee, at=at,
                                       reason=str(row.reason)))
         return orders, records
+
+    def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
+        """Nothing to take over: a paper order is filled in the step that decides it."""
+
+    def holdings(self, symbols: Sequence[str]) -> dict[str, Decimal] | None:
+        """None: there is no venue; the ledgers are the only holdings."""
+        return None

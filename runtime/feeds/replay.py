@@ -1,32 +1,26 @@
-"""Market-data feeds for the runtime: closed bars in time order, in batches.
+"""Replay of known bars (from the lake or a Parquet file) through the same interface as the live feeds.
 
-``ReplayFeed`` replays known bars (from the lake or a Parquet file) as fast as possible (``speed=None``: large
-batches) or paced at ``speed`` times real time (one bar per batch). Live feeds (ccxt polling or websocket,
-Alpaca streams) will deliver the same batches as bars close.
+``ReplayFeed`` replays as fast as possible (``speed=None``: large batches) or paced at ``speed`` times real
+time (one bar per batch).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from pipeline.domain import Timeframe, epoch_ms
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Bar times (epoch ms, ascending) and, per feed key, the history row of each time (-1: no bar then)."""
-
-    times: np.ndarray
-    rows: dict[str, np.ndarray]
+from runtime.feeds.base import Batch
 
 
 class ReplayFeed:
     """Replays bar frames, keyed by feed (``venue:SYMBOL:tf``), merged in time order."""
+
+    live = False
 
     def __init__(
         self,
@@ -43,6 +37,15 @@ class ReplayFeed:
         self.sleep = sleep
         self._ms = {key: epoch_ms(frame["timestamp"]) for key, frame in self.frames.items()}
         self.clock = np.unique(np.concatenate(list(self._ms.values()))) if self._ms else np.empty(0, np.int64)
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """End ``batches`` before its next batch (safe from any thread)."""
+        self._stopping.set()
+
+    def expects_bar(self, key: str, now_ms: int) -> bool:
+        """A replay always has a next bar until it ends."""
+        return True
 
     def history(self, key: str, through_row: int) -> pd.DataFrame:
         """Every bar of ``key`` up to and including ``through_row`` (a view, not a copy)."""
@@ -53,6 +56,8 @@ class ReplayFeed:
         floor = min((v for v in after.values() if v is not None), default=None)
         start = 0 if floor is None else int(np.searchsorted(self.clock, floor, side="right"))
         for first in range(start, len(self.clock), self.batch_size):
+            if self._stopping.is_set():
+                return
             times = self.clock[first: first + self.batch_size]
             rows = {}
             for key, ms in self._ms.items():
@@ -64,4 +69,6 @@ class ReplayFeed:
                 rows[key] = np.where(found, index, -1)
             if self.speed is not None:
                 self.sleep(self.timeframe.seconds / self.speed)
+                if self._stopping.is_set():
+                    return
             yield Batch(times, rows)

@@ -1,0 +1,64 @@
+"""Backtest flows.
+
+* ``nightly-backtest``: the portfolio file when one is given, else every built-in strategy on every universe
+  series, over the last ``nightly_backtest_days`` days, with the current production model for ``hybrid``;
+  stored under ``<data_dir>/backtests/`` and logged to the MLflow experiment ``nightly-backtests``.
+* ``adhoc-backtest``: one backtest with typed parameters (the Prefect UI shows them as a form; the dashboard
+  launches the deployment ``adhoc-backtest/adhoc-backtest`` with exactly these parameter names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from flows.common import NO_CACHING, clock, say, settings
+from pipeline.nightly import AdhocRequest, adhoc_backtest, nightly_backtests
+
+
+@task(name="nightly-backtests", cache_policy=NO_CACHING, timeout_seconds=4 * 3600)
+def nightly_task(portfolio: str | None) -> dict[str, Any]:
+    return nightly_backtests(settings(), clock(), Path(portfolio) if portfolio else None).to_json()
+
+
+@flow(name="nightly-backtest", log_prints=True)
+def nightly_backtest_flow(portfolio: str | None = None) -> dict[str, Any]:
+    """Backtest every configured strategy over the last ``nightly_backtest_days`` days."""
+    report = nightly_task(portfolio)
+    for run in report["runs"]:
+        summary = run["summary"]
+        say(f"{run['label']}: {summary['trades']} trades, total return {summary.get('total_return')}, "
+            f"stored {run['folder']}")
+    for reason in report["skipped"]:
+        say(f"skipped {reason}")
+    return report
+
+
+@task(name="adhoc-backtest", cache_policy=NO_CACHING, timeout_seconds=3600)
+def adhoc_task(request: AdhocRequest) -> dict[str, Any]:
+    return adhoc_backtest(settings(), request).to_json()
+
+
+@flow(name="adhoc-backtest", log_prints=True)
+def adhoc_backtest_flow(
+    strategy: str,
+    symbol: str,
+    timeframe: str = "1h",
+    venue: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    fee_bps: float = 10.0,
+    slippage_bps: float = 0.0,
+    max_position: float = 0.25,
+    cash: float = 100_000.0,
+    params: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """One backtest of ``strategy`` on ``symbol``; ``params`` are the strategy's parameters (e.g. fast, slow)."""
+    request = AdhocRequest(strategy, symbol, timeframe, venue, start, end, fee_bps, slippage_bps, max_position, cash,
+                           dict(params or {}))
+    result = adhoc_task(request)
+    say(f"{result['label']}: {result['summary']['trades']} trades, final equity {result['summary']['final_equity']}"
+        f", stored {result['folder']}")
+    return result

@@ -1,0 +1,248 @@
+"""Scheduled and on-demand backtests: the nightly run over the universe (or a portfolio file) and the ad hoc run
+the dashboard launches, each stored under ``<data_dir>/backtests/<run_id>/`` and logged to MLflow.
+
+* **Nightly** (``nightly_backtests``): over the last ``nightly_backtest_days`` days of bars, either the
+  portfolio file (every sleeve, the portfolio caps, one stored run) or every built-in strategy on every
+  universe series. The ``hybrid`` strategy runs with the version that carries the ``production`` alias of
+  ``hybrid-<SYMBOL>-<tf>``; without one it is skipped, and the report says so. Each run is logged to the MLflow
+  experiment ``nightly-backtests`` with its parameters, metrics and ``summary.json``.
+* **Ad hoc** (``adhoc_backtest``): one strategy on one series with explicit costs and sizing, logged to
+  ``adhoc-backtests``.
+
+Scores of a production model (``production_scores``) are computed exactly as the runtime computes them: the
+model's own feature spec over the same bars, one probability per bar (NaN before the warm-up).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.backtest import run_backtest, save_backtest, save_portfolio
+from pipeline.catalog import read_bars
+from pipeline.clock import Clock
+from pipeline.domain import DataError, Instrument, Timeframe, parse_symbol, symbol_key
+from pipeline.engine import EngineConfig
+from pipeline.features import FeatureSpec, build_features
+from pipeline.lake import Lake
+from pipeline.portfolio import PortfolioConfig, load_portfolio, run_portfolio
+from pipeline.registry import ModelRegistry, model_name
+from pipeline.settings import Settings
+from pipeline.strategies import REGISTRY, Strategy
+from pipeline.universe import SeriesSpec, universe
+
+log = logging.getLogger(__name__)
+
+NIGHTLY_EXPERIMENT = "nightly-backtests"
+ADHOC_EXPERIMENT = "adhoc-backtests"
+MODEL_COLUMN = "model_score"
+
+
+@dataclass(frozen=True)
+class StoredBacktest:
+    """A backtest that was run, stored and logged."""
+
+    label: str
+    run_id: str
+    folder: Path
+    summary: dict[str, Any]
+    mlflow_run_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "run_id": self.run_id, "folder": str(self.folder),
+                "mlflow_run_id": self.mlflow_run_id, "summary": self.summary}
+
+
+@dataclass(frozen=True)
+class NightlyReport:
+    start: pd.Timestamp
+    end: pd.Timestamp
+    runs: list[StoredBacktest] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(),
+                "runs": [r.to_json() for r in self.runs], "skipped": self.skipped}
+
+
+def production_scores(registry: ModelRegistry, bars: pd.DataFrame, symbol: str, timeframe: Timeframe,
+                      asset_class: Any) -> tuple[np.ndarray, str] | None:
+    """The production model's probability for every bar and its version, or None without a production model."""
+    name = model_name("hybrid", symbol_key(symbol), str(timeframe))
+    if registry.production(name) is None:
+        return None
+    model = registry.load_production(name)
+    spec = FeatureSpec.model_validate(model.feature_spec)
+    scores = np.full(len(bars), np.nan)
+    if len(bars) > spec.warmup + model.seq_len:
+        features = build_features(bars, spec, asset_class)
+        scores[len(bars) - len(features):] = model.predict(features, spec.hash())
+    return scores, f"{name} v{model.version}"
+
+
+def nightly_backtests(settings: Settings, clock: Clock, portfolio: Path | None = None) -> NightlyReport:
+    """The nightly backtests (module documentation); raises when nothing at all could be run."""
+    end = clock.now()
+    start = end - pd.Timedelta(days=settings.nightly_backtest_days)
+    registry = ModelRegistry(settings.mlflow_tracking_uri)
+    report = NightlyReport(start, end)
+    if portfolio is not None:
+        report.runs.append(_portfolio_run(settings, registry, load_portfolio(portfolio), start, end, portfolio))
+        return report
+    for spec in universe(settings):
+        venue = spec.venue(settings)
+        try:
+            bars = read_bars(settings, spec.symbol, spec.timeframe, start, end, venue)
+        except DataError as exc:
+            report.skipped.append(f"{spec.text}: {exc}")
+            continue
+        if bars.empty:
+            report.skipped.append(f"{spec.text}: no bars between {start} and {end}")
+            continue
+        instrument = _instrument(settings, spec.symbol, venue)
+        for name in REGISTRY.names():
+            strategy = REGISTRY.build(name)
+            frame, model = bars, None
+            if MODEL_COLUMN in strategy.requires:
+                scored = production_scores(registry, bars, spec.symbol, spec.timeframe, spec.asset_class)
+                if scored is None:
+                    report.skipped.append(f"{name} on {spec.text}: no production model")
+                    continue
+                frame, model = bars.assign(**{MODEL_COLUMN: scored[0]}), scored[1]
+            label = f"{name} {venue}:{spec.symbol}:{spec.timeframe}"
+            report.runs.append(_single_run(settings, registry, NIGHTLY_EXPERIMENT, label, strategy, {}, EngineConfig(),
+                                           frame, spec.timeframe, instrument, model))
+    if not report.runs:
+        raise DataError("the nightly backtest ran nothing: " + "; ".join(report.skipped))
+    return report
+
+
+@dataclass(frozen=True)
+class AdhocRequest:
+    """One ad hoc backtest, as the dashboard's form sends it."""
+
+    strategy: str
+    symbol: str
+    timeframe: str = "1h"
+    venue: str | None = None
+    start: str | None = None
+    end: str | None = None
+    fee_bps: float = 10.0
+    slippage_bps: float = 0.0
+    max_position: float = 0.25
+    cash: float = 100_000.0
+    params: dict[str, float] = field(default_factory=dict)
+
+
+def adhoc_backtest(settings: Settings, request: AdhocRequest) -> StoredBacktest:
+    """Run, store and log one ad hoc backtest; bad parameters raise a ``DataError`` that names them."""
+    from pydantic import ValidationError
+
+    params = {key: _param_text(key, value) for key, value in request.params.items()}
+    strategy = REGISTRY.build(request.strategy, params)
+    try:
+        config = EngineConfig(cash=request.cash, fee_bps=request.fee_bps, slippage_bps=request.slippage_bps,
+                              max_position=request.max_position)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise DataError(f"ad hoc backtest parameters: {problems}") from exc
+    tf = Timeframe.parse(request.timeframe)
+    bars = read_bars(settings, request.symbol, tf, _stamp(request.start, "start"), _stamp(request.end, "end"),
+                     request.venue)
+    if bars.empty:
+        raise DataError(f"no {request.symbol} {tf} bars between {request.start} and {request.end}")
+    series = Lake(settings.lake_dir).find(request.symbol, venue=request.venue)
+    instrument = series[0].instrument if series else None
+    registry = ModelRegistry(settings.mlflow_tracking_uri)
+    frame, model = bars, None
+    if MODEL_COLUMN in strategy.requires:
+        asset_class = parse_symbol(request.symbol)[1]
+        scored = production_scores(registry, bars, request.symbol, tf, asset_class)
+        if scored is None:
+            raise DataError(f"strategy {request.strategy!r} needs a production model for {request.symbol} {tf}")
+        frame, model = bars.assign(**{MODEL_COLUMN: scored[0]}), scored[1]
+    label = f"{request.strategy} {request.symbol} {tf}"
+    return _single_run(settings, registry, ADHOC_EXPERIMENT, label, strategy, params, config, frame, tf, instrument,
+                       model)
+
+
+def _single_run(settings: Settings, registry: ModelRegistry, experiment: str, label: str, strategy: Strategy,
+                params: dict[str, str], config: EngineConfig, frame: pd.DataFrame, timeframe: Timeframe,
+                instrument: Instrument | None, model: str | None) -> StoredBacktest:
+    bars = frame[["timestamp", "open", "high", "low", "close", "volume"]]
+    result = run_backtest(bars, strategy, config, timeframe, instrument, features=frame, params=params)
+    folder = save_backtest(result, settings.data_dir / "backtests")
+    summary = result.summary()
+    logged = {"strategy": strategy.name, "timeframe": str(timeframe), "params": params,
+              "symbol": instrument.symbol if instrument else "", "venue": instrument.venue if instrument else "",
+              "first": summary["first"], "last": summary["last"], "bars": summary["bars"],
+              "engine": config.model_dump(), "backtest_run_id": result.run_id, "model": model or ""}
+    mlflow_run = registry.log_backtest_run(
+        label, logged, summary, {"summary.json": json.dumps(summary, indent=2, default=str).encode()},
+        {"backtest_run_id": result.run_id, "strategy": strategy.name, "stored": str(folder)}, experiment=experiment)
+    log.info("backtest %s: %d bars, %d trades, total return %s (run %s)", label, summary["bars"], summary["trades"],
+             summary.get("total_return"), result.run_id)
+    return StoredBacktest(label, result.run_id, folder, summary, mlflow_run)
+
+
+def _portfolio_run(settings: Settings, registry: ModelRegistry, config: PortfolioConfig, start: pd.Timestamp,
+                   end: pd.Timestamp, path: Path) -> StoredBacktest:
+    needs_model = any(MODEL_COLUMN in REGISTRY.build(s.strategy, {k: str(v) for k, v in s.params.items()}).requires
+                      for s in config.strategies)
+
+    def load(symbol: str, tf: Timeframe) -> pd.DataFrame:
+        bars = read_bars(settings, symbol, tf, start, end)
+        if not needs_model:
+            return bars
+        scored = production_scores(registry, bars, symbol, tf, parse_symbol(symbol)[1])
+        if scored is None:
+            raise DataError(f"portfolio {str(path)!r} has a model sleeve on {symbol} {tf} but no production model")
+        return bars.assign(**{MODEL_COLUMN: scored[0]})
+
+    result = run_portfolio(config, load)
+    summary, folder = save_portfolio(result, settings.data_dir / "backtests")
+    assert folder is not None
+    label = f"portfolio {path.name}"
+    mlflow_run = registry.log_backtest_run(
+        label, {"portfolio": str(path), "config": config.model_dump(), "first": summary["first"],
+                "last": summary["last"], "bars": summary["bars"], "backtest_run_id": summary["run_id"]},
+        summary, {"summary.json": json.dumps(summary, indent=2, default=str).encode()},
+        {"backtest_run_id": summary["run_id"], "strategy": "portfolio", "stored": str(folder)},
+        experiment=NIGHTLY_EXPERIMENT)
+    return StoredBacktest(label, summary["run_id"], folder, summary, mlflow_run)
+
+
+def _instrument(settings: Settings, symbol: str, venue: str) -> Instrument | None:
+    series = Lake(settings.lake_dir).find(symbol, venue=venue)
+    return series[0].instrument if series else None
+
+
+def _param_text(key: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"strategy parameter {key!r} must be a number, got {value!r}")
+    number = float(value)
+    if not np.isfinite(number):
+        raise DataError(f"strategy parameter {key!r} must be finite, got {value!r}")
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _stamp(text: str | None, name: str) -> pd.Timestamp | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError as exc:
+        raise DataError(f"{name} {text!r} is not a date or timestamp (use e.g. 2024-01-01)") from exc
+    if pd.isna(stamp):
+        raise DataError(f"{name} {text!r} is not a date or timestamp (use e.g. 2024-01-01)")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+__all__ = ["AdhocRequest", "NightlyReport", "SeriesSpec", "StoredBacktest", "adhoc_backtest", "nightly_backtests",
+           "production_scores"]

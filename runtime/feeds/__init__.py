@@ -1,0 +1,15 @@
+"""Market-data feeds for the runtime: closed bars in time order, in batches.
+
+* ``ReplayFeed`` (``runtime.feeds.replay``): known bars from the lake or a Parquet file;
+* ``CcxtFeed`` (``runtime.feeds.ccxt_feed``): live candles from a ccxt exchange by REST polling;
+* ``AlpacaFeed`` (``runtime.feeds.alpaca_feed``): live US stock bars from Alpaca's stream, with REST backfill,
+  on the NYSE calendar.
+
+All of them satisfy ``Feed`` and yield ``Batch`` objects. The live feeds are imported from their modules so
+that a replay does not load ccxt or alpaca-py.
+"""
+
+from runtime.feeds.base import Batch, Feed, FeedError
+from runtime.feeds.replay import ReplayFeed
+
+__all__ = ["Batch", "Feed", "FeedError", "ReplayFeed"]

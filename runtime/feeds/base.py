@@ -1,0 +1,448 @@
+"""What every feed gives the node (``Feed``, ``Batch``) and the machinery the live feeds share (``LiveFeed``).
+
+A live feed keeps one bar frame per feed key (``venue:SYMBOL:tf``). At construction it loads ``warmup`` closed
+bars before now from the venue; ``batches(after)`` then
+
+1. extends a frame back in time when a cursor lies before its first bar (a restart after a long stop),
+2. yields every closed bar later than each cursor (the catch-up: bars missed while the node was down),
+3. starts a worker thread that asks the venue for newly closed bars and hands them over through a queue,
+4. yields them as they come, several keys merged by open time, and an empty batch at least every ``tick_s``
+   seconds while nothing closes (the node applies commands and writes its heartbeat on it).
+
+Frames are changed by the ``batches`` generator only, between two batches: appended with new bars and trimmed
+to keep memory bounded. A bar is delivered at most once per key and in ascending order per key; a bar for a
+time already delivered whose values differ (a venue's correction) is ignored with a warning.
+
+Venue errors never leave ``batches``: the worker logs them, waits with exponential backoff and tries again
+from the last bar it handed over, so that nothing is missed or delivered twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from pipeline.clock import Clock
+from pipeline.domain import VALUE_COLUMNS, DataError, Timeframe, canonical_bars, empty_bars, epoch_ms
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], None]
+"""Waits the given seconds (a live feed's default returns early when the feed is stopped)."""
+
+_POLL_SLICE_S = 0.2
+"""How often a waiting ``batches`` looks at the stop flag."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Bar times (epoch ms, ascending) and, per feed key, the history row of each time (-1: no bar then)."""
+
+    times: np.ndarray
+    rows: dict[str, np.ndarray]
+
+    @property
+    def empty(self) -> bool:
+        return len(self.times) == 0
+
+
+def empty_batch(keys: list[str]) -> Batch:
+    """A batch without bars: a tick that lets the node apply commands and write its heartbeat."""
+    return Batch(np.empty(0, np.int64), {key: np.empty(0, np.int64) for key in keys})
+
+
+class Feed(Protocol):
+    """What the node consumes: bar frames per feed key and batches of newly closed bars."""
+
+    timeframe: Timeframe
+    live: bool
+    frames: dict[str, pd.DataFrame]
+
+    def history(self, key: str, through_row: int) -> pd.DataFrame:
+        """``frames[key].iloc[:through_row + 1]``."""
+        ...
+
+    def batches(self, after: dict[str, int | None]) -> Iterator[Batch]:
+        """Batches of bars later than each key's cursor (last processed open time, epoch ms)."""
+        ...
+
+    def stop(self) -> None:
+        """Make ``batches`` return promptly; safe to call from any thread."""
+        ...
+
+    def expects_bar(self, key: str, now_ms: int) -> bool:
+        """Whether a new bar of ``key`` is expected around ``now_ms`` (False while its market is closed)."""
+        ...
+
+
+class FeedError(RuntimeError):
+    """A live feed could not get what it needs from its venue; the message names the venue and the series."""
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff: ``base_s``, then twice as long after each further failure, at most ``cap_s``."""
+
+    base_s: float = 1.0
+    cap_s: float = 60.0
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        if self.base_s <= 0 or self.cap_s < self.base_s:
+            raise DataError(
+                f"backoff base {self.base_s} s and cap {self.cap_s} s are not valid: "
+                "the base must be positive and the cap at least the base"
+            )
+
+    def next_delay(self) -> float:
+        """The wait before the next attempt (and count this failure)."""
+        delay = min(self.cap_s, self.base_s * 2.0 ** min(self.failures, 60))
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def bars_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as a canonical bar frame, sorted by open time with unique times (the last one wins)."""
+    if frame.empty:
+        return empty_bars()
+    bars = canonical_bars(frame)
+    bars = bars.sort_values("timestamp", kind="stable").drop_duplicates("timestamp", keep="last")
+    return bars.reset_index(drop=True)
+
+
+def floor_ms(ms: int, step_ms: int) -> int:
+    """``ms`` rounded down to a multiple of ``step_ms``."""
+    return ms - ms % step_ms
+
+
+def now_ms(clock: Clock) -> int:
+    """The clock's now in epoch milliseconds."""
+    return int(clock.now().value // 1_000_000)
+
+
+def stamp(ms: int | None) -> str:
+    """An epoch-ms time for messages."""
+    return "none" if ms is None else pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat()
+
+
+Update = dict[str, pd.DataFrame]
+"""Closed bars per feed key handed from a worker to ``batches`` (canonical frames, ascending)."""
+
+
+class LiveFeed:
+    """The shared part of the live feeds: frames, cursors, the worker thread, catch-up, ticks and stop.
+
+    A venue feed implements ``_fetch(key, start_ms, end_ms)`` (closed bars with ``start_ms <= open < end_ms``,
+    paging as needed), ``_warm_up_start(key, now)`` (where ``warmup`` bars before now begin) and
+    ``_poll(known)`` (newly closed bars after each key's last handed-over bar).
+    """
+
+    live = True
+    venue = "venue"
+
+    def __init__(
+        self,
+        keys: list[str],
+        timeframe: Timeframe,
+        clock: Clock,
+        *,
+        poll_s: float,
+        warmup: int,
+        tick_s: float,
+        backoff_base_s: float,
+        backoff_cap_s: float,
+        sleep: Sleep | None,
+        max_rows: int | None,
+        batch_size: int,
+        warmup_attempts: int,
+    ) -> None:
+        if not keys:
+            raise DataError("a live feed needs at least one series (feed key venue:SYMBOL:tf)")
+        for name, value in (("poll_s", poll_s), ("tick_s", tick_s)):
+            if value <= 0:
+                raise DataError(f"{name} {value} is not valid: it must be a positive number of seconds")
+        if warmup < 1:
+            raise DataError(f"warmup {warmup} is not valid: a live feed loads at least one bar of history")
+        if max_rows is not None and max_rows <= warmup:
+            raise DataError(f"max_rows {max_rows} is not valid: it must exceed warmup ({warmup})")
+        for key in keys:
+            check_key(key, timeframe)
+        self.keys = list(keys)
+        self.timeframe = timeframe
+        self.clock = clock
+        self.poll_s = poll_s
+        self.warmup = warmup
+        self.tick_s = tick_s
+        self.max_rows = max_rows if max_rows is not None else 2 * warmup + 100
+        self.batch_size = batch_size
+        self.warmup_attempts = warmup_attempts
+        self._backoff = Backoff(backoff_base_s, backoff_cap_s)
+        self._stopping = threading.Event()
+        self._sleep: Sleep = sleep if sleep is not None else self._wait
+        self._updates: queue.Queue[Update] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._delivered: dict[str, int | None] = {key: None for key in keys}
+        self.frames: dict[str, pd.DataFrame] = {key: empty_bars() for key in keys}
+
+    # ------------------------------------------------------------------ what a venue feed provides
+    def _fetch(self, key: str, start_ms: int, end_ms: int) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _warm_up_start(self, key: str, now: int) -> int:
+        raise NotImplementedError
+
+    def _poll(self, known: dict[str, int]) -> Update:
+        raise NotImplementedError
+
+    def _started(self) -> None:
+        """Called in the worker thread before the first poll (a stream connects here)."""
+
+    def _stopped(self) -> None:
+        """Called in the worker thread when it ends (a stream disconnects here)."""
+
+    def expects_bar(self, key: str, now_ms: int) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ the Feed interface
+    def history(self, key: str, through_row: int) -> pd.DataFrame:
+        """Every bar of ``key`` up to and including ``through_row`` (a view, not a copy)."""
+        return self.frames[key].iloc[: through_row + 1]
+
+    def stop(self) -> None:
+        """Make ``batches`` return within a fraction of a second; the worker thread ends with it."""
+        self._stopping.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
+    def batches(self, after: dict[str, int | None]) -> Iterator[Batch]:
+        """Catch-up batches for bars later than ``after`` (None: none, start from now), then live batches."""
+        try:
+            yield from self._extend_back(after)
+            if self.stopped:
+                return
+            yield from self._catch_up(after)
+            known = {}
+            for key in self.keys:
+                delivered = self._delivered[key]
+                known[key] = delivered if delivered is not None else self._empty_start(key)
+            self._worker = threading.Thread(
+                target=self._run_worker, args=(known,), name=f"feed-{self.venue}", daemon=True
+            )
+            self._worker.start()
+            yield from self._live()
+        finally:
+            self._stopping.set()
+
+    # ------------------------------------------------------------------ start: warm-up and catch-up
+    def _warm_up(self) -> None:
+        """Fill every frame with up to ``warmup`` closed bars before now (retried; ``FeedError`` at the end)."""
+        now = now_ms(self.clock)
+        for key in self.keys:
+            start = self._warm_up_start(key, now)
+            bars = self._fetch_retried(key, start, now, self.warmup_attempts)
+            self.frames[key] = bars.tail(self.warmup).reset_index(drop=True)
+            log.info("%s: warm-up loaded %d bars of %s (last %s)", self.venue, len(self.frames[key]), key,
+                     stamp(self._last_ms(key)))
+
+    def _fetch_retried(self, key: str, start_ms: int, end_ms: int, attempts: int) -> pd.DataFrame:
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._fetch(key, start_ms, end_ms)
+            except Exception as exc:  # a venue fault: retried, then reported with the series named
+                if attempt == attempts or self.stopped:
+                    raise FeedError(
+                        f"{self.venue}: could not load the bars of {key} from {stamp(start_ms)} "
+                        f"after {attempt} attempts: {type(exc).__name__}: {exc}"
+                    ) from exc
+                delay = self._backoff.next_delay()
+                log.warning("%s: loading %s failed (%s: %s); retry in %.2fs", self.venue, key,
+                            type(exc).__name__, exc, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _extend_back(self, after: dict[str, int | None]) -> Iterator[Batch]:
+        """Load the bars between an old cursor and a frame's first bar, retrying (with ticks) until done."""
+        for key in self.keys:
+            cursor = after.get(key)
+            first = self._first_ms(key)
+            if cursor is None or (first is not None and cursor >= first):
+                continue
+            end = first if first is not None else now_ms(self.clock)
+            start = self._warm_up_start(key, cursor + self.timeframe.millis)
+            while not self.stopped:
+                try:
+                    older = self._fetch(key, start, end)
+                except Exception as exc:  # a venue fault: keep trying, the node keeps its heartbeat
+                    delay = self._backoff.next_delay()
+                    log.warning("%s: loading %s from %s failed (%s: %s); retry in %.2fs", self.venue, key,
+                                stamp(start), type(exc).__name__, exc, delay)
+                    yield empty_batch(self.keys)
+                    self._sleep(delay)
+                    continue
+                self._backoff.reset()
+                merged = pd.concat([older, self.frames[key]], ignore_index=True) if len(older) else self.frames[key]
+                self.frames[key] = bars_of(merged)
+                log.info("%s: loaded %d older bars of %s to catch up from %s", self.venue, len(older), key,
+                         stamp(cursor))
+                break
+
+    def _catch_up(self, after: dict[str, int | None]) -> Iterator[Batch]:
+        """Batches of the bars already in the frames that are later than the cursors."""
+        stamps = {key: epoch_ms(frame["timestamp"]) for key, frame in self.frames.items()}
+        later: dict[str, np.ndarray] = {}
+        for key in self.keys:
+            cursor = after.get(key)
+            ms = stamps[key]
+            later[key] = ms[ms > cursor] if cursor is not None else ms[:0]
+            last = self._last_ms(key)
+            if cursor is None or last is None:
+                self._delivered[key] = last if cursor is None else cursor
+            else:
+                self._delivered[key] = max(last, cursor)
+        times = np.unique(np.concatenate(list(later.values())))
+        for first in range(0, len(times), self.batch_size):
+            chunk = times[first : first + self.batch_size]
+            yield Batch(chunk, {key: _rows_of(stamps[key], chunk) for key in self.keys})
+
+    def _empty_start(self, key: str) -> int:
+        """Where a key without any bar starts: just before the bar now open (it is delivered once closed)."""
+        step = self.timeframe.millis
+        return floor_ms(now_ms(self.clock), step) - step
+
+    # ------------------------------------------------------------------ the worker thread
+    def _wait(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    def _run_worker(self, known: dict[str, int]) -> None:
+        try:
+            self._started()
+            while not self.stopped:
+                update: Update = {}
+                try:
+                    update = self._poll(known)
+                except Exception as exc:  # a venue fault never ends the feed: log, back off, try again
+                    delay = self._backoff.next_delay()
+                    log.warning("%s: polling failed (%s: %s); retry in %.2fs", self.venue, type(exc).__name__,
+                                exc, delay)
+                    self._sleep(delay)
+                    continue
+                self._backoff.reset()
+                fresh = {key: bars for key, bars in update.items() if len(bars)}
+                if fresh:
+                    for key, bars in fresh.items():
+                        known[key] = max(known[key], int(epoch_ms(bars["timestamp"])[-1]))
+                    self._updates.put(fresh)
+                self._sleep(self.poll_s)
+        finally:
+            self._stopped()
+
+    # ------------------------------------------------------------------ live batches
+    def _live(self) -> Iterator[Batch]:
+        last_yield = time.monotonic()
+        while not self.stopped:
+            self._trim()
+            try:
+                update = self._updates.get(timeout=min(self.tick_s, _POLL_SLICE_S))
+            except queue.Empty:
+                if time.monotonic() - last_yield >= self.tick_s:
+                    last_yield = time.monotonic()
+                    yield empty_batch(self.keys)
+                continue
+            while True:  # merge whatever else is waiting into the same batch
+                try:
+                    more = self._updates.get_nowait()
+                except queue.Empty:
+                    break
+                for key, bars in more.items():
+                    update[key] = pd.concat([update[key], bars], ignore_index=True) if key in update else bars
+            if self.stopped:
+                return
+            batch = self._accept(update)
+            if batch.empty and time.monotonic() - last_yield < self.tick_s:
+                continue
+            last_yield = time.monotonic()
+            yield batch
+
+    def _accept(self, update: Update) -> Batch:
+        """Append the new bars of ``update`` to the frames; the batch of what was appended."""
+        appended: dict[str, np.ndarray] = {}
+        for key, raw in update.items():
+            if key not in self.frames:
+                continue
+            bars = bars_of(raw)
+            ms = epoch_ms(bars["timestamp"])
+            delivered = self._delivered[key]
+            fresh = ms > delivered if delivered is not None else np.ones(len(ms), dtype=bool)
+            if (~fresh).any():
+                self._check_known(key, bars.loc[~fresh])
+            if fresh.any():
+                new = bars.loc[fresh]
+                self.frames[key] = pd.concat([self.frames[key], new], ignore_index=True)
+                appended[key] = ms[fresh]
+                self._delivered[key] = int(ms[fresh][-1])
+        if not appended:
+            return empty_batch(self.keys)
+        times = np.unique(np.concatenate(list(appended.values())))
+        rows = {key: _rows_of(epoch_ms(self.frames[key]["timestamp"]), times) for key in self.keys}
+        return Batch(times, rows)
+
+    def _check_known(self, key: str, bars: pd.DataFrame) -> None:
+        """Bars for times already delivered: a differing one is a correction, ignored with a warning."""
+        frame = self.frames[key]
+        known = epoch_ms(frame["timestamp"])
+        stored = frame[list(VALUE_COLUMNS)].to_numpy(dtype=np.float64)
+        values = bars[list(VALUE_COLUMNS)].to_numpy(dtype=np.float64)
+        for ms, row in zip(epoch_ms(bars["timestamp"]), values, strict=True):
+            index = int(np.searchsorted(known, ms))
+            if index < len(known) and known[index] == ms:
+                if not np.array_equal(stored[index], row, equal_nan=True):
+                    log.warning("%s: %s bar at %s was corrected by the venue after it was delivered; "
+                                "the delivered values are kept", self.venue, key, stamp(int(ms)))
+            else:
+                log.warning("%s: %s bar at %s arrived after later bars were delivered; ignored",
+                            self.venue, key, stamp(int(ms)))
+
+    def _trim(self) -> None:
+        """Keep memory bounded: a frame longer than ``max_rows`` keeps its newest ``warmup`` bars."""
+        for key, frame in self.frames.items():
+            if len(frame) > self.max_rows:
+                self.frames[key] = frame.iloc[len(frame) - self.warmup :].reset_index(drop=True)
+
+    def _first_ms(self, key: str) -> int | None:
+        frame = self.frames[key]
+        return None if frame.empty else int(epoch_ms(frame["timestamp"].iloc[:1])[0])
+
+    def _last_ms(self, key: str) -> int | None:
+        frame = self.frames[key]
+        return None if frame.empty else int(epoch_ms(frame["timestamp"].iloc[-1:])[0])
+
+
+def _rows_of(ms: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """For each of ``times``, its row in the ascending ``ms`` (-1 where absent)."""
+    if len(ms) == 0:
+        return np.full(len(times), -1, dtype=np.int64)
+    index = np.searchsorted(ms, times)
+    found = (index < len(ms)) & (ms[np.minimum(index, len(ms) - 1)] == times)
+    return np.where(found, index, -1).astype(np.int64)
+
+
+def check_key(key: str, timeframe: Timeframe) -> None:
+    """A feed key ``venue:SYMBOL:tf`` whose timeframe, when it names one, is the feed's."""
+    parts = key.rsplit(":", 1)
+    if not key.strip() or len(parts) != 2 or not parts[1]:
+        raise DataError(f"feed key {key!r} is not valid: use venue:SYMBOL:timeframe (e.g. binance:BTC/USDT:1m)")
+    if Timeframe.parse(parts[1]) != timeframe:
+        raise DataError(f"feed key {key!r} names timeframe {parts[1]!r}, but this feed delivers {timeframe} bars")

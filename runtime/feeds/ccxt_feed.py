@@ -1,0 +1,168 @@
+"""A live feed of closed candles from a ccxt exchange, by REST polling.
+
+Every ``poll_s`` seconds the worker asks ``fetch_ohlcv(symbol, tf, since=<last bar handed over + tf>)`` for
+each series and keeps the candles that have closed by the clock (open time + timeframe <= now): the candle
+still open is never delivered. Backfill (a restart, or the time a venue was unreachable) is the same request
+paged forward ``page_limit`` candles at a time. ccxt errors (network, timeouts, 429/418, 5xx, maintenance)
+are logged and retried after an exponential backoff; nothing is skipped because the next request starts
+after the last bar handed over.
+
+Build it with an exchange from ``pipeline.sources.ccxt_source.build_exchange`` (which also points ccxt at
+another REST base, such as a local test server).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ccxt
+import pandas as pd
+
+from pipeline.clock import Clock
+from pipeline.domain import DataError, Timeframe, empty_bars, parse_symbol
+from runtime.feeds.base import FeedError, LiveFeed, Sleep, Update, bars_of, floor_ms, now_ms, stamp
+
+log = logging.getLogger(__name__)
+
+Candle = tuple[int, float, float, float, float, float]
+
+
+def _number(value: object) -> float:
+    return float("nan") if value is None else float(str(value))
+
+
+def _candles(raw: object) -> list[Candle]:
+    """ccxt OHLCV rows as typed candles, oldest first."""
+    if not isinstance(raw, list):
+        return []
+    rows: list[Candle] = []
+    for row in raw:
+        ms, o, h, low, c, v = (_number(value) for value in row[:6])
+        rows.append((int(ms), o, h, low, c, v))
+    rows.sort(key=lambda candle: candle[0])
+    return rows
+
+
+def _frame(candles: list[Candle]) -> pd.DataFrame:
+    if not candles:
+        return empty_bars()
+    raw = pd.DataFrame(candles, columns=["ms", "open", "high", "low", "close", "volume"])
+    raw["timestamp"] = pd.to_datetime(raw["ms"].to_numpy(dtype="int64"), unit="ms", utc=True)
+    return bars_of(raw.drop(columns="ms"))
+
+
+class CcxtFeed(LiveFeed):
+    """Closed candles of ``symbols_by_key`` (feed key → ccxt symbol such as ``BTC/USDT``) as they close.
+
+    ``warmup`` bars before now are loaded at construction (retried ``warmup_attempts`` times, then
+    ``FeedError``); unknown symbols and timeframes the exchange does not offer are a ``DataError``.
+    ``sleep`` waits between polls and backoff attempts (default: a wait that ``stop()`` cuts short).
+    """
+
+    def __init__(
+        self,
+        exchange: Any,
+        symbols_by_key: dict[str, str],
+        timeframe: Timeframe,
+        clock: Clock,
+        poll_s: float = 2.0,
+        warmup: int = 1000,
+        *,
+        tick_s: float = 1.0,
+        page_limit: int = 1000,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 60.0,
+        sleep: Sleep | None = None,
+        max_rows: int | None = None,
+        batch_size: int = 8192,
+        warmup_attempts: int = 5,
+    ) -> None:
+        if page_limit < 1:
+            raise DataError(f"page limit {page_limit} is not valid: it must be at least 1")
+        super().__init__(
+            list(symbols_by_key), timeframe, clock, poll_s=poll_s, warmup=warmup, tick_s=tick_s,
+            backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s, sleep=sleep, max_rows=max_rows,
+            batch_size=batch_size, warmup_attempts=warmup_attempts,
+        )
+        self.exchange = exchange
+        self.venue = str(getattr(exchange, "id", "ccxt"))
+        self.page_limit = page_limit
+        self.symbols = {key: parse_symbol(symbol)[0] for key, symbol in symbols_by_key.items()}
+        self._interval = self._check_timeframe()
+        self._check_symbols()
+        self._warm_up()
+
+    # ------------------------------------------------------------------ checks at construction
+    def _check_timeframe(self) -> str:
+        if not self.exchange.has.get("fetchOHLCV"):
+            raise DataError(f"exchange {self.venue!r} does not serve OHLCV bars")
+        interval = str(self.timeframe)
+        offered = self.exchange.timeframes or {}
+        if offered and interval not in offered:
+            raise DataError(
+                f"timeframe {interval!r} is not offered by {self.venue}; available: {', '.join(sorted(offered))}"
+            )
+        return interval
+
+    def _check_symbols(self) -> None:
+        markets: dict[str, Any] = {}
+        for attempt in range(1, self.warmup_attempts + 1):
+            try:
+                markets = dict(self.exchange.load_markets() or {})
+                break
+            except ccxt.OperationFailed as exc:  # network, timeouts, 429, 5xx, maintenance: worth another try
+                if attempt == self.warmup_attempts:
+                    raise FeedError(
+                        f"{self.venue}: the market list could not be loaded after {attempt} attempts: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                self._sleep(self._backoff.next_delay())
+            except ccxt.BaseError as exc:
+                raise DataError(
+                    f"{self.venue} refused the market list request: {type(exc).__name__}: {exc}"
+                ) from exc
+        self._backoff.reset()
+        for key, symbol in self.symbols.items():
+            if symbol not in markets:
+                raise DataError(
+                    f"feed {key!r}: symbol {symbol!r} is not listed on {self.venue} "
+                    f"({len(markets)} markets listed; check the spelling, e.g. BTC/USDT)"
+                )
+
+    # ------------------------------------------------------------------ venue access
+    def _warm_up_start(self, key: str, now: int) -> int:
+        step = self.timeframe.millis
+        return floor_ms(now, step) - self.warmup * step
+
+    def _fetch(self, key: str, start_ms: int, end_ms: int) -> pd.DataFrame:
+        """Closed candles of ``key`` with ``start_ms <= open < end_ms``, paged forward."""
+        step = self.timeframe.millis
+        now = now_ms(self.clock)
+        symbol = self.symbols[key]
+        candles: list[Candle] = []
+        cursor = max(0, start_ms)
+        while cursor < end_ms and cursor + step <= now:
+            raw = self.exchange.fetch_ohlcv(symbol, timeframe=self._interval, since=cursor, limit=self.page_limit)
+            page = [candle for candle in _candles(raw) if candle[0] >= cursor]
+            if not page:
+                break
+            kept = [candle for candle in page if candle[0] < end_ms and candle[0] + step <= now]
+            candles.extend(kept)
+            if len(kept) < len(page) or len(page) < self.page_limit:
+                break  # reached the open candle, the end, or everything the venue has
+            cursor = page[-1][0] + step
+        log.debug("%s: %d closed %s candles of %s from %s", self.venue, len(candles), self._interval, symbol,
+                  stamp(start_ms))
+        return _frame(candles)
+
+    def _poll(self, known: dict[str, int]) -> Update:
+        step = self.timeframe.millis
+        now = now_ms(self.clock)
+        update: Update = {}
+        for key in self.keys:
+            start = known[key] + step
+            if start + step > now:
+                continue  # the next candle has not closed yet
+            update[key] = self._fetch(key, start, now)
+        return update

@@ -1,0 +1,217 @@
+"""A local stand-in for Alpaca's stock market-data stream (``wss://stream.data.alpaca.markets/v2/iex``).
+
+It speaks the stream's protocol closely enough for alpaca-py's ``StockDataStream``: msgpack frames, each a
+list of messages.
+
+* on connect: ``[{"T": "success", "msg": "connected"}]``;
+* ``{"action": "auth", "key", "secret"}`` → ``[{"T": "success", "msg": "authenticated"}]``, or
+  ``[{"T": "error", "code": 402, "msg": "auth failed"}]`` and the connection closed;
+* ``{"action": "subscribe", "bars": [...], ...}`` → ``[{"T": "subscription", "trades": [], "quotes": [],
+  "bars": [...], ...}]`` (``"*"`` subscribes to every symbol); ``unsubscribe`` likewise;
+* ``publish_bar`` sends ``[{"T": "b", "S", "o", "h", "l", "c", "v", "t", "n", "vw"}]`` to every authenticated
+  connection subscribed to the symbol, ``t`` as a msgpack timestamp like Alpaca's.
+
+Tests script trouble with ``drop_connections`` (every connection closed at once, with code 1011) and
+``refuse_connections`` (new handshakes answered with HTTP 503 until allowed again), and read back the
+``connections`` accepted, the ``subscriptions`` received and whether each connection sent the right keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Self
+
+import msgpack
+import pandas as pd
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+DEFAULT_API_KEY = "k"
+DEFAULT_API_SECRET = "s"
+CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "corrections",
+            "cancelErrors")
+
+
+@dataclass
+class _Client:
+    connection: ServerConnection
+    authenticated: bool = False
+    bars: set[str] = field(default_factory=set)
+
+
+class FakeAlpacaStream:
+    """Alpaca's stock data stream on 127.0.0.1; start it (or enter it as a context), point alpaca-py at ``url``."""
+
+    def __init__(
+        self, api_key: str = DEFAULT_API_KEY, api_secret: str = DEFAULT_API_SECRET, feed: str = "iex"
+    ) -> None:
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.feed = feed
+        self.connections = 0
+        """Connections that authenticated."""
+        self.refused = 0
+        """Handshakes refused while ``refuse_connections`` was on."""
+        self.subscriptions: list[dict[str, Any]] = []
+        self.bad_auth = 0
+        self._clients: list[_Client] = []
+        self._refusing = False
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._server: Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-alpaca-stream", daemon=True)
+        self._port = 0
+
+    @property
+    def url(self) -> str:
+        """The full websocket URL to give alpaca-py's ``StockDataStream`` as ``url_override``."""
+        return f"ws://127.0.0.1:{self._port}/v2/{self.feed}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._server = self._call(self._listen())
+        return self
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                self._call(self._server.wait_closed(), timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- scripting --------------------------------------------------------------------------------------------
+
+    def publish_bar(self, symbol: str, bar: Any) -> int:
+        """Send one bar (a row with timestamp, open, high, low, close, volume) to its subscribers; how many."""
+        when = pd.Timestamp(bar.timestamp).tz_convert("UTC")
+        message = {
+            "T": "b",
+            "S": symbol,
+            "o": float(bar.open),
+            "h": float(bar.high),
+            "l": float(bar.low),
+            "c": float(bar.close),
+            "v": float(bar.volume),
+            "t": msgpack.Timestamp.from_unix_nano(int(when.value)),
+            "n": 1 if float(bar.volume) > 0 else 0,
+            "vw": round((float(bar.high) + float(bar.low) + float(bar.close)) / 3, 4),
+        }
+        return int(self._call(self._publish(symbol, message)))
+
+    def drop_connections(self) -> int:
+        """Close every open connection at once (code 1011, as a server fault); how many were closed."""
+        return int(self._call(self._drop()))
+
+    def refuse_connections(self, refuse: bool = True) -> None:
+        """While on, new connections are answered with HTTP 503 (a venue that is down)."""
+        with self._lock:
+            self._refusing = refuse
+
+    def subscribers(self, symbol: str) -> int:
+        """Authenticated connections subscribed to ``symbol``'s bars now."""
+        with self._lock:
+            return sum(1 for c in self._clients if c.authenticated and (symbol in c.bars or "*" in c.bars))
+
+    def wait_for_subscriber(self, symbol: str, timeout: float = 10.0) -> None:
+        """Block until a connection subscribes to ``symbol``'s bars; ``TimeoutError`` naming it otherwise."""
+        deadline = time.monotonic() + timeout
+        while self.subscribers(symbol) == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no stream client subscribed to {symbol} bars within {timeout} s")
+            time.sleep(0.01)
+
+    # -- the websocket side -----------------------------------------------------------------------------------
+
+    def _call(self, coroutine: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _listen(self) -> Server:
+        server = await serve(self._serve, "127.0.0.1", 0, process_request=self._gate, compression=None)
+        self._port = int(next(iter(server.sockets)).getsockname()[1])
+        return server
+
+    def _gate(self, connection: ServerConnection, request: Request) -> Response | None:
+        with self._lock:
+            refusing = self._refusing
+            if refusing:
+                self.refused += 1
+        if refusing:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "down\n")
+        if request.path != f"/v2/{self.feed}":
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        return None
+
+    async def _serve(self, connection: ServerConnection) -> None:
+        client = _Client(connection)
+        with self._lock:
+            self._clients.append(client)
+        try:
+            await connection.send(msgpack.packb([{"T": "success", "msg": "connected"}]))
+            async for raw in connection:
+                message = msgpack.unpackb(raw if isinstance(raw, bytes) else raw.encode())
+                await self._handle(client, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            with self._lock:
+                self._clients.remove(client)
+
+    async def _handle(self, client: _Client, message: dict[str, Any]) -> None:
+        action = message.get("action")
+        if action == "auth":
+            if message.get("key") == self.api_key and message.get("secret") == self.api_secret:
+                client.authenticated = True
+                with self._lock:
+                    self.connections += 1
+                await client.connection.send(msgpack.packb([{"T": "success", "msg": "authenticated"}]))
+            else:
+                with self._lock:
+                    self.bad_auth += 1
+                await client.connection.send(msgpack.packb([{"T": "error", "code": 402, "msg": "auth failed"}]))
+                await client.connection.close()
+            return
+        if not client.authenticated:
+            await client.connection.send(msgpack.packb([{"T": "error", "code": 401, "msg": "not authenticated"}]))
+            return
+        if action in ("subscribe", "unsubscribe"):
+            symbols = {str(s) for s in message.get("bars", [])}
+            with self._lock:
+                self.subscriptions.append({k: v for k, v in message.items() if k != "action"} | {"action": action})
+                client.bars = client.bars | symbols if action == "subscribe" else client.bars - symbols
+                bars = sorted(client.bars)
+            reply = {"T": "subscription", **{channel: [] for channel in CHANNELS}, "bars": bars}
+            await client.connection.send(msgpack.packb([reply]))
+            return
+        await client.connection.send(msgpack.packb([{"T": "error", "code": 400, "msg": "invalid syntax"}]))
+
+    async def _publish(self, symbol: str, message: dict[str, Any]) -> int:
+        with self._lock:
+            targets = [c for c in self._clients if c.authenticated and (symbol in c.bars or "*" in c.bars)]
+        payload = msgpack.packb([message])
+        sent = 0
+        for client in targets:
+            with contextlib.suppress(ConnectionClosed):
+                await client.connection.send(payload)
+                sent += 1
+        return sent
+
+    async def _drop(self) -> int:
+        with self._lock:
+            targets = list(self._clients)
+        for client in targets:
+            with contextlib.suppress(Exception):
+                await client.connection.close(code=1011, reason="server fault")
+        return len(targets)

@@ -1,0 +1,585 @@
+"""The live feeds, driven through the real ccxt and alpaca-py clients against local fakes of the venues.
+
+ccxt: a fake Binance (REST klines) serves real BTC/USDT minute bars; its clock and the feed's clock move
+together, so the candle containing "now" is served as the still-open candle. The two-series test also serves
+the BTC/USDT bars of even minutes as ETH/USDT (the shared data has no ETH/USDT minute bars).
+
+Alpaca: a fake of the historical bars API (REST) and a fake of the market-data stream (websocket, msgpack).
+There are no real US stock minute bars in the shared data, so real BTC/USDT minute bars are relabelled as two
+NYSE regular sessions (Friday 2024-07-26 and Monday 2024-07-29, 09:30-16:00 New York).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from alpaca.data.live.stock import StockDataStream
+
+from pipeline.clock import FixedClock
+from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
+from pipeline.settings import Settings
+from pipeline.sources.alpaca_source import make_client
+from pipeline.sources.ccxt_source import build_exchange
+from runtime.feeds import Batch, FeedError, ReplayFeed
+from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
+from runtime.feeds.ccxt_feed import CcxtFeed
+from tests.conftest import shared_file
+from tests.fakes.alpaca_server import AlpacaServer
+from tests.fakes.alpaca_stream import FakeAlpacaStream
+from tests.fakes.binance_server import FakeBinance
+
+M1 = Timeframe.parse("1m")
+MINUTE = pd.Timedelta(minutes=1)
+BTC_KEY = "binance:BTC/USDT:1m"
+AAPL_KEY = "alpaca:AAPL:1m"
+START = pd.Timestamp("2024-07-29", tz="UTC")
+T0_ROW = 1500
+"""The bar open at the start of the ccxt tests (the feed's clock is 30 s into it)."""
+POLL_S = 0.03
+BASE_S, CAP_S = 0.01, 0.08
+TICK_S = 0.1
+FRIDAY_OPEN = pd.Timestamp("2024-07-26 13:30", tz="UTC")
+MONDAY_OPEN = pd.Timestamp("2024-07-29 13:30", tz="UTC")
+
+
+def ms(stamp: pd.Timestamp) -> int:
+    return int(pd.Timestamp(stamp).value // 1_000_000)
+
+
+@pytest.fixture(autouse=True)
+def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("TRADEFORGE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="module")
+def bars() -> pd.DataFrame:
+    """3000 contiguous real BTC/USDT minute bars from 2024-07-29 00:00 UTC."""
+    end = START + 3000 * MINUTE
+    frame = pd.read_parquet(shared_file("binance_BTC-USDT_1m.parquet"),
+                            filters=[("timestamp", ">=", START), ("timestamp", "<", end)])
+    assert len(frame) == 3000 and frame["timestamp"].diff().max() == MINUTE
+    return frame.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class Recorder:
+    """A feed's ``sleep``: records each wait and waits briefly for real (so stop stays prompt)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(round(seconds, 6))
+        time.sleep(min(seconds, 0.03))
+
+    def backoffs(self) -> list[float]:
+        return [w for w in self.waits if w != POLL_S]
+
+
+class Consumer:
+    """Pulls batches from a feed like the node does and records every delivered bar with the clock then."""
+
+    def __init__(self, feed: CcxtFeed | AlpacaFeed, after: dict[str, int | None], clock: FixedClock) -> None:
+        self.feed = feed
+        self.clock = clock
+        self.batches: Iterator[Batch] = feed.batches(after)
+        self.delivered: list[tuple[str, int, tuple[float, ...], int]] = []
+        self.empty = 0
+
+    def pull(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert time.monotonic() < deadline, f"timed out; delivered so far: {len(self.delivered)}"
+            self.take(next(self.batches))
+
+    def take(self, batch: Batch) -> None:
+        if len(batch.times) == 0:
+            self.empty += 1
+            return
+        assert np.all(np.diff(batch.times) > 0)
+        now = ms(self.clock.now())
+        for key, rows in batch.rows.items():
+            assert len(rows) == len(batch.times)
+            frame = self.feed.frames[key]
+            for when, row in zip(batch.times, rows, strict=True):
+                if row < 0:
+                    continue
+                bar = frame.iloc[int(row)]
+                assert ms(bar["timestamp"]) == int(when)  # the row is the bar of that time, in the frame now
+                assert int(when) + self.feed.timeframe.millis <= now  # closed when delivered
+                values = tuple(float(bar[c]) for c in ("open", "high", "low", "close", "volume"))
+                self.delivered.append((key, int(when), values, now))
+
+    def count(self, n: int) -> Callable[[], bool]:
+        return lambda: len(self.delivered) >= n
+
+    def wait_idle(self, seconds: float) -> None:
+        """Keep pulling for ``seconds`` (ticks and whatever arrives)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.take(next(self.batches))
+
+
+def expected(frame: pd.DataFrame, key: str) -> list[tuple[str, int, tuple[float, ...]]]:
+    return [
+        (key, ms(row.timestamp), (row.open, row.high, row.low, row.close, row.volume))
+        for row in frame.itertuples(index=False)
+    ]
+
+
+def got(consumer: Consumer) -> list[tuple[str, int, tuple[float, ...]]]:
+    return [(key, when, values) for key, when, values, _ in consumer.delivered]
+
+
+# ------------------------------------------------------------------------------------------------ ccxt
+@pytest.fixture(scope="module")
+def binance(bars: pd.DataFrame) -> Iterator[FakeBinance]:
+    with FakeBinance() as server:
+        server.serve_bars("BTC/USDT", "1m", bars)
+        yield server
+
+
+@pytest.fixture
+def venue(binance: FakeBinance) -> Iterator[FakeBinance]:
+    binance.reset()
+    yield binance
+    binance.reset()
+
+
+class Venue:
+    """The shared clock of the feed and the fake exchange."""
+
+    def __init__(self, server: FakeBinance, at: pd.Timestamp) -> None:
+        self.server = server
+        self.clock = FixedClock(at)
+        server.set_now(at)
+
+    def at(self, when: pd.Timestamp) -> None:
+        self.clock.set(when)
+        self.server.set_now(when)
+
+
+@pytest.fixture
+def made() -> Iterator[list[CcxtFeed | AlpacaFeed]]:
+    feeds: list[CcxtFeed | AlpacaFeed] = []
+    yield feeds
+    for feed in feeds:
+        feed.stop()
+
+
+def ccxt_feed(server: FakeBinance, clock: FixedClock, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed],
+              recorder: Recorder | None = None, **options: object) -> CcxtFeed:
+    settings = Settings(_env_file=None, data_dir=tmp_path, ccxt_rest_url=server.url,  # type: ignore[call-arg]
+                        http_timeout_s=0.5)
+    exchange = build_exchange(settings, "binance")
+    values: dict[str, object] = {"poll_s": POLL_S, "warmup": 200, "tick_s": TICK_S, "backoff_base_s": BASE_S,
+                                 "backoff_cap_s": CAP_S, "sleep": recorder or Recorder()}
+    values.update(options)
+    feed = CcxtFeed(exchange, {BTC_KEY: "BTC/USDT"}, M1, clock, **values)  # type: ignore[arg-type]
+    made.append(feed)
+    return feed
+
+
+def t0(bars: pd.DataFrame) -> pd.Timestamp:
+    return pd.Timestamp(bars["timestamp"].iloc[T0_ROW]) + pd.Timedelta(seconds=30)
+
+
+def test_warm_up_loads_the_closed_bars_before_now_without_the_open_candle(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    market = Venue(venue, t0(bars))
+
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, page_limit=64)
+
+    frame = feed.frames[BTC_KEY]
+    assert feed.live is True
+    assert str(frame["timestamp"].dtype) == TIMESTAMP_DTYPE
+    assert expected(frame, BTC_KEY) == expected(bars.iloc[T0_ROW - 200 : T0_ROW], BTC_KEY)
+    assert len(venue.requests_to("klines")) == 4  # 200 bars in pages of 64
+    assert feed.history(BTC_KEY, 9).equals(frame.iloc[:10])
+    assert feed.expects_bar(BTC_KEY, ms(market.clock.now())) is True
+
+
+def test_new_bars_arrive_in_order_as_the_clock_moves_and_the_open_candle_never(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    market = Venue(venue, t0(bars))
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, max_rows=205)
+    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock)
+
+    consumer.wait_idle(0.3)  # polls while bar T0_ROW is open: nothing
+    assert consumer.delivered == [] and consumer.empty >= 2
+    for step in range(12):
+        row = T0_ROW + step
+        market.at(bars["timestamp"].iloc[row] + MINUTE - pd.Timedelta(seconds=1))  # one second before its close
+        consumer.wait_idle(0.1)
+        assert len(consumer.delivered) == step
+        market.at(bars["timestamp"].iloc[row] + MINUTE + pd.Timedelta(seconds=2))
+        consumer.pull(consumer.count(step + 1))
+
+    assert got(consumer) == expected(bars.iloc[T0_ROW : T0_ROW + 12], BTC_KEY)
+    frame = feed.frames[BTC_KEY]  # trimmed between batches to the warm-up, never below it
+    assert 200 <= len(frame) <= 205 + 1
+    assert frame["timestamp"].iloc[0] > bars["timestamp"].iloc[T0_ROW - 200]
+    assert frame["timestamp"].iloc[-1] == bars["timestamp"].iloc[T0_ROW + 11]
+
+
+def test_a_restart_with_a_cursor_catches_up_exactly_the_missing_bars(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    market = Venue(venue, t0(bars))
+    inside = ccxt_feed(venue, market.clock, tmp_path, made)
+    cursor = ms(bars["timestamp"].iloc[T0_ROW - 50])
+
+    first = next(inside.batches({BTC_KEY: cursor}))
+
+    rows = first.rows[BTC_KEY]
+    assert list(first.times) == [ms(t) for t in bars["timestamp"].iloc[T0_ROW - 49 : T0_ROW]]
+    assert expected(inside.frames[BTC_KEY].iloc[rows], BTC_KEY) == expected(
+        bars.iloc[T0_ROW - 49 : T0_ROW], BTC_KEY)
+
+
+def test_a_cursor_older_than_the_warm_up_loads_history_back_to_it_and_replays_from_there(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    market = Venue(venue, t0(bars))
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, page_limit=100, batch_size=128, max_rows=5000)
+    cursor_row = T0_ROW - 700
+    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[cursor_row])}, market.clock)
+
+    consumer.pull(consumer.count(699))
+    market.at(bars["timestamp"].iloc[T0_ROW] + MINUTE + pd.Timedelta(seconds=1))
+    consumer.pull(consumer.count(700))
+
+    assert got(consumer) == expected(bars.iloc[cursor_row + 1 : T0_ROW + 1], BTC_KEY)
+    frame = feed.frames[BTC_KEY]  # warm-up history before the cursor too
+    assert frame["timestamp"].iloc[0] == bars["timestamp"].iloc[cursor_row + 1 - 200]
+    assert frame["timestamp"].is_monotonic_increasing and frame["timestamp"].is_unique
+
+
+def test_429_500_503_timeouts_and_dropped_connections_are_survived_with_backoff(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    market = Venue(venue, t0(bars))
+    sleep = Recorder()
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, recorder=sleep)
+    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock)
+    consumer.wait_idle(0.1)
+    sleep.waits.clear()
+    for status in (429, 500, 503):
+        venue.fail_next(status)
+    venue.fail_next(delay_s=1.0)  # longer than the client's 0.5 s timeout
+    venue.fail_next(drop=True)
+    venue.fail_next(418)
+
+    with caplog.at_level(logging.WARNING, logger="runtime.feeds"):
+        market.at(bars["timestamp"].iloc[T0_ROW + 3] + pd.Timedelta(seconds=5))
+        consumer.pull(consumer.count(3))
+        consumer.wait_idle(0.2)
+
+    assert got(consumer) == expected(bars.iloc[T0_ROW : T0_ROW + 3], BTC_KEY)  # none lost, none twice
+    assert sleep.backoffs() == [0.01, 0.02, 0.04, 0.08, 0.08, 0.08]  # exponential, capped
+    statuses = [r.status for r in venue.requests_to("klines")][-7:]
+    assert statuses[:3] == [429, 500, 503] and statuses[-1] == 200
+    assert venue.pending_faults == 0
+    assert "polling failed" in caplog.text
+
+
+def test_empty_batches_tick_while_waiting_and_stop_ends_batches_promptly(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    market = Venue(venue, t0(bars))
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, tick_s=0.1)
+    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock)
+    times: list[float] = []
+    started = time.monotonic()
+    while time.monotonic() - started < 0.65:
+        batch = next(consumer.batches)
+        times.append(time.monotonic())
+        assert len(batch.times) == 0 and all(len(r) == 0 for r in batch.rows.values())
+    assert len(times) >= 4
+    assert max(np.diff(times)) < 0.3
+
+    threading.Timer(0.2, feed.stop).start()
+    stop_asked = time.monotonic() + 0.2
+    remaining = list(consumer.batches)
+    assert time.monotonic() - stop_asked < 1.0
+    assert all(len(b.times) == 0 for b in remaining)
+
+
+def test_stop_is_prompt_while_the_venue_fails_and_the_feed_backs_off(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    market = Venue(venue, t0(bars))
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, sleep=None, backoff_base_s=5.0, backoff_cap_s=30.0)
+    venue.fail_next(500, times=100)
+    market.at(bars["timestamp"].iloc[T0_ROW + 2])
+    batches = feed.batches({BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])})
+    assert len(next(batches).times) == 0
+    time.sleep(0.2)  # the worker has failed once and waits 5 s
+
+    began = time.monotonic()
+    feed.stop()
+    assert list(batches) == [] or all(len(b.times) == 0 for b in batches)
+    assert time.monotonic() - began < 1.0
+    assert len(venue.requests_to("klines")) - 4 <= 2  # one failure, then the backoff: no hammering
+
+
+def test_several_series_are_merged_by_time_in_one_batch_per_poll(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    eth = bars.loc[bars["timestamp"].dt.minute % 2 == 0].reset_index(drop=True)  # relabelled; odd minutes missing
+    venue.serve_bars("ETH/USDT", "1m", eth)
+    market = Venue(venue, t0(bars))
+    settings = Settings(_env_file=None, data_dir=tmp_path, ccxt_rest_url=venue.url)  # type: ignore[call-arg]
+    eth_key = "binance:ETH/USDT:1m"
+    feed = CcxtFeed(build_exchange(settings, "binance"), {BTC_KEY: "BTC/USDT", eth_key: "ETH/USDT"}, M1,
+                    market.clock, poll_s=1.0, warmup=50, tick_s=TICK_S, sleep=Recorder())
+    made.append(feed)
+    cursor = ms(bars["timestamp"].iloc[T0_ROW - 1])
+    batches = feed.batches({BTC_KEY: cursor, eth_key: cursor})
+    assert len(next(batches).times) == 0
+    market.at(bars["timestamp"].iloc[T0_ROW + 3] + pd.Timedelta(seconds=1))  # three bars closed at once
+
+    batch = next(b for b in batches if len(b.times))
+
+    times = [ms(t) for t in bars["timestamp"].iloc[T0_ROW : T0_ROW + 3]]
+    assert batch.times.tolist() == times
+    btc_rows, eth_rows = batch.rows[BTC_KEY], batch.rows[eth_key]
+    assert [ms(feed.frames[BTC_KEY]["timestamp"].iloc[r]) for r in btc_rows] == times
+    eth_times = [t for t in times if pd.Timestamp(t, unit="ms").minute % 2 == 0]
+    assert [ms(feed.frames[eth_key]["timestamp"].iloc[r]) for r in eth_rows if r >= 0] == eth_times
+    assert [r < 0 for r in eth_rows] == [t not in eth_times for t in times]
+
+
+def test_venue_down_at_start_is_a_feed_error_naming_the_series(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    market = Venue(venue, t0(bars))
+    venue.fail_next(503, times=3)
+
+    with pytest.raises(FeedError, match=r"BTC/USDT.*after 3 attempts"):
+        ccxt_feed(venue, market.clock, tmp_path, made, warmup_attempts=3)
+
+
+@pytest.mark.parametrize(
+    ("symbols", "timeframe", "message"),
+    [
+        ({"binance:FOO/BAR:1m": "FOO/BAR"}, M1, r"'FOO/BAR' is not listed on binance"),
+        ({"binance:BTC/USDT:1m": "not a symbol"}, M1, r"'not a symbol' is not valid"),
+        ({"binance:BTC/USDT:5m": "BTC/USDT"}, M1, r"names timeframe '5m'.*delivers 1m"),
+        ({"BTC/USDT": "BTC/USDT"}, M1, r"feed key 'BTC/USDT' is not valid"),
+        ({BTC_KEY.replace("1m", "10m"): "BTC/USDT"}, Timeframe.parse("10m"), r"timeframe '10m' is not offered"),
+    ],
+)
+def test_bad_configuration_is_a_data_error_naming_it(
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, symbols: dict[str, str], timeframe: Timeframe,
+    message: str,
+) -> None:
+    market = Venue(venue, t0(bars))
+    exchange = build_exchange(Settings(_env_file=None, data_dir=tmp_path,  # type: ignore[call-arg]
+                                       ccxt_rest_url=venue.url), "binance")
+
+    with pytest.raises(DataError, match=message):
+        CcxtFeed(exchange, symbols, timeframe, market.clock, warmup=10)
+    assert venue.requests_to("klines") == []
+
+
+# ------------------------------------------------------------------------------------------------ Alpaca
+@pytest.fixture(scope="module")
+def sessions(bars: pd.DataFrame) -> pd.DataFrame:
+    """780 real minute bars relabelled as the regular sessions of Friday 2024-07-26 and Monday 2024-07-29."""
+    frame = bars.iloc[:780].copy()
+    minutes = pd.to_timedelta(range(390), unit="min")
+    stamps = pd.DatetimeIndex(list(FRIDAY_OPEN + minutes) + list(MONDAY_OPEN + minutes))
+    frame["timestamp"] = pd.Series(stamps, index=frame.index).astype(TIMESTAMP_DTYPE)
+    return frame.reset_index(drop=True)
+
+
+@pytest.fixture
+def rest(sessions: pd.DataFrame) -> Iterator[AlpacaServer]:
+    with AlpacaServer(page_size=64) as server:
+        server.add_bars("AAPL", "1Min", sessions)
+        yield server
+
+
+@pytest.fixture
+def stream() -> Iterator[FakeAlpacaStream]:
+    with FakeAlpacaStream(api_key="k", api_secret="s") as server:
+        yield server
+
+
+def alpaca_feed(rest: AlpacaServer, stream: FakeAlpacaStream | None, clock: FixedClock, tmp_path: Path,
+                made: list[CcxtFeed | AlpacaFeed], **options: object) -> AlpacaFeed:
+    settings = Settings(_env_file=None, data_dir=tmp_path, alpaca_api_key="k",  # type: ignore[call-arg]
+                        alpaca_api_secret="s", alpaca_data_url=rest.url, http_timeout_s=0.5)
+    values: dict[str, object] = {"poll_s": POLL_S, "warmup": 100, "tick_s": TICK_S, "grace_s": 5.0,
+                                 "backoff_base_s": BASE_S, "backoff_cap_s": CAP_S, "sleep": Recorder()}
+    values.update(options)
+    ws = None
+    if stream is not None and values.pop("raw_data", False):
+        ws = StockDataStream("k", "s", raw_data=True, url_override=stream.url)  # messages as dicts
+    elif stream is not None:
+        ws = alpaca_stream(settings, url=stream.url)
+    feed = AlpacaFeed(make_client(settings), ws, {AAPL_KEY: "AAPL"}, M1, clock, **values)  # type: ignore[arg-type]
+    made.append(feed)
+    return feed
+
+
+def monday(minute: int, seconds: int = 0) -> pd.Timestamp:
+    return MONDAY_OPEN + minute * MINUTE + pd.Timedelta(seconds=seconds)
+
+
+def test_alpaca_warm_up_reaches_back_over_the_weekend(
+    rest: AlpacaServer, sessions: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    clock = FixedClock(monday(60, 30))  # 10:30:30 in New York: the 10:30 bar is open
+
+    feed = alpaca_feed(rest, None, clock, tmp_path, made)
+
+    assert expected(feed.frames[AAPL_KEY], AAPL_KEY) == expected(sessions.iloc[390 + 60 - 100 : 390 + 60], AAPL_KEY)
+    assert feed.frames[AAPL_KEY]["timestamp"].iloc[0].day_name() == "Friday"
+
+
+@pytest.mark.parametrize("raw_data", [False, True])
+def test_the_stream_delivers_closed_bars_without_asking_rest(
+    rest: AlpacaServer, stream: FakeAlpacaStream, sessions: pd.DataFrame, tmp_path: Path,
+    made: list[CcxtFeed | AlpacaFeed], caplog: pytest.LogCaptureFixture, raw_data: bool,
+) -> None:
+    clock = FixedClock(monday(60, 30))
+    feed = alpaca_feed(rest, stream, clock, tmp_path, made, raw_data=raw_data)
+    warm_up_requests = len(rest.bar_requests())
+    consumer = Consumer(feed, {AAPL_KEY: ms(monday(59))}, clock)
+    consumer.wait_idle(0.05)
+    stream.wait_for_subscriber("AAPL")
+
+    for step in range(5):
+        bar = sessions.iloc[390 + 60 + step]
+        assert stream.publish_bar("AAPL", bar) == 1
+        consumer.wait_idle(0.1)
+        assert len(consumer.delivered) == step  # published, but still open by the clock
+        clock.set(monday(61 + step, 1))
+        consumer.pull(consumer.count(step + 1))
+    corrected = sessions.iloc[390 + 64].copy()
+    corrected["close"] += 1.0
+    with caplog.at_level(logging.WARNING, logger="runtime.feeds"):
+        stream.publish_bar("AAPL", corrected)
+        consumer.wait_idle(0.2)
+
+    assert got(consumer) == expected(sessions.iloc[450:455], AAPL_KEY)
+    assert len(rest.bar_requests()) == warm_up_requests
+    assert "corrected by the venue" in caplog.text
+    assert stream.connections == 1 and stream.subscriptions[0]["bars"] == ["AAPL"]
+
+
+def test_after_the_stream_drops_the_feed_reconnects_and_backfills_through_rest(
+    rest: AlpacaServer, stream: FakeAlpacaStream, sessions: pd.DataFrame, tmp_path: Path,
+    made: list[CcxtFeed | AlpacaFeed],
+) -> None:
+    clock = FixedClock(monday(60, 30))
+    feed = alpaca_feed(rest, stream, clock, tmp_path, made)
+    warm_up_requests = len(rest.bar_requests())
+    consumer = Consumer(feed, {AAPL_KEY: ms(monday(59))}, clock)
+    consumer.wait_idle(0.05)
+    stream.wait_for_subscriber("AAPL")
+    stream.publish_bar("AAPL", sessions.iloc[450])
+    clock.set(monday(61, 1))
+    consumer.pull(consumer.count(1))
+
+    stream.refuse_connections()
+    assert stream.drop_connections() == 1
+    for row in range(451, 455):  # published while the client is away: lost on the stream
+        assert stream.publish_bar("AAPL", sessions.iloc[row]) == 0
+    clock.set(monday(62, 3))  # the 10:31 bar closed 3 s ago: within the grace, no request yet
+    consumer.wait_idle(0.2)
+    assert len(consumer.delivered) == 1
+    assert len(rest.bar_requests()) == warm_up_requests
+    rest.fail_next(500)
+    rest.fail_next(429)
+    clock.set(monday(65, 1))  # the 10:31 bar is overdue
+    consumer.pull(consumer.count(5))
+    stream.refuse_connections(False)
+    stream.wait_for_subscriber("AAPL")
+    stream.publish_bar("AAPL", sessions.iloc[455])
+    clock.set(monday(66, 1))
+    consumer.pull(consumer.count(6))
+    consumer.wait_idle(0.2)
+
+    assert got(consumer) == expected(sessions.iloc[450:456], AAPL_KEY)  # each once, in order
+    assert stream.connections == 2 and stream.refused >= 1
+    backfills = rest.bar_requests()[warm_up_requests:]
+    assert len(backfills) == 3  # 500, 429, then the backfill
+    assert backfills[-1].params["start"].startswith("2024-07-29T14:31:00")
+
+
+def test_no_bar_is_expected_outside_nyse_sessions_and_rest_polling_resumes_at_the_open(
+    rest: AlpacaServer, sessions: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    saturday = pd.Timestamp("2024-07-27 15:00", tz="UTC")
+    clock = FixedClock(saturday)
+    feed = alpaca_feed(rest, None, clock, tmp_path, made)
+    assert feed.frames[AAPL_KEY]["timestamp"].iloc[-1] == FRIDAY_OPEN + 389 * MINUTE
+    requests = len(rest.bar_requests())
+
+    for when, open_ in [
+        ("2024-07-27 15:00", False),  # Saturday
+        ("2024-07-29 13:29", False),  # Monday 09:29 New York
+        ("2024-07-29 13:30", True),
+        ("2024-07-29 19:59", True),
+        ("2024-07-29 20:00", False),  # the close
+        ("2024-07-04 15:00", False),  # Independence Day
+        ("2024-07-03 16:59", True),  # early close at 13:00 New York
+        ("2024-07-03 17:00", False),
+    ]:
+        assert feed.expects_bar(AAPL_KEY, ms(pd.Timestamp(when, tz="UTC"))) is open_, when
+
+    consumer = Consumer(feed, {AAPL_KEY: ms(FRIDAY_OPEN + 389 * MINUTE)}, clock)
+    for moment in ("2024-07-27 23:00", "2024-07-28 12:00", "2024-07-29 13:30:30"):
+        clock.set(pd.Timestamp(moment, tz="UTC"))
+        consumer.wait_idle(0.15)
+    assert consumer.delivered == [] and consumer.empty >= 3
+    assert len(rest.bar_requests()) == requests  # silence outside the session is not chased
+    clock.set(monday(2, 1))
+    consumer.pull(consumer.count(2))
+
+    assert got(consumer) == expected(sessions.iloc[390:392], AAPL_KEY)
+
+
+def test_alpaca_refuses_crypto_symbols_and_unknown_feeds(
+    rest: AlpacaServer, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, alpaca_api_key="k",  # type: ignore[call-arg]
+                        alpaca_api_secret="s", alpaca_data_url=rest.url)
+    clock = FixedClock(monday(60))
+    with pytest.raises(DataError, match=r"'BTC/USDT' is not a US stock"):
+        AlpacaFeed(make_client(settings), None, {"alpaca:BTC/USDT:1m": "BTC/USDT"}, M1, clock)
+    with pytest.raises(DataError, match=r"alpaca feed 'nasdaq' is not valid"):
+        AlpacaFeed(make_client(settings), None, {AAPL_KEY: "AAPL"}, M1, clock, feed="nasdaq")
+    assert rest.bar_requests() == []
+
+
+# ------------------------------------------------------------------------------------------------ replay
+def test_replay_feed_is_not_live_expects_bars_and_stops(bars: pd.DataFrame) -> None:
+    feed = ReplayFeed({BTC_KEY: bars.iloc[:100]}, M1, batch_size=10)
+    assert feed.live is False and feed.expects_bar(BTC_KEY, 0) is True
+    batches = feed.batches({BTC_KEY: None})
+
+    first = next(batches)
+    feed.stop()
+
+    assert list(first.rows[BTC_KEY]) == list(range(10))
+    assert list(batches) == []
+    assert epoch_ms(bars["timestamp"].iloc[:10]).tolist() == first.times.tolist()

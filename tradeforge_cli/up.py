@@ -1,0 +1,270 @@
+"""``tradeforge up`` (and ``make run``): the whole platform on one machine, on its embedded defaults.
+
+Starts, each as a child process bound to 127.0.0.1 with its log under ``<data_dir>/logs/``:
+
+1. the Prefect server (its own SQLite under ``PREFECT_HOME``), then the process serving every deployment;
+2. the MLflow UI over the ``mlruns/`` store;
+3. the Streamlit dashboard;
+4. the trading runtime in paper mode on the built-in sample market (live sample bars as they close).
+
+On first start with an empty lake it bootstraps, with progress shown: ingest the sample market, build
+features, train a small model, promote it, run the nightly backtest — each as a flow run recorded by the
+Prefect server — so every page has content within a few minutes. A second start reuses what exists (the lake,
+the registry, the runtime's state, which it restores). Ctrl-C (or SIGTERM) stops every child cleanly: SIGINT,
+then SIGKILL for a child that has not stopped after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from pipeline.settings import Settings
+
+RUNTIME_PORTFOLIO = """\
+# The demo runtime of `tradeforge up`: paper trading on the built-in sample market (synthetic bars).
+cash = 100000
+
+[[strategies]]
+id = "trend"
+strategy = "sma_cross"
+symbols = ["BTC/USDT"]
+timeframe = "1m"
+allocation = 0.5
+params = { fast = 10, slow = 30 }
+engine = { max_position = 0.25 }
+
+[[strategies]]
+id = "model"
+strategy = "hybrid"
+symbols = ["BTC/USDT"]
+timeframe = "1m"
+allocation = 0.5
+params = { base = "sma_cross", fast = 10, slow = 30, threshold = 0.5 }
+engine = { max_position = 0.25 }
+"""
+BOOTSTRAP_SERIES = "sample:BTC/USDT:1m"
+"""The series the demo runtime trades; ingested (last ``BOOTSTRAP_DAYS`` days) and trained on at bootstrap."""
+BOOTSTRAP_DAYS = 20
+
+
+class UpError(RuntimeError):
+    """The platform cannot be brought up; the message says why and what to do."""
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    url: str
+    """What a user opens (or the health endpoint for services without a page)."""
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+
+
+def _port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise UpError(f"{url!r} has no host and port")
+    return parts.hostname, parts.port
+
+
+def _answers(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def _free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def base_env(settings: Settings, home: Path) -> dict[str, str]:
+    """The environment every child gets: telemetry off, Prefect's home and API, the settings as they are."""
+    env = dict(os.environ)
+    env.update({
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(env.get("PREFECT_HOME") or home / ".prefect"),
+        "PREFECT_API_URL": settings.prefect_api_url,
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_UI_API_URL": settings.prefect_api_url,
+        "TRADEFORGE_DATA_DIR": str(settings.data_dir),
+        "TRADEFORGE_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    })
+    return env
+
+
+def services(settings: Settings, home: Path, runtime_args: list[str]) -> list[Service]:
+    """The four services (and the deployment server) in start order."""
+    bin_dir = Path(sys.executable).parent
+    prefect_host, prefect_port = _port(settings.prefect_api_url)
+    mlflow_host, mlflow_port = _port(settings.mlflow_ui_url)
+    dash_host, dash_port = _port(settings.dashboard_url)
+    api = settings.prefect_api_url.rstrip("/")
+    prefect_ui = api.removesuffix("/api")
+    store = settings.mlflow_tracking_uri
+    artifacts = (Path(store.removeprefix("sqlite:///")).resolve().parent if store.startswith("sqlite:///")
+                 else Path("mlruns").resolve()) / "artifacts"
+    return [
+        Service("prefect", [str(bin_dir / "prefect"), "server", "start", "--host", prefect_host, "--port",
+                            str(prefect_port)], prefect_ui, _answers(f"{api}/health")),
+        Service("mlflow", [str(bin_dir / "mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,
+                           "--default-artifact-root", artifacts.as_uri(), "--host", mlflow_host, "--port",
+                           str(mlflow_port), "--workers", "1"], settings.mlflow_ui_url,
+                _answers(f"{settings.mlflow_ui_url.rstrip('/')}/health")),
+        Service("dashboard", [str(bin_dir / "streamlit"), "run", str(home / "dashboards" / "app.py"),
+                              "--server.address", dash_host, "--server.port", str(dash_port),
+                              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                settings.dashboard_url, _answers(f"{settings.dashboard_url.rstrip('/')}/_stcore/health")),
+        Service("deployments", [sys.executable, "-m", "flows.serve"], f"{prefect_ui}/deployments",
+                lambda: _deployments_served(api)),
+        Service("runtime", [sys.executable, "-m", "runtime", "--mode", "paper", "--verbose", *runtime_args],
+                f"{settings.dashboard_url} (Overview)", lambda: heartbeat_age(settings) is not None),
+    ]
+
+
+def _deployments_served(api: str) -> bool:
+    try:
+        answer = httpx.post(f"{api}/deployments/filter", json={"limit": 50}, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and len(answer.json()) >= 10
+
+
+def heartbeat_age(settings: Settings) -> float | None:
+    """Seconds since the runtime's last heartbeat, None when it has none."""
+    from pipeline.state import StateError, StateStore
+
+    try:
+        store = StateStore.read_only(settings.state_url)
+    except StateError:
+        return None
+    try:
+        state = store.bot_state()
+    finally:
+        store.close()
+    if state is None or state.heartbeat_at is None:
+        return None
+    return time.time() - state.heartbeat_at.timestamp()
+
+
+class Supervisor:
+    """Starts services, waits for each to answer, and stops them all (reverse order) on exit."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, say: Callable[[str], None], grace_s: float = 20.0):
+        self.env = env
+        self.log_dir = log_dir
+        self.say = say
+        self.grace_s = grace_s
+        self.started: list[Service] = []
+
+    def start(self, service: Service, timeout_s: float = 120.0) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{service.name}.log"
+        service.log = log_path.open("ab")
+        service.process = subprocess.Popen(service.command, env={**self.env, **service.env}, stdout=service.log,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True)
+        self.started.append(service)
+        deadline = time.monotonic() + timeout_s
+        while not service.ready():
+            if service.process.poll() is not None:
+                raise UpError(f"{service.name} exited with code {service.process.returncode} while starting; "
+                              f"see {log_path}")
+            if time.monotonic() > deadline:
+                raise UpError(f"{service.name} did not answer within {timeout_s:.0f} s; see {log_path}")
+            time.sleep(0.5)
+
+    def dead(self) -> list[Service]:
+        return [s for s in self.started if s.process is not None and s.process.poll() is not None]
+
+    def stop(self) -> None:
+        for service in reversed(self.started):
+            if service.process is not None and service.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(service.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + self.grace_s
+        for service in reversed(self.started):
+            if service.process is None:
+                continue
+            try:
+                service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{service.name} did not stop within {self.grace_s:.0f} s: killed")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(service.process.pid, signal.SIGKILL)
+                service.process.wait()
+            if service.log is not None:
+                service.log.close()
+        self.started.clear()
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[str]]:
+    """SIGTERM and SIGINT end the wait loop (recorded in the yielded list) instead of killing the process."""
+    received: list[str] = []
+
+    def note(signum: int, _frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+
+    previous = {number: signal.signal(number, note) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def needs_bootstrap(settings: Settings) -> bool:
+    """True when the lake holds no bars of the demo series (a first start)."""
+    from pipeline.lake import Lake
+
+    return not any(str(s.timeframe) == "1m" for s in Lake(settings.lake_dir).find("BTC/USDT", venue="sample"))
+
+
+def bootstrap_steps(settings: Settings) -> list[tuple[str, Callable[[], Any]]]:
+    """The first-start steps, each a flow run (recorded by the Prefect server the environment points at)."""
+    from flows.backtest import nightly_backtest_flow
+    from flows.features import features_flow
+    from flows.ingest import ingest_flow
+    from flows.train import train_flow
+
+    universe = list(dict.fromkeys([*settings.universe, BOOTSTRAP_SERIES]))
+    start = (time.time() - BOOTSTRAP_DAYS * 86_400) * 1000
+    since = time.strftime("%Y-%m-%d", time.gmtime(start / 1000))
+    return [
+        ("ingest the sample market", lambda: ingest_flow(universe=universe)),
+        ("build features", lambda: features_flow(universe=universe)),
+        ("train a small model on sample BTC/USDT 1m and promote it",
+         lambda: train_flow(symbol="BTC/USDT", timeframe="1m", venue="sample", start=since, promote="force",
+                            epochs=2, base_strategy="sma_cross")),
+        ("run the nightly backtest", lambda: nightly_backtest_flow()),
+    ]
