@@ -711,7 +711,10 @@ def _runtime_broker(settings: Settings, mode: Mode, name: str, venue: str | None
 
         return CcxtBroker(build_exchange(settings, venue or settings.ccxt_exchange), max_retries=settings.max_retries,
                           backoff_s=settings.retry_backoff_s)
-    raise DataError(f"the {name} broker is not available in this version")
+    from runtime.brokers.alpaca import AlpacaBroker, make_trading_client
+
+    return AlpacaBroker(make_trading_client(settings, paper=mode is not Mode.live), max_retries=settings.max_retries,
+                        backoff_s=settings.retry_backoff_s)
 
 
 def _positive_float(text: str, option: str) -> float:
