@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install run test lint bench clean
+.PHONY: install run dashboard test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,14 +22,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: bootstrap the lake with the built-in sample market, report its health, backtest it (no network, no keys)
+## run: the platform on 127.0.0.1 — Prefect (4200), MLflow UI (5000), dashboard (8501), paper runtime on the
+## built-in sample market; the first start bootstraps demo content. No network, no keys. Ctrl-C stops it all.
 run: install
-	$(BIN)/tradeforge ingest --source sample --symbol BTC/USDT --timeframe 1h
-	$(BIN)/tradeforge ingest --source sample --symbol ETH/USDT --timeframe 1h
-	$(BIN)/tradeforge ingest --source sample --symbol AAPL --timeframe 1d
-	$(BIN)/tradeforge data health
-	$(BIN)/tradeforge backtest --strategy golden_cross --symbol BTC/USDT --timeframe 1h --max-position 1.0
-	$(BIN)/tradeforge doctor
+	$(BIN)/tradeforge up
+
+## dashboard: only the dashboard, on 127.0.0.1:8501 (reads the same settings and state as everything else)
+dashboard: install
+	$(BIN)/streamlit run dashboards/app.py --server.address 127.0.0.1 --server.port 8501 \
+		--server.headless true --browser.gatherUsageStats false
 
 lint: install
 	$(BIN)/ruff check .

@@ -53,7 +53,7 @@ def adhoc_backtest_flow(
     slippage_bps: float = 0.0,
     max_position: float = 0.25,
     cash: float = 100_000.0,
-    params: dict[str, float] | None = None,
+    params: dict[str, str | float] | None = None,
 ) -> dict[str, Any]:
     """One backtest of ``strategy`` on ``symbol``; ``params`` are the strategy's parameters (e.g. fast, slow)."""
     request = AdhocRequest(strategy, symbol, timeframe, venue, start, end, fee_bps, slippage_bps, max_position, cash,

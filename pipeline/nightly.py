@@ -137,7 +137,7 @@ class AdhocRequest:
     slippage_bps: float = 0.0
     max_position: float = 0.25
     cash: float = 100_000.0
-    params: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str | float] = field(default_factory=dict)
 
 
 def adhoc_backtest(settings: Settings, request: AdhocRequest) -> StoredBacktest:
@@ -224,6 +224,10 @@ def _instrument(settings: Settings, symbol: str, venue: str) -> Instrument | Non
 
 
 def _param_text(key: str, value: object) -> str:
+    if isinstance(value, str):  # as typed in a form; the strategy checks its meaning
+        if not value.strip():
+            raise DataError(f"strategy parameter {key!r} is empty")
+        return value.strip()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DataError(f"strategy parameter {key!r} must be a number, got {value!r}")
     number = float(value)

@@ -1,0 +1,134 @@
+"""Launching an ad hoc backtest through Prefect's REST API, with plain httpx (no prefect import).
+
+The deployment ``adhoc-backtest/adhoc-backtest`` is looked up by name (``GET /deployments/name/{flow}/
+{deployment}``), then a run is created with ``POST /deployments/{id}/create_flow_run`` and the request's
+parameters. Every failure (the server does not answer, the deployment is not registered, the server refuses
+the parameters) comes back as a :class:`Launch` with ``ok=False`` and a message saying what happened; nothing
+raises but a bad request, which is refused before any call with a ``DataError`` naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pandas as pd
+
+from pipeline.domain import DataError, Timeframe, parse_symbol
+
+FLOW = "adhoc-backtest"
+DEPLOYMENT = "adhoc-backtest"
+
+
+@dataclass(frozen=True)
+class BacktestRequest:
+    """The parameters of the ad hoc backtest flow; validated on creation."""
+
+    strategy: str
+    symbol: str
+    timeframe: str
+    venue: str | None = None
+    start: str | None = None
+    end: str | None = None
+    fee_bps: float = 10.0
+    slippage_bps: float = 0.0
+    max_position: float = 0.25
+    cash: float = 100_000.0
+    params: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from pipeline.strategies import REGISTRY
+
+        if self.strategy not in REGISTRY.names():
+            raise DataError(f"strategy {self.strategy!r} is not known; choose one of {', '.join(REGISTRY.names())}")
+        canonical, _ = parse_symbol(self.symbol)
+        object.__setattr__(self, "symbol", canonical)
+        object.__setattr__(self, "timeframe", str(Timeframe.parse(self.timeframe)))
+        bounds = {}
+        for name in ("start", "end"):
+            text = getattr(self, name)
+            if text in (None, ""):
+                object.__setattr__(self, name, None)
+                continue
+            try:
+                stamp = pd.Timestamp(text)
+            except ValueError as exc:
+                raise DataError(f"{name} {text!r} is not a date or timestamp (use e.g. 2024-01-01)") from exc
+            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+            bounds[name] = stamp
+            object.__setattr__(self, name, stamp.isoformat())
+        if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
+            raise DataError(f"end {self.end} must be after start {self.start}")
+        for name, low, high in (("fee_bps", 0.0, 1000.0), ("slippage_bps", 0.0, 1000.0)):
+            value = float(getattr(self, name))
+            if not low <= value <= high:
+                raise DataError(f"{name} {value} is not valid: it must be between {low:g} and {high:g}")
+        for name in ("max_position", "cash"):
+            if not float(getattr(self, name)) > 0:
+                raise DataError(f"{name} {getattr(self, name)} is not valid: it must be positive")
+        REGISTRY.build(self.strategy, self.params)  # refuses unknown or bad parameters, naming them
+
+    def parameters(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The outcome of a launch: the created flow run, or why there is none."""
+
+    ok: bool
+    message: str
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+    deployment_id: str | None = None
+
+
+def launch_backtest(api_url: str, request: BacktestRequest, timeout_s: float = 10.0,
+                    flow: str = FLOW, deployment: str = DEPLOYMENT) -> Launch:
+    """Create a run of the ad hoc backtest deployment at the Prefect server ``api_url`` (e.g.
+    ``http://127.0.0.1:4200/api``)."""
+    base = api_url.rstrip("/")
+    where = f"{flow}/{deployment}"
+    try:
+        with httpx.Client(base_url=base, timeout=timeout_s) as client:
+            found = client.get(f"/deployments/name/{quote(flow, safe='')}/{quote(deployment, safe='')}")
+            if found.status_code == 404:
+                return Launch(False, f"the Prefect server at {base} has no deployment {where}: "
+                                     "start the flows' server (flows/serve.py) so it registers it")
+            if found.status_code >= 400:
+                return Launch(False, f"the Prefect server at {base} answered {found.status_code} when asked for "
+                                     f"deployment {where}: {_detail(found)}")
+            deployment_id = str(found.json()["id"])
+            created = client.post(f"/deployments/{deployment_id}/create_flow_run",
+                                  json={"parameters": request.parameters()})
+            if created.status_code >= 400:
+                return Launch(False, f"the Prefect server refused the run of {where} ({created.status_code}): "
+                                     f"{_detail(created)}", deployment_id=deployment_id)
+            run = created.json()
+    except httpx.TransportError as exc:
+        return Launch(False, f"the Prefect server at {base} does not answer ({type(exc).__name__}: {exc}); "
+                             "start it with `prefect server start --host 127.0.0.1`")
+    except (ValueError, KeyError) as exc:
+        return Launch(False, f"the Prefect server at {base} sent an answer that is not a Prefect API answer: {exc}")
+    return Launch(True, f"flow run {run.get('name', '')} created for {where}", flow_run_id=str(run["id"]),
+                  flow_run_name=str(run.get("name", "")), deployment_id=deployment_id)
+
+
+def server_answers(api_url: str, timeout_s: float = 2.0) -> bool:
+    """Whether the Prefect server at ``api_url`` answers its health check."""
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout_s).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:300]
+    return str(body)[:300]

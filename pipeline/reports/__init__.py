@@ -1,0 +1,49 @@
+"""Read-only report queries: what the dashboard (and the daily summary) show, computed in one place.
+
+* :mod:`pipeline.reports.trading` — the runtime's state: overview, equity, commands, trades;
+* :mod:`pipeline.reports.market` — the lake: catalogue, chart data (down-sampled), data health, quarantine;
+* :mod:`pipeline.reports.backtests` — stored backtest runs and their curves;
+* :mod:`pipeline.reports.models` — registered models, promotion and rollback, the model's probability.
+"""
+
+from pipeline.reports.backtests import backtest_root, curves, runs
+from pipeline.reports.market import (
+    ChartData,
+    catalog,
+    chart_data,
+    chart_timeframes,
+    data_health,
+    display_timeframe,
+    quarantine_reasons,
+    quarantine_rows,
+    series_span,
+)
+from pipeline.reports.models import (
+    chart_probability,
+    hybrid_model_name,
+    load_production,
+    model_versions,
+    production_versions,
+    promote,
+    rollback,
+)
+from pipeline.reports.trading import (
+    OUTCOMES,
+    Overview,
+    SleeveStatus,
+    TradeSelection,
+    commands,
+    equity_curve,
+    overview,
+    sleeves,
+    trades,
+    trades_csv,
+)
+
+__all__ = [
+    "OUTCOMES", "ChartData", "Overview", "SleeveStatus", "TradeSelection", "backtest_root", "catalog",
+    "chart_data", "chart_probability", "chart_timeframes", "commands", "curves", "data_health",
+    "display_timeframe", "equity_curve", "hybrid_model_name", "load_production", "model_versions", "overview",
+    "production_versions", "promote", "quarantine_reasons", "quarantine_rows", "rollback", "runs", "series_span",
+    "sleeves", "trades", "trades_csv",
+]
