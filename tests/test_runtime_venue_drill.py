@@ -67,7 +67,7 @@ def _start(tmp_path: Path, venue: FakeBinance, data: Path, fresh: bool) -> subpr
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(name, None)
     command = [sys.executable, "-m", "runtime", "--mode", "live", "--broker", "ccxt", "--feed", "replay",
-               "--data", str(data), "--speed", "max", "--batch", "5", "--portfolio", str(tmp_path / "p.toml"),
+               "--data", str(data), "--speed", "3000", "--portfolio", str(tmp_path / "p.toml"),
                "--json", *(["--fresh"] if fresh else [])]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -84,7 +84,8 @@ def _saved(db: Path) -> bool:
 
 def test_kill_drill_against_the_fake_exchange(tmp_path: Path) -> None:
     (tmp_path / "p.toml").write_text(PORTFOLIO)
-    bars = pd.read_parquet(shared_file("binance_BTC-USDT_1m.parquet")).iloc[300_000:301_500].reset_index(drop=True)
+    # paced at 50 bars a second (one bar per transaction), so the run outlasts the ten kills on any machine
+    bars = pd.read_parquet(shared_file("binance_BTC-USDT_1m.parquet")).iloc[300_000:302_500].reset_index(drop=True)
     data = tmp_path / "bars.parquet"
     bars.to_parquet(data)
     db = tmp_path / "data" / "state" / "tradeforge.db"
@@ -120,7 +121,7 @@ def test_kill_drill_against_the_fake_exchange(tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
         assert process.returncode == 0, err.decode()[-3000:]
-        assert kills >= 6, f"the run ended after {kills} kills: make it longer"
+        assert kills == 10, f"the run ended after {kills} kills: make it longer"
 
         posts = Counter(r.params.get("newClientOrderId") for r in venue.requests_to("order", "POST"))
         assert posts, "no order reached the venue"

@@ -207,21 +207,20 @@ class Supervisor:
         return [s for s in self.started if s.process is not None and s.process.poll() is not None]
 
     def stop(self) -> None:
+        """Stop the services one by one, the last started first (the runtime before the deployment server,
+        which needs the Prefect server to shut down cleanly): SIGINT, then SIGKILL after ``grace_s``."""
         for service in reversed(self.started):
-            if service.process is not None and service.process.poll() is None:
+            process = service.process
+            if process is not None and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(service.process.pid, signal.SIGINT)
-        deadline = time.monotonic() + self.grace_s
-        for service in reversed(self.started):
-            if service.process is None:
-                continue
-            try:
-                service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.say(f"{service.name} did not stop within {self.grace_s:.0f} s: killed")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(service.process.pid, signal.SIGKILL)
-                service.process.wait()
+                    os.killpg(process.pid, signal.SIGINT)
+                try:
+                    process.wait(timeout=self.grace_s)
+                except subprocess.TimeoutExpired:
+                    self.say(f"{service.name} did not stop within {self.grace_s:.0f} s: killed")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
             if service.log is not None:
                 service.log.close()
         self.started.clear()
