@@ -114,15 +114,22 @@ class SlidingWindow:
         self._sleep = sleep
         self._spent: deque[float] = deque()
 
+    def reserve(self) -> float:
+        """Take a slot and return 0.0, or return how many seconds until one is free (taking nothing).
+
+        The non-blocking core, for callers that wait their own way (an event loop's sleep)."""
+        now = self._monotonic()
+        while self._spent and now - self._spent[0] >= 60.0:
+            self._spent.popleft()
+        if len(self._spent) < self._per_minute:
+            self._spent.append(now)
+            return 0.0
+        return 60.0 - (now - self._spent[0])
+
     def acquire(self) -> None:
-        while True:
-            now = self._monotonic()
-            while self._spent and now - self._spent[0] >= 60.0:
-                self._spent.popleft()
-            if len(self._spent) < self._per_minute:
-                self._spent.append(now)
-                return
-            self._sleep(60.0 - (now - self._spent[0]))
+        """Take a slot, sleeping until one is free."""
+        while (delay := self.reserve()) > 0:
+            self._sleep(delay)
 
 
 Call = Callable[[Bot, int], Awaitable[object]]

@@ -61,7 +61,7 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 
 from pipeline.clock import Clock, SystemClock
-from pipeline.telegram import TOKEN_PLACEHOLDER, redact
+from pipeline.telegram import TOKEN_PLACEHOLDER, SlidingWindow, redact
 from pipeline.telegram import TokenTransport as _TokenTransport
 from pipeline.telegram import api_root as _api_root
 from pipeline.telegram import environment_proxy as _environment_proxy
@@ -213,29 +213,6 @@ def stop_message(
     return "\n".join(lines)
 
 
-# --- rate limit (the Bot API edge itself is shared: pipeline.telegram) ------------------------------------
-
-
-class _RateLimiter:
-    """At most ``per_minute`` acquisitions in any 60 s: a spent token comes back 60 s after it was spent."""
-
-    def __init__(self, per_minute: int, monotonic: Callable[[], float], sleep: Sleep) -> None:
-        self._per_minute = per_minute
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._spent: deque[float] = deque()
-
-    async def acquire(self) -> None:
-        while True:
-            now = self._monotonic()
-            while self._spent and now - self._spent[0] >= 60.0:
-                self._spent.popleft()
-            if len(self._spent) < self._per_minute:
-                self._spent.append(now)
-                return
-            await self._sleep(60.0 - (now - self._spent[0]))
-
-
 @dataclass
 class _Outgoing:
     text: str
@@ -305,7 +282,7 @@ class Notifier:
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._max_queue = max_queue
-        self._limiter = _RateLimiter(rate_per_minute, monotonic, sleep)
+        self._limiter = SlidingWindow(rate_per_minute, monotonic)
 
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
@@ -605,7 +582,8 @@ class Notifier:
         attempts = self._max_retries + 1
         problem = ""
         for attempt in range(1, attempts + 1):
-            await self._limiter.acquire()
+            while (wait_s := self._limiter.reserve()) > 0:  # the rate limit, waited on the event loop
+                await self._sleep(wait_s)
             delay = 0.0
             try:
                 await bot.send_message(chat_id=chat_id, text=text)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import requests
@@ -28,6 +28,7 @@ from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from alpaca.trading.client import TradingClient
 
 from pipeline.clock import Clock
 from pipeline.domain import (
@@ -85,7 +86,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class _TimeoutSession(requests.Session):
+class TimeoutSession(requests.Session):
     """An HTTP session whose requests give up after ``timeout_s`` seconds unless told otherwise."""
 
     def __init__(self, timeout_s: float) -> None:
@@ -215,9 +216,18 @@ def make_client(settings: Settings) -> StockHistoricalDataClient:
     """
     key, secret = credentials(settings)
     url = settings.alpaca_data_url.rstrip("/") if settings.alpaca_data_url else None
-    client = StockHistoricalDataClient(api_key=key, secret_key=secret, raw_data=True, url_override=url)
+    return bounded(StockHistoricalDataClient(api_key=key, secret_key=secret, raw_data=True, url_override=url),
+                   settings.http_timeout_s)
+
+
+Client = TypeVar("Client", StockHistoricalDataClient, TradingClient)
+
+
+def bounded(client: Client, timeout_s: float) -> Client:
+    """``client`` with ``timeout_s`` on every request and without alpaca-py's own retries (429/504, three
+    attempts 3 s apart, blocking), so that tradeforge's one retry policy applies."""
     client._session.close()
-    client._session = _TimeoutSession(settings.http_timeout_s)
+    client._session = TimeoutSession(timeout_s)
     client._retry_codes = []
     return client
 
@@ -227,14 +237,14 @@ def as_utc(stamp: pd.Timestamp) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def credentials(settings: Settings) -> tuple[str, str]:
+def credentials(settings: Settings, purpose: str = "market data") -> tuple[str, str]:
     """The API key id and secret; ``DataError`` naming the variables to set when either is missing."""
     key = settings.alpaca_api_key.get_secret_value().strip() if settings.alpaca_api_key else ""
     secret = settings.alpaca_api_secret.get_secret_value().strip() if settings.alpaca_api_secret else ""
     missing = [name for name, value in ((KEY_ENV, key), (SECRET_ENV, secret)) if not value]
     if missing:
         raise DataError(
-            f"alpaca market data needs API keys: set {' and '.join(missing)} "
+            f"alpaca {purpose} needs API keys: set {' and '.join(missing)} "
             "(in the environment or in .env; a free Alpaca account provides them)"
         )
     return key, secret

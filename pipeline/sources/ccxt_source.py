@@ -173,7 +173,7 @@ def _number(value: object) -> float:
     return float("nan") if value is None else float(cast(float, value))
 
 
-def _candles(raw: object) -> list[Candle]:
+def parse_candles(raw: object) -> list[Candle]:
     """ccxt OHLCV rows as typed candles, oldest first."""
     if not isinstance(raw, list):
         return []
@@ -185,7 +185,7 @@ def _candles(raw: object) -> list[Candle]:
     return rows
 
 
-def _frame(candles: list[Candle]) -> pd.DataFrame:
+def candles_frame(candles: list[Candle]) -> pd.DataFrame:
     """Candles as a canonical bar frame (sorted, one row per open time: the last one read wins)."""
     if not candles:
         return empty_bars()
@@ -263,7 +263,7 @@ class CcxtSource:
         now = self._clock.now()
         start_ms = 0 if since is None else max(0, _epoch_ms(since))
         candles = self._read_pages(symbol, interval, timeframe.millis, start_ms, _epoch_ms(now), progress)
-        bars = _frame(candles)
+        bars = candles_frame(candles)
         bars = bars.loc[bars["timestamp"] >= pd.Timestamp(start_ms, unit="ms", tz="UTC")].reset_index(
             drop=True
         )
@@ -302,7 +302,7 @@ class CcxtSource:
             what=f"{self.exchange_id} {interval} bars of {symbol} from {start}",
             symbol=symbol,
         )
-        return _candles(raw)
+        return parse_candles(raw)
 
     def _interval(self, timeframe: Timeframe) -> str:
         """The exchange's name for ``timeframe``; ``DataError`` when the exchange does not offer it."""

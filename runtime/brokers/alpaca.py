@@ -47,8 +47,10 @@ from alpaca.trading.requests import MarketOrderRequest
 
 from pipeline.engine.core import Engine, Intent
 from pipeline.settings import Settings
+from pipeline.sources.alpaca_source import bounded, credentials
+from pipeline.sources.retry import with_retries
 from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
-from runtime.brokers.base import VenueUnavailable, client_order_id, open_on_record
+from runtime.brokers.base import VenueRouting, VenueUnavailable, open_on_record
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +90,6 @@ class _Open:
         return "buy" if self.qty > 0 else "sell"
 
 
-class _TimeoutSession(requests.Session):
-    """An HTTP session whose requests give up after ``timeout_s`` seconds unless told otherwise."""
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
-        self.timeout_s = timeout_s
-
-    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout_s)
-        return super().request(method, url, *args, **kwargs)
-
-
 def make_trading_client(settings: Settings, paper: bool | None = None) -> TradingClient:
     """A ``TradingClient`` with the settings' keys and URL, ``http_timeout_s`` per request and no retries of its own.
 
@@ -107,22 +97,14 @@ def make_trading_client(settings: Settings, paper: bool | None = None) -> Tradin
     ``alpaca_trading_url``, when set, overrides the endpoint either way. Raises ``ValueError`` naming the
     variables to set when a key is missing.
     """
-    key = settings.alpaca_api_key.get_secret_value().strip() if settings.alpaca_api_key else ""
-    secret = settings.alpaca_api_secret.get_secret_value().strip() if settings.alpaca_api_secret else ""
-    missing = [name for name, value in (("TRADEFORGE_ALPACA_API_KEY", key), ("TRADEFORGE_ALPACA_API_SECRET", secret))
-               if not value]
-    if missing:
-        raise ValueError(f"trading at alpaca needs API keys: set {' and '.join(missing)} (environment or .env)")
+    key, secret = credentials(settings, "trading")
     url = settings.alpaca_trading_url.rstrip("/") if settings.alpaca_trading_url else None
     client = TradingClient(key, secret, paper=settings.live_confirm != "yes" if paper is None else paper,
                            url_override=url)
-    client._session.close()
-    client._session = _TimeoutSession(settings.http_timeout_s)
-    client._retry_codes = []  # alpaca-py would retry 429/504 itself with blocking 3 s sleeps
-    return client
+    return bounded(client, settings.http_timeout_s)
 
 
-class AlpacaBroker:
+class AlpacaBroker(VenueRouting):
     """Market orders through an alpaca-py ``TradingClient`` (built by the caller, see ``make_trading_client``)."""
 
     name = "alpaca"
@@ -139,26 +121,6 @@ class AlpacaBroker:
         self._seen_fills: set[str] = set()
 
     # ------------------------------------------------------------------ the broker protocol
-    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
-                                                                                    list[FillRecord]]:
-        """Send the engine's new intents, collect fills of earlier open orders, book all fills in the engine."""
-        orders: list[OrderRecord] = []
-        fills: list[FillRecord] = []
-        for entry in list(self.open.values()):
-            if entry.sleeve == sleeve:
-                self._follow(entry, engine, orders, fills)
-        for number, intent in enumerate(engine.take_intents()):
-            intent = self._cancel_opposing(sleeve, intent, engine, orders, fills)
-            if intent.qty == 0.0:
-                continue
-            self._send(sleeve, symbol, intent, engine, client_order_id(sleeve, bar_ms, number), bar_ms, orders,
-                       fills)
-        return orders, fills
-
-    def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[OrderRecord], list[FillRecord]]:
-        """Venue fills were recorded when routed; the engine's own fill frame adds nothing."""
-        return [], []
-
     def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
         """Take over the orders on record still open, with their stored fills (booked again never)."""
         for found in open_on_record(orders, fills):
@@ -367,22 +329,10 @@ class AlpacaBroker:
     def _call(self, call: Callable[[], T], what: str) -> T:
         """``call`` with retries of what may pass (429, 5xx, timeouts, connection errors); other API errors are
         raised as they are, and ``VenueUnavailable`` when the retries run out."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return call()
-            except APIError as exc:
-                if not _retryable(exc):
-                    raise
-                failure: BaseException = exc
-            except TRANSPORT as exc:
-                failure = exc
-            if attempt == self.max_retries:
-                raise VenueUnavailable(f"{what}: {_describe(failure)} after {attempt + 1} attempts") from failure
-            delay = self.backoff_s * 2**attempt
-            log.warning("alpaca %s failed (%s); retry %d/%d in %.2fs", what, _describe(failure), attempt + 1,
-                        self.max_retries, delay)
-            self.sleep(delay)
-        raise RuntimeError("unreachable")
+        return with_retries(
+            call, retryable=lambda exc: isinstance(exc, TRANSPORT) or (isinstance(exc, APIError) and _retryable(exc)),
+            what=f"alpaca {what}", max_retries=self.max_retries, backoff_s=self.backoff_s, sleep=self.sleep,
+            give_up=lambda exc, attempts: VenueUnavailable(f"{what}: {_describe(exc)} after {attempts} attempts"))
 
     @staticmethod
     def _record(client_id: str, sleeve: str, symbol: str, side: str, qty: Decimal, status: str, reason: str,

@@ -2,7 +2,8 @@
 
 Shared by every broker: the deterministic client order id, the error a venue that cannot be asked raises
 (``VenueUnavailable``), and ``open_on_record``, which turns the orders and fills a state store holds into what a
-broker needs to take over its open orders after a restart.
+broker needs to take over its open orders after a restart; and ``VenueRouting``, the order flow of the venue
+brokers.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
-from pipeline.engine.core import Engine
+from pipeline.engine.core import Engine, Intent
 from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
 
 OPEN_STATUSES = frozenset({"new", "partially_filled"})
@@ -101,3 +102,45 @@ class Broker(Protocol):
         Raises ``VenueUnavailable`` when the venue cannot be asked.
         """
         ...
+
+
+class VenueRouting:
+    """The order flow every venue broker shares: follow the sleeve's open orders (new fills, their end), then
+    send the engine's new intents under deterministic client ids, cancelling opposing open orders first.
+
+    A venue broker provides ``open`` (its open orders by client id, each with a ``sleeve``), ``_follow``,
+    ``_cancel_opposing`` and ``_send``.
+    """
+
+    open: dict[str, Any]
+
+    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
+                                                                                    list[FillRecord]]:
+        """Send the engine's new intents, collect fills of earlier open orders, book all fills in the engine."""
+        orders: list[OrderRecord] = []
+        fills: list[FillRecord] = []
+        for entry in list(self.open.values()):
+            if entry.sleeve == sleeve:
+                self._follow(entry, engine, orders, fills)
+        for number, intent in enumerate(engine.take_intents()):
+            intent = self._cancel_opposing(sleeve, intent, engine, orders, fills)
+            if intent.qty == 0.0:
+                continue
+            self._send(sleeve, symbol, intent, engine, client_order_id(sleeve, bar_ms, number), bar_ms, orders,
+                       fills)
+        return orders, fills
+
+    def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[OrderRecord], list[FillRecord]]:
+        """Venue fills were recorded when routed; the engine's own fill frame adds nothing."""
+        return [], []
+
+    def _follow(self, entry: Any, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
+        raise NotImplementedError
+
+    def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[OrderRecord],
+                         fills: list[FillRecord]) -> Intent:
+        raise NotImplementedError
+
+    def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
+              orders: list[OrderRecord], fills: list[FillRecord]) -> None:
+        raise NotImplementedError

@@ -29,14 +29,19 @@ from typing import Any
 import ccxt
 
 from pipeline.engine.core import Engine, Intent
+from pipeline.sources.retry import with_retries
 from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
-from runtime.brokers.base import VenueUnavailable, client_order_id, open_on_record
+from runtime.brokers.base import VenueRouting, VenueUnavailable, client_order_id, open_on_record
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded, ccxt.DDoSProtection,
              ccxt.RequestTimeout, ccxt.OperationFailed)
 REJECTED = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.BadRequest)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RETRYABLE) and not isinstance(exc, REJECTED)
 
 
 __all__ = ["CcxtBroker", "client_order_id"]
@@ -58,7 +63,7 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(str(value))
 
 
-class CcxtBroker:
+class CcxtBroker(VenueRouting):
     """Market orders through a ccxt exchange object (built and pointed at its venue by the caller)."""
 
     name = "ccxt"
@@ -74,22 +79,6 @@ class CcxtBroker:
         self._seen_trades: set[str] = set()
 
     # ------------------------------------------------------------------ the broker protocol
-    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
-                                                                                    list[FillRecord]]:
-        """Send the engine's new intents, collect fills of earlier open orders, book all fills in the engine."""
-        orders: list[OrderRecord] = []
-        fills: list[FillRecord] = []
-        for entry in list(self.open.values()):
-            if entry.sleeve == sleeve:
-                self._follow(entry, engine, orders, fills)
-        for number, intent in enumerate(engine.take_intents()):
-            intent = self._cancel_opposing(sleeve, intent, engine, orders, fills)
-            if intent.qty == 0.0:
-                continue
-            self._send(sleeve, symbol, intent, engine, client_order_id(sleeve, bar_ms, number), bar_ms, orders,
-                       fills)
-        return orders, fills
-
     def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[OrderRecord],
                          fills: list[FillRecord]) -> Intent:
         """Cancel this sleeve's open orders on the other side before turning around.
@@ -122,10 +111,6 @@ class CcxtBroker:
         if qty * intent.qty <= 0:
             return Intent(intent.number, intent.bar, 0.0, intent.reference_price, intent.reason)
         return Intent(intent.number, intent.bar, qty, intent.reference_price, intent.reason)
-
-    def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[OrderRecord], list[FillRecord]]:
-        """Venue fills were recorded when routed; the engine's own fill frame adds nothing."""
-        return [], []
 
     # ------------------------------------------------------------------ orders
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
@@ -314,19 +299,10 @@ class CcxtBroker:
         return found
 
     def _retry(self, call: Callable[[], Any], what: str) -> Any:
-        for attempt in range(self.max_retries + 1):
-            try:
-                return call()
-            except REJECTED:
-                raise
-            except RETRYABLE as exc:
-                if attempt == self.max_retries:
-                    raise
-                delay = self.backoff_s * 2**attempt
-                log.warning("%s failed (%s); retry %d/%d in %.2fs", what, type(exc).__name__, attempt + 1,
-                            self.max_retries, delay)
-                self.sleep(delay)
-        raise RuntimeError("unreachable")
+        """``call``, retried with backoff on network errors, rate limits and outages (the last error is raised
+        when the retries run out); rejections pass through at once."""
+        return with_retries(call, retryable=_retryable, what=f"ccxt {what}", max_retries=self.max_retries,
+                            backoff_s=self.backoff_s, sleep=self.sleep, give_up=lambda exc, _attempts: exc)
 
     def _fee(self, trade: dict[str, Any], symbol: str, price: float) -> float:
         fee = trade.get("fee") or {}

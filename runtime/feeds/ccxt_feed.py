@@ -20,37 +20,11 @@ import ccxt
 import pandas as pd
 
 from pipeline.clock import Clock
-from pipeline.domain import DataError, Timeframe, empty_bars, parse_symbol
-from runtime.feeds.base import FeedError, LiveFeed, Sleep, Update, bars_of, floor_ms, now_ms, stamp
+from pipeline.domain import DataError, Timeframe, parse_symbol
+from pipeline.sources.ccxt_source import Candle, candles_frame, parse_candles
+from runtime.feeds.base import FeedError, LiveFeed, Sleep, Update, floor_ms, now_ms, stamp
 
 log = logging.getLogger(__name__)
-
-Candle = tuple[int, float, float, float, float, float]
-
-
-def _number(value: object) -> float:
-    return float("nan") if value is None else float(str(value))
-
-
-def _candles(raw: object) -> list[Candle]:
-    """ccxt OHLCV rows as typed candles, oldest first."""
-    if not isinstance(raw, list):
-        return []
-    rows: list[Candle] = []
-    for row in raw:
-        ms, o, h, low, c, v = (_number(value) for value in row[:6])
-        rows.append((int(ms), o, h, low, c, v))
-    rows.sort(key=lambda candle: candle[0])
-    return rows
-
-
-def _frame(candles: list[Candle]) -> pd.DataFrame:
-    if not candles:
-        return empty_bars()
-    raw = pd.DataFrame(candles, columns=["ms", "open", "high", "low", "close", "volume"])
-    raw["timestamp"] = pd.to_datetime(raw["ms"].to_numpy(dtype="int64"), unit="ms", utc=True)
-    return bars_of(raw.drop(columns="ms"))
-
 
 class CcxtFeed(LiveFeed):
     """Closed candles of ``symbols_by_key`` (feed key → ccxt symbol such as ``BTC/USDT``) as they close.
@@ -144,7 +118,7 @@ class CcxtFeed(LiveFeed):
         cursor = max(0, start_ms)
         while cursor < end_ms and cursor + step <= now:
             raw = self.exchange.fetch_ohlcv(symbol, timeframe=self._interval, since=cursor, limit=self.page_limit)
-            page = [candle for candle in _candles(raw) if candle[0] >= cursor]
+            page = [candle for candle in parse_candles(raw) if candle[0] >= cursor]
             if not page:
                 break
             kept = [candle for candle in page if candle[0] < end_ms and candle[0] + step <= now]
@@ -154,7 +128,7 @@ class CcxtFeed(LiveFeed):
             cursor = page[-1][0] + step
         log.debug("%s: %d closed %s candles of %s from %s", self.venue, len(candles), self._interval, symbol,
                   stamp(start_ms))
-        return _frame(candles)
+        return candles_frame(candles)
 
     def _poll(self, known: dict[str, int]) -> Update:
         step = self.timeframe.millis
