@@ -252,3 +252,19 @@ def bars_equal(left: pd.DataFrame, right: pd.DataFrame) -> bool:
     return all(
         np.array_equal(left[c].to_numpy(), right[c].to_numpy(), equal_nan=True) for c in VALUE_COLUMNS
     )
+
+
+def parse_utc(value: object, name: str) -> pd.Timestamp | None:
+    """A date or timestamp given by a user (text, datetime) as a UTC timestamp; naive values are taken as UTC.
+
+    None or empty text is None; anything else that is not a date raises ``DataError`` naming ``name``.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{name} {value!r} is not a date or timestamp (use e.g. 2024-01-01)") from exc
+    if pd.isna(stamp):
+        raise DataError(f"{name} {value!r} is not a date or timestamp (use e.g. 2024-01-01)")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.adhoc import AdhocRequest
 from pipeline.backtest import run_backtest, save_backtest, save_portfolio
 from pipeline.catalog import read_bars
 from pipeline.clock import Clock
-from pipeline.domain import DataError, Instrument, Timeframe, parse_symbol, symbol_key
+from pipeline.domain import DataError, Instrument, Timeframe, parse_symbol, parse_utc, symbol_key
 from pipeline.engine import EngineConfig
 from pipeline.features import FeatureSpec, build_features
 from pipeline.lake import Lake
@@ -123,28 +124,11 @@ def nightly_backtests(settings: Settings, clock: Clock, portfolio: Path | None =
     return report
 
 
-@dataclass(frozen=True)
-class AdhocRequest:
-    """One ad hoc backtest, as the dashboard's form sends it."""
-
-    strategy: str
-    symbol: str
-    timeframe: str = "1h"
-    venue: str | None = None
-    start: str | None = None
-    end: str | None = None
-    fee_bps: float = 10.0
-    slippage_bps: float = 0.0
-    max_position: float = 0.25
-    cash: float = 100_000.0
-    params: dict[str, str | float] = field(default_factory=dict)
-
-
 def adhoc_backtest(settings: Settings, request: AdhocRequest) -> StoredBacktest:
     """Run, store and log one ad hoc backtest; bad parameters raise a ``DataError`` that names them."""
     from pydantic import ValidationError
 
-    params = {key: _param_text(key, value) for key, value in request.params.items()}
+    params = request.text_params
     strategy = REGISTRY.build(request.strategy, params)
     try:
         config = EngineConfig(cash=request.cash, fee_bps=request.fee_bps, slippage_bps=request.slippage_bps,
@@ -153,7 +137,7 @@ def adhoc_backtest(settings: Settings, request: AdhocRequest) -> StoredBacktest:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise DataError(f"ad hoc backtest parameters: {problems}") from exc
     tf = Timeframe.parse(request.timeframe)
-    bars = read_bars(settings, request.symbol, tf, _stamp(request.start, "start"), _stamp(request.end, "end"),
+    bars = read_bars(settings, request.symbol, tf, parse_utc(request.start, "start"), parse_utc(request.end, "end"),
                      request.venue)
     if bars.empty:
         raise DataError(f"no {request.symbol} {tf} bars between {request.start} and {request.end}")
@@ -223,29 +207,6 @@ def _instrument(settings: Settings, symbol: str, venue: str) -> Instrument | Non
     return series[0].instrument if series else None
 
 
-def _param_text(key: str, value: object) -> str:
-    if isinstance(value, str):  # as typed in a form; the strategy checks its meaning
-        if not value.strip():
-            raise DataError(f"strategy parameter {key!r} is empty")
-        return value.strip()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DataError(f"strategy parameter {key!r} must be a number, got {value!r}")
-    number = float(value)
-    if not np.isfinite(number):
-        raise DataError(f"strategy parameter {key!r} must be finite, got {value!r}")
-    return str(int(number)) if number.is_integer() else repr(number)
-
-
-def _stamp(text: str | None, name: str) -> pd.Timestamp | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        stamp = pd.Timestamp(text)
-    except ValueError as exc:
-        raise DataError(f"{name} {text!r} is not a date or timestamp (use e.g. 2024-01-01)") from exc
-    if pd.isna(stamp):
-        raise DataError(f"{name} {text!r} is not a date or timestamp (use e.g. 2024-01-01)")
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 __all__ = ["AdhocRequest", "NightlyReport", "SeriesSpec", "StoredBacktest", "adhoc_backtest", "nightly_backtests",

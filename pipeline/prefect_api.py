@@ -9,69 +9,15 @@ raises but a bad request, which is refused before any call with a ``DataError`` 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
-import pandas as pd
 
-from pipeline.domain import DataError, Timeframe, parse_symbol
+from pipeline.adhoc import AdhocRequest
 
 FLOW = "adhoc-backtest"
 DEPLOYMENT = "adhoc-backtest"
-
-
-@dataclass(frozen=True)
-class BacktestRequest:
-    """The parameters of the ad hoc backtest flow; validated on creation."""
-
-    strategy: str
-    symbol: str
-    timeframe: str
-    venue: str | None = None
-    start: str | None = None
-    end: str | None = None
-    fee_bps: float = 10.0
-    slippage_bps: float = 0.0
-    max_position: float = 0.25
-    cash: float = 100_000.0
-    params: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        from pipeline.strategies import REGISTRY
-
-        if self.strategy not in REGISTRY.names():
-            raise DataError(f"strategy {self.strategy!r} is not known; choose one of {', '.join(REGISTRY.names())}")
-        canonical, _ = parse_symbol(self.symbol)
-        object.__setattr__(self, "symbol", canonical)
-        object.__setattr__(self, "timeframe", str(Timeframe.parse(self.timeframe)))
-        bounds = {}
-        for name in ("start", "end"):
-            text = getattr(self, name)
-            if text in (None, ""):
-                object.__setattr__(self, name, None)
-                continue
-            try:
-                stamp = pd.Timestamp(text)
-            except ValueError as exc:
-                raise DataError(f"{name} {text!r} is not a date or timestamp (use e.g. 2024-01-01)") from exc
-            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-            bounds[name] = stamp
-            object.__setattr__(self, name, stamp.isoformat())
-        if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
-            raise DataError(f"end {self.end} must be after start {self.start}")
-        for name, low, high in (("fee_bps", 0.0, 1000.0), ("slippage_bps", 0.0, 1000.0)):
-            value = float(getattr(self, name))
-            if not low <= value <= high:
-                raise DataError(f"{name} {value} is not valid: it must be between {low:g} and {high:g}")
-        for name in ("max_position", "cash"):
-            if not float(getattr(self, name)) > 0:
-                raise DataError(f"{name} {getattr(self, name)} is not valid: it must be positive")
-        REGISTRY.build(self.strategy, self.params)  # refuses unknown or bad parameters, naming them
-
-    def parameters(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -85,7 +31,7 @@ class Launch:
     deployment_id: str | None = None
 
 
-def launch_backtest(api_url: str, request: BacktestRequest, timeout_s: float = 10.0,
+def launch_backtest(api_url: str, request: AdhocRequest, timeout_s: float = 10.0,
                     flow: str = FLOW, deployment: str = DEPLOYMENT) -> Launch:
     """Create a run of the ad hoc backtest deployment at the Prefect server ``api_url`` (e.g.
     ``http://127.0.0.1:4200/api``)."""

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from pipeline import prefect_api, reports
+from pipeline.adhoc import AdhocRequest
 from pipeline.domain import AssetClass, DataError, Timeframe
 from pipeline.features import FeatureSpec, build_features
 from pipeline.registry import ModelRegistry
@@ -316,8 +317,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def _request() -> prefect_api.BacktestRequest:
-    return prefect_api.BacktestRequest(strategy="sma_cross", symbol="btc/usdt", timeframe="1h", start="2024-01-01",
+def _request() -> AdhocRequest:
+    return AdhocRequest(strategy="sma_cross", symbol="btc/usdt", timeframe="1h", start="2024-01-01",
                                        end="2024-03-01", fee_bps=5, params={"fast": "10", "slow": "30"})
 
 
@@ -366,7 +367,7 @@ def test_a_silent_prefect_server_is_reported_not_raised() -> None:
 def test_bad_launch_requests_are_refused_before_any_call(changes: dict[str, object], message: str) -> None:
     fields: dict[str, object] = {"strategy": "sma_cross", "symbol": "BTC/USDT", "timeframe": "1h", **changes}
     with pytest.raises(DataError, match=message.replace("(", r"\(")):
-        prefect_api.BacktestRequest(**fields)  # type: ignore[arg-type]
+        AdhocRequest(**fields)  # type: ignore[arg-type]
 
 
 def test_helpers_reject_bad_limits(populated: Populated) -> None:

@@ -79,15 +79,9 @@ def _settings() -> Settings:
 
 
 def _timestamp(text: str | None, option: str) -> pd.Timestamp | None:
-    if text is None:
-        return None
-    try:
-        stamp = pd.Timestamp(text)
-    except ValueError as exc:
-        raise DataError(f"{option} {text!r} is not a date or timestamp (use e.g. 2024-01-01)") from exc
-    if pd.isna(stamp):
-        raise DataError(f"{option} {text!r} is not a date or timestamp (use e.g. 2024-01-01)")
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    from pipeline.domain import parse_utc
+
+    return parse_utc(text, option)
 
 
 def _emit(document: dict[str, Any] | list[dict[str, Any]], as_json: bool, table: Table) -> None:

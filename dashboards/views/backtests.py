@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from dashboards import common
 from pipeline import prefect_api, reports
+from pipeline.adhoc import AdhocRequest
 from pipeline.domain import DataError
 from pipeline.strategies import REGISTRY
 
@@ -83,7 +84,7 @@ if submitted:
             if not sep or not key.strip():
                 raise DataError(f"parameter {item!r} is not of the form name=value")
             params[key.strip()] = value.strip()
-        request = prefect_api.BacktestRequest(
+        request = AdhocRequest(
             strategy=strategy, symbol=symbol, timeframe=timeframe, venue=venue or None, start=start or None,
             end=end or None, fee_bps=fee_bps, slippage_bps=slippage_bps, max_position=max_position, cash=cash,
             params=params)

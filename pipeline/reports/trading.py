@@ -19,7 +19,7 @@ from typing import Literal
 import pandas as pd
 from sqlmodel import col, select
 
-from pipeline.domain import DataError
+from pipeline.domain import DataError, parse_utc
 from pipeline.state import PORTFOLIO, ControlCommand, StateStore, TradeRow
 
 Outcome = Literal["all", "winners", "losers"]
@@ -149,16 +149,6 @@ def sleeves(store: StateStore) -> list[str]:
     return sorted(names)
 
 
-def _as_utc(name: str, value: datetime | pd.Timestamp | str | None) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        stamp = pd.Timestamp(value)
-    except ValueError as exc:
-        raise DataError(f"{name} {value!r} is not a date or timestamp") from exc
-    if pd.isna(stamp):
-        raise DataError(f"{name} {value!r} is not a date or timestamp")
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _trade_rows(rows: list[TradeRow]) -> pd.DataFrame:
@@ -198,7 +188,7 @@ def trades(
     ``outcome`` keeps winners (PnL > 0) or losers (PnL < 0) only."""
     if outcome not in OUTCOMES:
         raise DataError(f"outcome {outcome!r} is not valid: use one of {', '.join(OUTCOMES)}")
-    lo, hi = _as_utc("start", start), _as_utc("end", end)
+    lo, hi = parse_utc(start, "start"), parse_utc(end, "end")
     if lo is not None and hi is not None and hi <= lo:
         raise DataError(f"end {hi} must be after start {lo}")
     kept: list[TradeRow] = []

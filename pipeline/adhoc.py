@@ -1,0 +1,76 @@
+"""The ad hoc backtest request: one type for the flow's parameters and the dashboard's form."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.domain import DataError, Timeframe, parse_symbol, parse_utc
+
+
+@dataclass(frozen=True)
+class AdhocRequest:
+    """The parameters of the ad hoc backtest flow (the dashboard's form, the Prefect UI's form); validated and
+    normalised on creation: canonical symbol and timeframe, ISO UTC bounds, parameters as text."""
+
+    strategy: str
+    symbol: str
+    timeframe: str
+    venue: str | None = None
+    start: str | None = None
+    end: str | None = None
+    fee_bps: float = 10.0
+    slippage_bps: float = 0.0
+    max_position: float = 0.25
+    cash: float = 100_000.0
+    params: dict[str, str | float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from pipeline.strategies import REGISTRY
+
+        if self.strategy not in REGISTRY.names():
+            raise DataError(f"strategy {self.strategy!r} is not known; choose one of {', '.join(REGISTRY.names())}")
+        canonical, _ = parse_symbol(self.symbol)
+        object.__setattr__(self, "symbol", canonical)
+        object.__setattr__(self, "timeframe", str(Timeframe.parse(self.timeframe)))
+        bounds = {}
+        for name in ("start", "end"):
+            stamp = parse_utc(getattr(self, name), name)
+            object.__setattr__(self, name, None if stamp is None else stamp.isoformat())
+            if stamp is not None:
+                bounds[name] = stamp
+        if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
+            raise DataError(f"end {self.end} must be after start {self.start}")
+        for name, low, high in (("fee_bps", 0.0, 1000.0), ("slippage_bps", 0.0, 1000.0)):
+            value = float(getattr(self, name))
+            if not low <= value <= high:
+                raise DataError(f"{name} {value} is not valid: it must be between {low:g} and {high:g}")
+        for name in ("max_position", "cash"):
+            if not float(getattr(self, name)) > 0:
+                raise DataError(f"{name} {getattr(self, name)} is not valid: it must be positive")
+        object.__setattr__(self, "params", {key: _param_text(key, value) for key, value in self.params.items()})
+        REGISTRY.build(self.strategy, self.text_params)  # refuses unknown or bad parameters, naming them
+
+    @property
+    def text_params(self) -> dict[str, str]:
+        """The strategy parameters as text (how the strategy registry takes them)."""
+        return {key: str(value) for key, value in self.params.items()}
+
+    def parameters(self) -> dict[str, Any]:
+        """The flow run's parameters (the names of the ``adhoc-backtest`` flow's arguments)."""
+        return asdict(self)
+
+
+def _param_text(key: str, value: object) -> str:
+    if isinstance(value, str):  # as typed in a form; the strategy checks its meaning
+        if not value.strip():
+            raise DataError(f"strategy parameter {key!r} is empty")
+        return value.strip()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"strategy parameter {key!r} must be a number, got {value!r}")
+    number = float(value)
+    if not np.isfinite(number):
+        raise DataError(f"strategy parameter {key!r} must be finite, got {value!r}")
+    return str(int(number)) if number.is_integer() else repr(number)
