@@ -129,11 +129,7 @@ class ModelRegistry:
                 mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
             mlflow.set_tags(dict(tags))
-            with tempfile.TemporaryDirectory() as folder:
-                for filename, payload in artifacts.items():
-                    path = Path(folder) / filename
-                    path.write_bytes(payload)
-                    mlflow.log_artifact(str(path))
+            _log_artifacts(artifacts)
             net.eval()
             example = np.array(input_example, dtype=np.float32, copy=True)
             with torch.inference_mode():
@@ -183,11 +179,7 @@ class ModelRegistry:
             mlflow.log_params({key: _param(value) for key, value in params.items()})
             mlflow.log_metrics(numbers)
             mlflow.set_tags(dict(tags))
-            with tempfile.TemporaryDirectory() as folder:
-                for filename, payload in artifacts.items():
-                    path = Path(folder) / filename
-                    path.write_bytes(payload)
-                    mlflow.log_artifact(str(path))
+            _log_artifacts(artifacts)
         return str(run.info.run_id)
 
     def backtest_runs(self, experiment: str = BACKTEST_EXPERIMENT) -> list[dict[str, Any]]:
@@ -328,3 +320,12 @@ def _param(value: Any) -> str:
 
 def _quote(name: str) -> str:
     return name.replace("'", "")
+
+
+def _log_artifacts(artifacts: Mapping[str, bytes]) -> None:
+    """Log in-memory files (name → bytes) as artifacts of the active run."""
+    with tempfile.TemporaryDirectory() as folder:
+        for filename, payload in artifacts.items():
+            path = Path(folder) / filename
+            path.write_bytes(payload)
+            mlflow.log_artifact(str(path))

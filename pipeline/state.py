@@ -288,9 +288,8 @@ class ModelDeployment(SQLModel, table=True):
 
 
 class RuntimeEvent(SQLModel, table=True):
-    """Something the runtime found or did outside the bar loop: a recovery step, a reconciliation correction or
-    mismatch, stale data and its end. ``kind`` names it (``recovery``, ``reconcile``, ``mismatch``, ``stale``,
-    ``fresh``, ``feed``); ``detail`` says what, in words."""
+    """Something the runtime found or did outside the bar loop: what startup recovered and reconciled with the
+    venue (``recovery``), stale data (``stale``) and its end (``fresh``); ``detail`` says what, in words."""
 
     __tablename__ = "runtime_events"
     id: int | None = Field(default=None, primary_key=True)

@@ -55,7 +55,7 @@ from pipeline.state import (
     StepRecord,
     TradeRecord,
 )
-from runtime.brokers.base import Broker
+from runtime.brokers.base import Broker, open_on_record
 from runtime.feeds import Batch, Feed
 from runtime.models import ModelScorer
 
@@ -226,8 +226,11 @@ class Node:
         that symbol; holding more is noted (units the runtime does not trade)."""
         notes: list[str] = []
         open_orders = self.store.orders({"new", "partially_filled"})
+        taken_over = []
         if open_orders:
-            self.broker.resume(open_orders, self.store.fills())
+            fills = self.store.fills()
+            self.broker.resume(open_orders, fills)
+            taken_over = open_on_record(open_orders, fills)
             notes.append(f"{len(open_orders)} open order(s) taken over from the store: "
                          + ", ".join(o.client_order_id for o in open_orders))
         symbols = sorted({s.symbol for s in self.stepper.sleeves})
@@ -235,7 +238,6 @@ class Node:
             held = self.broker.holdings(symbols)
         except Exception as exc:  # a venue that cannot be asked must not stop the start
             text = f"positions not reconciled: {self.broker.name} could not be asked ({type(exc).__name__}: {exc})"
-            self.store.record_event("reconcile", text)
             self._emit("error", text)
             return [*notes, text]
         if held is None:
@@ -243,10 +245,12 @@ class Node:
         for symbol in symbols:
             sleeves = [s for s in self.stepper.sleeves if s.symbol == symbol]
             ours = sum(float(self.stepper.engines[s.key].ledger.fstate[k.F_UNITS]) for s in sleeves)
-            pending = [float(o.qty) * (1 if o.side == "buy" else -1) for o in open_orders if o.symbol == symbol]
+            rests = [float(o.signed_qty) - (float(o.filled) if o.order.side == "buy" else -float(o.filled))
+                     for o in taken_over if o.order.symbol == symbol]  # what open orders may still fill
             venue = float(held.get(symbol, 0))
             tolerance = 1e-9 * max(1.0, abs(ours))
-            low, high = ours + min(0.0, sum(pending)), ours + max(0.0, sum(pending))
+            low = ours + sum(r for r in rests if r < 0)
+            high = ours + sum(r for r in rests if r > 0)
             if low - tolerance <= venue <= high + tolerance:
                 notes.append(f"{symbol}: venue holds {venue:g}, the ledgers {ours:g}: reconciled")
             elif venue > high:
@@ -257,7 +261,6 @@ class Node:
                         f"{', '.join(s.key for s in sleeves)} paused until an operator resumes them")
                 for sleeve in sleeves:
                     self.stepper.engines[sleeve.key].ledger.pause()
-                self.store.record_event("mismatch", text)
                 self._emit("error", text)
                 notes.append(text)
         return notes
@@ -392,7 +395,7 @@ class Node:
                     f"{pd.Timestamp(last, unit='ms', tz='UTC')}); new entries paused"
                     + (f" for {', '.join(paused)}" if paused else ""))
             self.store.record_event("stale", text, at=self.clock.now().to_pydatetime())
-            self._persist_portfolio_flags()
+            self._persist(None)  # the stale pause must survive a crash before the next bar
             self._emit("stale", text)
 
     def _fresh_again(self, key: str) -> None:
@@ -406,10 +409,6 @@ class Node:
         text = f"{key} delivers bars again" + (f"; entries resumed for {', '.join(resumed)}" if resumed else "")
         self.store.record_event("fresh", text, at=self.clock.now().to_pydatetime())
         self._emit("fresh", text)
-
-    def _persist_portfolio_flags(self) -> None:
-        """Write the ledgers now (stale pauses must survive a crash before the next bar)."""
-        self._persist(None)
 
     def _persist(self, last_ms: int | None) -> None:
         orders: list[OrderRecord] = self._routed_orders

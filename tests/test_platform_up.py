@@ -16,6 +16,7 @@ import httpx
 from pipeline.settings import Settings
 from pipeline.state import StateStore
 from tests.conftest import REPO
+from tradeforge_cli.up import heartbeat_age
 
 
 def _free_port() -> int:
@@ -46,20 +47,6 @@ def _ok(url: str) -> bool:
         return httpx.get(url, timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _heartbeat_age(url: str) -> float | None:
-    try:
-        store = StateStore.read_only(url)
-    except Exception:  # the runtime has not created its state yet
-        return None
-    try:
-        state = store.bot_state()
-    finally:
-        store.close()
-    if state is None or state.heartbeat_at is None:
-        return None
-    return time.time() - state.heartbeat_at.timestamp()
 
 
 def _make_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -107,7 +94,7 @@ def test_make_run_brings_up_every_service_and_stops_cleanly(tmp_path: Path) -> N
         assert _ok(f"http://127.0.0.1:{prefect}/api/health")
         assert _ok(f"http://127.0.0.1:{mlflow}/health")
         assert _ok(f"http://127.0.0.1:{dashboard}/_stcore/health")
-        _wait_for(lambda: (age := _heartbeat_age(settings.state_url)) is not None and age < 10, 60,
+        _wait_for(lambda: (age := heartbeat_age(settings)) is not None and age < 10, 60,
                   "a fresh runtime heartbeat", process)
         served = httpx.post(f"http://127.0.0.1:{prefect}/api/deployments/filter", json={"limit": 50}, timeout=5)
         names = {d["name"] for d in served.json()}
@@ -131,7 +118,7 @@ def test_make_run_brings_up_every_service_and_stops_cleanly(tmp_path: Path) -> N
     process = _make_run(env, log2)
     try:
         _wait_for(lambda: "tradeforge is up" in log2.read_text(errors="replace"), 300, "the second start", process)
-        _wait_for(lambda: (age := _heartbeat_age(settings.state_url)) is not None and age < 10, 60,
+        _wait_for(lambda: (age := heartbeat_age(settings)) is not None and age < 10, 60,
                   "a fresh heartbeat after the restart", process)
     finally:
         if process.poll() is None:

@@ -91,19 +91,19 @@ def test_stale_feed_pauses_entries_alerts_and_resumes_when_bars_return(tmp_path:
         assert not paused()
         assert not store.events("stale")
 
-        # The venue's clock stops at 05:05:05; its last candle (05:05, still open there) is the last bar the
-        # runtime gets, closed by the runtime's clock at 05:06.
-        move(START + 308 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)
+        # The venue stops just before 05:05, so the bar of 05:04 (closed at 05:05) is the last it ever serves.
+        venue.set_now(START + 305 * MINUTE - pd.Timedelta(milliseconds=1))
+        move(START + 307 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)
         time.sleep(0.5)
         assert not store.events("stale"), "the last bar closed 2.1 bars ago: not yet stale"
-        move(START + 309 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)  # 3.1 bars ago: stale
+        move(START + 308 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)  # 3.1 bars ago: stale
         _wait(lambda: bool(store.events("stale")), "the stale event")
         assert venue.requests_to("klines"), "the feed kept asking the venue"
         _wait(paused, "entries paused")
         stale = store.events("stale")
         assert len(stale) == 1 and KEY in stale[0].detail and "paused" in stale[0].detail
         assert any(kind == "stale" for kind, _ in events)  # the alert (Telegram gets every event)
-        assert cursor() == START + 305 * MINUTE
+        assert cursor() == START + 304 * MINUTE
 
         move(START + 312 * MINUTE + pd.Timedelta(seconds=5))  # the venue is back: missed bars are backfilled
         _wait(lambda: cursor() == START + 311 * MINUTE, "the backfill")
@@ -111,7 +111,8 @@ def test_stale_feed_pauses_entries_alerts_and_resumes_when_bars_return(tmp_path:
         assert [e.kind for e in store.events() if e.kind in ("stale", "fresh")] == ["stale", "fresh"]
 
         # an operator's pause given while stale is kept when bars return
-        move(START + 317 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)
+        venue.set_now(START + 312 * MINUTE - pd.Timedelta(milliseconds=1))  # the venue stops again
+        move(START + 315 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)
         _wait(lambda: len(store.events("stale")) == 2, "the second stale event")
         store.add_command("pause", "cli")
         _wait(lambda: not store.pending_commands(), "the pause command applied")
