@@ -892,26 +892,14 @@ def up(
     env = platform.base_env(settings, home)
     os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "DO_NOT_TRACK",
                                            "MLFLOW_DISABLE_TELEMETRY", "PREFECT_SERVER_ANALYTICS_ENABLED")})
-    runtime_dir = settings.data_dir / "runtime"
-    runtime_dir.mkdir(parents=True, exist_ok=True)
-    portfolio_file = runtime_dir / "demo-portfolio.toml"
-    if not portfolio_file.exists():
-        portfolio_file.write_text(platform.RUNTIME_PORTFOLIO)
-    from pipeline.state import StateStore
-
-    restoring = False
-    if settings.database_url or (settings.data_dir / "state" / "tradeforge.db").exists():
-        store = StateStore(settings.state_url)
-        restoring = store.bot_state() is not None
-        store.close()
-    runtime_args = ["--feed", "sample", "--portfolio", str(portfolio_file), *([] if restoring else ["--fresh"])]
-    chosen = platform.services(settings, home, runtime_args)
-    by_name = {s.name: s for s in chosen}
-    for service in (by_name["prefect"], by_name["mlflow"], by_name["dashboard"]):
-        host, port = platform._port(service.url if service.name != "prefect" else settings.prefect_api_url)
-        if not platform._free(host, port):
-            raise _fail(f"{host}:{port} ({service.name}) is taken: is tradeforge already up? "
-                        f"Stop it, or set the URL settings to other ports")
+    try:
+        by_name = {s.name: s for s in platform.services(settings, home, platform.demo_runtime_args(settings))}
+        taken = platform.taken_addresses(settings)
+    except platform.UpError as exc:
+        raise _fail(str(exc)) from exc
+    if taken:
+        raise _fail(f"{', '.join(taken)} already in use: is tradeforge already up? Stop it, or set "
+                    "TRADEFORGE_PREFECT_API_URL / TRADEFORGE_MLFLOW_UI_URL / TRADEFORGE_DASHBOARD_URL to other ports")
     supervisor = platform.Supervisor(env, settings.data_dir / "logs", lambda text: err.print(escape(text)))
     code = 0
     with platform.stop_signals() as received:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -70,7 +70,6 @@ class Service:
     url: str
     """What a user opens (or the health endpoint for services without a page)."""
     ready: Callable[[], bool]
-    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
 
@@ -102,6 +101,12 @@ def _free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def taken_addresses(settings: Settings) -> list[str]:
+    """The service addresses (Prefect, MLflow, dashboard) something else already listens on."""
+    addresses = [_port(url) for url in (settings.prefect_api_url, settings.mlflow_ui_url, settings.dashboard_url)]
+    return [f"{host}:{port}" for host, port in addresses if not _free(host, port)]
 
 
 def base_env(settings: Settings, home: Path) -> dict[str, str]:
@@ -159,8 +164,8 @@ def _deployments_served(api: str) -> bool:
     return answer.status_code == 200 and len(answer.json()) >= 10
 
 
-def heartbeat_age(settings: Settings) -> float | None:
-    """Seconds since the runtime's last heartbeat, None when it has none."""
+def _bot_state(settings: Settings) -> Any:
+    """The runtime's state row, None when it never ran here."""
     from pipeline.state import StateError, StateStore
 
     try:
@@ -168,12 +173,28 @@ def heartbeat_age(settings: Settings) -> float | None:
     except StateError:
         return None
     try:
-        state = store.bot_state()
+        return store.bot_state()
     finally:
         store.close()
+
+
+def heartbeat_age(settings: Settings) -> float | None:
+    """Seconds since the runtime's last heartbeat, None when it has none."""
+    state = _bot_state(settings)
     if state is None or state.heartbeat_at is None:
         return None
-    return time.time() - state.heartbeat_at.timestamp()
+    return float(time.time() - state.heartbeat_at.timestamp())
+
+
+def demo_runtime_args(settings: Settings) -> list[str]:
+    """The demo runtime's arguments: the sample feed, its portfolio file (written once, then the user's to
+    edit), and ``--fresh`` unless a runtime already saved its state here (which it then restores)."""
+    portfolio = settings.data_dir / "runtime" / "demo-portfolio.toml"
+    if not portfolio.exists():
+        portfolio.parent.mkdir(parents=True, exist_ok=True)
+        portfolio.write_text(RUNTIME_PORTFOLIO)
+    fresh = [] if _bot_state(settings) is not None else ["--fresh"]
+    return ["--feed", "sample", "--portfolio", str(portfolio), *fresh]
 
 
 class Supervisor:
@@ -190,7 +211,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{service.name}.log"
         service.log = log_path.open("ab")
-        service.process = subprocess.Popen(service.command, env={**self.env, **service.env}, stdout=service.log,
+        service.process = subprocess.Popen(service.command, env=self.env, stdout=service.log,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True)
         self.started.append(service)
@@ -257,8 +278,7 @@ def bootstrap_steps(settings: Settings) -> list[tuple[str, Callable[[], Any]]]:
     from flows.train import train_flow
 
     universe = list(dict.fromkeys([*settings.universe, BOOTSTRAP_SERIES]))
-    start = (time.time() - BOOTSTRAP_DAYS * 86_400) * 1000
-    since = time.strftime("%Y-%m-%d", time.gmtime(start / 1000))
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - BOOTSTRAP_DAYS * 86_400))
     return [
         ("ingest the sample market", lambda: ingest_flow(universe=universe)),
         ("build features", lambda: features_flow(universe=universe)),

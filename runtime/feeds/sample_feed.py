@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.clock import Clock
-from pipeline.domain import SAMPLE_VENUE, Instrument, Timeframe, empty_bars, epoch_ms
+from pipeline.domain import SAMPLE_VENUE, AssetClass, Instrument, Timeframe, empty_bars, epoch_ms
 from pipeline.sources.sample import SampleSource
 from runtime.feeds.base import LiveFeed, Sleep, Update, floor_ms, now_ms
 
@@ -48,7 +48,7 @@ class SampleFeed(LiveFeed):
     def _warm_up_start(self, key: str, now: int) -> int:
         step = self.timeframe.millis
         # stocks trade about a quarter of the day: reach back far enough to find ``warmup`` bars in session
-        reach = 5 if self.instruments[key].asset_class.value == "stock" else 1
+        reach = 5 if self.instruments[key].asset_class is AssetClass.STOCK else 1
         return floor_ms(now, step) - reach * self.warmup * step
 
     def _fetch(self, key: str, start_ms: int, end_ms: int) -> pd.DataFrame:
