@@ -35,12 +35,18 @@ def _shared_data_dir() -> Path:
 SHARED_DATA = _shared_data_dir()
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No TRADEFORGE_* variable or .env of the developer leaks into a test."""
+    """No TRADEFORGE_* variable or .env of the developer leaks into a test, and requests to the local stand-in
+    servers on 127.0.0.1 never go through a proxy set in the environment."""
     for name in list(os.environ):
-        if name.startswith("TRADEFORGE_") and name != "TRADEFORGE_SHARED_DATA":
+        if (name.startswith("TRADEFORGE_") and name != "TRADEFORGE_SHARED_DATA") or name.lower() in PROXY_VARIABLES:
             monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.chdir(tmp_path)
 
 

@@ -7,7 +7,6 @@ and end with fills and positions on record that match the venue's own ledger.
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,14 +29,6 @@ from tests.fakes.alpaca_server import DEFAULT_KEY_ID, DEFAULT_SECRET_KEY, Alpaca
 KEY = "alpaca:AAPL:1d"
 SLEEVE = "main:AAPL"
 CASH = 50_000
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        if name in os.environ:
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ twice, and end with a state that matches the venue's own ledger.
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,14 +25,6 @@ from tests.fakes.binance_server import DEFAULT_API_KEY, DEFAULT_API_SECRET, Fake
 
 KEY = "binance:BTC/USDT:1m"
 SLEEVE = "main:BTC/USDT"
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        if name in os.environ:
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ own ledger and what ``holdings()`` reports.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -50,14 +49,6 @@ REJECT_FROM = 120
 """The first order from this bar on is rejected by the venue."""
 CRASH_B_FROM = 200
 """The first batch from this bar on that sends an order is lost in flight (crash B)."""
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        if name in os.environ:
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -32,16 +31,6 @@ BTC_USDT = "BTC/USDT"
 PRICE = Decimal(30_000)
 START_USDT = Decimal(100_000)
 START_BTC = Decimal("0.5")
-
-
-@pytest.fixture(autouse=True)
-def _loopback_without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loopback requests bypass any proxy set in the environment."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        if name in os.environ:
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")

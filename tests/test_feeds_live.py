@@ -12,7 +12,6 @@ NYSE regular sessions (Friday 2024-07-26 and Monday 2024-07-29, 09:30-16:00 New 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,15 +51,6 @@ MONDAY_OPEN = pd.Timestamp("2024-07-29 13:30", tz="UTC")
 
 def ms(stamp: pd.Timestamp) -> int:
     return int(pd.Timestamp(stamp).value // 1_000_000)
-
-
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("TRADEFORGE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ Binance whose clock stands still while the runtime's clock moves on."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,14 +28,6 @@ KEY = "binance:BTC/USDT:1m"
 SLEEVE = "main:BTC/USDT"
 START = pd.Timestamp("2024-07-29", tz="UTC")
 MINUTE = pd.Timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        if name in os.environ:
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

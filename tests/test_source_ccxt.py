@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -45,17 +44,6 @@ def exchange(bars: pd.DataFrame) -> Iterator[FakeBinance]:
     with FakeBinance() as server:
         server.serve_bars("BTC/USDT", "1m", bars)
         yield server
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No TRADEFORGE_ setting from the environment or a ``.env``; loopback requests bypass any proxy."""
-    for name in list(os.environ):
-        if name.upper().startswith("TRADEFORGE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
