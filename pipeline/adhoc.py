@@ -13,7 +13,11 @@ from pipeline.domain import DataError, Timeframe, parse_symbol, parse_utc
 @dataclass(frozen=True)
 class AdhocRequest:
     """The parameters of the ad hoc backtest flow (the dashboard's form, the Prefect UI's form); validated and
-    normalised on creation: canonical symbol and timeframe, ISO UTC bounds, parameters as text."""
+    normalised on creation: canonical symbol and timeframe, ISO UTC bounds, parameters as text.
+
+    ``breaker_cooldown_bars`` is the engine's cool-down (``EngineConfig.breaker_cooldown_bars``): the drawdown and
+    loss-streak breakers release by themselves after that many bars, as an operator's reset would; none keeps
+    them tripped for the rest of the run."""
 
     strategy: str
     symbol: str
@@ -26,6 +30,7 @@ class AdhocRequest:
     max_position: float = 0.25
     cash: float = 100_000.0
     params: dict[str, str | float] = field(default_factory=dict)
+    breaker_cooldown_bars: int | None = None
 
     def __post_init__(self) -> None:
         from pipeline.strategies import REGISTRY
@@ -50,6 +55,13 @@ class AdhocRequest:
         for name in ("max_position", "cash"):
             if not float(getattr(self, name)) > 0:
                 raise DataError(f"{name} {getattr(self, name)} is not valid: it must be positive")
+        cooldown = self.breaker_cooldown_bars
+        if cooldown is not None:
+            number = isinstance(cooldown, int | float) and not isinstance(cooldown, bool)
+            if not number or not float(cooldown).is_integer() or cooldown < 1:
+                raise DataError(f"breaker_cooldown_bars {cooldown!r} is not valid: give a whole number of bars, "
+                                "1 or more")
+            object.__setattr__(self, "breaker_cooldown_bars", int(cooldown))
         object.__setattr__(self, "params", {key: _param_text(key, value) for key, value in self.params.items()})
         REGISTRY.build(self.strategy, self.text_params)  # refuses unknown or bad parameters, naming them
 
@@ -59,8 +71,12 @@ class AdhocRequest:
         return {key: str(value) for key, value in self.params.items()}
 
     def parameters(self) -> dict[str, Any]:
-        """The flow run's parameters (the names of the ``adhoc-backtest`` flow's arguments)."""
-        return asdict(self)
+        """The flow run's parameters (the names of the ``adhoc-backtest`` flow's arguments). An optional engine
+        option left unset is not sent, so a deployment registered before the option existed still runs it."""
+        parameters = asdict(self)
+        if parameters["breaker_cooldown_bars"] is None:
+            del parameters["breaker_cooldown_bars"]
+        return parameters
 
 
 def _param_text(key: str, value: object) -> str:

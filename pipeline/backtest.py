@@ -7,6 +7,12 @@ metrics, timings). ``open_backtests`` gives DuckDB views over every stored run.
 Conventions (engine defaults, see ``pipeline.engine.kernel``): decisions at the bar close; market fills at the
 next bar's open (or that close with ``fill="close"``); a decision on the last bar is not filled; a position
 still open after the last bar is valued at the last close and is not counted as a trade.
+
+Circuit breakers: ``breaker_events.parquet`` holds every trip and release (``action``), and the summary
+counts them (``breaker_trips``, ``breaker_releases``, ``breaker_rules``: the rules that tripped) with
+``paused_bars``, the bars whose entries a breaker blocked. The daily breakers release at the next trading day;
+the drawdown and loss-streak breakers wait for an operator, which a backtest models with the engine's
+``breaker_cooldown_bars`` (without it, one trip pauses the rest of the run: the summary shows it).
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ from pipeline.quality import exchange_calendar
 from pipeline.strategies import Strategy, check_features
 
 TABLES = ("fills", "trades", "equity", "rejections", "breaker_events")
+
+
+def breaker_counts(events: pd.DataFrame) -> dict[str, Any]:
+    """``breaker_trips``, ``breaker_releases`` and ``breaker_rules`` (the rules that tripped, comma-separated)
+    of a breaker events frame (rows without an ``action`` are trips, as stored before releases existed)."""
+    actions = events["action"] if "action" in events else pd.Series("trip", index=events.index)
+    trips = events[actions == "trip"]
+    return {"breaker_trips": len(trips), "breaker_releases": int((actions == "release").sum()),
+            "breaker_rules": ",".join(sorted(set(trips["rule"].astype(str)))) if len(trips) else ""}
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,8 @@ class BacktestResult:
             "fills": len(self.engine.fills),
             "rejections": len(self.engine.rejections),
             "breaker_events": len(self.engine.breaker_events),
+            **breaker_counts(self.engine.breaker_events),
+            "paused_bars": self.engine.paused_bars,
             "final_equity": float(self.engine.equity["equity"].iloc[-1]) if self.bars else self.config.cash,
             "open_units": self.engine.open_units,
             "seconds": self.seconds,
@@ -210,7 +227,10 @@ def save_portfolio(result: PortfolioResult, root: Path, save: bool = True) -> tu
         start_cash = _sleeve_cash(result, key)
         sleeves.append({"sleeve": key, "trades": len(r.trades), "final_equity": final,
                         "total_return": final / start_cash - 1, "breaker_events": len(r.breaker_events),
+                        **breaker_counts(r.breaker_events), "paused_bars": r.paused_bars,
                         "rejections": len(r.rejections)})
+    every_event = pd.concat([tables["breaker_events"][["rule", "action"]], result.events[["rule", "action"]]],
+                            ignore_index=True)
     run_id = f"{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S')}-portfolio-{uuid.uuid4().hex[:8]}"
     summary: dict[str, Any] = {
         "run_id": run_id,
@@ -221,6 +241,8 @@ def save_portfolio(result: PortfolioResult, root: Path, save: bool = True) -> tu
         "last": curve["timestamp"].iloc[-1].isoformat(),
         "final_equity": float(curve["equity"].iloc[-1]),
         "portfolio_events": len(result.events),
+        **breaker_counts(every_event),
+        "paused_bars": int(curve["paused"].sum()),
         "sleeves": sleeves,
         **{key: value for key, value in metrics.items() if key != "bars"},
     }

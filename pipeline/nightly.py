@@ -9,6 +9,10 @@ the dashboard launches, each stored under ``<data_dir>/backtests/<run_id>/`` and
 * **Ad hoc** (``adhoc_backtest``): one strategy on one series with explicit costs and sizing, logged to
   ``adhoc-backtests``.
 
+Every run's summary counts its circuit-breaker trips and releases and the bars its entries were paused
+(``breaker_trips``, ``breaker_releases``, ``paused_bars``); ``StoredBacktest.line`` says them in one line, so a
+breaker that paused most of a run is seen in the report, not only on the dashboard.
+
 Scores of a production model (``production_scores``) are computed exactly as the runtime computes them: the
 model's own feature spec over the same bars, one probability per bar (NaN before the warm-up).
 """
@@ -45,6 +49,20 @@ ADHOC_EXPERIMENT = "adhoc-backtests"
 MODEL_COLUMN = "model_score"
 
 
+def run_line(label: str, summary: dict[str, Any]) -> str:
+    """A backtest in one line: trades, return, breaker trips and releases (and the rules), paused bars."""
+    total = summary.get("total_return")
+    text = f"{label}: {summary.get('trades', 0)} trades, total return "
+    text += "-" if total is None else f"{total:.2%}"
+    text += f", breakers: {summary.get('breaker_trips', 0)} trips, {summary.get('breaker_releases', 0)} releases"
+    if summary.get("breaker_rules"):
+        text += f" ({summary['breaker_rules']})"
+    paused, bars = summary.get("paused_bars"), summary.get("bars")
+    if paused is not None and bars:
+        text += f", {paused} of {bars} bars paused ({paused / bars:.0%})"
+    return text
+
+
 @dataclass(frozen=True)
 class StoredBacktest:
     """A backtest that was run, stored and logged."""
@@ -55,9 +73,13 @@ class StoredBacktest:
     summary: dict[str, Any]
     mlflow_run_id: str
 
+    def line(self) -> str:
+        """The run in one line (``run_line``)."""
+        return run_line(self.label, self.summary)
+
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "run_id": self.run_id, "folder": str(self.folder),
-                "mlflow_run_id": self.mlflow_run_id, "summary": self.summary}
+                "mlflow_run_id": self.mlflow_run_id, "summary": self.summary, "line": self.line()}
 
 
 @dataclass(frozen=True)
@@ -132,7 +154,7 @@ def adhoc_backtest(settings: Settings, request: AdhocRequest) -> StoredBacktest:
     strategy = REGISTRY.build(request.strategy, params)
     try:
         config = EngineConfig(cash=request.cash, fee_bps=request.fee_bps, slippage_bps=request.slippage_bps,
-                              max_position=request.max_position)
+                              max_position=request.max_position, breaker_cooldown_bars=request.breaker_cooldown_bars)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise DataError(f"ad hoc backtest parameters: {problems}") from exc
@@ -170,9 +192,9 @@ def _single_run(settings: Settings, registry: ModelRegistry, experiment: str, la
     mlflow_run = registry.log_backtest_run(
         label, logged, summary, {"summary.json": json.dumps(summary, indent=2, default=str).encode()},
         {"backtest_run_id": result.run_id, "strategy": strategy.name, "stored": str(folder)}, experiment=experiment)
-    log.info("backtest %s: %d bars, %d trades, total return %s (run %s)", label, summary["bars"], summary["trades"],
-             summary.get("total_return"), result.run_id)
-    return StoredBacktest(label, result.run_id, folder, summary, mlflow_run)
+    stored = StoredBacktest(label, result.run_id, folder, summary, mlflow_run)
+    log.info("backtest %s (run %s)", stored.line(), result.run_id)
+    return stored
 
 
 def _portfolio_run(settings: Settings, registry: ModelRegistry, config: PortfolioConfig, start: pd.Timestamp,
@@ -193,6 +215,7 @@ def _portfolio_run(settings: Settings, registry: ModelRegistry, config: Portfoli
     summary, folder = save_portfolio(result, settings.data_dir / "backtests")
     assert folder is not None
     label = f"portfolio {path.name}"
+    log.info("backtest %s (run %s)", run_line(label, summary), summary["run_id"])
     mlflow_run = registry.log_backtest_run(
         label, {"portfolio": str(path), "config": config.model_dump(), "first": summary["first"],
                 "last": summary["last"], "bars": summary["bars"], "backtest_run_id": summary["run_id"]},
@@ -210,4 +233,4 @@ def _instrument(settings: Settings, symbol: str, venue: str) -> Instrument | Non
 
 
 __all__ = ["AdhocRequest", "NightlyReport", "SeriesSpec", "StoredBacktest", "adhoc_backtest", "nightly_backtests",
-           "production_scores"]
+           "production_scores", "run_line"]

@@ -7,6 +7,7 @@ A portfolio file (TOML or YAML) looks like::
     [caps]
     max_gross_exposure = 1.0   # sum of |position values| / portfolio equity, checked before every order
     max_drawdown = 0.25        # portfolio breaker: a fall from the portfolio's peak pauses every strategy
+    breaker_cooldown_bars = 1440   # optional: the portfolio breaker releases by itself after this many bars
 
     [[strategies]]
     id = "btc-trend"
@@ -15,7 +16,7 @@ A portfolio file (TOML or YAML) looks like::
     timeframe = "1h"
     allocation = 0.6           # fraction of the portfolio's cash; split evenly over the symbols
     params = {}                # strategy parameters (as --param)
-    engine = { max_position = 1.0, stop_loss = 0.05 }   # EngineConfig fields for this strategy
+    engine = { max_position = 1.0, stop_loss = 0.05, breaker_cooldown_bars = 60 }   # EngineConfig fields
 
 Every (strategy, symbol) pair is a sub-ledger with its own cash, position, trades and breakers, advanced by
 the same compiled step as a single backtest (``pipeline.engine.Engine``). Bars of all pairs are merged in time
@@ -23,8 +24,12 @@ order; at each bar time every pair with a bar steps, then the portfolio is marke
 
 * ``max_gross_exposure``: before the next bars, each sub-ledger's max-position fraction is lowered so that
   its position may grow only into the room the others leave (room measured at the latest close);
-* ``max_drawdown``: a portfolio drawdown beyond the cap trips the breaker of every sub-ledger (recorded once,
-  with time and values).
+* ``max_drawdown``: a portfolio drawdown beyond the cap trips the portfolio breaker: every sub-ledger's
+  entries are blocked (rule ``portfolio_drawdown``), recorded once with time and values. Like a sleeve's
+  drawdown breaker it waits for an operator's reset (``tripped = False``, as the runtime's reset command does),
+  or, with ``breaker_cooldown_bars``, releases by itself that many bar times after the trip. A release is
+  recorded too, takes effect before the sleeves step (an order decided at the previous close fills at this
+  open) and re-bases the portfolio's peak to its equity at that time.
 
 The portfolio's cash, positions and equity are at every bar the sums of the sub-ledgers' (plus the cash no
 strategy was allocated).
@@ -54,6 +59,8 @@ class Caps(BaseModel):
 
     max_gross_exposure: float | None = Field(None, gt=0)
     max_drawdown: float | None = Field(None, gt=0, lt=1)
+    breaker_cooldown_bars: int | None = Field(None, ge=1)
+    """Bar times after which the portfolio drawdown breaker releases by itself; none waits for an operator."""
 
 
 class StrategySpec(BaseModel):
@@ -137,10 +144,12 @@ class Sleeve:
 class PortfolioResult:
     sleeves: dict[str, EngineResult]
     equity: pd.DataFrame
-    """Portfolio per bar time: ``timestamp, equity, cash, position_value, gross_exposure, buy_and_hold`` (the
-    value of buying each sleeve's symbol with its cash at its first bar and holding)."""
+    """Portfolio per bar time: ``timestamp, equity, cash, position_value, gross_exposure, paused, buy_and_hold``
+    (``paused``: some sleeve's entries were blocked at that close; ``buy_and_hold``: the value of buying each
+    sleeve's symbol with its cash at its first bar and holding)."""
     events: pd.DataFrame
-    """Portfolio-level breaker events: ``timestamp, rule, value, threshold``."""
+    """Portfolio-level breaker events: ``timestamp, rule, value, threshold, action, released_by, bars_tripped``
+    (as a sleeve's ``breaker_events``; ``bars_tripped`` counts bar times)."""
     config: PortfolioConfig
 
 
@@ -156,6 +165,8 @@ def sleeves_of(config: PortfolioConfig) -> list[Sleeve]:
 
 
 BarLoader = Callable[[str, Timeframe], pd.DataFrame]
+EVENT_COLUMNS = ["timestamp", "rule", "value", "threshold", "action", "released_by", "bars_tripped"]
+PORTFOLIO_RULE = "portfolio_drawdown"
 
 
 @dataclass(frozen=True)
@@ -183,11 +194,60 @@ class PortfolioStepper:
         self.engines = {s.key: Engine(s.config, reasons[s.key], external) for s in self.sleeves}
         self.reserve = config.cash * (1.0 - sum(s.allocation for s in config.strategies))
         self.peak = config.cash
-        self.tripped = False
         self.events: list[dict[str, Any]] = []
+        self.steps = 0
+        """Bar times stepped by this stepper."""
+        self._tripped = False
+        self._tripped_at = 0
+        self._reset_pending = False
         self._equity = {s.key: s.config.cash for s in self.sleeves}
         self._value = {s.key: 0.0 for s in self.sleeves}
         self._base_position = {s.key: s.config.max_position for s in self.sleeves}
+
+    @property
+    def tripped(self) -> bool:
+        """Whether the portfolio drawdown breaker is tripped.
+
+        Setting it to false is an operator's reset: recorded as a release at the next bar time (set the new
+        ``peak`` with it). Setting it to true restores a tripped breaker (its cool-down counts from now).
+        """
+        return self._tripped
+
+    @tripped.setter
+    def tripped(self, value: bool) -> None:
+        if value and not self._tripped:
+            self._tripped_at = self.steps
+        if not value and self._tripped:
+            self._reset_pending = True
+        self._tripped = bool(value)
+
+    def _set_sleeve_rule(self, on: bool) -> None:
+        for engine in self.engines.values():
+            if on:
+                engine.ledger.istate[k.I_TRIPPED] |= 1 << k.RULE_PORTFOLIO
+            else:
+                engine.ledger.istate[k.I_TRIPPED] &= ~(1 << k.RULE_PORTFOLIO)
+
+    def _event(self, at: int, action: str, released_by: str, value: float, bars: int) -> None:
+        self.events.append({"timestamp": pd.Timestamp(at, unit="ms", tz="UTC"), "rule": PORTFOLIO_RULE,
+                            "value": value, "threshold": self.config.caps.max_drawdown or 0.0, "action": action,
+                            "released_by": released_by, "bars_tripped": bars})
+
+    def _releases(self, at: int) -> None:
+        """Record an operator's reset, or release by cool-down, before the sleeves step at ``at``."""
+        caps = self.config.caps
+        equity = self.equity
+        drawdown = 1.0 - equity / self.peak if self.peak > 0 else 0.0
+        if self._reset_pending:
+            self._reset_pending = False
+            self._event(at, "release", "operator", drawdown, self.steps - self._tripped_at)
+            self._set_sleeve_rule(False)
+        cooldown = caps.breaker_cooldown_bars
+        if self._tripped and cooldown is not None and self.steps - self._tripped_at >= cooldown:
+            self._tripped = False
+            self._event(at, "release", "cooldown", drawdown, self.steps - self._tripped_at)
+            self.peak = equity
+            self._set_sleeve_rule(False)
 
     def restore_sleeve(self, key: str) -> None:
         """Take a sleeve's marks from its (restored) ledger."""
@@ -208,8 +268,10 @@ class PortfolioStepper:
         return float(sum(self._value.values()))
 
     def step(self, at: int, bars: dict[str, Bar]) -> dict[str, float]:
-        """Advance the sleeves that have a bar opening at ``at`` (epoch ms); returns the portfolio's marks."""
+        """Advance the sleeves that have a bar opening at ``at`` (epoch ms); returns the portfolio's marks
+        (``paused`` is 1.0 when any sleeve's entries are blocked at this bar time's close, else 0.0)."""
         caps = self.config.caps
+        self._releases(at)
         if caps.max_gross_exposure is not None:
             total = sum(self._equity.values())
             gross = sum(abs(v) for v in self._value.values())
@@ -226,17 +288,17 @@ class PortfolioStepper:
         value = sum(self._value.values())
         gross = sum(abs(v) for v in self._value.values()) / equity if equity > 0 else 0.0
         self.peak = max(self.peak, equity)
-        if caps.max_drawdown is not None and not self.tripped:
+        if caps.max_drawdown is not None and not self._tripped:
             drawdown = 1.0 - equity / self.peak
             if drawdown > caps.max_drawdown:
-                self.tripped = True
-                self.events.append(
-                    {"timestamp": pd.Timestamp(at, unit="ms", tz="UTC"), "rule": "portfolio_drawdown",
-                     "value": drawdown, "threshold": caps.max_drawdown}
-                )
-                for engine in self.engines.values():
-                    engine.ledger.istate[k.I_TRIPPED] |= 1 << k.RULE_DRAWDOWN
-        return {"equity": equity, "cash": cash, "position_value": value, "gross_exposure": gross}
+                self._tripped = True
+                self._tripped_at = self.steps
+                self._event(at, "trip", "", drawdown, 0)
+                self._set_sleeve_rule(True)
+        self.steps += 1
+        paused = any(int(e.ledger.istate[k.I_TRIPPED]) != 0 for e in self.engines.values())
+        return {"equity": equity, "cash": cash, "position_value": value, "gross_exposure": gross,
+                "paused": 1.0 if paused else 0.0}
 
 
 def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioResult:
@@ -276,7 +338,8 @@ def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioRes
         mark["buy_and_hold"] = sum(hold_value.values()) + stepper.reserve
         marks.append(mark)
     curve = pd.DataFrame(marks)
+    curve["paused"] = curve["paused"] > 0
     curve.insert(0, "timestamp", pd.Series(stamps).astype(TIMESTAMP_DTYPE))
-    event_frame = pd.DataFrame(stepper.events, columns=["timestamp", "rule", "value", "threshold"])
+    event_frame = pd.DataFrame(stepper.events, columns=EVENT_COLUMNS)
     return PortfolioResult({key: engine.result() for key, engine in stepper.engines.items()}, curve, event_frame,
                            config)

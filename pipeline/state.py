@@ -21,7 +21,8 @@ The state lives in SQLite (WAL mode, the default: ``<data_dir>/state/tradeforge.
   ``FillRow.client_order_id`` is indexed but not constrained.
 
 The database carries a ``schema_version`` row (:data:`SCHEMA_VERSION`); opening a database written by a
-newer tradeforge raises :class:`SchemaVersionError` instead of touching it. :meth:`StateStore.read_only` opens
+newer tradeforge raises :class:`SchemaVersionError` instead of touching it, and an older one is upgraded in
+place when opened for writing (one transaction; nothing stored is lost). :meth:`StateStore.read_only` opens
 an existing state for the dashboard: every write is refused (by the store, by the session, and by the database
 connection itself).
 """
@@ -48,9 +49,11 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from pipeline.clock import Clock, SystemClock
 
-SCHEMA_VERSION: Final = 2
-"""The version of the tables below; a database with a newer version is not opened. Version 1 databases are
-upgraded in place by adding the tables version 2 introduced (``runtime_events``); nothing stored changes."""
+SCHEMA_VERSION: Final = 3
+"""The version of the tables below; a database with a newer version is not opened. Older databases are
+upgraded in place: version 1 gets the tables version 2 introduced (``runtime_events``); versions 1 and 2 get
+the ``action`` of breaker events (version 3: a breaker event is a trip or a release; stored events are
+trips) and their natural key becomes (sleeve, time, rule, action). Nothing stored changes otherwise."""
 
 BOT_STATUSES: Final = frozenset({"running", "paused", "stopped"})
 ORDER_SIDES: Final = frozenset({"buy", "sell"})
@@ -58,6 +61,7 @@ TRADE_SIDES: Final = frozenset({"long", "short"})
 ORDER_STATUSES: Final = frozenset({"new", "partially_filled", "filled", "rejected", "canceled"})
 FINAL_ORDER_STATUSES: Final = frozenset({"filled", "rejected", "canceled"})
 COMMANDS: Final = frozenset({"pause", "resume", "flatten", "reset_breaker", "stop"})
+BREAKER_ACTIONS: Final = frozenset({"trip", "release"})
 COMMAND_SOURCES: Final = frozenset({"cli", "dashboard", "telegram"})
 PORTFOLIO: Final = "portfolio"
 """The sleeve name of portfolio-level breaker events and equity rows."""
@@ -233,16 +237,20 @@ class LedgerRow(SQLModel, table=True):
 
 
 class BreakerEventRow(SQLModel, table=True):
-    """A circuit breaker that tripped; ``sleeve`` is ``"portfolio"`` for portfolio-level breakers."""
+    """A circuit breaker that tripped or was released (``action``); ``sleeve`` is ``"portfolio"`` for
+    portfolio-level breakers."""
 
     __tablename__ = "breaker_events"
-    __table_args__ = (sa.UniqueConstraint("sleeve", "at", "rule", name="uq_breaker_events_sleeve_at_rule"),)
+    __table_args__ = (
+        sa.UniqueConstraint("sleeve", "at", "rule", "action", name="uq_breaker_events_sleeve_at_rule_action"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     sleeve: str
     at: datetime = Field(sa_type=UTCDateTime)
     rule: str
     value: float
     threshold: float
+    action: str = Field(default="trip", sa_column_kwargs={"server_default": "trip"})
 
 
 class EquityRow(SQLModel, table=True):
@@ -303,8 +311,8 @@ TABLES: Final[tuple[type[SQLModel], ...]] = (
     SchemaVersion, BotState, FeedCursor, OrderRow, FillRow, PositionRow, TradeRow, LedgerRow, BreakerEventRow,
     EquityRow, ControlCommand, ModelDeployment, RuntimeEvent,
 )
-_ADDITIVE_UPGRADES: Final = {1}
-"""Stored versions that this version upgrades by creating the tables they lack."""
+_UPGRADES: Final = {1, 2}
+"""Stored versions that this version upgrades in place (see :data:`SCHEMA_VERSION`)."""
 
 
 # ------------------------------------------------------------------------------------------------- records
@@ -451,16 +459,21 @@ class LedgerRecord:
 
 @dataclass(frozen=True)
 class BreakerRecord:
-    """A circuit breaker that tripped at ``at`` (``sleeve`` = ``"portfolio"`` for the portfolio's)."""
+    """A circuit breaker that tripped (``action="trip"``) or was released (``"release"``) at ``at``
+    (``sleeve`` = ``"portfolio"`` for the portfolio's)."""
 
     sleeve: str
     at: datetime
     rule: str
     value: float
     threshold: float
+    action: str = "trip"
 
     def __post_init__(self) -> None:
         _check_record(self, (), ("at",))
+        if self.action not in BREAKER_ACTIONS:
+            raise ValueError(f"BreakerRecord.action must be one of {', '.join(sorted(BREAKER_ACTIONS))}, "
+                             f"got {self.action!r}")
         for name in ("value", "threshold"):
             number = getattr(self, name)
             if isinstance(number, bool) or not isinstance(number, float | int) or math.isnan(number):
@@ -668,9 +681,10 @@ class StateStore:
 
     def _open_schema(self, create: bool) -> None:
         version = self._stored_version()
-        if version in _ADDITIVE_UPGRADES and create and not self._read_only:
+        if version in _UPGRADES and create and not self._read_only:
             with self._writer.begin() as conn:
                 SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in TABLES])  # type: ignore[attr-defined]
+                _add_breaker_actions(conn)
                 conn.execute(sa.update(SchemaVersion.__table__).values(version=SCHEMA_VERSION))  # type: ignore[attr-defined]
             version = SCHEMA_VERSION
         if version is not None and version != SCHEMA_VERSION:
@@ -743,9 +757,9 @@ class StateStore:
             new_trades = _write_trades(session, step.trades)
             _write_ledgers(session, step.ledgers)
             new_breakers = _insert_absent(
-                session, BreakerEventRow, step.breakers, lambda r: (r.sleeve, r.at, r.rule),
+                session, BreakerEventRow, step.breakers, lambda r: (r.sleeve, r.at, r.rule, r.action),
                 lambda r: (col(BreakerEventRow.sleeve) == r.sleeve, col(BreakerEventRow.at) == r.at,
-                           col(BreakerEventRow.rule) == r.rule))
+                           col(BreakerEventRow.rule) == r.rule, col(BreakerEventRow.action) == r.action))
             new_equity = _insert_absent(
                 session, EquityRow, step.equity, lambda r: (r.at, r.sleeve),
                 lambda r: (col(EquityRow.at) == r.at, col(EquityRow.sleeve) == r.sleeve))
@@ -1045,6 +1059,24 @@ def _insert_absent(session: Session, table: type[SQLModel], records: Sequence[An
             session.add(table(**_fields(record)))
             inserted += 1
     return inserted
+
+
+def _add_breaker_actions(conn: Connection) -> None:
+    """Version 3's breaker events: an ``action`` column (stored events are trips) in the natural key."""
+    table = BreakerEventRow.__tablename__
+    if "action" in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+        return
+    if conn.dialect.name == "sqlite":  # SQLite cannot drop a constraint: the table is rebuilt
+        conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}_v2")
+        BreakerEventRow.__table__.create(conn)  # type: ignore[attr-defined]
+        conn.exec_driver_sql(f"INSERT INTO {table} (id, sleeve, at, rule, value, threshold, action) "
+                             f"SELECT id, sleeve, at, rule, value, threshold, 'trip' FROM {table}_v2")
+        conn.exec_driver_sql(f"DROP TABLE {table}_v2")
+        return
+    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN action VARCHAR NOT NULL DEFAULT 'trip'")
+    conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT uq_breaker_events_sleeve_at_rule")
+    conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT uq_breaker_events_sleeve_at_rule_action "
+                         "UNIQUE (sleeve, at, rule, action)")
 
 
 def _move_cursor(session: Session, feed: str, last_bar: datetime) -> None:

@@ -3,8 +3,9 @@
 Per sleeve (and for the whole portfolio): realised PnL (the sum of the ``pnl`` of trades that closed that day,
 after fees, exact), fees, the number of trades, wins and the win rate (wins / trades; None without trades),
 the equity at the end of the day and its change over the day (from the last mark before the day, or the first
-mark of the day), and the circuit-breaker events of the day. Money stays ``Decimal`` and is written to JSON as
-text, so nothing is rounded.
+mark of the day), and the circuit-breaker events of the day: each trip and each release (a daily breaker
+releasing at the new trading day, a cool-down, an operator's reset), counted as trips and releases. Money stays
+``Decimal`` and is written to JSON as text, so nothing is rounded.
 
 ``write_summary`` stores ``<data_dir>/reports/<date>/summary.json``, ``summary.md`` and ``equity.png`` (every
 sleeve's and the portfolio's equity over the day; matplotlib, Agg backend). ``summary_text`` is the short
@@ -45,6 +46,14 @@ class SleeveDay:
         return None if self.trades == 0 else self.wins / self.trades
 
     @property
+    def breaker_trips(self) -> int:
+        return sum(1 for e in self.breaker_events if e["action"] == "trip")
+
+    @property
+    def breaker_releases(self) -> int:
+        return sum(1 for e in self.breaker_events if e["action"] == "release")
+
+    @property
     def equity_change(self) -> Decimal | None:
         if self.equity_start is None or self.equity_end is None:
             return None
@@ -54,7 +63,8 @@ class SleeveDay:
         return {"sleeve": self.sleeve, "trades": self.trades, "wins": self.wins, "win_rate": self.win_rate,
                 "realised_pnl": str(self.realised_pnl), "fees": str(self.fees),
                 "equity_start": _text(self.equity_start), "equity_end": _text(self.equity_end),
-                "equity_change": _text(self.equity_change), "breaker_events": self.breaker_events}
+                "equity_change": _text(self.equity_change), "breaker_events": self.breaker_events,
+                "breaker_trips": self.breaker_trips, "breaker_releases": self.breaker_releases}
 
 
 @dataclass(frozen=True)
@@ -122,8 +132,8 @@ def _sleeve_day(name: str, trades: list[Any], events: list[Any], marks: list[Equ
         fees=sum((t.fees for t in trades), Decimal(0)),
         equity_start=equity_start,
         equity_end=equity_end,
-        breaker_events=[{"sleeve": e.sleeve, "at": e.at.isoformat(), "rule": e.rule, "value": e.value,
-                         "threshold": e.threshold} for e in events],
+        breaker_events=[{"sleeve": e.sleeve, "at": e.at.isoformat(), "rule": e.rule, "action": e.action,
+                         "value": e.value, "threshold": e.threshold} for e in events],
     )
 
 
@@ -133,13 +143,24 @@ def summary_text(summary: DailySummary) -> str:
     lines = [f"tradeforge daily summary {summary.day.isoformat()} (UTC)",
              f"portfolio: PnL {_money(p.realised_pnl)} | trades {p.trades} | win rate {_rate(p.win_rate)}"
              + (f" | equity {_money(p.equity_end)} ({_signed(p.equity_change)})" if p.equity_end is not None else "")
-             + f" | breaker events {len(p.breaker_events)}"]
+             + f" | {_breakers(p)}"]
     for s in summary.sleeves:
         lines.append(f"{s.sleeve}: PnL {_money(s.realised_pnl)} | trades {s.trades} | win rate {_rate(s.win_rate)}"
-                     f" | breaker events {len(s.breaker_events)}")
+                     f" | {_breakers(s)}")
     if not summary.sleeves:
         lines.append("no strategy has traded yet")
     return "\n".join(lines)
+
+
+def _breakers(day: SleeveDay) -> str:
+    return f"breaker trips {day.breaker_trips}, releases {day.breaker_releases}"
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    if event["action"] == "trip":
+        return (f"- {event['at']} {event['sleeve']}: {event['rule']} tripped "
+                f"({event['value']:.4g} > {event['threshold']:.4g})")
+    return f"- {event['at']} {event['sleeve']}: {event['rule']} released"
 
 
 def _money(value: Decimal | None) -> str:
@@ -155,16 +176,19 @@ def _rate(value: float | None) -> str:
 
 
 def markdown(summary: DailySummary) -> str:
-    header = "| sleeve | realised PnL | fees | trades | win rate | equity end | equity change | breaker events |"
-    lines = [f"# Daily summary {summary.day.isoformat()} (UTC)", "", header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ("| sleeve | realised PnL | fees | trades | win rate | equity end | equity change | breaker trips | "
+              "breaker releases |")
+    lines = [f"# Daily summary {summary.day.isoformat()} (UTC)", "", header,
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in [*summary.sleeves, summary.portfolio]:
         name = f"**{s.sleeve}**" if s.sleeve == PORTFOLIO else s.sleeve
         lines.append(f"| {name} | {_money(s.realised_pnl)} | {_money(s.fees)} | {s.trades} | {_rate(s.win_rate)} | "
-                     f"{_money(s.equity_end)} | {_signed(s.equity_change)} | {len(s.breaker_events)} |")
+                     f"{_money(s.equity_end)} | {_signed(s.equity_change)} | {s.breaker_trips} | "
+                     f"{s.breaker_releases} |")
     events = summary.portfolio.breaker_events
     if events:
         lines += ["", "## Breaker events", ""]
-        lines += [f"- {e['at']} {e['sleeve']}: {e['rule']} ({e['value']:.4g} > {e['threshold']:.4g})" for e in events]
+        lines += [_event_line(e) for e in events]
     lines += ["", "![equity](equity.png)", ""]
     return "\n".join(lines)
 

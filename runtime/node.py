@@ -7,19 +7,21 @@ ledgers pauses the sleeves of that symbol and raises an alert) → resume the fe
 (bars missed while down are caught up first) → trade. Every finding is recorded as a runtime event.
 
 A live feed also yields empty batches while it waits for the next bar: the node then applies commands, writes
-its heartbeat and judges staleness — a feed whose last bar closed more than ``stale_after_bars`` bars ago
-(while its market is open) pauses new entries of its sleeves and raises an alert; its next bar lifts that
-pause again (a pause given by an operator meanwhile stays).
+its heartbeat and judges staleness (only then: a feed still handing over bars it caught up on is not silent) —
+a feed whose last bar closed more than ``stale_after_bars`` bars ago (while its market is open) pauses new
+entries of its sleeves and raises an alert; its next bar lifts that pause again (a pause given by an operator
+meanwhile stays).
 
 Each batch of closed bars (one bar when live; up to a few thousand when replaying or catching up):
 
 1. control commands from the store (pause, resume, flatten, reset_breaker, stop) are applied and acknowledged;
-2. every sleeve's strategy decides on its full history up to the batch's last bar (strategies are causal, so
-   the decision for each bar equals the one computed when that bar alone had closed);
+2. every sleeve's decision stream (``runtime.decisions``: strategy, and model score for an ML sleeve) advances
+   by the batch's bars, in constant work per bar whatever the uptime;
 3. the portfolio stepper advances every sleeve bar by bar through the engine core (``pipeline.engine``);
 4. the broker turns the engine's fills into orders and fills on record;
 5. everything the batch changed is written in ONE transaction: orders, fills (de-duplicated by fill id),
-   positions, trades, ledgers (exact engine state), breaker events, equity marks, feed cursors, heartbeat.
+   positions, trades, ledgers (exact engine state), breaker events, equity marks, feed cursors, the decision
+   streams' state, heartbeat.
 
 A crash at any moment therefore loses at most the batch in flight, which is recomputed identically from the
 last committed state on restart: no order or fill is lost or duplicated.
@@ -56,6 +58,7 @@ from pipeline.state import (
     TradeRecord,
 )
 from runtime.brokers.base import Broker, open_on_record
+from runtime.decisions import SleeveDecisions
 from runtime.feeds import Batch, Feed
 from runtime.models import ModelScorer
 
@@ -153,6 +156,8 @@ class Node:
         self._stale_paused: set[str] = set()
         """Sleeves whose entries were paused because their feed went stale (lifted when bars return)."""
         self._last_beat = 0.0
+        self.decisions = {s.key: SleeveDecisions(s.strategy, self.scorers.get(s.key)) for s in self.stepper.sleeves}
+        self._saved_decisions: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ startup
     def start(self, fresh: bool) -> list[str]:
@@ -178,6 +183,7 @@ class Node:
         resumed = [f"{k} after {pd.Timestamp(v, unit='ms', tz='UTC')}" for k, v in self.cursors.items() if v]
         notes += [f"feed {text}" for text in resumed] or ["feeds from their first bar"]
         self._poll_models()
+        notes += self._restore_decisions()
         missing = [s.model_name for s in self.scorers.values() if s.model is None]
         reason = "started" if fresh else "restored"
         if missing:
@@ -218,6 +224,18 @@ class Node:
             self._portfolio_events_saved = len(self.stepper.events)
             self.stale = set(data.get("stale", []))
             self._stale_paused = set(data.get("stale_paused", []))
+            self._saved_decisions = dict(data.get("decisions", {}))
+        return notes
+
+    def _restore_decisions(self) -> list[str]:
+        """Continue every sleeve's decision stream from its saved state (after the models are loaded)."""
+        notes = []
+        for key, decisions in self.decisions.items():
+            saved = self._saved_decisions.get(key)
+            if saved is not None:
+                notes.append(f"{key}: {decisions.restore(saved)}")
+            elif self._saved_decisions or self.store.ledgers():
+                notes.append(f"{key}: no saved decision state; decisions rebuilt from the first bar the feed holds")
         return notes
 
     def _reconcile(self) -> list[str]:
@@ -280,9 +298,9 @@ class Node:
                     break
                 if len(batch.times):
                     self._process(batch)
-                else:
+                else:  # the feed has delivered all it has: only now can its silence be judged
                     self._idle()
-                self._judge_staleness()
+                    self._judge_staleness()
                 if self._stop_requested is not None:
                     break
         finally:
@@ -318,17 +336,13 @@ class Node:
         for sleeve in self.stepper.sleeves:
             key = self.feed_of[sleeve.key]
             rows = batch.rows[key]
-            present = rows >= 0
-            if not present.any():
+            if not (rows >= 0).any():
                 continue
-            history = self.feed.history(key, int(rows[present].max()))
+            frame = self.feed.frames[key]
             if key not in ohlc:
-                ohlc[key] = tuple(history[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
-            scorer = self.scorers.get(sleeve.key)
-            if scorer is not None:
-                history = history.assign(model_score=scorer.score(history))
-            targets = sleeve.strategy.targets(history)
-            decisions[sleeve.key] = (rows, targets.exposure, targets.reason)
+                ohlc[key] = tuple(frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
+            aims, reasons = self.decisions[sleeve.key].decide(frame, rows)
+            decisions[sleeve.key] = (rows, aims, reasons)
         for position, ms in enumerate(batch.times):
             due: dict[str, Bar] = {}
             for sleeve_key, (rows, aims, reasons) in decisions.items():
@@ -337,7 +351,7 @@ class Node:
                     continue
                 o, h, low, c = ohlc[self.feed_of[sleeve_key]]
                 due[sleeve_key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]),
-                                      float(aims[row]), int(reasons[row]))
+                                      float(aims[position]), int(reasons[position]))
             if due:
                 self.stepper.step(int(ms), due)
                 for sleeve in self.stepper.sleeves:
@@ -429,7 +443,7 @@ class Node:
             scorer = self.scorers.get(sleeve.key)
             trades += self._trades(sleeve.key, sleeve.symbol, result, None if scorer is None else scorer.version)
             events += [BreakerRecord(sleeve=sleeve.key, at=_when(e.timestamp), rule=str(e.rule),
-                                     value=_number(e.value), threshold=_number(e.threshold))
+                                     value=_number(e.value), threshold=_number(e.threshold), action=str(e.action))
                        for e in result.breaker_events.itertuples(index=False)]
             ledger = engine.ledger
             units = float(ledger.fstate[k.F_UNITS])
@@ -452,20 +466,26 @@ class Node:
             for row in result.fills.itertuples(index=False):
                 self._emit("fill", f"{sleeve.key}: {row.side} {row.qty:.8g} @ {row.price:.8g} ({row.reason})")
             for row in result.breaker_events.itertuples(index=False):
-                self._emit("breaker",
-                           f"{sleeve.key}: breaker {row.rule} tripped ({row.value:.4g} > {row.threshold:.4g})")
+                self._emit("breaker", f"{sleeve.key}: breaker {row.rule} "
+                           + (f"tripped ({row.value:.4g} > {row.threshold:.4g})" if row.action == "trip" else
+                              f"released ({row.released_by}, after {row.bars_tripped} bars)"))
         for event in self.stepper.events[self._portfolio_events_saved:]:
             events.append(BreakerRecord(sleeve=PORTFOLIO, at=_when(event["timestamp"]),
                                         rule=str(event["rule"]), value=_number(event["value"]),
-                                        threshold=_number(event["threshold"])))
-            self._emit("breaker", f"portfolio breaker {event['rule']} tripped")
+                                        threshold=_number(event["threshold"]), action=str(event["action"])))
+            self._emit("breaker", f"portfolio breaker {event['rule']} tripped" if event["action"] == "trip" else
+                       f"portfolio breaker {event['rule']} released ({event['released_by']}, "
+                       f"after {event['bars_tripped']} bars)")
         self._portfolio_events_saved = len(self.stepper.events)
         ledgers.append(LedgerRecord(sleeve=PORTFOLIO, cash=_money(0.0), units=_money(0.0),
                                     equity=_money(self.stepper.equity), tripped="drawdown" if self.stepper.tripped
                                     else "", kernel_state=json.dumps({"peak": float(self.stepper.peak).hex(),
                                                                       "tripped": self.stepper.tripped,
                                                                       "stale": sorted(self.stale),
-                                                                      "stale_paused": sorted(self._stale_paused)}),
+                                                                      "stale_paused": sorted(self._stale_paused),
+                                                                      "decisions": {
+                                                                          key: d.state() for key, d
+                                                                          in self.decisions.items()}}),
                                     bars_seen=self.summary.bars, updated_at=now))
         if last_ms is not None:
             equity.append(EquityRecord(at=_utc(last_ms), sleeve=PORTFOLIO, equity=_money(self.stepper.equity),

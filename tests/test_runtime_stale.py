@@ -5,8 +5,7 @@ Binance whose clock stands still while the runtime's clock moves on."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +22,7 @@ from runtime.feeds.ccxt_feed import CcxtFeed
 from runtime.node import Node
 from tests.conftest import shared_file
 from tests.fakes.binance_server import FakeBinance
+from tests.waiting import wait_until
 
 KEY = "binance:BTC/USDT:1m"
 SLEEVE = "main:BTC/USDT"
@@ -37,13 +37,6 @@ def venue() -> Iterator[FakeBinance]:
     with FakeBinance() as server:
         server.serve_bars("BTC/USDT", "1m", frame.reset_index(drop=True))
         yield server
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_stale_feed_pauses_entries_alerts_and_resumes_when_bars_return(tmp_path: Path, venue: FakeBinance) -> None:
@@ -67,6 +60,10 @@ def test_stale_feed_pauses_entries_alerts_and_resumes_when_bars_return(tmp_path:
         value = store.cursor(KEY)
         return None if value is None else pd.Timestamp(value)
 
+    def beat() -> pd.Timestamp | None:
+        state = store.bot_state()
+        return None if state is None or state.heartbeat_at is None else pd.Timestamp(state.heartbeat_at)
+
     def paused() -> bool:
         return "paused" in store.ledgers()[SLEEVE].tripped.split(",")
 
@@ -78,38 +75,40 @@ def test_stale_feed_pauses_entries_alerts_and_resumes_when_bars_return(tmp_path:
     try:
         for minute in range(301, 306):  # bars arrive as they close
             move(START + minute * MINUTE + pd.Timedelta(seconds=5))
-            _wait(lambda m=minute: cursor() == START + (m - 1) * MINUTE, f"bar {minute - 1}")
+            wait_until(lambda m=minute: cursor() == START + (m - 1) * MINUTE, f"bar {minute - 1}")
         assert not paused()
         assert not store.events("stale")
 
         # The venue stops just before 05:05, so the bar of 05:04 (closed at 05:05) is the last it ever serves.
         venue.set_now(START + 305 * MINUTE - pd.Timedelta(milliseconds=1))
-        move(START + 307 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)
-        time.sleep(0.5)
+        for second in (5, 6):  # the beat at :06 is written after the node judged the feed at :05
+            move(START + 307 * MINUTE + pd.Timedelta(seconds=second), venue_too=False)
+            wait_until(lambda s=second: beat() == START + 307 * MINUTE + pd.Timedelta(seconds=s),
+                       f"the heartbeat at 05:07:0{second}")
         assert not store.events("stale"), "the last bar closed 2.1 bars ago: not yet stale"
         move(START + 308 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)  # 3.1 bars ago: stale
-        _wait(lambda: bool(store.events("stale")), "the stale event")
+        wait_until(lambda: bool(store.events("stale")), "the stale event")
         assert venue.requests_to("klines"), "the feed kept asking the venue"
-        _wait(paused, "entries paused")
+        wait_until(paused, "entries paused")
         stale = store.events("stale")
         assert len(stale) == 1 and KEY in stale[0].detail and "paused" in stale[0].detail
         assert any(kind == "stale" for kind, _ in events)  # the alert (Telegram gets every event)
         assert cursor() == START + 304 * MINUTE
 
         move(START + 312 * MINUTE + pd.Timedelta(seconds=5))  # the venue is back: missed bars are backfilled
-        _wait(lambda: cursor() == START + 311 * MINUTE, "the backfill")
-        _wait(lambda: not paused(), "entries resumed")
+        wait_until(lambda: cursor() == START + 311 * MINUTE, "the backfill")
+        wait_until(lambda: not paused(), "entries resumed")
         assert [e.kind for e in store.events() if e.kind in ("stale", "fresh")] == ["stale", "fresh"]
 
         # an operator's pause given while stale is kept when bars return
         venue.set_now(START + 312 * MINUTE - pd.Timedelta(milliseconds=1))  # the venue stops again
         move(START + 315 * MINUTE + pd.Timedelta(seconds=5), venue_too=False)
-        _wait(lambda: len(store.events("stale")) == 2, "the second stale event")
+        wait_until(lambda: len(store.events("stale")) == 2, "the second stale event")
         store.add_command("pause", "cli")
-        _wait(lambda: not store.pending_commands(), "the pause command applied")
+        wait_until(lambda: not store.pending_commands(), "the pause command applied")
         move(START + 320 * MINUTE + pd.Timedelta(seconds=5))
-        _wait(lambda: cursor() == START + 319 * MINUTE, "the second backfill")
-        _wait(lambda: len(store.events("fresh")) == 2, "the second fresh event")
+        wait_until(lambda: cursor() == START + 319 * MINUTE, "the second backfill")
+        wait_until(lambda: len(store.events("fresh")) == 2, "the second fresh event")
         assert paused(), "the operator's pause was lifted by fresh data"
     finally:
         node.request_stop("test over")

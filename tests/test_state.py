@@ -158,13 +158,13 @@ def snapshot(store: StateStore) -> dict[str, object]:
 
 def test_fresh_database_gets_the_current_schema_version(store: StateStore,
                                                        open_store: Callable[..., StateStore]) -> None:
-    assert SCHEMA_VERSION == 2
-    assert store.schema_version() == 2
+    assert SCHEMA_VERSION == 3
+    assert store.schema_version() == 3
     tables = set(sa.inspect(store.engine).get_table_names())
     assert {"schema_version", "bot_state", "feed_cursors", "orders", "fills", "positions", "trades", "ledgers",
             "breaker_events", "equity", "control_commands", "model_deployments", "runtime_events"} <= tables
-    assert open_store(create=False).schema_version() == 2
-    assert open_store(read_only=True).schema_version() == 2
+    assert open_store(create=False).schema_version() == 3
+    assert open_store(read_only=True).schema_version() == 3
 
 
 def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(
@@ -180,7 +180,7 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(
     with pytest.raises(SchemaVersionError, match="schema version 1"):
         open_store(read_only=True)  # a reader never changes the database
     upgraded = open_store()
-    assert upgraded.schema_version() == 2
+    assert upgraded.schema_version() == 3
     assert [c.id for c in upgraded.pending_commands()] == [number]
     upgraded.record_event("recovery", "restored")
     assert [e.detail for e in upgraded.events("recovery")] == ["restored"]
@@ -202,11 +202,11 @@ def test_newer_schema_version_is_refused(store: StateStore, open_store: Callable
     with store.transaction() as session:
         row = session.get(SchemaVersion, 1)
         assert row is not None
-        row.version = 3
+        row.version = 4
     store.close()
-    with pytest.raises(SchemaVersionError, match=r"schema version 3.*reads version 2"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 4.*reads version 3"):
         open_store()
-    with pytest.raises(SchemaVersionError, match="schema version 3"):
+    with pytest.raises(SchemaVersionError, match="schema version 4"):
         open_store(read_only=True)
 
 
@@ -215,7 +215,7 @@ def test_missing_state_is_not_created_without_create(open_store: Callable[..., S
         open_store(create=False)
     with pytest.raises(StateError, match=r"no (tradeforge )?state"):
         open_store(read_only=True)
-    assert open_store().schema_version() == 2
+    assert open_store().schema_version() == 3
 
 
 def test_connection_settings(store: StateStore, open_store: Callable[..., StateStore]) -> None:

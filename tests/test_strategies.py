@@ -149,11 +149,11 @@ class PeekAhead:
 class CentredMean(SmaCross):
     """A crossover whose slow mean is centred on the bar, so it reads half a window into the future."""
 
-    def spread(self, features: pd.DataFrame) -> np.ndarray:
+    def targets(self, features: pd.DataFrame) -> Targets:
         close = features["close"].astype("float64")
-        fast = close.rolling(self.fast).mean()
-        slow = close.rolling(self.slow, center=True).mean()
-        return (fast - slow).to_numpy()
+        d = (close.rolling(self.fast).mean() - close.rolling(self.slow, center=True).mean()).to_numpy()
+        previous = np.r_[np.nan, d[:-1]]
+        return Targets.from_signals((previous < 0.0) & (d > 0.0), (previous > 0.0) & (d < 0.0), self.reasons)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,11 @@ from pipeline.engine import kernel as k
 
 
 class EngineConfig(BaseModel):
-    """How one strategy's orders are filled, sized, checked and stopped. Frozen; unknown fields are errors."""
+    """How one strategy's orders are filled, sized, checked and stopped. Frozen; unknown fields are errors.
+
+    Breakers say how they release (``pipeline.engine.kernel``): the daily ones at the next trading day, the
+    drawdown and loss-streak ones when an operator resets them, or after ``breaker_cooldown_bars`` bars.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -32,10 +36,30 @@ class EngineConfig(BaseModel):
     min_notional: float = Field(0.0, ge=0, description="Smallest order value; smaller orders are rejected.")
     stop_loss: float | None = Field(None, gt=0, lt=1, description="Stop-loss distance from the entry price.")
     take_profit: float | None = Field(None, gt=0, description="Take-profit distance from the entry price.")
-    max_drawdown: float | None = Field(0.20, gt=0, lt=1, description="Breaker: drawdown from the equity peak.")
-    daily_loss: float | None = Field(0.05, gt=0, lt=1, description="Breaker: loss from the day's opening equity.")
-    max_consecutive_losses: int | None = Field(5, ge=1, description="Breaker: losing round trips in a row.")
-    max_trades_per_day: int | None = Field(50, ge=1, description="Breaker: fills in one trading day.")
+    max_drawdown: float | None = Field(
+        0.20, gt=0, lt=1,
+        description="Breaker: drawdown from the equity peak. Waits for an operator's reset (or the cool-down); "
+                    "a release re-bases the peak to the equity at that time.")
+    daily_loss: float | None = Field(
+        0.05, gt=0, lt=1,
+        description="Breaker: loss from the day's opening equity. Releases at the next trading day "
+                    "(see daily_release).")
+    max_consecutive_losses: int | None = Field(
+        5, ge=1,
+        description="Breaker: losing round trips in a row. Waits for an operator's reset (or the cool-down); "
+                    "a release restarts the count.")
+    max_trades_per_day: int | None = Field(
+        50, ge=1,
+        description="Breaker: fills in one trading day. Releases at the next trading day (see daily_release).")
+    daily_release: bool = Field(
+        True,
+        description="The daily breakers (daily_loss, max_trades_per_day) release at the first bar of the next "
+                    "trading day; false makes them wait for an operator's reset (or the cool-down) like the others.")
+    breaker_cooldown_bars: int | None = Field(
+        None, ge=1,
+        description="Bars after which a breaker that waits for an operator releases by itself, as a reset would "
+                    "(models the operator in a backtest); none waits for the operator. An operator's pause is "
+                    "never released by it.")
     flatten_on_trip: bool = Field(False, description="Close the position when a breaker trips (else only pause).")
     session_orders: Literal["wait", "reject"] = Field(
         "wait", description="Orders for a closed market wait for the next session or are rejected."
@@ -73,4 +97,6 @@ class EngineConfig(BaseModel):
         p[k.P_MAX_TRADES_PER_DAY] = float(self.max_trades_per_day or 0)
         p[k.P_FLATTEN_ON_TRIP] = 1.0 if self.flatten_on_trip else 0.0
         p[k.P_SESSION_WAIT] = 1.0 if self.session_orders == "wait" else 0.0
+        p[k.P_COOLDOWN] = float(self.breaker_cooldown_bars or 0)
+        p[k.P_DAILY_RELEASE] = 1.0 if self.daily_release else 0.0
         return p

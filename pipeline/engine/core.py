@@ -31,7 +31,15 @@ RULES = {
     k.RULE_CONSECUTIVE_LOSSES: "consecutive_losses",
     k.RULE_TRADES_PER_DAY: "trades_per_day",
     k.RULE_MANUAL_PAUSE: "paused",
+    k.RULE_PORTFOLIO: "portfolio_drawdown",
 }
+ACTIONS = {
+    k.ACTION_TRIP: ("trip", ""),
+    k.ACTION_RELEASE_NEW_DAY: ("release", "new_day"),
+    k.ACTION_RELEASE_COOLDOWN: ("release", "cooldown"),
+    k.ACTION_RELEASE_OPERATOR: ("release", "operator"),
+}
+"""Event action codes → (``action``, ``released_by``) of the breaker events frame."""
 REJECTIONS = {
     k.REJECT_MAX_POSITION: "resized: max position",
     k.REJECT_LEVERAGE: "resized: cash / leverage",
@@ -50,7 +58,14 @@ def day_ids(timestamps: pd.Series, boundary_hour: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EngineResult:
-    """What a run produced, as frames a trader can read (times are bar open times, UTC)."""
+    """What a run produced, as frames a trader can read (times are bar open times, UTC).
+
+    ``equity`` has one row per bar (``timestamp, equity, cash, position_value, units, paused``; ``paused``: a
+    breaker or an operator's pause was tripped at the bar's close, so its decision could not open or grow a
+    position). ``breaker_events`` has one row per trip and per release: ``timestamp, rule, value, threshold,
+    action`` (``trip`` or ``release``), ``released_by`` (``new_day``, ``cooldown`` or ``operator``; empty for
+    a trip) and ``bars_tripped`` (for a release, how many bars the rule had been tripped).
+    """
 
     fills: pd.DataFrame
     trades: pd.DataFrame
@@ -59,6 +74,11 @@ class EngineResult:
     breaker_events: pd.DataFrame
     open_units: float
     cash: float
+
+    @property
+    def paused_bars(self) -> int:
+        """Bars at whose close a breaker (or a pause) blocked new entries."""
+        return int(self.equity["paused"].sum())
 
 
 class Ledger:
@@ -73,7 +93,7 @@ class Ledger:
         self.fstate[k.F_EQUITY] = config.cash
         self.fills = np.zeros((64, k.FILL_COLUMNS))
         self.trades = np.zeros((64, k.TRADE_COLUMNS))
-        self.events = np.zeros((16, k.EVENT_COLUMNS))
+        self.events = np.zeros((32, k.EVENT_COLUMNS))
         self.rejects = np.zeros((16, k.REJECT_COLUMNS))
         self.intents = np.zeros((16, k.INTENT_COLUMNS))
         self._limits: tuple[int, ...] = ()
@@ -116,11 +136,21 @@ class Ledger:
             {"f": [float(x).hex() for x in self.fstate], "i": [int(x) for x in self.istate]}, separators=(",", ":")
         )
 
-    def restore(self, snapshot: str) -> None:
-        """Load a ``snapshot``; the output buffers start empty (what they held was already stored)."""
+    def restore(self, snapshot: str, next_bar: int = 0) -> None:
+        """Load a ``snapshot``; the output buffers start empty (what they held was already stored).
+
+        A snapshot of the earlier, shorter state layout (without release bookkeeping) is completed: the rules
+        it has tripped count their cool-down from ``next_bar``.
+        """
         data = json.loads(snapshot)
         fstate = np.array([float.fromhex(x) for x in data["f"]])
         istate = np.array(data["i"], dtype=np.int64)
+        if istate.shape == (k.I_RESET_PENDING,):
+            _, fresh = k.new_state()
+            fresh[: k.I_RESET_PENDING] = istate
+            for rule in RULES:
+                fresh[k.I_TRIP_BAR + rule] = next_bar
+            istate = fresh
         if fstate.shape != self.fstate.shape or istate.shape != self.istate.shape:
             raise ValueError("ledger snapshot does not match this engine version's state layout")
         for counter in (k.I_N_FILLS, k.I_N_TRADES, k.I_N_EVENTS, k.I_N_REJECTS, k.I_N_INTENTS):
@@ -142,11 +172,16 @@ class Ledger:
         self.istate[k.I_PENDING_REASON] = reason
 
     def reset_breakers(self) -> None:
-        """Clear every tripped breaker (an operator's decision); the consecutive-loss count restarts."""
-        self.istate[k.I_TRIPPED] &= 1 << k.RULE_MANUAL_PAUSE  # a manual pause stays until resumed
-        self.istate[k.I_CONSECUTIVE_LOSSES] = 0
-        self.fstate[k.F_PEAK] = self.fstate[k.F_EQUITY]
-        self.fstate[k.F_DAY_OPEN] = self.fstate[k.F_EQUITY]
+        """Clear every tripped breaker (an operator's decision); a manual pause stays until resumed.
+
+        The breakers are clear at once. At the next bar the reset is recorded (a release per rule it cleared)
+        and the measures restart from the last close's equity: the equity peak, the day's opening equity and
+        the consecutive-loss count (and the day's fill count when that rule was tripped).
+        """
+        pause = 1 << k.RULE_MANUAL_PAUSE
+        cleared = int(self.istate[k.I_TRIPPED]) & ~pause & k.ENGINE_RULES_MASK
+        self.istate[k.I_TRIPPED] &= pause
+        self.istate[k.I_RESET_PENDING] |= 1 | cleared
 
     @property
     def tripped(self) -> list[str]:
@@ -161,6 +196,7 @@ class Ledger:
         cash: np.ndarray,
         units: np.ndarray,
         closes: np.ndarray,
+        paused: np.ndarray,
         start: tuple[int, int, int, int] = (0, 0, 0, 0),
         bar_start: int = 0,
         time_of: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -168,7 +204,8 @@ class Ledger:
         """Convert the buffers to frames; ``times`` are the bars' open times as int64 ms (all bars so far).
 
         ``start`` (fills, trades, events, rejections already taken) and ``bar_start`` (bars already taken;
-        ``equity``, ``cash``, ``units`` and ``closes`` then cover only the later bars) select what is new.
+        ``equity``, ``cash``, ``units``, ``closes`` and ``paused`` then cover only the later bars) select what
+        is new.
         ``time_of`` maps bar numbers to open times (default: ``times[number]``).
         """
         n_fills = int(self.istate[k.I_N_FILLS])
@@ -215,12 +252,16 @@ class Ledger:
             }
         )
         e = self.events[s_events:n_events]
+        actions = [ACTIONS[int(a)] for a in e[:, 4]]
         events = pd.DataFrame(
             {
                 "timestamp": stamp(e[:, 0]),
                 "rule": [RULES[int(r)] for r in e[:, 1]],
                 "value": e[:, 2],
                 "threshold": e[:, 3],
+                "action": [a for a, _ in actions],
+                "released_by": [by for _, by in actions],
+                "bars_tripped": e[:, 5].astype(np.int64),
             }
         )
         r = self.rejects[s_rejects:n_rejects]
@@ -242,6 +283,7 @@ class Ledger:
                 "cash": cash,
                 "position_value": units * closes,
                 "units": units,
+                "paused": np.asarray(paused, dtype=np.bool_),
             }
         )
         return EngineResult(
@@ -269,15 +311,16 @@ def run(
     equity = np.empty(n)
     cash = np.empty(n)
     units = np.empty(n)
+    paused = np.zeros(n, dtype=np.bool_)
     position = 0
     while position < n:
         position = k.run_range(
             position, n, days, opens, highs, lows, closes, in_session, aims, codes, ledger.params,
             ledger.fstate, ledger.istate, ledger.fills, ledger.trades, ledger.events, ledger.rejects,
-            ledger.intents, equity, cash, units,
+            ledger.intents, equity, cash, units, paused,
         )
         ledger.ensure_room()
-    return ledger.frames(epoch_ms(bars["timestamp"]), reasons, equity, cash, units, closes)
+    return ledger.frames(epoch_ms(bars["timestamp"]), reasons, equity, cash, units, closes, paused)
 
 
 @dataclass(frozen=True)
@@ -308,6 +351,7 @@ class Engine:
         self._cash: list[float] = []
         self._units: list[float] = []
         self._closes: list[float] = []
+        self._paused: list[bool] = []
         self._drained: tuple[int, int, int, int] = (0, 0, 0, 0)
         self._drained_bars = 0
         self._offset = 0  # bars numbered before this process (a restored ledger continues the count)
@@ -338,8 +382,8 @@ class Engine:
         if self._times:
             raise ValueError("an engine can only be restored before its first step")
         data = json.loads(snapshot)
-        self.ledger.restore(data["ledger"])
         self._offset = int(data["bars_seen"])
+        self.ledger.restore(data["ledger"], next_bar=self._offset)
         self._drained_bars = 0
         if data["entry_ms"] is not None:
             self._earlier[int(data["entry_bar"])] = int(data["entry_ms"])
@@ -372,6 +416,7 @@ class Engine:
         self._cash.append(float(ledger.fstate[k.F_CASH]))
         self._units.append(float(ledger.fstate[k.F_UNITS]))
         self._closes.append(float(c))
+        self._paused.append(bool(ledger.istate[k.I_TRIPPED] != 0))
         return equity
 
     def take_intents(self) -> list[Intent]:
@@ -421,6 +466,7 @@ class Engine:
             np.asarray(self._cash[first:]),
             np.asarray(self._units[first:]),
             np.asarray(self._closes[first:]),
+            np.asarray(self._paused[first:], dtype=np.bool_),
             start=self._drained,
             time_of=self._time_of,
         )
@@ -436,5 +482,6 @@ class Engine:
             np.asarray(self._cash),
             np.asarray(self._units),
             np.asarray(self._closes),
+            np.asarray(self._paused, dtype=np.bool_),
             time_of=self._time_of,
         )

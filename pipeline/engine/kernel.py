@@ -15,6 +15,29 @@ Order of events inside ``step`` for bar i (open o, high h, low l, close c):
 5. the strategy's decision at this close (``aim``, NaN for none) becomes an order when it differs from the
    exposure currently aimed at: it fills at the next open, or at ``c`` in mode ``close``.
 
+Before step 1, breakers whose release is due are released (so an order decided at the previous close fills
+at this open when its breaker releases here):
+
+* an operator's reset (``Ledger.reset_breakers``) clears the tripped rules at once; at the next step it is
+  recorded (one release per rule it cleared), the equity peak and the day's opening equity are re-based to
+  the last close's equity and the consecutive-loss count restarts;
+* the **daily** rules (``daily_loss``, ``trades_per_day``) release at the first bar of the next trading day
+  (``P_DAILY_RELEASE``); that bar's day starts afresh (opening equity = the last close's, fill count 0);
+* the other rules (``max_drawdown``, ``consecutive_losses``, and the daily ones when they do not release
+  daily) wait for an operator's reset. With a cool-down of ``N`` bars (``P_COOLDOWN``) a rule tripped at
+  bar ``t`` releases at the start of bar ``t + N`` as an operator's reset would: a drawdown release re-bases
+  the peak to the last close's equity, a loss-streak release restarts the count, a daily-loss release
+  re-bases the day's opening equity and a trades-per-day release restarts the day's fill count;
+* an operator's pause (``RULE_MANUAL_PAUSE``) and the portfolio breaker (``RULE_PORTFOLIO``, set and
+  released by the portfolio stepper) are never released here.
+
+Every trip and every release is a row of the ``events`` buffer (``bar, rule, value, threshold, action,
+bars_tripped``). For a trip, ``value`` is the rule's measure and ``threshold`` its limit; for a release,
+``value`` is the measure just before the release (the drawdown from the old peak, the day's loss or fill
+count, the loss streak), ``action`` says what released it (``ACTION_RELEASE_*``) and ``bars_tripped`` how
+many bars the rule had been tripped. A bar whose close leaves any rule tripped (an operator's pause included)
+is a *paused* bar: the decision at that close cannot open or grow a position.
+
 An order resizes the position to ``aim × equity / (price × (1 + fee))`` units (so ``aim = 1`` from flat buys
 ``cash / (price × (1 + fee))``, all in), after the risk checks: the max-position fraction and the gross
 leverage cap shrink it (recorded as resized), a breaker blocks anything that increases exposure, an order
@@ -53,7 +76,11 @@ P_SESSION_WAIT = 17
 P_EXTERNAL = 18
 """1: fills come from a venue. Orders become intents (market orders sent at once) and ``apply_fill`` books
 what the venue reports; units ordered but not filled yet are tracked in ``F_INFLIGHT``."""
-N_PARAMS = 19
+P_COOLDOWN = 19
+"""Bars after which a rule that waits for an operator releases by itself; 0 waits for the operator."""
+P_DAILY_RELEASE = 20
+"""1: ``daily_loss`` and ``trades_per_day`` release at the next trading day; 0: they wait like the others."""
+N_PARAMS = 21
 
 # ----------------------------------------------------------------------------------------------- float state
 F_CASH = 0
@@ -90,7 +117,12 @@ I_N_EVENTS = 9
 I_N_REJECTS = 10
 I_EXIT_REASON = 11
 I_N_INTENTS = 12
-N_ISTATE = 13
+I_RESET_PENDING = 13
+"""An operator's reset not yet recorded: bit 0 set, plus the bits of the rules it cleared."""
+I_TRIP_BAR = 14
+"""``I_TRIP_BAR + rule``: the bar at which ``rule`` last tripped (slots for rules 0 to ``N_RULES - 1``)."""
+N_RULES = 7
+N_ISTATE = I_TRIP_BAR + N_RULES
 
 # ----------------------------------------------------------------------------------------------- codes
 REASON_STOP_LOSS = -2
@@ -105,6 +137,16 @@ RULE_CONSECUTIVE_LOSSES = 3
 RULE_TRADES_PER_DAY = 4
 RULE_MANUAL_PAUSE = 5
 """Set by an operator's pause command: blocks entries like a breaker until resumed."""
+RULE_PORTFOLIO = 6
+"""Set by the portfolio's drawdown breaker on every sleeve; the portfolio stepper releases it."""
+ENGINE_RULES_MASK = (1 << RULE_DRAWDOWN) | (1 << RULE_DAILY_LOSS) | (1 << RULE_CONSECUTIVE_LOSSES) \
+    | (1 << RULE_TRADES_PER_DAY)
+"""The rules this kernel trips and releases (and records)."""
+
+ACTION_TRIP = 0
+ACTION_RELEASE_NEW_DAY = 1
+ACTION_RELEASE_COOLDOWN = 2
+ACTION_RELEASE_OPERATOR = 3
 
 REJECT_MAX_POSITION = 1
 REJECT_LEVERAGE = 2
@@ -115,13 +157,14 @@ REJECT_SHORT = 6
 
 FILL_COLUMNS = 6  # bar, side, qty, price, fee, reason
 TRADE_COLUMNS = 10  # entry_bar, exit_bar, side, qty, entry_price, exit_price, pnl, fees, entry_reason, exit_reason
-EVENT_COLUMNS = 4  # bar, rule, value, threshold
+EVENT_COLUMNS = 6  # bar, rule, value, threshold, action, bars_tripped
 REJECT_COLUMNS = 5  # bar, code, aim, requested_units, reason
 INTENT_COLUMNS = 4  # bar, signed qty, reference price, reason
 DUST_VALUE = 1e-9
 """Orders worth less than this (in quote currency) are not sent: they are rounding noise."""
 SPARE_ROWS = 8
-"""A step writes at most a few rows to each buffer; the driver keeps at least this many free."""
+"""A step writes at most a few rows to each buffer (events: at most one release and one trip per engine rule);
+the driver keeps at least this many free."""
 
 
 def new_state() -> tuple[np.ndarray, np.ndarray]:
@@ -134,21 +177,108 @@ def new_state() -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, inline="always")
+def _event(i: int, rule: int, value: float, threshold: float, action: int, bars: int, st: np.ndarray,
+           events: np.ndarray) -> None:  # pragma: no cover - compiled
+    k = st[I_N_EVENTS]
+    events[k, 0] = i
+    events[k, 1] = rule
+    events[k, 2] = value
+    events[k, 3] = threshold
+    events[k, 4] = action
+    events[k, 5] = bars
+    st[I_N_EVENTS] = k + 1
+
+
+@njit(cache=True, inline="always")
 def _trip(i: int, rule: int, value: float, threshold: float, p: np.ndarray, fs: np.ndarray, st: np.ndarray,
           events: np.ndarray) -> None:  # pragma: no cover - compiled
     bit = 1 << rule
     if st[I_TRIPPED] & bit:
         return
     st[I_TRIPPED] |= bit
-    k = st[I_N_EVENTS]
-    events[k, 0] = i
-    events[k, 1] = rule
-    events[k, 2] = value
-    events[k, 3] = threshold
-    st[I_N_EVENTS] = k + 1
+    st[I_TRIP_BAR + rule] = i
+    _event(i, rule, value, threshold, ACTION_TRIP, 0, st, events)
     if p[P_FLATTEN_ON_TRIP] > 0 and fs[F_UNITS] != 0.0:
         fs[F_PENDING] = 0.0
         st[I_PENDING_REASON] = REASON_BREAKER_FLATTEN
+
+
+@njit(cache=True, inline="always")
+def _measure(rule: int, fs: np.ndarray, st: np.ndarray) -> float:  # pragma: no cover - compiled
+    """The current value of ``rule``'s measure at the last close (what its limit is compared with)."""
+    equity = fs[F_EQUITY]
+    if rule == RULE_DRAWDOWN:
+        return 1.0 - equity / fs[F_PEAK] if fs[F_PEAK] > 0.0 else 0.0
+    if rule == RULE_DAILY_LOSS:
+        return 1.0 - equity / fs[F_DAY_OPEN] if fs[F_DAY_OPEN] > 0.0 else 0.0
+    if rule == RULE_CONSECUTIVE_LOSSES:
+        return float(st[I_CONSECUTIVE_LOSSES])
+    return float(st[I_FILLS_TODAY])
+
+
+@njit(cache=True, inline="always")
+def _limit(rule: int, p: np.ndarray) -> float:  # pragma: no cover - compiled
+    if rule == RULE_DRAWDOWN:
+        return float(p[P_MAX_DRAWDOWN])
+    if rule == RULE_DAILY_LOSS:
+        return float(p[P_DAILY_LOSS])
+    if rule == RULE_CONSECUTIVE_LOSSES:
+        return float(p[P_MAX_CONSECUTIVE_LOSSES])
+    return float(p[P_MAX_TRADES_PER_DAY])
+
+
+@njit(cache=True, inline="always")
+def _rebase(rule: int, fs: np.ndarray, st: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Restart ``rule``'s measure from the last close, as an operator's reset does."""
+    if rule == RULE_DRAWDOWN:
+        fs[F_PEAK] = fs[F_EQUITY]
+    elif rule == RULE_DAILY_LOSS:
+        fs[F_DAY_OPEN] = fs[F_EQUITY]
+    elif rule == RULE_CONSECUTIVE_LOSSES:
+        st[I_CONSECUTIVE_LOSSES] = 0
+    else:
+        st[I_FILLS_TODAY] = 0
+
+
+@njit(cache=True, inline="always")
+def _release(i: int, rule: int, action: int, p: np.ndarray, fs: np.ndarray, st: np.ndarray,
+             events: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Release a tripped ``rule`` at the start of bar ``i``: record it, clear it, re-base its measure."""
+    _event(i, rule, _measure(rule, fs, st), _limit(rule, p), action, i - st[I_TRIP_BAR + rule], st, events)
+    st[I_TRIPPED] &= ~(1 << rule)
+    _rebase(rule, fs, st)
+
+
+@njit(cache=True)
+def _releases(i: int, new_day: bool, p: np.ndarray, fs: np.ndarray, st: np.ndarray,
+              events: np.ndarray) -> None:  # pragma: no cover - compiled
+    """The releases due at the start of bar ``i`` (module docstring), before the day rolls over."""
+    pending = st[I_RESET_PENDING]
+    if pending != 0:  # an operator's reset since the last step: record it, then re-base
+        for rule in (RULE_DRAWDOWN, RULE_DAILY_LOSS, RULE_CONSECUTIVE_LOSSES, RULE_TRADES_PER_DAY):
+            if pending & (1 << rule):
+                _event(i, rule, _measure(rule, fs, st), _limit(rule, p), ACTION_RELEASE_OPERATOR,
+                       i - st[I_TRIP_BAR + rule], st, events)
+        fs[F_PEAK] = fs[F_EQUITY]
+        fs[F_DAY_OPEN] = fs[F_EQUITY]
+        st[I_CONSECUTIVE_LOSSES] = 0
+        if pending & (1 << RULE_TRADES_PER_DAY):
+            st[I_FILLS_TODAY] = 0
+        st[I_RESET_PENDING] = 0
+    tripped = st[I_TRIPPED] & ENGINE_RULES_MASK
+    if tripped == 0:
+        return
+    daily = p[P_DAILY_RELEASE] > 0
+    if new_day and daily:
+        for rule in (RULE_DAILY_LOSS, RULE_TRADES_PER_DAY):
+            if tripped & (1 << rule):
+                _release(i, rule, ACTION_RELEASE_NEW_DAY, p, fs, st, events)
+    cooldown = p[P_COOLDOWN]
+    if cooldown > 0:
+        waiting = ENGINE_RULES_MASK if not daily else (1 << RULE_DRAWDOWN) | (1 << RULE_CONSECUTIVE_LOSSES)
+        for rule in (RULE_DRAWDOWN, RULE_DAILY_LOSS, RULE_CONSECUTIVE_LOSSES, RULE_TRADES_PER_DAY):
+            if st[I_TRIPPED] & waiting & (1 << rule) and i - st[I_TRIP_BAR + rule] >= cooldown:
+                _release(i, rule, ACTION_RELEASE_COOLDOWN, p, fs, st, events)
 
 
 @njit(cache=True, inline="always")
@@ -357,8 +487,12 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
          p: np.ndarray, fs: np.ndarray, st: np.ndarray, fills: np.ndarray, trades: np.ndarray, events: np.ndarray,
          rejects: np.ndarray, intents: np.ndarray) -> float:  # pragma: no cover - compiled
     """Advance the ledger by bar ``i`` and return the equity at its close (see the module docstring)."""
+    first = st[I_DAY] == np.iinfo(np.int64).min
+    new_day = day != st[I_DAY] and not first
+    if st[I_RESET_PENDING] != 0 or (st[I_TRIPPED] & ENGINE_RULES_MASK != 0 and (new_day or p[P_COOLDOWN] > 0)):
+        _releases(i, new_day, p, fs, st, events)
     if day != st[I_DAY]:
-        if st[I_DAY] == np.iinfo(np.int64).min:
+        if first:
             fs[F_DAY_OPEN] = fs[F_CASH]
             fs[F_PEAK] = fs[F_CASH]
         else:
@@ -441,8 +575,11 @@ def run_range(start: int, end: int, days: np.ndarray, opens: np.ndarray, highs: 
               closes: np.ndarray, sessions: np.ndarray, aims: np.ndarray, reasons: np.ndarray, p: np.ndarray,
               fs: np.ndarray, st: np.ndarray, fills: np.ndarray, trades: np.ndarray, events: np.ndarray,
               rejects: np.ndarray, intents: np.ndarray, equity: np.ndarray, cash: np.ndarray,
-              units: np.ndarray) -> int:  # pragma: no cover - compiled
-    """Step bars ``start..end-1``; stop early (returning the next bar) when an output buffer runs low."""
+              units: np.ndarray, paused: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Step bars ``start..end-1``; stop early (returning the next bar) when an output buffer runs low.
+
+    Per bar it writes the equity, cash and units at the close, and whether the bar is paused (a rule tripped
+    at its close)."""
     fills_cap = fills.shape[0] - SPARE_ROWS
     trades_cap = trades.shape[0] - SPARE_ROWS
     events_cap = events.shape[0] - SPARE_ROWS
@@ -456,4 +593,5 @@ def run_range(start: int, end: int, days: np.ndarray, opens: np.ndarray, highs: 
                          p, fs, st, fills, trades, events, rejects, intents)
         cash[i] = fs[F_CASH]
         units[i] = fs[F_UNITS]
+        paused[i] = st[I_TRIPPED] != 0
     return end

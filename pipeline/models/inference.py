@@ -60,7 +60,7 @@ def predict_proba(
     device = next(net.parameters()).device
     with torch.inference_mode():
         for start in range(0, windows.shape[0], batch_size):
-            batch = np.ascontiguousarray(windows[start : start + batch_size])
+            batch = np.require(windows[start : start + batch_size], requirements=["C", "W"])
             probabilities = net(torch.from_numpy(batch).to(device))
             result[start + length - 1 : start + length - 1 + batch.shape[0]] = probabilities.cpu().numpy()
     return result

@@ -2,11 +2,11 @@
 
 * :mod:`pipeline.reports.trading` — the runtime's state: overview, equity, commands, trades;
 * :mod:`pipeline.reports.market` — the lake: catalogue, chart data (down-sampled), data health, quarantine;
-* :mod:`pipeline.reports.backtests` — stored backtest runs and their curves;
+* :mod:`pipeline.reports.backtests` — stored backtest runs, their curves and breaker events;
 * :mod:`pipeline.reports.models` — registered models, promotion and rollback, the model's probability.
 """
 
-from pipeline.reports.backtests import backtest_root, curves, runs
+from pipeline.reports.backtests import backtest_root, breaker_events, curves, runs
 from pipeline.reports.market import (
     ChartData,
     catalog,
@@ -41,7 +41,7 @@ from pipeline.reports.trading import (
 )
 
 __all__ = [
-    "OUTCOMES", "ChartData", "Overview", "SleeveStatus", "TradeSelection", "backtest_root", "catalog",
+    "OUTCOMES", "ChartData", "Overview", "SleeveStatus", "TradeSelection", "backtest_root", "breaker_events", "catalog",
     "chart_data", "chart_probability", "chart_timeframes", "commands", "curves", "data_health",
     "display_timeframe", "equity_curve", "hybrid_model_name", "load_production", "model_versions", "overview",
     "production_versions", "promote", "quarantine_reasons", "quarantine_rows", "rollback", "runs", "series_span",

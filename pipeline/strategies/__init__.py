@@ -12,6 +12,9 @@ values with a ``DataError`` that names the strategy and the parameter:
 | ``hybrid`` | ``base`` (``golden_cross``), ``threshold`` (0.55), plus the base strategy's own parameters |
 
 ``hybrid`` keeps an entry of its base strategy only where the feature ``model_score`` is ``>= threshold``.
+
+Every strategy is also a stream (``strategy.stream()``, a ``DecisionStream``): decisions advance by the next rows
+with constant work per row, and ``targets(frame)`` is a fresh stream given the whole frame (see ``base``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import re
 from collections.abc import Mapping
 
 from pipeline.domain import DataError
-from pipeline.strategies.base import REGISTRY, Strategy, Targets, check_features
+from pipeline.strategies.base import REGISTRY, DecisionStream, Strategy, Targets, check_features
 from pipeline.strategies.buy_and_hold import BuyAndHold
 from pipeline.strategies.model_gate import ModelGated
 from pipeline.strategies.rsi_reversion import RsiReversion
@@ -30,6 +33,7 @@ from pipeline.strategies.sma_cross import SmaCross, golden_cross
 __all__ = [
     "REGISTRY",
     "BuyAndHold",
+    "DecisionStream",
     "ModelGated",
     "RsiReversion",
     "SmaCross",

@@ -1,10 +1,16 @@
-"""What a strategy is: a causal function from a feature frame to per-bar *decisions*.
+"""What a strategy is: a causal, streaming function from a feature frame to per-bar *decisions*.
 
 A strategy returns ``Targets``: for every bar, either NaN (no decision on this bar) or the desired exposure as
 a fraction of the strategy's equity (``1.0`` all in long, ``0.0`` flat, ``-1.0`` all in short), with a reason
 code. Decisions are events, not levels: the engine acts when a decision differs from the exposure it is
-currently aiming for. Because of that, a decision depends only on a short look-back, and the runtime can
-compute the same function on a rolling window and use its last row.
+currently aiming for.
+
+Decisions are a stream (DESIGN.md, section 2): ``strategy.stream()`` is a ``DecisionStream`` from the first bar;
+its ``update(rows)`` takes the next rows of the feature frame and returns the decisions for exactly those rows,
+with constant work per row, carrying only what the rule needs (window values, recursion states, the previous
+bar's indicator). ``state()`` is an exact JSON-serialisable snapshot and ``restore(state)`` continues from it.
+``targets(frame)``, the batch form, is ``stream().update(frame)``: the backtest and the runtime (bar by bar)
+make the same decisions by construction (``tests/test_streaming.py`` checks it bit for bit on real data).
 
 Every strategy is causal: its decision at bar i uses rows ``<= i`` only. ``tests/test_strategies.py`` checks
 this on every registered strategy by recomputing on truncated prefixes of real data.
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -51,6 +57,22 @@ class Targets:
         return self.reasons[code] if 0 <= code < len(self.reasons) else ""
 
 
+class DecisionStream(Protocol):
+    """A strategy's decisions, advanced by the next rows of its feature frame."""
+
+    def update(self, features: pd.DataFrame) -> Targets:
+        """Decisions for these rows only, continuing the rows given before (constant work per row)."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """The exact state, JSON-serialisable; its size does not depend on how many rows were seen."""
+        ...
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue exactly where the stream that saved ``state`` stopped (all or nothing)."""
+        ...
+
+
 class Strategy(Protocol):
     """A named, parameterised decision function."""
 
@@ -60,7 +82,11 @@ class Strategy(Protocol):
     """Bars of history needed before the first decision can be made."""
 
     def targets(self, features: pd.DataFrame) -> Targets:
-        """Decisions for every row of ``features`` (vectorised over the whole frame)."""
+        """Decisions for every row of ``features``: ``self.stream().update(features)``."""
+        ...
+
+    def stream(self) -> DecisionStream:
+        """A fresh decision stream, starting at the first bar it is given."""
         ...
 
 
@@ -86,6 +112,12 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+def check_owner(state: dict[str, Any], owner: object) -> None:
+    """Refuse a saved decision stream state that another strategy (or other parameters) saved."""
+    if state.get("strategy") != repr(owner):
+        raise DataError(f"saved decision stream belongs to {state.get('strategy')!r}, not to {owner!r}")
 
 
 def check_features(strategy: Strategy, features: pd.DataFrame) -> None:

@@ -9,15 +9,21 @@ The score column (by default ``model_score``, the probability an ML model assign
 upstream by the feature pipeline; this module reads it and holds no model. A kept entry's reason is the base
 reason with ``+ml(p>=threshold)`` appended, e.g. ``"golden_cross up (50/200)+ml(p>=0.55)"``; exits keep the base
 reason.
+
+The gate's stream wraps the base strategy's stream: each batch of rows advances the base by those rows and
+gates their entries with the score column of the same rows, so it carries nothing of its own.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.domain import DataError
-from pipeline.strategies.base import Strategy, Targets, check_features
+from pipeline.strategies.base import DecisionStream, Strategy, Targets, check_features, check_owner
+from pipeline.streaming import section
 
 
 class ModelGated:
@@ -45,10 +51,14 @@ class ModelGated:
             f"ModelGated(base={self.base!r}, threshold={self.threshold:g}, column={self.column!r}, name={self.name!r})"
         )
 
+    def stream(self) -> ModelGatedStream:
+        return ModelGatedStream(self)
+
     def targets(self, features: pd.DataFrame) -> Targets:
-        check_features(self, features)
-        inner = self.base.targets(features)
-        score = features[self.column].to_numpy(dtype=np.float64, copy=False)
+        return self.stream().update(features)
+
+    def gate(self, inner: Targets, score: np.ndarray) -> Targets:
+        """``inner`` (the base's decisions on some rows) with entries kept only where ``score >= threshold``."""
         entry = inner.exposure > 0.0
         with np.errstate(invalid="ignore"):
             confirmed = score >= self.threshold
@@ -60,3 +70,23 @@ class ModelGated:
         reason[kept] += len(inner.reasons)
         reasons = (*inner.reasons, *(text + self._suffix for text in inner.reasons))
         return Targets(exposure, reason, reasons)
+
+
+class ModelGatedStream:
+    """The base strategy's stream, its entries gated by the score of the same rows."""
+
+    def __init__(self, strategy: ModelGated) -> None:
+        self.strategy = strategy
+        self._base: DecisionStream = strategy.base.stream()
+
+    def update(self, features: pd.DataFrame) -> Targets:
+        check_features(self.strategy, features)
+        inner = self._base.update(features)
+        return self.strategy.gate(inner, features[self.strategy.column].to_numpy(dtype=np.float64))
+
+    def state(self) -> dict[str, Any]:
+        return {"strategy": repr(self.strategy), "base": self._base.state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        check_owner(state, self.strategy)
+        self._base.restore(section(state, "base", f"{self.strategy.name} state"))

@@ -10,9 +10,12 @@ Wilder's RSI over ``n = period`` bars, with ``change[i] = close[i] - close[i-1]`
 * ``rsi[i] = 100 * avg_gain[i] / (avg_gain[i] + avg_loss[i])`` (the same as ``100 - 100 / (1 + RS)``),
   ``100`` when there were no losses and ``50`` when the price did not move at all.
 
-The smoothing is ``pandas.Series.ewm(alpha=1/n, adjust=False).mean()`` started at the seed, which runs forward
-from the first bar of the frame: a bar's RSI never changes when later bars are appended. The RSI at a bar does
-depend (with exponentially fading weight) on where the frame starts, as Wilder's RSI always does.
+The averages are ``pipeline.streaming.Wilder`` (pandas' ``ewm(alpha=1/n, adjust=False).mean()`` arithmetic
+started at the seed, the seed being ``numpy.mean`` of the first ``n`` moves), the same computation as the
+``rsi_<n>`` feature. They run forward from the first bar the strategy is given: a bar's RSI never changes when
+later bars are appended, and it does depend (with exponentially fading weight) on where the series starts, as
+Wilder's RSI always does. The stream (``stream()``) carries the previous close, the two averages (or the seed
+values until bar ``n``) and the previous bar's RSI; ``targets(frame)`` is a fresh stream given the whole frame.
 
 Decisions, the first possible one at bar ``n + 1`` (``warmup``):
 
@@ -25,11 +28,14 @@ Closes must be finite numbers (as canonical bars are); a NaN close is refused wi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from pipeline.domain import DataError
-from pipeline.strategies.base import Targets, check_features
+from pipeline.strategies.base import Targets, check_features, check_owner
+from pipeline.streaming import Rsi, pack, section, unpack
 
 
 def _level(name: str, value: object) -> float:
@@ -43,24 +49,7 @@ def _level(name: str, value: object) -> float:
 
 def wilder_rsi(close: np.ndarray, period: int) -> np.ndarray:
     """Wilder's RSI of ``close`` (float64); NaN on bars ``0..period-1``."""
-    n = len(close)
-    if n <= period:
-        return np.full(n, np.nan)
-    change = np.diff(close)
-    gain = np.maximum(change, 0.0)
-    loss = np.maximum(-change, 0.0)
-    averages = []
-    for moves in (gain, loss):
-        series = np.full(n, np.nan)
-        series[period] = moves[:period].mean()
-        series[period + 1 :] = moves[period:]
-        averages.append(pd.Series(series).ewm(alpha=1.0 / period, adjust=False).mean().to_numpy())
-    avg_gain, avg_loss = averages
-    total = avg_gain + avg_loss
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rsi: np.ndarray = np.where(total > 0.0, 100.0 * avg_gain / total, 50.0)
-    rsi[:period] = np.nan
-    return rsi
+    return Rsi(period).update(close)
 
 
 class RsiReversion:
@@ -87,24 +76,52 @@ class RsiReversion:
         return f"RsiReversion(period={self.period}, lower={self.lower:g}, upper={self.upper:g}, name={self.name!r})"
 
     def rsi(self, features: pd.DataFrame) -> np.ndarray:
-        """Wilder's RSI per bar (NaN until ``period`` changes exist)."""
-        close = features["close"].to_numpy(dtype=np.float64, copy=False)
+        """Wilder's RSI per bar (NaN until ``period`` changes exist), from the frame's first bar."""
+        return RsiReversionStream(self).rsi(features)
+
+    def stream(self) -> RsiReversionStream:
+        return RsiReversionStream(self)
+
+    def targets(self, features: pd.DataFrame) -> Targets:
+        return self.stream().update(features)
+
+
+class RsiReversionStream:
+    """The reversion rule bar by bar: Wilder's RSI state and the previous bar's RSI."""
+
+    def __init__(self, strategy: RsiReversion) -> None:
+        self.strategy = strategy
+        self._rsi = Rsi(strategy.period)
+        self._previous = np.nan
+
+    def rsi(self, features: pd.DataFrame) -> np.ndarray:
+        """Advance the RSI by the rows' closes (refusing a close that is not finite); the RSI of those rows."""
+        close = features["close"].to_numpy(dtype=np.float64)
         finite = np.isfinite(close)
         if not finite.all():
             row = int(np.argmin(finite))
             raise DataError(
-                f"strategy {self.name!r} needs finite closes; column 'close' holds {close[row]} at row {row}"
+                f"strategy {self.strategy.name!r} needs finite closes; column 'close' holds {close[row]} at row {row}"
             )
-        return wilder_rsi(close, self.period)
+        return self._rsi.update(close)
 
-    def targets(self, features: pd.DataFrame) -> Targets:
-        check_features(self, features)
+    def update(self, features: pd.DataFrame) -> Targets:
+        check_features(self.strategy, features)
         rsi = self.rsi(features)
-        n = len(rsi)
-        enter = np.zeros(n, dtype=bool)
-        leave = np.zeros(n, dtype=bool)
-        if n > 1:
-            previous, current = rsi[:-1], rsi[1:]
-            enter[1:] = (previous >= self.lower) & (current < self.lower)
-            leave[1:] = (previous <= self.upper) & (current > self.upper)
-        return Targets.from_signals(enter, leave, self.reasons)
+        previous = np.concatenate(([self._previous], rsi[:-1]))
+        lower, upper = self.strategy.lower, self.strategy.upper
+        enter = (previous >= lower) & (rsi < lower)
+        leave = (previous <= upper) & (rsi > upper)
+        if len(rsi):
+            self._previous = float(rsi[-1])
+        return Targets.from_signals(enter, leave, self.strategy.reasons)
+
+    def state(self) -> dict[str, Any]:
+        return {"strategy": repr(self.strategy), "rsi": self._rsi.state(), "previous": pack(np.array([self._previous]))}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        check_owner(state, self.strategy)
+        fresh = RsiReversionStream(self.strategy)
+        fresh._rsi.restore(section(state, "rsi", "rsi_reversion state"))
+        fresh._previous = float(unpack(state.get("previous"), 1, "rsi_reversion previous RSI")[0])
+        self.__dict__.update(fresh.__dict__)

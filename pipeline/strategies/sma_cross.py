@@ -9,22 +9,27 @@ With ``sma_n[i]`` the mean of the ``n`` closes ending at (and including) bar ``i
 
 ``sma_slow`` first exists at bar ``slow - 1``, so the first possible decision is at bar ``slow`` (``warmup``).
 
-The means are ``pandas.Series.rolling(n).mean()`` of the float64 closes, so a trader who computes
-``close.rolling(fast).mean() - close.rolling(slow).mean()`` with pandas gets bit-identical ``d`` and therefore
-the same decisions. That computation runs forward from the first bar of the frame, so a bar's decision never
-changes when later bars are appended (the truncation test checks it); a frame that starts at a different bar can
-differ in the last bits of the means, which only matters when ``d`` is within rounding of zero.
+The means are exact window means (``pipeline.streaming.Window``): the sum of ``close[i], close[i-1], ...,
+close[i-n+1]`` in that order from 0, divided by ``n``, and exactly the close when the ``n`` closes are all equal.
+A bar's mean depends on its window's closes only, so ``d`` and the decisions are the same bit for bit whatever
+bars precede the window and wherever the frame starts; a flat stretch gives ``d = 0`` exactly (no spurious
+cross). A close that is NaN makes every mean whose window holds it NaN, and a NaN ``d`` is never a cross.
 
-Decisions are long-only (1/0); short exposure is a matter of engine configuration, not of this strategy.
+The stream (``stream()``) carries the last ``slow - 1`` closes and the previous bar's ``d``; ``targets(frame)``
+is a fresh stream given the whole frame. Decisions are long-only (1/0); short exposure is a matter of engine
+configuration, not of this strategy.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.domain import DataError
-from pipeline.strategies.base import Targets, check_features
+from pipeline.strategies.base import Targets, check_features, check_owner
+from pipeline.streaming import Window, pack, section, unpack
 
 
 def _window(name: str, value: object) -> int:
@@ -57,24 +62,55 @@ class SmaCross:
         return f"SmaCross(fast={self.fast}, slow={self.slow}, name={self.name!r})"
 
     def spread(self, features: pd.DataFrame) -> np.ndarray:
-        """``d = sma_fast - sma_slow`` per bar (NaN until ``slow`` closes exist)."""
-        close = pd.Series(features["close"].to_numpy(dtype=np.float64, copy=False))
-        fast = close.rolling(self.fast).mean().to_numpy()
-        slow = close.rolling(self.slow).mean().to_numpy()
-        spread: np.ndarray = fast - slow
-        return spread
+        """``d = sma_fast - sma_slow`` per bar (NaN until ``slow`` closes exist), from the frame's first bar."""
+        return SmaCrossStream(self).spread(features["close"].to_numpy(dtype=np.float64))
+
+    def stream(self) -> SmaCrossStream:
+        return SmaCrossStream(self)
 
     def targets(self, features: pd.DataFrame) -> Targets:
-        check_features(self, features)
-        d = self.spread(features)
-        n = len(d)
-        up = np.zeros(n, dtype=bool)
-        down = np.zeros(n, dtype=bool)
-        if n > 1:
-            previous, current = d[:-1], d[1:]
-            up[1:] = (previous < 0.0) & (current > 0.0)
-            down[1:] = (previous > 0.0) & (current < 0.0)
-        return Targets.from_signals(up, down, self.reasons)
+        return self.stream().update(features)
+
+
+class SmaCrossStream:
+    """The crossover's decisions bar by bar: the two windows of closes and the previous bar's ``d``."""
+
+    def __init__(self, strategy: SmaCross) -> None:
+        self.strategy = strategy
+        self._fast = Window(strategy.fast)
+        self._slow = Window(strategy.slow)
+        self._previous = np.nan
+
+    def spread(self, close: np.ndarray) -> np.ndarray:
+        """Advance both means by ``close``; ``d`` for those bars."""
+        spread: np.ndarray = self._fast.update(close)[0] - self._slow.update(close)[0]
+        return spread
+
+    def update(self, features: pd.DataFrame) -> Targets:
+        check_features(self.strategy, features)
+        d = self.spread(features["close"].to_numpy(dtype=np.float64))
+        previous = np.concatenate(([self._previous], d[:-1]))
+        up = (previous < 0.0) & (d > 0.0)
+        down = (previous > 0.0) & (d < 0.0)
+        if len(d):
+            self._previous = float(d[-1])
+        return Targets.from_signals(up, down, self.strategy.reasons)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "strategy": repr(self.strategy),
+            "fast": self._fast.state(),
+            "slow": self._slow.state(),
+            "previous": pack(np.array([self._previous])),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        check_owner(state, self.strategy)
+        fresh = SmaCrossStream(self.strategy)
+        fresh._fast.restore(section(state, "fast", "sma_cross state"))
+        fresh._slow.restore(section(state, "slow", "sma_cross state"))
+        fresh._previous = float(unpack(state.get("previous"), 1, "sma_cross previous spread")[0])
+        self.__dict__.update(fresh.__dict__)
 
 
 def golden_cross() -> SmaCross:
