@@ -2,7 +2,8 @@
 
 * ``nightly-backtest``: the portfolio file when one is given, else every built-in strategy on every universe
   series, over the last ``nightly_backtest_days`` days, with the current production model for ``hybrid``;
-  stored under ``<data_dir>/backtests/`` and logged to the MLflow experiment ``nightly-backtests``.
+  stored under ``<data_dir>/backtests/`` and logged to the MLflow experiment ``nightly-backtests``; each run is
+  logged in one line (trades, return, breaker trips and releases, paused bars).
 * ``adhoc-backtest``: one backtest with typed parameters (the Prefect UI shows them as a form; the dashboard
   launches the deployment ``adhoc-backtest/adhoc-backtest`` with exactly these parameter names).
 """
@@ -28,9 +29,7 @@ def nightly_backtest_flow(portfolio: str | None = None) -> dict[str, Any]:
     """Backtest every configured strategy over the last ``nightly_backtest_days`` days."""
     report = nightly_task(portfolio)
     for run in report["runs"]:
-        summary = run["summary"]
-        say(f"{run['label']}: {summary['trades']} trades, total return {summary.get('total_return')}, "
-            f"stored {run['folder']}")
+        say(f"{run['line']}, stored {run['folder']}")
     for reason in report["skipped"]:
         say(f"skipped {reason}")
     return report
@@ -54,10 +53,13 @@ def adhoc_backtest_flow(
     max_position: float = 0.25,
     cash: float = 100_000.0,
     params: dict[str, str | float] | None = None,
+    breaker_cooldown_bars: int | None = None,
 ) -> dict[str, Any]:
-    """One backtest of ``strategy`` on ``symbol``; ``params`` are the strategy's parameters (e.g. fast, slow)."""
+    """One backtest of ``strategy`` on ``symbol``; ``params`` are the strategy's parameters (e.g. fast, slow);
+    ``breaker_cooldown_bars`` releases a drawdown or loss-streak breaker that many bars after its trip (none
+    keeps it tripped for the rest of the run)."""
     request = AdhocRequest(strategy, symbol, timeframe, venue, start, end, fee_bps, slippage_bps, max_position, cash,
-                           dict(params or {}))
+                           dict(params or {}), breaker_cooldown_bars)
     result = adhoc_task(request)
     say(f"{result['label']}: {result['summary']['trades']} trades, final equity {result['summary']['final_equity']}"
         f", stored {result['folder']}")

@@ -5,7 +5,10 @@ the dashboard launches, each stored under ``<data_dir>/backtests/<run_id>/`` and
   portfolio file (every sleeve, the portfolio caps, one stored run) or every built-in strategy on every
   universe series. The ``hybrid`` strategy runs with the version that carries the ``production`` alias of
   ``hybrid-<SYMBOL>-<tf>``; without one it is skipped, and the report says so. Each run is logged to the MLflow
-  experiment ``nightly-backtests`` with its parameters, metrics and ``summary.json``.
+  experiment ``nightly-backtests`` with its parameters, metrics and ``summary.json``. The strategies run with
+  the engine's defaults and ``nightly_breaker_cooldown_bars`` as their breaker cool-down: set, a drawdown or
+  loss-streak trip releases after that many bars, as an operator's reset would; unset, it pauses the rest of
+  the run. (A portfolio file's sleeves keep the engine settings the file gives them.)
 * **Ad hoc** (``adhoc_backtest``): one strategy on one series with explicit costs and sizing, logged to
   ``adhoc-backtests``.
 
@@ -115,6 +118,7 @@ def nightly_backtests(settings: Settings, clock: Clock, portfolio: Path | None =
     start = end - pd.Timedelta(days=settings.nightly_backtest_days)
     registry = ModelRegistry(settings.mlflow_tracking_uri)
     report = NightlyReport(start, end)
+    config = EngineConfig(breaker_cooldown_bars=settings.nightly_breaker_cooldown_bars)
     if portfolio is not None:
         report.runs.append(_portfolio_run(settings, registry, load_portfolio(portfolio), start, end, portfolio))
         return report
@@ -139,7 +143,7 @@ def nightly_backtests(settings: Settings, clock: Clock, portfolio: Path | None =
                     continue
                 frame, model = bars.assign(**{MODEL_COLUMN: scored[0]}), scored[1]
             label = f"{name} {venue}:{spec.symbol}:{spec.timeframe}"
-            report.runs.append(_single_run(settings, registry, NIGHTLY_EXPERIMENT, label, strategy, {}, EngineConfig(),
+            report.runs.append(_single_run(settings, registry, NIGHTLY_EXPERIMENT, label, strategy, {}, config,
                                            frame, spec.timeframe, instrument, model))
     if not report.runs:
         raise DataError("the nightly backtest ran nothing: " + "; ".join(report.skipped))

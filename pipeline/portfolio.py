@@ -1,6 +1,7 @@
-"""Multi-strategy portfolios: a portfolio file, one sub-ledger per strategy and symbol, portfolio caps on top.
+"""Multi-strategy portfolios: one sub-ledger per strategy and symbol, portfolio caps on top.
 
-A portfolio file (TOML or YAML) looks like::
+The portfolio file and its validation live in ``pipeline.portfolio_config`` (re-exported here). A file looks
+like::
 
     cash = 100000
 
@@ -19,8 +20,11 @@ A portfolio file (TOML or YAML) looks like::
     engine = { max_position = 1.0, stop_loss = 0.05, breaker_cooldown_bars = 60 }   # EngineConfig fields
 
 Every (strategy, symbol) pair is a sub-ledger with its own cash, position, trades and breakers, advanced by
-the same compiled step as a single backtest (``pipeline.engine.Engine``). Bars of all pairs are merged in time
-order; at each bar time every pair with a bar steps, then the portfolio is marked and its caps checked:
+the same compiled step as a single backtest (``pipeline.engine.kernel``). Bars of all pairs are merged in time
+order; at each bar time every pair with a bar steps, then the portfolio is marked and its caps checked, all in
+one compiled call per batch of bar times (``pipeline.engine.portfolio_kernel``): the backtest passes the whole
+history at once, the runtime each batch of closed bars, or a single bar time when a venue answers between
+bars. The same kernel runs in every case, so the results are the same bits however the bars are batched:
 
 * ``max_gross_exposure``: before the next bars, each sub-ledger's max-position fraction is lowered so that
   its position may grow only into the room the others leave (room measured at the latest close);
@@ -37,107 +41,41 @@ strategy was allocated).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from numba.typed import List
 
-from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms, parse_symbol
-from pipeline.engine import Engine, EngineConfig, EngineResult
+from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
+from pipeline.engine import Engine, EngineResult
 from pipeline.engine import kernel as k
-from pipeline.strategies import REGISTRY, Strategy, Targets, check_features
+from pipeline.engine import portfolio_kernel as pk
+from pipeline.engine.core import MS_PER_DAY
+from pipeline.portfolio_config import (
+    Caps,
+    PortfolioConfig,
+    Sleeve,
+    StrategySpec,
+    load_portfolio,
+    sleeves_of,
+)
+from pipeline.strategies import Targets, check_features
 
-
-class Caps(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_gross_exposure: float | None = Field(None, gt=0)
-    max_drawdown: float | None = Field(None, gt=0, lt=1)
-    breaker_cooldown_bars: int | None = Field(None, ge=1)
-    """Bar times after which the portfolio drawdown breaker releases by itself; none waits for an operator."""
-
-
-class StrategySpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9_.\-]+$")
-    strategy: str
-    symbols: list[str] = Field(min_length=1)
-    timeframe: str
-    allocation: float = Field(gt=0, le=1)
-    params: dict[str, str | int | float] = Field(default_factory=dict)
-    engine: dict[str, Any] = Field(default_factory=dict)
-
-
-class PortfolioConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    cash: float = Field(100_000.0, gt=0)
-    caps: Caps = Field(default_factory=Caps)
-    strategies: list[StrategySpec] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PortfolioConfig:
-        total = sum(s.allocation for s in self.strategies)
-        if total > 1.0 + 1e-9:
-            raise ValueError(f"allocations add up to {total:.4g}; they may not exceed 1")
-        ids = [s.id for s in self.strategies]
-        if len(set(ids)) != len(ids):
-            raise ValueError("strategy ids must be unique")
-        return self
-
-
-def load_portfolio(path: Path) -> PortfolioConfig:
-    """Read and validate a portfolio file; errors name the file and the field."""
-    if not path.exists():
-        raise DataError(f"portfolio file {str(path)!r} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".toml":
-            raw: object = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            raw = yaml.safe_load(text)
-        else:
-            raise DataError(f"portfolio file {str(path)!r} must be .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"portfolio file {str(path)!r} is not valid: {exc}") from exc
-    try:
-        config = PortfolioConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors())
-        raise DataError(f"portfolio file {str(path)!r}: {problems}") from exc
-    for spec in config.strategies:
-        for symbol in spec.symbols:
-            parse_symbol(symbol)
-        Timeframe.parse(spec.timeframe)
-        REGISTRY.build(spec.strategy, {k: str(v) for k, v in spec.params.items()})
-        _engine_config(spec, 1.0)
-    return config
-
-
-def _engine_config(spec: StrategySpec, cash: float) -> EngineConfig:
-    try:
-        return EngineConfig.model_validate({**spec.engine, "cash": cash})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise DataError(f"strategy {spec.id!r} engine settings: {problems}") from exc
-
-
-@dataclass(frozen=True)
-class Sleeve:
-    """One sub-ledger: a strategy on one symbol with its share of the cash."""
-
-    key: str
-    spec: StrategySpec
-    symbol: str
-    strategy: Strategy
-    config: EngineConfig
+__all__ = [
+    "Bar",
+    "Caps",
+    "PortfolioConfig",
+    "PortfolioResult",
+    "PortfolioStepper",
+    "Sleeve",
+    "StrategySpec",
+    "load_portfolio",
+    "run_portfolio",
+    "sleeves_of",
+]
 
 
 @dataclass(frozen=True)
@@ -153,20 +91,10 @@ class PortfolioResult:
     config: PortfolioConfig
 
 
-def sleeves_of(config: PortfolioConfig) -> list[Sleeve]:
-    sleeves = []
-    for spec in config.strategies:
-        share = config.cash * spec.allocation / len(spec.symbols)
-        for symbol in spec.symbols:
-            canonical, _ = parse_symbol(symbol)
-            strategy = REGISTRY.build(spec.strategy, {k: str(v) for k, v in spec.params.items()})
-            sleeves.append(Sleeve(f"{spec.id}:{canonical}", spec, canonical, strategy, _engine_config(spec, share)))
-    return sleeves
-
-
 BarLoader = Callable[[str, Timeframe], pd.DataFrame]
 EVENT_COLUMNS = ["timestamp", "rule", "value", "threshold", "action", "released_by", "bars_tripped"]
 PORTFOLIO_RULE = "portfolio_drawdown"
+RELEASED_BY = {pk.RELEASED_BY_OPERATOR: "operator", pk.RELEASED_BY_COOLDOWN: "cooldown"}
 
 
 @dataclass(frozen=True)
@@ -182,10 +110,12 @@ class Bar:
 
 
 class PortfolioStepper:
-    """Every sleeve's engine advanced one bar time at a time, with the portfolio caps in between.
+    """Every sleeve's engine advanced through bar times, with the portfolio caps in between.
 
-    The backtest drives it over merged history (``run_portfolio``); the runtime drives it as bars close. It
-    is the one place where sleeves, caps and the portfolio ledger meet.
+    The backtest drives it over merged history (``run_portfolio``); the runtime drives it with each batch of
+    closed bars (``run``), or one bar time at a time (``step``) when a venue answers between bars. Both go
+    through ``portfolio_kernel.run_times``: it is the one place where sleeves, caps and the portfolio ledger
+    meet.
     """
 
     def __init__(self, config: PortfolioConfig, reasons: dict[str, tuple[str, ...]], external: bool = False) -> None:
@@ -193,16 +123,36 @@ class PortfolioStepper:
         self.sleeves = sleeves_of(config)
         self.engines = {s.key: Engine(s.config, reasons[s.key], external) for s in self.sleeves}
         self.reserve = config.cash * (1.0 - sum(s.allocation for s in config.strategies))
-        self.peak = config.cash
+        caps = config.caps
+        self._caps = np.zeros(pk.N_CAPS)
+        self._caps[pk.CAP_GROSS] = caps.max_gross_exposure or 0.0
+        self._caps[pk.CAP_DRAWDOWN] = caps.max_drawdown or 0.0
+        self._caps[pk.CAP_COOLDOWN] = float(caps.breaker_cooldown_bars or 0)
+        self._caps[pk.CAP_RESERVE] = self.reserve
+        self._pf = np.zeros(pk.N_PF)
+        self._pf[pk.PF_PEAK] = config.cash
+        self._pi = np.zeros(pk.N_PI, dtype=np.int64)
+        self._pevents = np.zeros((16, pk.PE_COLUMNS))
         self.events: list[dict[str, Any]] = []
-        self.steps = 0
+        self._equity = np.array([s.config.cash for s in self.sleeves], dtype=np.float64)
+        self._value = np.zeros(len(self.sleeves))
+        self._base_position = np.array([s.config.max_position for s in self.sleeves], dtype=np.float64)
+        self._lists: tuple[List, List, List, List, List, List, List, List] | None = None
+        self._list_ids: tuple[int, ...] = ()
+
+    # ------------------------------------------------------------------ the portfolio ledger
+    @property
+    def peak(self) -> float:
+        return float(self._pf[pk.PF_PEAK])
+
+    @peak.setter
+    def peak(self, value: float) -> None:
+        self._pf[pk.PF_PEAK] = value
+
+    @property
+    def steps(self) -> int:
         """Bar times stepped by this stepper."""
-        self._tripped = False
-        self._tripped_at = 0
-        self._reset_pending = False
-        self._equity = {s.key: s.config.cash for s in self.sleeves}
-        self._value = {s.key: 0.0 for s in self.sleeves}
-        self._base_position = {s.key: s.config.max_position for s in self.sleeves}
+        return int(self._pi[pk.PI_STEPS])
 
     @property
     def tripped(self) -> bool:
@@ -211,53 +161,28 @@ class PortfolioStepper:
         Setting it to false is an operator's reset: recorded as a release at the next bar time (set the new
         ``peak`` with it). Setting it to true restores a tripped breaker (its cool-down counts from now).
         """
-        return self._tripped
+        return bool(self._pi[pk.PI_TRIPPED])
 
     @tripped.setter
     def tripped(self, value: bool) -> None:
-        if value and not self._tripped:
-            self._tripped_at = self.steps
-        if not value and self._tripped:
-            self._reset_pending = True
-        self._tripped = bool(value)
-
-    def _set_sleeve_rule(self, on: bool) -> None:
-        for engine in self.engines.values():
-            if on:
+        if value and not self.tripped:
+            self._pi[pk.PI_TRIPPED_AT] = self._pi[pk.PI_STEPS]
+            for engine in self.engines.values():
                 engine.ledger.istate[k.I_TRIPPED] |= 1 << k.RULE_PORTFOLIO
-            else:
-                engine.ledger.istate[k.I_TRIPPED] &= ~(1 << k.RULE_PORTFOLIO)
-
-    def _event(self, at: int, action: str, released_by: str, value: float, bars: int) -> None:
-        self.events.append({"timestamp": pd.Timestamp(at, unit="ms", tz="UTC"), "rule": PORTFOLIO_RULE,
-                            "value": value, "threshold": self.config.caps.max_drawdown or 0.0, "action": action,
-                            "released_by": released_by, "bars_tripped": bars})
-
-    def _releases(self, at: int) -> None:
-        """Record an operator's reset, or release by cool-down, before the sleeves step at ``at``."""
-        caps = self.config.caps
-        equity = self.equity
-        drawdown = 1.0 - equity / self.peak if self.peak > 0 else 0.0
-        if self._reset_pending:
-            self._reset_pending = False
-            self._event(at, "release", "operator", drawdown, self.steps - self._tripped_at)
-            self._set_sleeve_rule(False)
-        cooldown = caps.breaker_cooldown_bars
-        if self._tripped and cooldown is not None and self.steps - self._tripped_at >= cooldown:
-            self._tripped = False
-            self._event(at, "release", "cooldown", drawdown, self.steps - self._tripped_at)
-            self.peak = equity
-            self._set_sleeve_rule(False)
+        if not value and self.tripped:
+            self._pi[pk.PI_RESET_PENDING] = 1
+        self._pi[pk.PI_TRIPPED] = 1 if value else 0
 
     def restore_sleeve(self, key: str) -> None:
         """Take a sleeve's marks from its (restored) ledger."""
         ledger = self.engines[key].ledger
-        self._equity[key] = float(ledger.fstate[k.F_EQUITY])
-        self._value[key] = float(ledger.fstate[k.F_EQUITY]) - float(ledger.fstate[k.F_CASH])
+        index = [s.key for s in self.sleeves].index(key)
+        self._equity[index] = float(ledger.fstate[k.F_EQUITY])
+        self._value[index] = float(ledger.fstate[k.F_EQUITY]) - float(ledger.fstate[k.F_CASH])
 
     @property
     def equity(self) -> float:
-        return float(sum(self._equity.values()) + self.reserve)
+        return float(sum(self._equity.tolist()) + self.reserve)
 
     @property
     def cash(self) -> float:
@@ -265,40 +190,87 @@ class PortfolioStepper:
 
     @property
     def position_value(self) -> float:
-        return float(sum(self._value.values()))
+        return float(sum(self._value.tolist()))
+
+    # ------------------------------------------------------------------ stepping
+    def _kernel_lists(self) -> tuple[List, List, List, List, List, List, List, List]:
+        """The sleeves' ledger arrays as typed lists (rebuilt only when a buffer was replaced by a larger one)."""
+        ledgers = [self.engines[s.key].ledger for s in self.sleeves]
+        arrays = [[getattr(ledger, name) for ledger in ledgers]
+                  for name in ("params", "fstate", "istate", "fills", "trades", "events", "rejects", "intents")]
+        ids = tuple(id(a) for group in arrays for a in group)
+        if self._lists is None or ids != self._list_ids:
+            p, f, i, fills, trades, events, rejects, intents = (List(group) for group in arrays)
+            self._lists = (p, f, i, fills, trades, events, rejects, intents)
+            self._list_ids = ids
+        return self._lists
+
+    def run(self, times: np.ndarray, present: np.ndarray, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray,
+            closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray) -> np.ndarray:
+        """Step the bar times ``times`` (epoch ms, ascending) in one compiled call per buffer fill.
+
+        The other arrays are (sleeves, times) in ``self.sleeves`` order; ``present[s, t]`` says whether sleeve
+        ``s`` has a bar at ``times[t]``. Returns the portfolio's marks per time, columns ``portfolio_kernel.M_*``.
+        """
+        n_sleeves, n_times = present.shape
+        days = np.empty((n_sleeves, n_times), dtype=np.int64)
+        for s, sleeve in enumerate(self.sleeves):
+            days[s] = (times - sleeve.config.day_boundary_hour * 3_600_000) // MS_PER_DAY
+        bar_index = np.array([self.engines[s.key].bars_seen for s in self.sleeves], dtype=np.int64)
+        out_equity = np.zeros((n_sleeves, n_times))
+        out_cash = np.zeros((n_sleeves, n_times))
+        out_units = np.zeros((n_sleeves, n_times))
+        out_paused = np.zeros((n_sleeves, n_times), dtype=np.bool_)
+        marks = np.zeros((n_times, pk.N_MARKS))
+        reasons = reasons.astype(np.int64, copy=False)
+        start = 0
+        while start < n_times:
+            for engine in self.engines.values():
+                engine.ledger.ensure_room()
+            if self._pi[pk.PI_N_EVENTS] + 2 > self._pevents.shape[0]:
+                grown = np.zeros((self._pevents.shape[0] * 2, pk.PE_COLUMNS))
+                grown[: self._pevents.shape[0]] = self._pevents
+                self._pevents = grown
+            params, fstates, istates, fills, trades, events, rejects, intents = self._kernel_lists()
+            start = pk.run_times(start, n_times, present, days, opens, highs, lows, closes, aims, reasons,
+                                 bar_index, params, fstates, istates, fills, trades, events, rejects, intents,
+                                 self._base_position, self._caps, self._pf, self._pi, self._pevents, self._equity,
+                                 self._value, out_equity, out_cash, out_units, out_paused, marks)
+        for s, sleeve in enumerate(self.sleeves):
+            mask = present[s]
+            self.engines[sleeve.key].record(times[mask], out_equity[s, mask], out_cash[s, mask], out_units[s, mask],
+                                            closes[s, mask], out_paused[s, mask])
+        self._collect_events(times)
+        return marks
+
+    def _collect_events(self, times: np.ndarray) -> None:
+        threshold = self.config.caps.max_drawdown or 0.0
+        for row in self._pevents[: int(self._pi[pk.PI_N_EVENTS])]:
+            released_by = RELEASED_BY.get(int(row[2]), "")
+            self.events.append({"timestamp": pd.Timestamp(int(times[int(row[0])]), unit="ms", tz="UTC"),
+                                "rule": PORTFOLIO_RULE, "value": float(row[3]), "threshold": threshold,
+                                "action": "trip" if row[1] == 0 else "release", "released_by": released_by,
+                                "bars_tripped": int(row[4])})
+        self._pi[pk.PI_N_EVENTS] = 0
 
     def step(self, at: int, bars: dict[str, Bar]) -> dict[str, float]:
         """Advance the sleeves that have a bar opening at ``at`` (epoch ms); returns the portfolio's marks
         (``paused`` is 1.0 when any sleeve's entries are blocked at this bar time's close, else 0.0)."""
-        caps = self.config.caps
-        self._releases(at)
-        if caps.max_gross_exposure is not None:
-            total = sum(self._equity.values())
-            gross = sum(abs(v) for v in self._value.values())
-            for key, engine in self.engines.items():
-                room = caps.max_gross_exposure * total - (gross - abs(self._value[key]))
-                allowed = max(room, 0.0) / self._equity[key] if self._equity[key] > 0 else 0.0
-                engine.ledger.params[k.P_MAX_POSITION] = min(self._base_position[key], allowed)
-        for key, bar in bars.items():
-            engine = self.engines[key]
-            self._equity[key] = engine.step(at, bar.o, bar.h, bar.low, bar.c, bar.aim, bar.reason)
-            self._value[key] = float(engine.ledger.fstate[k.F_UNITS]) * bar.c
-        equity = sum(self._equity.values()) + self.reserve
-        cash = sum(float(e.ledger.fstate[k.F_CASH]) for e in self.engines.values()) + self.reserve
-        value = sum(self._value.values())
-        gross = sum(abs(v) for v in self._value.values()) / equity if equity > 0 else 0.0
-        self.peak = max(self.peak, equity)
-        if caps.max_drawdown is not None and not self._tripped:
-            drawdown = 1.0 - equity / self.peak
-            if drawdown > caps.max_drawdown:
-                self._tripped = True
-                self._tripped_at = self.steps
-                self._event(at, "trip", "", drawdown, 0)
-                self._set_sleeve_rule(True)
-        self.steps += 1
-        paused = any(int(e.ledger.istate[k.I_TRIPPED]) != 0 for e in self.engines.values())
-        return {"equity": equity, "cash": cash, "position_value": value, "gross_exposure": gross,
-                "paused": 1.0 if paused else 0.0}
+        n = len(self.sleeves)
+        present = np.zeros((n, 1), dtype=np.bool_)
+        columns = np.zeros((5, n, 1))
+        reasons = np.full((n, 1), -1, dtype=np.int64)
+        for s, sleeve in enumerate(self.sleeves):
+            bar = bars.get(sleeve.key)
+            if bar is not None:
+                present[s, 0] = True
+                columns[:, s, 0] = (bar.o, bar.h, bar.low, bar.c, bar.aim)
+                reasons[s, 0] = bar.reason
+        marks = self.run(np.array([at], dtype=np.int64), present, columns[0], columns[1], columns[2], columns[3],
+                         columns[4], reasons)[0]
+        return {"equity": float(marks[pk.M_EQUITY]), "cash": float(marks[pk.M_CASH]),
+                "position_value": float(marks[pk.M_VALUE]), "gross_exposure": float(marks[pk.M_GROSS]),
+                "paused": float(marks[pk.M_PAUSED])}
 
 
 def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioResult:
@@ -313,32 +285,32 @@ def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioRes
         histories[sleeve.key] = (bars, sleeve.strategy.targets(bars))
     stepper = PortfolioStepper(config, {key: targets.reasons for key, (_, targets) in histories.items()})
     clock = np.unique(np.concatenate([epoch_ms(bars["timestamp"]) for bars, _ in histories.values()]))
-    rows_at: dict[str, np.ndarray] = {}
-    columns: dict[str, tuple[np.ndarray, ...]] = {}
-    for key, (bars, targets) in histories.items():
-        row_of = np.full(len(clock), -1, dtype=np.int64)
-        row_of[np.searchsorted(clock, epoch_ms(bars["timestamp"]))] = np.arange(len(bars))
-        rows_at[key] = row_of
-        columns[key] = (bars["open"].to_numpy(), bars["high"].to_numpy(), bars["low"].to_numpy(),
-                        bars["close"].to_numpy(), targets.exposure, targets.reason)
-    first_close = {key: float(bars["close"].iloc[0]) for key, (bars, _) in histories.items()}
-    hold_value = {s.key: s.config.cash for s in sleeves}
+    n, times = len(stepper.sleeves), len(clock)
+    present = np.zeros((n, times), dtype=np.bool_)
+    prices = np.full((4, n, times), np.nan)
+    aims = np.full((n, times), np.nan)
+    reasons = np.full((n, times), -1, dtype=np.int64)
+    hold = np.empty((n, times))
+    for s, sleeve in enumerate(stepper.sleeves):
+        bars, targets = histories[sleeve.key]
+        at = np.searchsorted(clock, epoch_ms(bars["timestamp"]))
+        present[s, at] = True
+        for c, column in enumerate(("open", "high", "low", "close")):
+            prices[c, s, at] = bars[column].to_numpy(dtype=np.float64)
+        aims[s, at] = targets.exposure
+        reasons[s, at] = targets.reason
+        close = bars["close"].to_numpy(dtype=np.float64)
+        latest = np.maximum.accumulate(np.where(present[s], np.arange(times), -1))  # last bar at or before t
+        value = np.concatenate([[sleeve.config.cash], sleeve.config.cash * close / float(close[0])])
+        hold[s] = value[np.where(latest >= 0, np.searchsorted(at, latest) + 1, 0)]
+    marks = stepper.run(clock, present, prices[0], prices[1], prices[2], prices[3], aims, reasons)
+    buy_and_hold = np.zeros(times)
+    for s in range(n):
+        buy_and_hold = buy_and_hold + hold[s]
+    curve = pd.DataFrame({"equity": marks[:, pk.M_EQUITY], "cash": marks[:, pk.M_CASH],
+                          "position_value": marks[:, pk.M_VALUE], "gross_exposure": marks[:, pk.M_GROSS],
+                          "paused": marks[:, pk.M_PAUSED] > 0, "buy_and_hold": buy_and_hold + stepper.reserve})
     stamps = pd.to_datetime(clock, unit="ms", utc=True)
-    marks: list[dict[str, float]] = []
-    for t in range(len(clock)):
-        due: dict[str, Bar] = {}
-        for key, row_of in rows_at.items():
-            row = row_of[t]
-            if row >= 0:
-                o, h, low, c, aims, reasons = columns[key]
-                due[key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]), float(aims[row]),
-                               int(reasons[row]))
-                hold_value[key] = stepper.engines[key].ledger.config.cash * float(c[row]) / first_close[key]
-        mark = stepper.step(int(clock[t]), due)
-        mark["buy_and_hold"] = sum(hold_value.values()) + stepper.reserve
-        marks.append(mark)
-    curve = pd.DataFrame(marks)
-    curve["paused"] = curve["paused"] > 0
     curve.insert(0, "timestamp", pd.Series(stamps).astype(TIMESTAMP_DTYPE))
     event_frame = pd.DataFrame(stepper.events, columns=EVENT_COLUMNS)
     return PortfolioResult({key: engine.result() for key, engine in stepper.engines.items()}, curve, event_frame,

@@ -121,12 +121,27 @@ class Settings(BaseSettings):
     backup_keep: int = Field(default=100, ge=1, description="State backups kept (the newest).")
     backup_max_age_days: float = Field(default=30.0, gt=0, description="State backups older than this are removed.")
     nightly_backtest_days: int = Field(default=30, ge=1, description="Days of bars the nightly backtest covers.")
+    nightly_breaker_cooldown_bars: int | None = Field(
+        default=None,
+        ge=1,
+        description="Bars after which a drawdown or loss-streak breaker tripped in a nightly backtest releases by "
+        "itself, as an operator's reset would (the engine's breaker_cooldown_bars); empty leaves it tripped, so "
+        "one such trip pauses the rest of that nightly run. Daily breakers release at the next trading day "
+        "either way; a portfolio file's sleeves use the file's own engine settings.",
+    )
 
     @field_validator("universe", mode="before")
     @classmethod
     def _split_universe(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("nightly_breaker_cooldown_bars", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
         return value
 
     @field_validator("telegram_chat_ids", mode="before")

@@ -63,10 +63,17 @@ class SleeveDecisions:
             return exposure, reason  # every bar of this batch was seen already
         scorer = self.scorer
         if scorer is not None and scorer.needs_history and start > 0:
-            scorer.advance(frame.iloc[:start])  # a newly loaded feature spec starts at the stream's anchor
+            scorer.advance(frame.iloc[:start], score=False)  # a newly loaded feature spec starts at the anchor
         new = frame.iloc[start : last + 1]
         if scorer is not None:
-            new = new.assign(**{SCORE_COLUMN: scorer.advance(new)})
+            # bars before the batch (history the stream had not seen) need features, not scores: a gate's
+            # state does not depend on the scores of bars whose decisions are not used
+            first = max(int(present[0]), start)
+            scores = np.full(len(new), np.nan)
+            if first > start:
+                scorer.advance(new.iloc[: first - start], score=False)
+            scores[first - start :] = scorer.advance(new.iloc[first - start :])
+            new = new.assign(**{SCORE_COLUMN: scores})
         elif SCORE_COLUMN in self.strategy.requires:
             new = new.assign(**{SCORE_COLUMN: np.nan})
         targets = self.stream.update(new)

@@ -92,9 +92,11 @@ class ModelScorer:
         """A model is loaded but its feature stream has seen no bar yet (start, or a new feature spec)."""
         return self.model is not None and (self._stream is None or self._stream.bars_seen == 0)
 
-    def advance(self, bars: pd.DataFrame) -> np.ndarray:
+    def advance(self, bars: pd.DataFrame, score: bool = True) -> np.ndarray:
         """Scores of the next closed ``bars`` (continuing those given before): NaN without a model, in the
-        features' warm-up and until ``seq_len`` feature rows exist. Constant work per bar."""
+        features' warm-up and until ``seq_len`` feature rows exist. Constant work per bar. With ``score=False``
+        the features and the input window advance but the network does not run (all NaN): for bars whose
+        decisions are not needed, such as the history before the first bar a runtime trades."""
         scores = np.full(len(bars), np.nan)
         if self.model is None or self.spec is None or not len(bars):
             return scores
@@ -108,7 +110,7 @@ class ModelScorer:
             return scores
         rows = np.concatenate([self._window, values[len(bars) - ready:]])
         keep = self.model.seq_len - 1
-        if len(rows) >= self.model.seq_len:
+        if score and len(rows) >= self.model.seq_len:
             columns = self.spec.columns(self.asset_class)
             predicted = self.model.predict(pd.DataFrame(rows, columns=columns), self.spec.hash())
             scores[len(bars) - ready:] = predicted[len(rows) - ready:]

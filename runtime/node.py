@@ -343,6 +343,47 @@ class Node:
                 ohlc[key] = tuple(frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
             aims, reasons = self.decisions[sleeve.key].decide(frame, rows)
             decisions[sleeve.key] = (rows, aims, reasons)
+        if self.broker.external_fills:
+            self._step_bar_by_bar(batch, decisions, ohlc)
+        else:
+            self._step_batch(batch, decisions, ohlc)
+        self.summary.bars += len(batch.times)
+        for key, rows in batch.rows.items():
+            present = batch.times[rows >= 0]
+            if len(present):
+                self.cursors[key] = int(present[-1])
+                if key in self.stale:
+                    self._fresh_again(key)
+        self._persist(int(batch.times[-1]))
+        self._last_beat = self.clock.now().timestamp()
+
+    def _step_batch(self, batch: Batch, decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    ohlc: dict[str, tuple[np.ndarray, ...]]) -> None:
+        """Every sleeve through the whole batch in one compiled call (the paper broker fills in the engine)."""
+        sleeves = self.stepper.sleeves
+        n, times = len(sleeves), len(batch.times)
+        present = np.zeros((n, times), dtype=np.bool_)
+        prices = np.full((4, n, times), np.nan)
+        aims = np.full((n, times), np.nan)
+        reasons = np.full((n, times), -1, dtype=np.int64)
+        for s, sleeve in enumerate(sleeves):
+            if sleeve.key not in decisions:
+                continue
+            rows, aim, reason = decisions[sleeve.key]
+            here = rows >= 0
+            present[s] = here
+            for c, column in enumerate(ohlc[self.feed_of[sleeve.key]]):
+                prices[c, s, here] = column[rows[here]]
+            aims[s, here] = aim[here]
+            reasons[s, here] = reason[here]
+        due = present.any(axis=0)  # bar times at which no sleeve has a bar are not stepped
+        if not due.all():
+            present, prices, aims, reasons = present[:, due], prices[:, :, due], aims[:, due], reasons[:, due]
+        self.stepper.run(batch.times[due], present, prices[0], prices[1], prices[2], prices[3], aims, reasons)
+
+    def _step_bar_by_bar(self, batch: Batch, decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         ohlc: dict[str, tuple[np.ndarray, ...]]) -> None:
+        """One bar time at a time, the venue broker routing each sleeve's orders between bars."""
         for position, ms in enumerate(batch.times):
             due: dict[str, Bar] = {}
             for sleeve_key, (rows, aims, reasons) in decisions.items():
@@ -352,23 +393,15 @@ class Node:
                 o, h, low, c = ohlc[self.feed_of[sleeve_key]]
                 due[sleeve_key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]),
                                       float(aims[position]), int(reasons[position]))
-            if due:
-                self.stepper.step(int(ms), due)
-                for sleeve in self.stepper.sleeves:
-                    if sleeve.key in due:
-                        orders, fills = self.broker.route(sleeve.key, sleeve.symbol,
-                                                          self.stepper.engines[sleeve.key], int(ms))
-                        self._routed_orders += orders
-                        self._routed_fills += fills
-            self.summary.bars += 1
-        for key, rows in batch.rows.items():
-            present = batch.times[rows >= 0]
-            if len(present):
-                self.cursors[key] = int(present[-1])
-                if key in self.stale:
-                    self._fresh_again(key)
-        self._persist(int(batch.times[-1]))
-        self._last_beat = self.clock.now().timestamp()
+            if not due:
+                continue
+            self.stepper.step(int(ms), due)
+            for sleeve in self.stepper.sleeves:
+                if sleeve.key in due:
+                    orders, fills = self.broker.route(sleeve.key, sleeve.symbol, self.stepper.engines[sleeve.key],
+                                                      int(ms))
+                    self._routed_orders += orders
+                    self._routed_fills += fills
 
     # ------------------------------------------------------------------ waiting and staleness
     def _idle(self) -> None:

@@ -1,8 +1,8 @@
 """The runtime's Telegram edge: notifications out, operator commands in.
 
-``Notifier`` sends plain-text messages (fills, breaker trips, errors, start and stop) to every allow-listed
-chat. Telegram I/O runs on one background thread with its own event loop, so the synchronous trading loop
-only ever enqueues: ``send`` returns at once, ``flush`` waits until everything queued has been handled.
+``Notifier`` sends plain-text messages (fills, breaker trips and releases, errors, start and stop) to every
+allow-listed chat. Telegram I/O runs on one background thread with its own event loop, so the synchronous
+trading loop only ever enqueues: ``send`` returns at once, ``flush`` waits until everything queued has been handled.
 
 Delivery rules:
 
@@ -128,6 +128,31 @@ def fill_message(
     return "\n".join(lines)
 
 
+DAILY_RULES: Final = frozenset({"daily_loss", "trades_per_day", "max_trades_per_day"})
+"""Breaker rules that release at the first bar of the next trading day (unless ``daily_release`` is off)."""
+OPERATOR_PAUSE: Final = "paused"
+"""The rule of an operator's pause: only a resume lifts it."""
+_RELEASED_BY: Final = {
+    "new_day": "at the next trading day",
+    "cooldown": "by the cool-down",
+    "operator": "by an operator's reset",
+}
+
+
+def breaker_release(rule: str, *, daily_release: bool = True, cooldown_bars: int | None = None) -> str:
+    """How a tripped ``rule`` releases, as the engine releases it: ``until the next trading day`` for a daily
+    rule, else ``until an operator resets the breaker`` (``or the N-bar cool-down ends`` with a cool-down); an
+    operator's pause lasts until an operator resumes."""
+    if rule == OPERATOR_PAUSE:
+        return "until an operator resumes trading"
+    if rule in DAILY_RULES and daily_release:
+        return "until the next trading day"
+    text = "until an operator resets the breaker"
+    if cooldown_bars:
+        text += f" or the {cooldown_bars}-bar cool-down ends"
+    return text
+
+
 def breaker_message(
     rule: str,
     at: datetime,
@@ -135,10 +160,26 @@ def breaker_message(
     value: Decimal | str | None = None,
     limit: Decimal | str | None = None,
     strategy: str | None = None,
-    action: str = "new entries are blocked until an operator resets the breaker",
+    action: str = "trip",
+    released_by: str | None = None,
+    bars_tripped: int | None = None,
+    daily_release: bool = True,
+    cooldown_bars: int | None = None,
+    then: str | None = None,
 ) -> str:
-    """A tripped circuit breaker: the rule (e.g. ``max_drawdown``), its value against its limit, what follows."""
-    lines = [f"Circuit breaker tripped: {rule}"]
+    """A circuit-breaker event (the fields of a breaker event): the rule (e.g. ``max_drawdown``), its value
+    against its limit, and what follows.
+
+    ``action="trip"``: new entries are blocked, and the message says until when (``breaker_release``: the next
+    trading day for a daily rule, an operator's reset or the cool-down for the others; ``daily_release`` and
+    ``cooldown_bars`` are the engine's settings). ``action="release"``: what released it (``released_by``:
+    ``new_day``, ``cooldown`` or ``operator``) after how many bars, and that entries are allowed again.
+    ``then`` replaces the line saying what follows.
+    """
+    if action not in ("trip", "release"):
+        raise ValueError(f"a breaker event's action is 'trip' or 'release', got {action!r}")
+    tripped = action == "trip"
+    lines = [f"Circuit breaker {'tripped' if tripped else 'released'}: {rule}"]
     measured = []
     if value is not None:
         measured.append(f"value {_number(value)}")
@@ -148,8 +189,21 @@ def breaker_message(
         measured.append(f"strategy {strategy}")
     if measured:
         lines.append(" | ".join(measured))
-    if action:
-        lines.append(action)
+    if not tripped:
+        how = [_RELEASED_BY.get(released_by, f"by {released_by}")] if released_by else []
+        if bars_tripped is not None:
+            how.append(f"after {bars_tripped} bar{'' if bars_tripped == 1 else 's'}")
+        if how:
+            lines.append(" ".join(["released", *how]))
+    if then is None:
+        if tripped:
+            then = "new entries are blocked " + breaker_release(
+                rule, daily_release=daily_release, cooldown_bars=cooldown_bars
+            )
+        else:
+            then = "new entries are allowed again"
+    if then:
+        lines.append(then)
     lines.append(_when(at))
     return "\n".join(lines)
 

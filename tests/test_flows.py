@@ -137,7 +137,8 @@ def test_train_flow_registers_a_version_with_its_gate_decision(env: Settings) ->
 def test_nightly_backtest_stores_runs_equal_to_the_library_and_logs_them_to_mlflow(env: Settings) -> None:
     from flows.backtest import nightly_backtest_flow
 
-    report = nightly_backtest_flow()
+    state = nightly_backtest_flow(return_state=True)
+    report = state.result()
     labels = [r["label"] for r in report["runs"]]
     names = REGISTRY.names()
     assert labels == [f"{n} binance:BTC/USDT:1h" for n in names] + [
@@ -158,16 +159,39 @@ def test_nightly_backtest_stores_runs_equal_to_the_library_and_logs_them_to_mlfl
     assert by_id[run["run_id"]]["metrics"]["final_equity"] == pytest.approx(expected["final_equity"])
     hybrid = next(r for r in report["runs"] if r["label"].startswith("hybrid binance:BTC"))
     assert by_id[hybrid["run_id"]]["params"]["model"].startswith("hybrid-BTC-USDT-1h v")
+    assert summary["config"]["breaker_cooldown_bars"] is None  # TRADEFORGE_NIGHTLY_BREAKER_COOLDOWN_BARS unset
+    messages = _flow_logs(state.state_details.flow_run_id)
+    for stored in report["runs"]:
+        assert stored["line"].startswith(stored["label"] + ": ") and " trips, " in stored["line"]
+        assert f"{stored['line']}, stored {stored['folder']}" in messages
+
+
+def test_nightly_breaker_cooldown_is_a_setting(env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.clock import SystemClock
+    from pipeline.nightly import nightly_backtests
+
+    monkeypatch.setenv("TRADEFORGE_UNIVERSE", env.universe[0])
+    monkeypatch.setenv("TRADEFORGE_NIGHTLY_BREAKER_COOLDOWN_BARS", "24")
+    settings = load_settings()
+    assert settings.nightly_breaker_cooldown_bars == 24
+    report = nightly_backtests(settings, SystemClock())
+    assert report.runs
+    for run in report.runs:
+        assert run.summary["config"]["breaker_cooldown_bars"] == 24, run.label
+    monkeypatch.setenv("TRADEFORGE_NIGHTLY_BREAKER_COOLDOWN_BARS", "")
+    assert load_settings().nightly_breaker_cooldown_bars is None
 
 
 def test_adhoc_backtest_flow_takes_typed_parameters(env: Settings) -> None:
     from flows.backtest import adhoc_backtest_flow
 
     result = adhoc_backtest_flow(strategy="sma_cross", symbol="BTC/USDT", start="2026-03-01", end="2026-05-01",
-                                 fee_bps=5.0, max_position=0.5, params={"fast": 12, "slow": 48})
+                                 fee_bps=5.0, max_position=0.5, params={"fast": 12, "slow": 48},
+                                 breaker_cooldown_bars=24)
     summary = result["summary"]
     assert summary["params"] == {"fast": "12", "slow": "48"}
     assert summary["config"]["fee_bps"] == 5.0 and summary["config"]["max_position"] == 0.5
+    assert summary["config"]["breaker_cooldown_bars"] == 24
     assert summary["first"].startswith("2026-03-01") and summary["last"].startswith("2026-04-30T23")
     assert (Path(result["folder"]) / "trades.parquet").exists()
     with pytest.raises(Exception, match="has no parameter 'speed'"):
@@ -293,6 +317,6 @@ def test_serve_builds_every_deployment_with_its_schedule_and_the_server_keeps_th
     assert stored["parity-report"].paused is True and stored["ingest"].paused is False
     form = stored["adhoc-backtest"].parameter_openapi_schema["properties"]
     assert list(form) == ["strategy", "symbol", "timeframe", "venue", "start", "end", "fee_bps", "slippage_bps",
-                          "max_position", "cash", "params"]
+                          "max_position", "cash", "params", "breaker_cooldown_bars"]
     assert stored["adhoc-backtest"].parameter_openapi_schema["required"] == ["strategy", "symbol"]
     assert "long-running" in stored["runtime"].tags

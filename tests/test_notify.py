@@ -505,6 +505,59 @@ def test_messages_are_plain_text_with_exact_amounts_and_utc_times() -> None:
     assert stopped == "tradeforge runtime stopped: operator request\n2026-11-21 12:00:00 UTC"
 
 
+def test_a_breaker_trip_says_how_its_rule_releases() -> None:
+    drawdown = breaker_message("max_drawdown", AT, value=Decimal("0.25"), limit=Decimal("0.20"), strategy="main")
+    assert drawdown == (
+        "Circuit breaker tripped: max_drawdown\n"
+        "value 0.25 | limit 0.20 | strategy main\n"
+        "new entries are blocked until an operator resets the breaker\n"
+        "2026-11-21 12:00:00 UTC"
+    )
+    cooled = breaker_message("consecutive_losses", AT, cooldown_bars=24)
+    assert cooled.splitlines()[1] == (
+        "new entries are blocked until an operator resets the breaker or the 24-bar cool-down ends"
+    )
+    for daily in ("daily_loss", "trades_per_day"):
+        assert breaker_message(daily, AT, cooldown_bars=24).splitlines()[1] == (
+            "new entries are blocked until the next trading day"
+        )
+        assert breaker_message(daily, AT, daily_release=False).splitlines()[1] == (
+            "new entries are blocked until an operator resets the breaker"
+        )
+    assert breaker_message("paused", AT).splitlines()[1] == "new entries are blocked until an operator resumes trading"
+    assert breaker_message("max_drawdown", AT, then="flattening").splitlines()[1] == "flattening"
+
+
+def test_a_breaker_release_is_a_released_message() -> None:
+    released = breaker_message(
+        "daily_loss",
+        AT,
+        value=Decimal("0.06"),
+        limit=Decimal("0.05"),
+        action="release",
+        released_by="new_day",
+        bars_tripped=5,
+    )
+    assert released == (
+        "Circuit breaker released: daily_loss\n"
+        "value 0.06 | limit 0.05\n"
+        "released at the next trading day after 5 bars\n"
+        "new entries are allowed again\n"
+        "2026-11-21 12:00:00 UTC"
+    )
+    assert (
+        breaker_message("max_drawdown", AT, action="release", released_by="cooldown", bars_tripped=1).splitlines()[1]
+        == "released by the cool-down after 1 bar"
+    )
+    assert breaker_message("max_drawdown", AT, action="release", released_by="operator").splitlines()[1:3] == [
+        "released by an operator's reset",
+        "new entries are allowed again",
+    ]
+    assert breaker_message("max_drawdown", AT, action="release").splitlines()[1] == "new entries are allowed again"
+    with pytest.raises(ValueError, match="'trip' or 'release'"):
+        breaker_message("max_drawdown", AT, action="entries stay blocked")
+
+
 def test_a_naive_time_is_refused_with_a_clear_error() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         stop_message("done", datetime(2026, 11, 21, 12, 0))

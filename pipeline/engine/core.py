@@ -419,6 +419,16 @@ class Engine:
         self._paused.append(bool(ledger.istate[k.I_TRIPPED] != 0))
         return equity
 
+    def record(self, times: np.ndarray, equity: np.ndarray, cash: np.ndarray, units: np.ndarray, closes: np.ndarray,
+               paused: np.ndarray) -> None:
+        """Append the marks of bars stepped by a compiled driver (``portfolio_kernel``) in one call."""
+        self._times.extend(times.tolist())
+        self._equity.extend(equity.tolist())
+        self._cash.extend(cash.tolist())
+        self._units.extend(units.tolist())
+        self._closes.extend(closes.tolist())
+        self._paused.extend(paused.tolist())
+
     def take_intents(self) -> list[Intent]:
         """Orders the engine decided since the last call (external mode)."""
         count = int(self.ledger.istate[k.I_N_INTENTS])
@@ -472,7 +482,26 @@ class Engine:
         )
         self._drained = counts
         self._drained_bars = len(self._times)
+        self._forget()
         return result
+
+    def _forget(self) -> None:
+        """Drop what ``drain`` handed over, so a runtime's memory does not grow with its uptime: the bar marks
+        (keeping the times of the last bar and of the open position's entry) and the fill, trade, event and
+        rejection rows. ``result``
+        then covers only bars stepped after this drain."""
+        kept = [self.bars_seen - 1] if self.bars_seen else []  # a venue's fill is booked in the last bar
+        if float(self.ledger.fstate[k.F_UNITS]) != 0.0:
+            kept.append(int(self.ledger.istate[k.I_ENTRY_BAR]))
+        numbers = np.array(kept, dtype=np.int64)
+        self._earlier = dict(zip(kept, self._time_of(numbers).tolist(), strict=True))
+        self._offset += len(self._times)
+        for marks in (self._times, self._equity, self._cash, self._units, self._closes, self._paused):
+            marks.clear()
+        self._drained_bars = 0
+        for counter in (k.I_N_FILLS, k.I_N_TRADES, k.I_N_EVENTS, k.I_N_REJECTS):
+            self.ledger.istate[counter] = 0
+        self._drained = (0, 0, 0, 0)
 
     def result(self) -> EngineResult:
         return self.ledger.frames(
