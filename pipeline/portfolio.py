@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numba.typed import List
 
 from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
 from pipeline.engine import Engine, EngineResult
@@ -94,6 +93,7 @@ class PortfolioResult:
 BarLoader = Callable[[str, Timeframe], pd.DataFrame]
 EVENT_COLUMNS = ["timestamp", "rule", "value", "threshold", "action", "released_by", "bars_tripped"]
 PORTFOLIO_RULE = "portfolio_drawdown"
+Arrays = tuple[np.ndarray, ...]
 RELEASED_BY = {pk.RELEASED_BY_OPERATOR: "operator", pk.RELEASED_BY_COOLDOWN: "cooldown"}
 
 
@@ -137,7 +137,7 @@ class PortfolioStepper:
         self._equity = np.array([s.config.cash for s in self.sleeves], dtype=np.float64)
         self._value = np.zeros(len(self.sleeves))
         self._base_position = np.array([s.config.max_position for s in self.sleeves], dtype=np.float64)
-        self._lists: tuple[List, List, List, List, List, List, List, List] | None = None
+        self._lists: tuple[Arrays, Arrays, Arrays, Arrays, Arrays, Arrays, Arrays, Arrays] | None = None
         self._list_ids: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ the portfolio ledger
@@ -193,14 +193,14 @@ class PortfolioStepper:
         return float(sum(self._value.tolist()))
 
     # ------------------------------------------------------------------ stepping
-    def _kernel_lists(self) -> tuple[List, List, List, List, List, List, List, List]:
-        """The sleeves' ledger arrays as typed lists (rebuilt only when a buffer was replaced by a larger one)."""
+    def _kernel_lists(self) -> tuple[Arrays, Arrays, Arrays, Arrays, Arrays, Arrays, Arrays, Arrays]:
+        """The sleeves' ledger arrays, one tuple per kind (rebuilt when a buffer was replaced by a larger one)."""
         ledgers = [self.engines[s.key].ledger for s in self.sleeves]
         arrays = [[getattr(ledger, name) for ledger in ledgers]
                   for name in ("params", "fstate", "istate", "fills", "trades", "events", "rejects", "intents")]
         ids = tuple(id(a) for group in arrays for a in group)
         if self._lists is None or ids != self._list_ids:
-            p, f, i, fills, trades, events, rejects, intents = (List(group) for group in arrays)
+            p, f, i, fills, trades, events, rejects, intents = (tuple(group) for group in arrays)
             self._lists = (p, f, i, fills, trades, events, rejects, intents)
             self._list_ids = ids
         return self._lists

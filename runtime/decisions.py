@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import epoch_ms
-from pipeline.strategies import Strategy
+from pipeline.strategies import Strategy, Targets
 from runtime.models import ModelScorer
 
 SCORE_COLUMN = "model_score"
+CHUNK = 8192
+"""History a stream catches up on is fed this many bars at a time, so its transient memory stays small."""
 
 
 def _ms_at(frame: pd.DataFrame, row: int) -> int:
@@ -63,25 +65,26 @@ class SleeveDecisions:
             return exposure, reason  # every bar of this batch was seen already
         scorer = self.scorer
         if scorer is not None and scorer.needs_history and start > 0:
-            scorer.advance(frame.iloc[:start], score=False)  # a newly loaded feature spec starts at the anchor
-        new = frame.iloc[start : last + 1]
-        if scorer is not None:
-            # bars before the batch (history the stream had not seen) need features, not scores: a gate's
-            # state does not depend on the scores of bars whose decisions are not used
-            first = max(int(present[0]), start)
-            scores = np.full(len(new), np.nan)
-            if first > start:
-                scorer.advance(new.iloc[: first - start], score=False)
-            scores[first - start :] = scorer.advance(new.iloc[first - start :])
-            new = new.assign(**{SCORE_COLUMN: scores})
-        elif SCORE_COLUMN in self.strategy.requires:
-            new = new.assign(**{SCORE_COLUMN: np.nan})
-        targets = self.stream.update(new)
+            for head in range(0, start, CHUNK):  # a newly loaded feature spec starts at the anchor
+                scorer.advance(frame.iloc[head : min(start, head + CHUNK)], score=False)
+        first = max(int(present[0]), start)
+        for head in range(start, first, CHUNK):  # history the stream had not seen: no decision of it is used
+            self._advance(frame.iloc[head : min(first, head + CHUNK)], score=False)
+        targets = self._advance(frame.iloc[first : last + 1], score=True)
         self.fed_ms = _ms_at(frame, last)
-        seen = rows >= start
-        exposure[seen] = targets.exposure[rows[seen] - start]
-        reason[seen] = targets.reason[rows[seen] - start]
+        seen = rows >= first
+        exposure[seen] = targets.exposure[rows[seen] - first]
+        reason[seen] = targets.reason[rows[seen] - first]
         return exposure, reason
+
+    def _advance(self, bars: pd.DataFrame, score: bool) -> Targets:
+        """The stream's decisions on the next ``bars``, with the model's scores when ``score`` (the gate's
+        state does not depend on scores, so bars whose decisions are not used need features, not scores)."""
+        if self.scorer is not None:
+            bars = bars.assign(**{SCORE_COLUMN: self.scorer.advance(bars, score=score)})
+        elif SCORE_COLUMN in self.strategy.requires:
+            bars = bars.assign(**{SCORE_COLUMN: np.nan})
+        return self.stream.update(bars)
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly (JSON-serialisable)."""

@@ -29,9 +29,10 @@ last committed state on restart: no order or fill is lost or duplicated.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -111,6 +112,11 @@ def _when(value: Any) -> datetime:
     return pd.Timestamp(value).to_pydatetime()
 
 
+def _rows(frame: pd.DataFrame) -> Iterator[Any]:
+    """The rows of ``frame`` as named tuples (nothing to build for an empty frame, the usual case)."""
+    return frame.itertuples(index=False) if len(frame) else iter(())
+
+
 def _utc(ms: int) -> datetime:
     return pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()
 
@@ -158,6 +164,8 @@ class Node:
         self._last_beat = 0.0
         self.decisions = {s.key: SleeveDecisions(s.strategy, self.scorers.get(s.key)) for s in self.stepper.sleeves}
         self._saved_decisions: dict[str, Any] = {}
+        self._recheck_holdings = False
+        """A start-up found the venue holding less than the ledgers: compare again after the first batch."""
 
     # ------------------------------------------------------------------ startup
     def start(self, fresh: bool) -> list[str]:
@@ -240,31 +248,39 @@ class Node:
 
     def _reconcile(self) -> list[str]:
         """Hand the orders still open on record to the broker, then compare the venue's holdings with the
-        ledgers. The venue holding less than the ledgers (beyond what open orders explain) pauses the sleeves of
-        that symbol; holding more is noted (units the runtime does not trade)."""
+        ledgers (``_compare_holdings``)."""
         notes: list[str] = []
         open_orders = self.store.orders({"new", "partially_filled"})
-        taken_over = []
         if open_orders:
-            fills = self.store.fills()
-            self.broker.resume(open_orders, fills)
-            taken_over = open_on_record(open_orders, fills)
+            self.broker.resume(open_orders, self.store.fills())
             notes.append(f"{len(open_orders)} open order(s) taken over from the store: "
                          + ", ".join(o.client_order_id for o in open_orders))
+        return notes + self._compare_holdings(final=False)
+
+    def _compare_holdings(self, final: bool) -> list[str]:
+        """The venue's holdings against the ledgers, beyond what open orders on record may still fill.
+
+        Holding more is noted (units the runtime does not trade). Holding less pauses the sleeves of that symbol
+        and raises an alert, but at start-up (``final`` False) only once the first batch is re-run: a runtime
+        killed after the venue filled an order and before the batch was committed finds that fill when it sends
+        the same client order id again, so the venue legitimately holds what the ledgers will hold then."""
         symbols = sorted({s.symbol for s in self.stepper.sleeves})
         try:
             held = self.broker.holdings(symbols)
         except Exception as exc:  # a venue that cannot be asked must not stop the start
             text = f"positions not reconciled: {self.broker.name} could not be asked ({type(exc).__name__}: {exc})"
             self._emit("error", text)
-            return [*notes, text]
+            return [text]
         if held is None:
-            return notes
+            return []
+        notes: list[str] = []
+        open_orders = self.store.orders({"new", "partially_filled"})
+        pending = open_on_record(open_orders, self.store.fills()) if open_orders else []
         for symbol in symbols:
             sleeves = [s for s in self.stepper.sleeves if s.symbol == symbol]
             ours = sum(float(self.stepper.engines[s.key].ledger.fstate[k.F_UNITS]) for s in sleeves)
             rests = [float(o.signed_qty) - (float(o.filled) if o.order.side == "buy" else -float(o.filled))
-                     for o in taken_over if o.order.symbol == symbol]  # what open orders may still fill
+                     for o in pending if o.order.symbol == symbol]  # what open orders may still fill
             venue = float(held.get(symbol, 0))
             tolerance = 1e-9 * max(1.0, abs(ours))
             low = ours + sum(r for r in rests if r < 0)
@@ -274,6 +290,10 @@ class Node:
             elif venue > high:
                 notes.append(f"{symbol}: venue holds {venue:g}, more than the ledgers' {ours:g}; the difference "
                              "is not the runtime's and is left alone")
+            elif not final:
+                self._recheck_holdings = True
+                notes.append(f"{symbol}: venue holds {venue:g}, less than the ledgers' {ours:g}; checked again "
+                             "once the batch in flight at the stop is re-run (its orders are recovered by client id)")
             else:
                 text = (f"{symbol}: venue holds {venue:g} but the ledgers hold {ours:g}: new entries of "
                         f"{', '.join(s.key for s in sleeves)} paused until an operator resumes them")
@@ -291,6 +311,8 @@ class Node:
 
     def run(self) -> RunSummary:
         """Process batches until the feed ends or a stop is requested (signal or command)."""
+        gc.collect()
+        gc.freeze()  # what start-up built lives as long as the process: later full collections skip it
         try:
             for batch in self.feed.batches(self.cursors):
                 self._apply_commands()
@@ -356,6 +378,11 @@ class Node:
                     self._fresh_again(key)
         self._persist(int(batch.times[-1]))
         self._last_beat = self.clock.now().timestamp()
+        if self._recheck_holdings:
+            self._recheck_holdings = False
+            for note in self._compare_holdings(final=True):
+                self.store.record_event("recovery", note)
+            self._persist(None)  # a pause it set is committed before the next bar
 
     def _step_batch(self, batch: Batch, decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
                     ohlc: dict[str, tuple[np.ndarray, ...]]) -> None:
@@ -477,7 +504,7 @@ class Node:
             trades += self._trades(sleeve.key, sleeve.symbol, result, None if scorer is None else scorer.version)
             events += [BreakerRecord(sleeve=sleeve.key, at=_when(e.timestamp), rule=str(e.rule),
                                      value=_number(e.value), threshold=_number(e.threshold), action=str(e.action))
-                       for e in result.breaker_events.itertuples(index=False)]
+                       for e in _rows(result.breaker_events)]
             ledger = engine.ledger
             units = float(ledger.fstate[k.F_UNITS])
             entry_units = float(ledger.fstate[k.F_ENTRY_UNITS])
@@ -496,9 +523,9 @@ class Node:
                                            position_value=_money(last["position_value"])))
             self.summary.trades += len(result.trades)
             self.summary.breaker_events += len(result.breaker_events)
-            for row in result.fills.itertuples(index=False):
+            for row in _rows(result.fills):
                 self._emit("fill", f"{sleeve.key}: {row.side} {row.qty:.8g} @ {row.price:.8g} ({row.reason})")
-            for row in result.breaker_events.itertuples(index=False):
+            for row in _rows(result.breaker_events):
                 self._emit("breaker", f"{sleeve.key}: breaker {row.rule} "
                            + (f"tripped ({row.value:.4g} > {row.threshold:.4g})" if row.action == "trip" else
                               f"released ({row.released_by}, after {row.bars_tripped} bars)"))
@@ -540,7 +567,7 @@ class Node:
                         fees=_money(t.fees), entry_time=_when(t.entry_time),
                         exit_time=_when(t.exit_time), entry_reason=str(t.entry_reason),
                         exit_reason=str(t.exit_reason), model_version=model_version)
-            for t in result.trades.itertuples(index=False)
+            for t in _rows(result.trades)
         ]
 
     # ------------------------------------------------------------------ control

@@ -1,6 +1,9 @@
 """`make run` smoke test: the whole platform comes up on 127.0.0.1 with a temporary home, every service answers
 its health endpoint, the paper runtime's heartbeat is fresh, and Ctrl-C stops everything cleanly. A second
-start reuses what the first one made (no bootstrap, the runtime restores its state)."""
+start reuses what the first one made (no bootstrap, the runtime restores its state).
+
+No orphans: a `tradeforge up` killed with SIGKILL leaves no service running or listening, and the next `up` starts
+cleanly; the guard of an `up` and the next `up` end whatever carries a finished `up`'s tag."""
 
 from __future__ import annotations
 
@@ -8,15 +11,21 @@ import os
 import signal
 import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pipeline.settings import Settings
 from pipeline.state import StateStore
 from tests.conftest import REPO
-from tradeforge_cli.up import heartbeat_age
+from tests.waiting import wait_until
+from tradeforge_cli import up_guard
+from tradeforge_cli.up import UpError, clear_previous, heartbeat_age, pid_file
+
+PROC = Path("/proc")
+needs_proc = pytest.mark.skipif(not PROC.is_dir(), reason="finds processes through /proc (Linux)")
 
 
 def _free_port() -> int:
@@ -31,17 +40,6 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_for(predicate: object, timeout_s: float, what: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"`make run` exited ({process.returncode}) while waiting for {what}")
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"{what} not within {timeout_s:.0f} s")
-
-
 def _ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2.0).status_code == 200
@@ -49,64 +47,132 @@ def _ok(url: str) -> bool:
         return False
 
 
-def _make_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+class Platform:
+    """A platform on a temporary home: its own data dir, MLflow store, Prefect home and free ports."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.home = tmp_path
+        self.prefect, self.mlflow, self.dashboard = _free_port(), _free_port(), _free_port()
+        self.env = {
+            **os.environ,
+            "TRADEFORGE_DATA_DIR": str(tmp_path / "data"),
+            "TRADEFORGE_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+            "TRADEFORGE_PREFECT_API_URL": f"http://127.0.0.1:{self.prefect}/api",
+            "TRADEFORGE_MLFLOW_UI_URL": f"http://127.0.0.1:{self.mlflow}",
+            "TRADEFORGE_DASHBOARD_URL": f"http://127.0.0.1:{self.dashboard}",
+            "TRADEFORGE_HEARTBEAT_SECONDS": "1",
+            "PREFECT_HOME": str(tmp_path / ".prefect"),
+        }
+        for name in ("PREFECT_API_URL", "TRADEFORGE_DATABASE_URL"):
+            self.env.pop(name, None)
+        self.settings = Settings(data_dir=tmp_path / "data", _env_file=None)
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.prefect, self.mlflow, self.dashboard]
+
+    def start(self, command: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as output:
+            return subprocess.Popen(command, cwd=REPO, env=self.env, stdout=output, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    def answers(self) -> bool:
+        """Every service answers its health endpoint and the runtime's heartbeat is fresh."""
+        age = heartbeat_age(self.settings)
+        return (_ok(f"http://127.0.0.1:{self.prefect}/api/health") and _ok(f"http://127.0.0.1:{self.mlflow}/health")
+                and _ok(f"http://127.0.0.1:{self.dashboard}/_stcore/health") and age is not None and age < 10)
+
+    def wait_up(self, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+        wait_until(lambda: "tradeforge is up" in log.read_text(errors="replace"), what, process=process, log=log)
+        wait_until(self.answers, f"{what}: every service answering, a fresh runtime heartbeat", process=process,
+                   log=log)
+
+    def stop(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        """Ctrl-C, as in the terminal; every child stops without being killed and every port closes."""
+        os.killpg(process.pid, signal.SIGINT)
+        wait_until(lambda: process.poll() is not None, "`up` to end after Ctrl-C")
+        text = log.read_text(errors="replace")
+        logs = "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-1500:]}"
+                         for f in sorted((self.home / "data" / "logs").glob("*.log")))
+        assert "stopped" in text, text[-3000:] + logs
+        assert "did not stop" not in text, text[-3000:] + logs  # no child had to be killed
+        wait_until(lambda: not any(_listening(p) for p in self.ports), "every port closed after the stop")
+        assert not pid_file(self.settings).exists(), "the pid file outlived its up"
 
 
-def _stop(process: subprocess.Popen[bytes], ports: list[int], log: Path) -> None:
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+# ------------------------------------------------------------------------------------------------ processes
+
+
+def _stat(pid: int) -> list[str] | None:
     try:
-        process.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError("`make run` did not stop within 90 s of Ctrl-C") from None
-    text = log.read_text(errors="replace")
-    logs = "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-1500:]}"
-                     for f in sorted((log.parent / "data" / "logs").glob("*.log")))
-    assert "stopped" in text, text[-3000:] + logs
-    assert "did not stop" not in text, text[-3000:] + logs  # no child had to be killed
-    deadline = time.monotonic() + 10
-    while any(_listening(p) for p in ports) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not [p for p in ports if _listening(p)], "a service still listens after the stop"
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def _running(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def _descendants(root: int) -> set[int]:
+    """Every running process below ``root`` in the process tree."""
+    parents = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return {pid for pid in found if _running(pid)}
+
+
+def _tagged(instance: str) -> set[int]:
+    """Running processes whose environment carries the tag of ``instance``."""
+    marker = f"\0{up_guard.INSTANCE_VARIABLE}={instance}\0".encode()
+    found = set()
+    for entry in PROC.iterdir():
+        try:
+            environment = (entry / "environ").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if marker in b"\0" + environment + b"\0" and _running(int(entry.name)):
+            found.add(int(entry.name))
+    return found
+
+
+def _kill_all(pids: set[int]) -> None:
+    for pid in pids:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------------------ tests
 
 
 def test_make_run_brings_up_every_service_and_stops_cleanly(tmp_path: Path) -> None:
-    prefect, mlflow, dashboard = _free_port(), _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "TRADEFORGE_DATA_DIR": str(tmp_path / "data"),
-        "TRADEFORGE_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-        "TRADEFORGE_PREFECT_API_URL": f"http://127.0.0.1:{prefect}/api",
-        "TRADEFORGE_MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow}",
-        "TRADEFORGE_DASHBOARD_URL": f"http://127.0.0.1:{dashboard}",
-        "TRADEFORGE_HEARTBEAT_SECONDS": "1",
-        "PREFECT_HOME": str(tmp_path / ".prefect"),
-    }
-    for name in ("PREFECT_API_URL", "TRADEFORGE_DATABASE_URL"):
-        env.pop(name, None)
-    settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+    platform = Platform(tmp_path)
+    settings = platform.settings
     log = tmp_path / "make-run.log"
-    process = _make_run(env, log)
+    process = platform.start(["make", "run"], log)
     try:
-        _wait_for(lambda: "tradeforge is up" in log.read_text(errors="replace"), 600, "the platform", process)
-        assert _ok(f"http://127.0.0.1:{prefect}/api/health")
-        assert _ok(f"http://127.0.0.1:{mlflow}/health")
-        assert _ok(f"http://127.0.0.1:{dashboard}/_stcore/health")
-        _wait_for(lambda: (age := heartbeat_age(settings)) is not None and age < 10, 60,
-                  "a fresh runtime heartbeat", process)
-        served = httpx.post(f"http://127.0.0.1:{prefect}/api/deployments/filter", json={"limit": 50}, timeout=5)
+        platform.wait_up(process, log, "the platform")
+        served = httpx.post(f"http://127.0.0.1:{platform.prefect}/api/deployments/filter", json={"limit": 50},
+                            timeout=5)
         names = {d["name"] for d in served.json()}
         assert {"ingest", "train", "nightly-backtest", "backup-state", "daily-summary", "adhoc-backtest"} <= names
-        flow_runs = httpx.post(f"http://127.0.0.1:{prefect}/api/flow_runs/filter", json={"limit": 50}, timeout=5)
+        flow_runs = httpx.post(f"http://127.0.0.1:{platform.prefect}/api/flow_runs/filter", json={"limit": 50},
+                               timeout=5)
         states = [r["state_type"] for r in flow_runs.json()]
         assert states.count("COMPLETED") >= 4, states  # the bootstrap ran as flow runs
         assert not {"FAILED", "CRASHED"} & set(states), states
         assert any((tmp_path / "data" / "backtests").iterdir())
     finally:
         if process.poll() is None:
-            _stop(process, [prefect, mlflow, dashboard], log)
+            platform.stop(process, log)
     first = log.read_text(errors="replace")
     assert "bootstrap" in first
     state = StateStore.read_only(settings.state_url)
@@ -115,17 +181,125 @@ def test_make_run_brings_up_every_service_and_stops_cleanly(tmp_path: Path) -> N
     state.close()
 
     log2 = tmp_path / "make-run-2.log"
-    process = _make_run(env, log2)
+    process = platform.start(["make", "run"], log2)
     try:
-        _wait_for(lambda: "tradeforge is up" in log2.read_text(errors="replace"), 300, "the second start", process)
-        _wait_for(lambda: (age := heartbeat_age(settings)) is not None and age < 10, 60,
-                  "a fresh heartbeat after the restart", process)
+        platform.wait_up(process, log2, "the second start")
     finally:
         if process.poll() is None:
-            _stop(process, [prefect, mlflow, dashboard], log2)
+            platform.stop(process, log2)
     second = log2.read_text(errors="replace")
     assert "bootstrap" not in second  # the lake and the model were reused
     state = StateStore.read_only(settings.state_url)
     assert any(e.detail.startswith("feed") or "restored" in e.detail for e in state.events("recovery"))
     assert state.bot_state() is not None
     state.close()
+
+
+@needs_proc
+def test_a_killed_up_leaves_nothing_running_and_the_next_up_starts_cleanly(tmp_path: Path) -> None:
+    platform = Platform(tmp_path)
+    command = [sys.executable, "-m", "tradeforge_cli", "up", "--no-bootstrap"]
+    log = tmp_path / "up.log"
+    process = platform.start(command, log)
+    started: set[int] = set()
+    instance = ""
+    try:
+        platform.wait_up(process, log, "the platform")
+        record = up_guard.UpRecord.load(pid_file(platform.settings))
+        assert record is not None and record.pid == process.pid
+        instance = record.instance
+        started = _descendants(process.pid)  # the services, what they started, and the guard
+        assert set(record.services.values()) <= started
+        assert set(record.services) == {"prefect", "mlflow", "dashboard", "deployments", "runtime"}
+
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        wait_until(lambda: not any(_running(pid) for pid in started | _tagged(instance)),
+                   "every process the killed up started to end")
+        wait_until(lambda: not any(_listening(p) for p in platform.ports), "every port of the killed up to close")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        _kill_all(started | (_tagged(instance) if instance else set()))
+    state = StateStore.read_only(platform.settings.state_url)
+    bot = state.bot_state()
+    assert bot is not None and bot.status == "stopped", "the runtime was not told to stop"  # parent-death signal
+    state.close()
+
+    log2 = tmp_path / "up-2.log"
+    process = platform.start(command, log2)
+    try:
+        platform.wait_up(process, log2, "the next start")
+    finally:
+        if process.poll() is None:
+            platform.stop(process, log2)
+    assert "left running by a previous tradeforge up" not in log2.read_text(errors="replace")
+
+
+def _tagged_process(instance: str, *, new_session: bool, ignore_sigterm: bool = False) -> subprocess.Popen[bytes]:
+    """A process carrying ``instance``'s tag that runs until its stdin closes (or it is signalled)."""
+    code = "import signal, sys\n"
+    if ignore_sigterm:
+        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    code += "print('ready', flush=True)\nsys.stdin.read()\n"
+    env = {**os.environ, up_guard.INSTANCE_VARIABLE: instance}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             start_new_session=new_session)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"  # its handlers are in place
+    return child
+
+
+def _end(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+
+
+@needs_proc
+def test_the_guard_ends_what_its_up_left_running_once_up_is_gone(tmp_path: Path) -> None:
+    instance = up_guard.new_instance()
+    escaped = _tagged_process(instance, new_session=True)  # like a flow run: a session of its own
+    stubborn = _tagged_process(instance, new_session=True, ignore_sigterm=True)
+    record = up_guard.UpRecord.new(tmp_path / "run" / "up.json", instance)
+    record.save()
+    guard = up_guard.start_guard(instance, record.path, 1.0, tmp_path / "guard.log")
+    try:
+        assert _tagged(instance) == {escaped.pid, stubborn.pid}
+        assert guard.stdin is not None
+        guard.stdin.close()  # what the end of `up` does, however it ends
+        wait_until(lambda: guard.poll() is not None, "the guard to finish")
+        assert escaped.wait() == -signal.SIGTERM  # asked to stop
+        assert stubborn.wait() == -signal.SIGKILL  # killed after the grace period
+        assert str(stubborn.pid) in (tmp_path / "guard.log").read_text()
+        assert guard.returncode == 0
+    finally:
+        _end([escaped, stubborn, guard])
+
+
+@needs_proc
+def test_the_next_up_ends_leftovers_of_a_dead_up_and_refuses_while_one_runs(tmp_path: Path,
+                                                                           settings: Settings) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover_instance = f"{dead.pid}-leftover"
+    leftover = _tagged_process(leftover_instance, new_session=True)
+    other = _tagged_process("another-up", new_session=True)  # another up's process is not touched
+    stale = up_guard.UpRecord(pid_file(settings), leftover_instance, dead.pid, None, {"runtime": dead.pid})
+    stale.save()
+    said: list[str] = []
+    try:
+        clear_previous(settings, 5.0, said.append)
+        assert leftover.wait() == -signal.SIGTERM
+        assert other.poll() is None
+        assert not stale.path.exists()
+        assert any("left running by a previous tradeforge up" in text for text in said), said
+
+        running = up_guard.UpRecord.new(pid_file(settings), "this-up")  # this very process, alive
+        running.save()
+        with pytest.raises(UpError, match=f"already up on this data dir \\(process {os.getpid()}\\)"):
+            clear_previous(settings, 5.0, said.append)
+        assert running.path.exists()
+    finally:
+        _end([leftover, other])

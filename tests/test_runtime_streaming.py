@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from pipeline.clock import FixedClock
-from pipeline.domain import AssetClass, Timeframe
+from pipeline.domain import AssetClass, Timeframe, epoch_ms
 from pipeline.features import build_features
-from pipeline.portfolio import PortfolioConfig
+from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, run_portfolio, sleeves_of
 from pipeline.registry import PRODUCTION, ModelRegistry
 from pipeline.state import StateStore
 from runtime.brokers import PaperBroker
@@ -147,3 +147,24 @@ def test_an_ml_sleeve_restarts_with_its_model_features(tmp_path: Path, registry:
                               scorers=(_scorer(registry), _scorer(registry)))
     assert any("decision stream and model features restored" in note for note in notes)
     pd.testing.assert_frame_equal(fills, expected)
+
+
+def test_the_portfolio_stepped_bar_by_bar_equals_one_compiled_pass(minutes: pd.DataFrame) -> None:
+    """The per-bar path (venue brokers) and the batch path (backtest, paper replay) are the same kernel: with
+    the gross-exposure cap and the portfolio breaker on, both give the same fills and marks bit for bit."""
+    config = PortfolioConfig.model_validate({**RULES, "caps": {"max_gross_exposure": 0.6, "max_drawdown": 0.004,
+                                                               "breaker_cooldown_bars": 300}})
+    bars = minutes.iloc[:4_000]
+    batch = run_portfolio(config, lambda _symbol, _tf: bars)
+    assert (batch.events["action"] == "trip").any() and (batch.events["action"] == "release").any()
+    targets = {s.key: s.strategy.targets(bars) for s in sleeves_of(config)}
+    stepper = PortfolioStepper(config, {key: t.reasons for key, t in targets.items()})
+    marks = []
+    for i, (ms, o, h, low, c) in enumerate(zip(epoch_ms(bars["timestamp"]), bars["open"], bars["high"], bars["low"],
+                                                bars["close"], strict=True)):
+        due = {key: Bar(o, h, low, c, float(t.exposure[i]), int(t.reason[i])) for key, t in targets.items()}
+        marks.append(stepper.step(int(ms), due)["equity"])
+    np.testing.assert_array_equal(np.array(marks), batch.equity["equity"].to_numpy())
+    for key, engine in stepper.engines.items():
+        pd.testing.assert_frame_equal(engine.result().fills, batch.sleeves[key].fills)
+    assert pd.DataFrame(stepper.events)["action"].tolist() == batch.events["action"].tolist()

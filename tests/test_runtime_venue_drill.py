@@ -1,5 +1,7 @@
 """Kill drill against a venue: the runtime as a subprocess routing orders through the real ccxt client to a
-local fake Binance, killed with SIGKILL at random moments and restarted each time.
+local fake Binance, killed with SIGKILL twenty times and restarted each time. Each kill comes once the state
+store shows a random (seeded) number of further bars processed, so the drill kills mid-run, while bars are
+processed and orders are in flight, as often on a slow machine as on a fast one.
 
 Afterwards: no order was ever sent twice (every client order id reached the venue in exactly one request),
 no fill is lost or duplicated (the stored fills are exactly the venue's trades), the sleeves' units add up to
@@ -14,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +25,10 @@ import pandas as pd
 from pipeline.state import StateStore
 from tests.conftest import REPO, shared_file
 from tests.fakes.binance_server import DEFAULT_API_KEY, DEFAULT_API_SECRET, FakeBinance
+from tests.waiting import ProcessedBars, wait_until
+
+KILLS = 20
+FEED = "file:BTC/USDT:1m"
 
 PORTFOLIO = """
 cash = 100000
@@ -66,25 +71,21 @@ def _start(tmp_path: Path, venue: FakeBinance, data: Path, fresh: bool) -> subpr
     }
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(name, None)
+    # as fast as it goes, eight bars a transaction: a kill lands while bars are decided, orders are in flight at
+    # the venue or the batch is being stored
     command = [sys.executable, "-m", "runtime", "--mode", "live", "--broker", "ccxt", "--feed", "replay",
-               "--data", str(data), "--speed", "3000", "--portfolio", str(tmp_path / "p.toml"),
+               "--data", str(data), "--speed", "max", "--batch", "8", "--portfolio", str(tmp_path / "p.toml"),
                "--json", *(["--fresh"] if fresh else [])]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _saved(db: Path) -> bool:
-    if not db.exists():
-        return False
-    store = StateStore(f"sqlite:///{db}")
-    try:
-        return store.bot_state() is not None
-    finally:
-        store.close()
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
 
 
 def test_kill_drill_against_the_fake_exchange(tmp_path: Path) -> None:
     (tmp_path / "p.toml").write_text(PORTFOLIO)
-    # paced at 50 bars a second (one bar per transaction), so the run outlasts the ten kills on any machine
     bars = pd.read_parquet(shared_file("binance_BTC-USDT_1m.parquet")).iloc[300_000:302_500].reset_index(drop=True)
     data = tmp_path / "bars.parquet"
     bars.to_parquet(data)
@@ -104,24 +105,24 @@ def test_kill_drill_against_the_fake_exchange(tmp_path: Path) -> None:
         mover = threading.Thread(target=move_the_market, daemon=True)
         mover.start()
         rng = random.Random(11)
-        kills = 0
+        processed = ProcessedBars(db, FEED, bars["timestamp"])
+        # at most half of the bars are spent on kills (each kill at most 2x the mean), the rest end the run
+        most = len(bars) // (2 * KILLS)
         process = _start(tmp_path, venue, data, fresh=True)
         try:
-            while kills < 10:
-                time.sleep(rng.uniform(3.5, 6.0))  # start-up (imports, numba cache) takes about 3 s
-                if process.poll() is not None:
-                    break
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                kills += 1
-                process = _start(tmp_path, venue, data, fresh=not _saved(db))
-            _, err = process.communicate(timeout=600)
+            for kill in range(1, KILLS + 1):
+                target = processed() + rng.randint(1, most)
+                wait_until(processed.reached(target), f"{target} bars processed, for kill {kill} of {KILLS}",
+                           process=process)
+                _kill(process)
+                process = _start(tmp_path, venue, data, fresh=False)  # restores what the killed run saved
+            _, err = process.communicate()
         finally:
             stop.set()
+            processed.close()
             if process.poll() is None:
-                process.kill()
+                _kill(process)
         assert process.returncode == 0, err.decode()[-3000:]
-        assert kills == 10, f"the run ended after {kills} kills: make it longer"
 
         posts = Counter(r.params.get("newClientOrderId") for r in venue.requests_to("order", "POST"))
         assert posts, "no order reached the venue"

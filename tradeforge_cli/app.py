@@ -1,13 +1,17 @@
 """The ``tradeforge`` command: the composition root, the one place that wires every part together.
 
 Reporting commands take ``--json`` and then print exactly one JSON document on stdout; progress and errors go
-to stderr.
+to stderr. Nothing is hard-wrapped to the terminal width: an error, a path or an id is printed on one line
+whatever the width (the terminal folds a long line on screen, a copy keeps it whole), and usage errors are
+plain ``Error: ...`` lines. Modules a command needs (MLflow, PyTorch, Prefect, the venue clients, Telegram)
+are imported by that command, so every command starts without the others' imports.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,27 +23,33 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.clock import SystemClock
 from pipeline.domain import DataError, Timeframe, parse_symbol
 from pipeline.settings import Settings, load_settings
 from pipeline.sources.base import BarSource
 
+# Every Typer below has plain (not rich) help and usage errors (rich_markup_mode=None): rich draws a usage error
+# in a box as wide as the terminal and wraps the message inside it, splitting the option values and paths it names.
 app = typer.Typer(
     name="tradeforge",
     help="tradeforge: systematic trading of crypto and US stocks.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,  # a crash report must not print local variables (secrets among them)
 )
-data_app = typer.Typer(help="Inspect the market-data lake.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect the market-data lake.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
-features_app = typer.Typer(help="Build model features from the lake.", no_args_is_help=True)
+features_app = typer.Typer(help="Build model features from the lake.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(features_app, name="features")
-models_app = typer.Typer(help="Registered models: list, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: list, promote, roll back.", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 # Options shared by `backtest` and `runtime` (one definition, one help text).
@@ -57,6 +67,10 @@ MaxPositionOption = Annotated[
     float, typer.Option("--max-position", help="Largest position as a fraction of equity.")
 ]
 NoBreakersOption = Annotated[bool, typer.Option("--no-breakers", help="Switch every circuit breaker off.")]
+CooldownOption = Annotated[int | None, typer.Option(
+    "--breaker-cooldown-bars", min=1,
+    help="Drawdown and loss-streak breakers release by themselves after this many bars, as an operator's reset "
+         "would (default: they wait for the operator). Daily breakers release at the next trading day.")]
 
 
 class SourceName(StrEnum):
@@ -82,6 +96,20 @@ def _timestamp(text: str | None, option: str) -> pd.Timestamp | None:
     from pipeline.domain import parse_utc
 
     return parse_utc(text, option)
+
+
+def _pairs(rows: Iterable[tuple[str, str]], title: str | None = None, table_box: box.Box | None = box.SIMPLE,
+           caption: str | None = None) -> Table:
+    """A table of names and values (``rows`` hold rich markup), as wide as its longest value: a value (a path,
+    an id, a number) is never cut short nor wrapped inside its cell."""
+    rows = list(rows)
+    widest = max((Text.from_markup(value).cell_len for _, value in rows), default=0)
+    table = Table(title=title, caption=caption, show_header=False, box=table_box)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, min_width=widest)
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
 
 
 def _emit(document: dict[str, Any] | list[dict[str, Any]], as_json: bool, table: Table) -> None:
@@ -151,11 +179,9 @@ def ingest(
     except RuntimeError as exc:
         raise _fail(str(exc)) from exc
     document = report.to_json()
-    table = Table(title=f"ingest {report.venue} {report.symbol} {report.timeframe}", show_header=False)
-    for key, value in document.items():
-        table.add_row(key, escape(str(value)))
-    if report.sample:
-        table.caption = "SAMPLE DATA (synthetic market, not real prices)"
+    table = _pairs([(key, escape(str(value))) for key, value in document.items()],
+                   f"ingest {report.venue} {report.symbol} {report.timeframe}", box.HEAVY_HEAD,
+                   "SAMPLE DATA (synthetic market, not real prices)" if report.sample else None)
     _emit(document, as_json, table)
 
 
@@ -196,12 +222,11 @@ def _backtest_bars(
     settings: Settings, data: Path | None, symbol: str | None, timeframe: str | None, start: str | None,
     end: str | None, venue: str | None,
 ) -> tuple[pd.DataFrame, Timeframe, Any]:
-    from pipeline.catalog import read_bars
     from pipeline.domain import Instrument, canonical_bars
-    from pipeline.lake import Lake
-    from pipeline.sources.files import read_bar_file_any
 
     if data is not None:
+        from pipeline.sources.files import read_bar_file_any
+
         if not data.exists():
             raise DataError(f"--data {str(data)!r} does not exist")
         bars = canonical_bars(read_bar_file_any(data))
@@ -223,6 +248,9 @@ def _backtest_bars(
         return bars.reset_index(drop=True), tf, instrument
     if not symbol or not timeframe:
         raise DataError("give --data FILE.parquet, or --symbol and --timeframe to read bars from the lake")
+    from pipeline.catalog import read_bars
+    from pipeline.lake import Lake
+
     tf = Timeframe.parse(timeframe)
     bars = read_bars(settings, symbol, tf, _timestamp(start, "--start"), _timestamp(end, "--end"), venue)
     series = Lake(settings.lake_dir).find(symbol, venue=venue)
@@ -250,6 +278,7 @@ def backtest(
     cash: CashOption = 100_000.0,
     max_position: MaxPositionOption = 0.25,
     no_breakers: NoBreakersOption = False,
+    breaker_cooldown_bars: CooldownOption = None,
     save: Annotated[bool, typer.Option(help="Store the run under <data_dir>/backtests/.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
@@ -272,7 +301,7 @@ def backtest(
         try:
             config = EngineConfig(
                 cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill,
-                max_position=max_position,
+                max_position=max_position, breaker_cooldown_bars=breaker_cooldown_bars,
             )
         except ValidationError as exc:
             problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -285,11 +314,11 @@ def backtest(
         raise _fail(str(exc)) from exc
     folder = save_backtest(result, settings.data_dir / "backtests") if save else None
     document = {**result.summary(), "stored": None if folder is None else str(folder)}
-    table = Table(title=f"backtest {result.strategy} {result.run_id}", show_header=False, box=box.SIMPLE)
-    for key in ("bars", "first", "last", "trades", "final_equity", "total_return", "cagr", "sharpe", "sortino",
-                "max_drawdown", "win_rate", "profit_factor", "fees", "buy_and_hold_return", "breaker_events",
-                "rejections", "seconds", "stored"):
-        table.add_row(key, escape(_format(document.get(key))))
+    keys = ("bars", "first", "last", "trades", "final_equity", "total_return", "cagr", "sharpe", "sortino",
+            "max_drawdown", "win_rate", "profit_factor", "fees", "buy_and_hold_return", "breaker_events",
+            "rejections", "seconds", "stored")
+    table = _pairs([(key, escape(_format(document.get(key)))) for key in keys],
+                   f"backtest {result.strategy} {result.run_id}")
     _emit(document, as_json, table)
 
 
@@ -377,10 +406,9 @@ def features_build(
         "first": frame["timestamp"].iloc[0].isoformat() if len(frame) else None,
         "last": frame["timestamp"].iloc[-1].isoformat() if len(frame) else None,
     }
-    table = Table(title=f"features {instrument.symbol} {tf}", show_header=False, box=box.SIMPLE)
-    for key in ("spec_hash", "rows", "warmup_rows_dropped", "first", "last", "path"):
-        table.add_row(key, escape(str(document[key])))
-    table.add_row("columns", escape(", ".join(document["columns"])))
+    rows = [(key, escape(str(document[key]))) for key in ("spec_hash", "rows", "warmup_rows_dropped", "first",
+                                                          "last", "path")]
+    table = _pairs([*rows, ("columns", escape(", ".join(document["columns"])))], f"features {instrument.symbol} {tf}")
     _emit(document, as_json, table)
 
 
@@ -424,12 +452,9 @@ def train(
     except DataError as exc:
         raise _fail(str(exc)) from exc
     document = outcome.to_json()
-    table = Table(title=f"train {outcome.model_name} v{outcome.version}", show_header=False, box=box.SIMPLE)
-    for key in ("run_id", "model_name", "version", "promoted", "reason"):
-        table.add_row(key, escape(str(document[key])))
-    for key, value in outcome.metrics.items():
-        table.add_row(key, _format(value))
-    _emit(document, as_json, table)
+    rows = [(key, escape(str(document[key]))) for key in ("run_id", "model_name", "version", "promoted", "reason")]
+    rows += [(key, escape(_format(value))) for key, value in outcome.metrics.items()]
+    _emit(document, as_json, _pairs(rows, f"train {outcome.model_name} v{outcome.version}"))
 
 
 @models_app.command("list")
@@ -463,9 +488,7 @@ def models_promote(
     except DataError as exc:
         raise _fail(str(exc)) from exc
     document = {"name": name, "production": version}
-    table = Table(show_header=False, box=box.SIMPLE)
-    table.add_row(escape(name), f"production → v{escape(version)}")
-    _emit(document, as_json, table)
+    _emit(document, as_json, _pairs([(escape(name), f"production → v{escape(version)}")]))
 
 
 @models_app.command("rollback")
@@ -482,12 +505,11 @@ def models_rollback(
     except DataError as exc:
         raise _fail(str(exc)) from exc
     document = {"name": name, "production": version}
-    table = Table(show_header=False, box=box.SIMPLE)
-    table.add_row(escape(name), f"production → v{escape(version)} (rolled back)")
-    _emit(document, as_json, table)
+    _emit(document, as_json, _pairs([(escape(name), f"production → v{escape(version)} (rolled back)")]))
 
 
-runtime_app = typer.Typer(help="The trading runtime (paper or live).", invoke_without_command=True)
+runtime_app = typer.Typer(help="The trading runtime (paper or live).", invoke_without_command=True,
+                          rich_markup_mode=None)
 app.add_typer(runtime_app, name="runtime")
 
 
@@ -534,6 +556,7 @@ def runtime(
     cash: CashOption = 100_000.0,
     max_position: MaxPositionOption = 0.25,
     no_breakers: NoBreakersOption = False,
+    breaker_cooldown_bars: CooldownOption = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start a new runtime (refused if state exists).")] = False,
     restore: Annotated[bool, typer.Option("--restore", help="Restore the saved state (the default).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Print every fill, breaker and command.")] = False,
@@ -545,10 +568,8 @@ def runtime(
     import signal
 
     from pipeline.state import StateStore
-    from runtime.control import StoreControl
     from runtime.feeds import ReplayFeed
     from runtime.node import Node, StartupError
-    from runtime.notify import CommandBot, Notifier
 
     settings = _settings()
     try:
@@ -556,7 +577,7 @@ def runtime(
             raise DataError("--fresh and --restore exclude each other")
         pace = None if speed == "max" else _positive_float(speed, "--speed")
         config = _runtime_portfolio(portfolio, strategy, symbol, timeframe, param or [], fee_bps, slippage_bps,
-                                    fill, cash, max_position, no_breakers)
+                                    fill, cash, max_position, no_breakers, breaker_cooldown_bars)
         feed_name, broker_name = _runtime_route(settings, mode, config, feed, broker)
         order_router = _runtime_broker(settings, mode, broker_name, venue)
         if feed_name == "replay":
@@ -565,22 +586,19 @@ def runtime(
         else:
             bar_feed, feed_of, tf = _live_feed(settings, feed_name, config, venue)
         store = StateStore(settings.state_url)
-        notifier = Notifier(settings.telegram_token, settings.telegram_chat_ids, settings.telegram_api_url,
-                            settings.telegram_rate_per_minute, timeout_s=settings.http_timeout_s,
-                            max_retries=settings.max_retries, backoff_s=settings.retry_backoff_s)
+        telegram = _telegram(settings, store)
 
         def on_event(kind: str, text: str) -> None:
             if verbose:
                 err.print(escape(text), highlight=False)
-            notifier.send(text)  # start, stop, fills, breakers and commands all go to Telegram
+            if telegram is not None:
+                telegram.notifier.send(text)  # start, stop, fills, breakers and commands all go to Telegram
 
         node = Node(store, config, bar_feed, feed_of, order_router,
                     mode=mode.value, on_event=on_event, scorers=_scorers(settings, config, tf),
                     stale_after_bars=settings.stale_after_bars, heartbeat_s=settings.heartbeat_seconds)
-        bot = CommandBot(notifier, StoreControl(StateStore(settings.state_url)), StoreControl(store))
-        notifier.start()
-        if notifier.enabled:
-            bot.start()
+        if telegram is not None:
+            telegram.start()
         node.start(fresh=fresh)
     except (DataError, StartupError) as exc:
         raise _fail(str(exc)) from exc
@@ -589,14 +607,43 @@ def runtime(
     try:
         summary = node.run()
     finally:
-        bot.stop()
-        notifier.stop(timeout=10)
+        if telegram is not None:
+            telegram.stop()
         store.close()
     document = summary.to_json()
-    table = Table(title=f"runtime ({mode.value})", show_header=False, box=box.SIMPLE)
-    for key, value in document.items():
-        table.add_row(key, escape(_format(value) if not isinstance(value, list) else "; ".join(map(str, value))))
-    _emit(document, as_json, table)
+    rows = [(key, escape(_format(value) if not isinstance(value, list) else "; ".join(map(str, value))))
+            for key, value in document.items()]
+    _emit(document, as_json, _pairs(rows, f"runtime ({mode.value})"))
+
+
+class _Telegram:
+    """The runtime's Telegram edge: notifications out, operator commands in (through the state store)."""
+
+    def __init__(self, settings: Settings, store: Any) -> None:
+        from pipeline.state import StateStore
+        from runtime.control import StoreControl
+        from runtime.notify import CommandBot, Notifier
+
+        self.notifier = Notifier(settings.telegram_token, settings.telegram_chat_ids, settings.telegram_api_url,
+                                 settings.telegram_rate_per_minute, timeout_s=settings.http_timeout_s,
+                                 max_retries=settings.max_retries, backoff_s=settings.retry_backoff_s)
+        self.bot = CommandBot(self.notifier, StoreControl(StateStore(settings.state_url)), StoreControl(store))
+
+    def start(self) -> None:
+        self.notifier.start()
+        self.bot.start()
+
+    def stop(self) -> None:
+        self.bot.stop()
+        self.notifier.stop(timeout=10)
+
+
+def _telegram(settings: Settings, store: Any) -> _Telegram | None:
+    """Telegram when a bot token is configured (its client library is loaded only then), else None."""
+    token = settings.telegram_token
+    if token is None or not token.get_secret_value().strip():
+        return None
+    return _Telegram(settings, store)
 
 
 def _scorers(settings: Settings, config: Any, tf: Timeframe) -> dict[str, Any]:
@@ -724,6 +771,7 @@ def _positive_float(text: str, option: str) -> float:
 def _runtime_portfolio(
     portfolio: Path | None, strategy: str | None, symbol: str | None, timeframe: str, params: list[str],
     fee_bps: float, slippage_bps: float, fill: str, cash: float, max_position: float, no_breakers: bool,
+    breaker_cooldown_bars: int | None = None,
 ) -> Any:
     from pipeline.portfolio import PortfolioConfig, load_portfolio
 
@@ -732,7 +780,7 @@ def _runtime_portfolio(
     if strategy is None or symbol is None:
         raise DataError("give --portfolio FILE, or --strategy NAME and --symbol SYMBOL")
     engine: dict[str, Any] = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "fill": fill,
-                              "max_position": max_position}
+                              "max_position": max_position, "breaker_cooldown_bars": breaker_cooldown_bars}
     if no_breakers:
         engine.update(max_drawdown=None, daily_loss=None, max_consecutive_losses=None, max_trades_per_day=None)
     Timeframe.parse(timeframe)
@@ -746,7 +794,6 @@ def _runtime_portfolio(
 def _runtime_bars(
     settings: Settings, config: Any, data: Path | None, venue: str | None, start: str | None, end: str | None
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str], Timeframe]:
-    from pipeline.catalog import read_bars
     from pipeline.portfolio import sleeves_of
 
     sleeves = sleeves_of(config)
@@ -768,6 +815,8 @@ def _runtime_bars(
         if data is not None:
             bars, _, _ = _backtest_bars(settings, data, None, str(tf), start, end, None)
         else:
+            from pipeline.catalog import read_bars
+
             bars = read_bars(settings, sleeve.symbol, tf, lo, hi, venue)
         if bars.empty:
             raise DataError(f"no {sleeve.symbol} {tf} bars to replay in the selected range")
@@ -792,8 +841,7 @@ def runtime_ctl(
     number = store.add_command(name, "cli", sleeve=sleeve)
     store.close()
     document = {"id": number, "command": name, "sleeve": sleeve}
-    table = Table(show_header=False, box=box.SIMPLE)
-    table.add_row("queued", f"{name} (#{number}); applied within one loop of the runtime")
+    table = _pairs([("queued", f"{escape(name)} (#{number}); applied within one loop of the runtime")])
     _emit(document, as_json, table)
 
 
@@ -878,7 +926,8 @@ def up(
 ) -> None:
     """Bring the platform up on 127.0.0.1: Prefect (server + deployments), MLflow UI, dashboard, paper runtime.
 
-    Ctrl-C stops everything cleanly. A second start reuses the lake, the registry and the runtime's state.
+    Ctrl-C stops everything cleanly. A second start reuses the lake, the registry and the runtime's state. Nothing
+    started here outlives this process, however it ends; a start first ends what a killed ``up`` left running.
     """
     import os
     import time
@@ -886,13 +935,21 @@ def up(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tradeforge_cli import up as platform
+    from tradeforge_cli import up_guard
 
     settings = _settings()
     home = Path(__file__).resolve().parent.parent
-    env = platform.base_env(settings, home)
+    logs = settings.data_dir / "logs"
+
+    def say(text: str) -> None:
+        err.print(escape(text), highlight=False)
+
+    instance = up_guard.new_instance()
+    env = platform.base_env(settings, home, instance)
     os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "DO_NOT_TRACK",
                                            "MLFLOW_DISABLE_TELEMETRY", "PREFECT_SERVER_ANALYTICS_ENABLED")})
     try:
+        platform.clear_previous(settings, platform.GRACE_S, say)
         by_name = {s.name: s for s in platform.services(settings, home, platform.demo_runtime_args(settings))}
         taken = platform.taken_addresses(settings)
     except platform.UpError as exc:
@@ -900,7 +957,10 @@ def up(
     if taken:
         raise _fail(f"{', '.join(taken)} already in use: is tradeforge already up? Stop it, or set "
                     "TRADEFORGE_PREFECT_API_URL / TRADEFORGE_MLFLOW_UI_URL / TRADEFORGE_DASHBOARD_URL to other ports")
-    supervisor = platform.Supervisor(env, settings.data_dir / "logs", lambda text: err.print(escape(text)))
+    record = up_guard.UpRecord.new(platform.pid_file(settings), instance)
+    guard = up_guard.start_guard(instance, record.path, platform.GRACE_S, logs / "guard.log")
+    record.save()
+    supervisor = platform.Supervisor(env, logs, say, on_spawn=record.add)
     code = 0
     with platform.stop_signals() as received:
         try:
@@ -925,17 +985,15 @@ def up(
             for name in names:
                 err.print(f"starting {name} …")
                 supervisor.start(by_name[name], timeout)
-            table = Table(title="tradeforge is up (Ctrl-C stops everything)", show_header=False, box=box.SIMPLE)
-            for service in supervisor.started:
-                table.add_row(service.name, escape(service.url))
-            table.add_row("logs", escape(str(settings.data_dir / "logs")))
-            out.print(table)
+            rows = [(service.name, escape(service.url)) for service in supervisor.started]
+            rows.append(("logs", escape(str(logs))))
+            out.print(_pairs(rows, "tradeforge is up (Ctrl-C stops everything)"))
             while not received:
                 dead = supervisor.dead()
                 if dead:
                     raise platform.UpError(
                         ", ".join(f"{s.name} exited ({s.process.returncode if s.process else '?'})" for s in dead)
-                        + f"; see {settings.data_dir / 'logs'}")
+                        + f"; see {logs}")
                 time.sleep(0.5)
             err.print(f"{received[0]}: stopping …")
         except platform.UpError as exc:
@@ -943,11 +1001,15 @@ def up(
             code = 1
         finally:
             supervisor.stop()
+            record.remove()
+            if guard.stdin is not None:
+                guard.stdin.close()  # the guard ends at once whatever the services left running
     err.print("stopped")
     raise typer.Exit(code)
 
 
-config_app = typer.Typer(help="Settings: current values and their documentation.", no_args_is_help=True)
+config_app = typer.Typer(help="Settings: current values and their documentation.", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(config_app, name="config")
 
 
@@ -964,9 +1026,7 @@ def config_show(as_json: JsonFlag = False) -> None:
             document[name] = "(set)" if value.get_secret_value() else None
         else:
             document[name] = value if isinstance(value, int | float | bool | list) or value is None else str(value)
-    table = Table(show_header=False, box=box.SIMPLE)
-    for key, value in document.items():
-        table.add_row(key, escape("" if value is None else str(value)))
+    table = _pairs([(key, escape("" if value is None else str(value))) for key, value in document.items()])
     _emit(document, as_json, table)
 
 

@@ -11,7 +11,9 @@ On first start with an empty lake it bootstraps, with progress shown: ingest the
 features, train a small model, promote it, run the nightly backtest — each as a flow run recorded by the
 Prefect server — so every page has content within a few minutes. A second start reuses what exists (the lake,
 the registry, the runtime's state, which it restores). Ctrl-C (or SIGTERM) stops every child cleanly: SIGINT,
-then SIGKILL for a child that has not stopped after a grace period.
+then SIGKILL for a child that has not stopped after a grace period. However else ``up`` ends (SIGKILL, the OOM
+killer), nothing it started outlives it, and the next ``up`` first ends what a previous one left running
+(:mod:`tradeforge_cli.up_guard`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipeline.settings import Settings
+from tradeforge_cli import up_guard
 
 RUNTIME_PORTFOLIO = """\
 # The demo runtime of `tradeforge up`: paper trading on the built-in sample market (synthetic bars).
@@ -109,10 +112,32 @@ def taken_addresses(settings: Settings) -> list[str]:
     return [f"{host}:{port}" for host, port in addresses if not _free(host, port)]
 
 
-def base_env(settings: Settings, home: Path) -> dict[str, str]:
-    """The environment every child gets: telemetry off, Prefect's home and API, the settings as they are."""
+def pid_file(settings: Settings) -> Path:
+    """Where a running ``up`` records its process, instance and services."""
+    return settings.data_dir / "run" / "up.json"
+
+
+def clear_previous(settings: Settings, grace_s: float, say: Callable[[str], None]) -> None:
+    """End whatever a previous ``up`` of this data dir left running; refuse while that ``up`` still runs."""
+    record = up_guard.UpRecord.load(pid_file(settings))
+    if record is None:
+        return
+    if record.running():
+        raise UpError(f"tradeforge is already up on this data dir (process {record.pid}): stop it first (Ctrl-C "
+                      f"where it runs, or kill {record.pid})")
+    left = up_guard.tagged(record.instance)
+    if left:
+        say(f"ending {len(left)} process(es) left running by a previous tradeforge up (process {record.pid})")
+        up_guard.end_instance(record.instance, [], grace_s, say, services_signalled=True)
+    record.path.unlink(missing_ok=True)
+
+
+def base_env(settings: Settings, home: Path, instance: str) -> dict[str, str]:
+    """The environment every child gets: telemetry off, Prefect's home and API, the settings as they are, and the
+    tag of this ``up`` (``instance``), which the processes the children start inherit."""
     env = dict(os.environ)
     env.update({
+        up_guard.INSTANCE_VARIABLE: instance,
         "DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -197,15 +222,27 @@ def demo_runtime_args(settings: Settings) -> list[str]:
     return ["--feed", "sample", "--portfolio", str(portfolio), *fresh]
 
 
-class Supervisor:
-    """Starts services, waits for each to answer, and stops them all (reverse order) on exit."""
+GRACE_S = 20.0
+"""How long a service may take to stop before it is killed."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, say: Callable[[str], None], grace_s: float = 20.0):
+
+class Supervisor:
+    """Starts services, waits for each to answer, and stops them all (reverse order) on exit.
+
+    Each service runs in a session of its own and gets SIGTERM from the kernel should this process die
+    (``up_guard.die_with_parent``); ``on_spawn`` gets each service's name and process id as soon as it exists.
+    Call ``start`` from the main thread (the parent-death signal follows the thread that started the child).
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path, say: Callable[[str], None], grace_s: float = GRACE_S,
+                 on_spawn: Callable[[str, int], None] | None = None):
         self.env = env
         self.log_dir = log_dir
         self.say = say
         self.grace_s = grace_s
+        self.on_spawn = on_spawn
         self.started: list[Service] = []
+        self._preexec = up_guard.die_with_parent()
 
     def start(self, service: Service, timeout_s: float = 120.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -213,8 +250,10 @@ class Supervisor:
         service.log = log_path.open("ab")
         service.process = subprocess.Popen(service.command, env=self.env, stdout=service.log,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True)
+                                           start_new_session=True, preexec_fn=self._preexec)
         self.started.append(service)
+        if self.on_spawn is not None:
+            self.on_spawn(service.name, service.process.pid)
         deadline = time.monotonic() + timeout_s
         while not service.ready():
             if service.process.poll() is not None:
@@ -249,13 +288,15 @@ class Supervisor:
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[list[str]]:
-    """SIGTERM and SIGINT end the wait loop (recorded in the yielded list) instead of killing the process."""
+    """SIGTERM, SIGINT and SIGHUP (the terminal closed) end the wait loop (recorded in the yielded list) instead of
+    killing the process, which then stops every service cleanly."""
     received: list[str] = []
 
     def note(signum: int, _frame: Any) -> None:
         received.append(signal.Signals(signum).name)
 
-    previous = {number: signal.signal(number, note) for number in (signal.SIGTERM, signal.SIGINT)}
+    numbers = [signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    previous = {number: signal.signal(number, note) for number in numbers}
     try:
         yield received
     finally:

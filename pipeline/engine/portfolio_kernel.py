@@ -16,17 +16,20 @@ in one call, the runtime a whole batch of closed bars (replay, catch-up) or one 
 answer between bars. Sums run over the sleeves in their order, starting from 0, so the marks are the same bits
 whichever way the bars are batched.
 
-The call stops early, returning the next time to step, when a sleeve's output buffer runs low; the driver
-grows the buffers and calls again.
+The sleeves' ledger arrays come as tuples (one array per sleeve), which numba compiles, and caches on disk,
+once per number of sleeves. The call stops early, returning the next time to step, when a sleeve's output
+buffer runs low; the driver grows the buffers and calls again.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.typed import List
 
 from pipeline.engine import kernel as k
+
+Arrays = tuple[np.ndarray, ...]
+"""One array per sleeve."""
 
 # portfolio float state
 PF_PEAK = 0
@@ -59,7 +62,7 @@ N_MARKS = 5
 
 
 @njit(cache=True)
-def _room(fills: List, trades: List, events: List, rejects: List, intents: List, istates: List,
+def _room(fills: Arrays, trades: Arrays, events: Arrays, rejects: Arrays, intents: Arrays, istates: Arrays,
           s: int) -> bool:  # pragma: no cover - compiled
     st = istates[s]
     spare = 2 * k.SPARE_ROWS
@@ -71,7 +74,7 @@ def _room(fills: List, trades: List, events: List, rejects: List, intents: List,
 
 
 @njit(cache=True)
-def _set_portfolio_rule(on: bool, istates: List) -> None:  # pragma: no cover - compiled
+def _set_portfolio_rule(on: bool, istates: Arrays) -> None:  # pragma: no cover - compiled
     bit = np.int64(1) << k.RULE_PORTFOLIO
     for s in range(len(istates)):
         if on:
@@ -95,10 +98,10 @@ def _event(t: int, action: int, released_by: int, value: float, bars: int, pi: n
 @njit(cache=True)
 def run_times(start: int, end: int, present: np.ndarray, days: np.ndarray, opens: np.ndarray, highs: np.ndarray,
               lows: np.ndarray, closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray, bar_index: np.ndarray,
-              params: List, fstates: List, istates: List, fills: List, trades: List, events: List, rejects: List,
-              intents: List, base_position: np.ndarray, caps: np.ndarray, pf: np.ndarray, pi: np.ndarray,
-              pevents: np.ndarray, sleeve_equity: np.ndarray, sleeve_value: np.ndarray, out_equity: np.ndarray,
-              out_cash: np.ndarray, out_units: np.ndarray, out_paused: np.ndarray,
+              params: Arrays, fstates: Arrays, istates: Arrays, fills: Arrays, trades: Arrays, events: Arrays,
+              rejects: Arrays, intents: Arrays, base_position: np.ndarray, caps: np.ndarray, pf: np.ndarray,
+              pi: np.ndarray, pevents: np.ndarray, sleeve_equity: np.ndarray, sleeve_value: np.ndarray,
+              out_equity: np.ndarray, out_cash: np.ndarray, out_units: np.ndarray, out_paused: np.ndarray,
               marks: np.ndarray) -> int:  # pragma: no cover - compiled
     """Step bar times ``start..end-1`` (arrays are (sleeves, times); ``present[s, t]``: sleeve s has a bar)."""
     n_sleeves = present.shape[0]
