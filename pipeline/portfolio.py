@@ -1,23 +1,7 @@
 """Multi-strategy portfolios: one sub-ledger per strategy and symbol, portfolio caps on top.
 
-The portfolio file and its validation live in ``pipeline.portfolio_config`` (re-exported here). A file looks
-like::
-
-    cash = 100000
-
-    [caps]
-    max_gross_exposure = 1.0   # sum of |position values| / portfolio equity, checked before every order
-    max_drawdown = 0.25        # portfolio breaker: a fall from the portfolio's peak pauses every strategy
-    breaker_cooldown_bars = 1440   # optional: the portfolio breaker releases by itself after this many bars
-
-    [[strategies]]
-    id = "btc-trend"
-    strategy = "golden_cross"
-    symbols = ["BTC/USDT"]
-    timeframe = "1h"
-    allocation = 0.6           # fraction of the portfolio's cash; split evenly over the symbols
-    params = {}                # strategy parameters (as --param)
-    engine = { max_position = 1.0, stop_loss = 0.05, breaker_cooldown_bars = 60 }   # EngineConfig fields
+The portfolio file (cash, ``[caps]``, ``[[strategies]]``) and its validation live in
+``pipeline.portfolio_config``, whose docstring shows a complete file; its names are re-exported here.
 
 Every (strategy, symbol) pair is a sub-ledger with its own cash, position, trades and breakers, advanced by
 the same compiled step as a single backtest (``pipeline.engine.kernel``). Bars of all pairs are merged in time
