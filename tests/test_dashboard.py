@@ -3,14 +3,18 @@ model registry and lake), pointed at it through TRADEFORGE_* variables."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboards import common
 from pipeline import reports
+from pipeline.registry import ModelRegistry
 from pipeline.state import StateStore
 from tests.conftest import REPO
 from tests.fakes.populated_state import MODEL, Populated, build
@@ -36,6 +40,46 @@ def store(populated: Populated) -> Iterator[StateStore]:
     opened = StateStore.read_only(populated.settings.state_url)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def own_state(populated: Populated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A private copy of the installation's state database, which the app then uses (TRADEFORGE_DATABASE_URL):
+    for a test that writes to the state, so that the shared installation keeps its ledger and commands."""
+    source = populated.settings.state_url.removeprefix("sqlite:///")
+    copy = tmp_path / "state" / "tradeforge.db"
+    copy.parent.mkdir()
+    with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as origin, \
+            closing(sqlite3.connect(copy)) as target:
+        origin.backup(target)
+    url = f"sqlite:///{copy.as_posix()}"
+    monkeypatch.setenv("TRADEFORGE_DATABASE_URL", url)
+    return url
+
+
+@pytest.fixture
+def registry_restored(populated: Populated) -> Iterator[None]:
+    """For a test that moves the production alias of the installation's model: afterwards the model has
+    the versions, aliases and tags it had before (v2 in production), however the test ended."""
+    registry = ModelRegistry(populated.settings.mlflow_tracking_uri)
+    client = registry.client
+    aliases = dict(client.get_registered_model(MODEL).aliases)
+    tags = {str(v.version): dict(v.tags) for v in registry.versions(MODEL)}
+    yield
+    for alias in set(client.get_registered_model(MODEL).aliases) - set(aliases):
+        client.delete_registered_model_alias(MODEL, alias)
+    for alias, version in aliases.items():
+        client.set_registered_model_alias(MODEL, alias, str(version))
+    for version in registry.versions(MODEL):
+        number = str(version.version)
+        if number not in tags:
+            client.delete_model_version(MODEL, number)
+            continue
+        for key in set(version.tags) - set(tags[number]):
+            client.delete_model_version_tag(MODEL, number, key)
+        for key, value in tags[number].items():
+            if version.tags.get(key) != value:
+                client.set_model_version_tag(MODEL, number, key, value)
 
 
 def _open(app: AppTest, page: str | None = None) -> AppTest:
@@ -73,22 +117,23 @@ def test_overview_shows_the_ledgers_numbers(app: AppTest, store: StateStore) -> 
     assert commands["state"].tolist() == ["pending", "acknowledged"]
 
 
-def test_control_buttons_write_a_command_only_after_confirmation(app: AppTest, populated: Populated) -> None:
+def test_control_buttons_write_a_command_only_after_confirmation(app: AppTest, own_state: str) -> None:
     _open(app)
-    with StateStore.read_only(populated.settings.state_url) as store:
+    with StateStore.read_only(own_state) as store:
         before = len(store.pending_commands())
+    assert before == 1  # the copy holds the installation's one pending command
     app.button(key="control-flatten").click().run()
     assert any("Flatten all sleeves?" in w.value for w in app.warning)
     app.button(key="cancel-command:flatten:").click().run()
     assert not app.warning
-    with StateStore.read_only(populated.settings.state_url) as store:
+    with StateStore.read_only(own_state) as store:
         assert len(store.pending_commands()) == before  # cancelled: nothing written
 
     app.selectbox(key="control_target").select("trend:BTC/USDT").run()
     app.button(key="control-pause").click().run()
     app.button(key="confirm-command:pause:trend:BTC/USDT").click().run()
     assert not app.exception
-    with StateStore.read_only(populated.settings.state_url) as store:
+    with StateStore.read_only(own_state) as store:
         pending = store.pending_commands()
     assert len(pending) == before + 1
     newest = pending[-1]
@@ -145,6 +190,7 @@ def test_backtests_page_lists_runs_and_reports_a_silent_prefect(app: AppTest, po
     assert any("Not launched: timeframe '7m'" in e.value for e in app.error)
 
 
+@pytest.mark.usefixtures("registry_restored")
 def test_models_page_promotes_and_rolls_back_after_confirmation(app: AppTest, populated: Populated) -> None:
     settings = populated.settings
     _open(app, "views/models.py")

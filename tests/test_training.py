@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -37,6 +39,45 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
 def first(bars: pd.DataFrame, registry: ModelRegistry) -> TrainOutcome:
     request = TrainRequest(model=TINY, folds=2, threshold=0.0, promote="force")
     return train_and_register(bars, BTC, H1, request, registry)
+
+
+@pytest.fixture
+def registry_restored(first: TrainOutcome, registry: ModelRegistry) -> Iterator[None]:
+    """For a test that registers versions or moves the alias of the shared model: afterwards the registry holds
+    exactly the versions, tags and aliases it held before (``first`` in production), whatever the test did."""
+    name = first.model_name
+    client = registry.client
+    aliases = dict(client.get_registered_model(name).aliases)
+    tags = {str(v.version): dict(v.tags) for v in registry.versions(name)}
+    yield
+    for alias in set(client.get_registered_model(name).aliases) - set(aliases):
+        client.delete_registered_model_alias(name, alias)
+    for alias, version in aliases.items():
+        client.set_registered_model_alias(name, alias, str(version))
+    for version in registry.versions(name):
+        number = str(version.version)
+        if number not in tags:
+            client.delete_model_version(name, number)
+            continue
+        for key in set(version.tags) - set(tags[number]):
+            client.delete_model_version_tag(name, number, key)
+        for key, value in tags[number].items():
+            if version.tags.get(key) != value:
+                client.set_model_version_tag(name, number, key, value)
+
+
+@pytest.fixture
+def mlflow_uris_restored() -> Iterator[None]:
+    """ModelRegistry points MLflow's process-wide tracking and registry URIs (and MLFLOW_TRACKING_URI /
+    MLFLOW_REGISTRY_URI) at its store, and logs runs and versions through them: a test whose code opens another
+    store points them back afterwards, or this module's registry would go on logging into that other store."""
+    tracking = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    yield
+    mlflow.set_tracking_uri(tracking)  # type: ignore[arg-type]  # None: unset, its variable too
+    mlflow.set_registry_uri(registry)  # type: ignore[arg-type]  # None: follow the tracking URI again
+    if registry is None:
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 def test_cycle_registers_promotes_and_loads_by_alias_with_identical_predictions(
@@ -123,9 +164,12 @@ def test_the_gate_refuses_a_worse_challenger_and_accepts_a_better_one() -> None:
     assert not decide(Scores(9.0, 0.0, 9), baseline, production, mode="never").promote
 
 
+@pytest.mark.usefixtures("registry_restored")
 def test_gate_decisions_are_tags_and_the_alias_moves_only_when_they_pass(
     first: TrainOutcome, registry: ModelRegistry, bars: pd.DataFrame
 ) -> None:
+    before = registry.production(first.model_name)
+    assert before is not None and str(before.version) == first.version
     challenger = train_and_register(bars, BTC, H1, TrainRequest(model=TINY, folds=2, threshold=0.0), registry)
     tags = registry.client.get_model_version(challenger.model_name, challenger.version).tags
     assert tags["promotion_decision"] == ("promoted" if challenger.promoted else "rejected")
@@ -136,6 +180,7 @@ def test_gate_decisions_are_tags_and_the_alias_moves_only_when_they_pass(
     assert str(production.version) == (challenger.version if challenger.promoted else first.version)
 
 
+@pytest.mark.usefixtures("registry_restored")
 def test_the_alias_moved_in_mlflow_is_obeyed_and_rollback_works(first: TrainOutcome, registry: ModelRegistry,
                                                                   bars: pd.DataFrame) -> None:
     name = first.model_name
@@ -146,7 +191,8 @@ def test_the_alias_moved_in_mlflow_is_obeyed_and_rollback_works(first: TrainOutc
     client.set_registered_model_alias(name, PRODUCTION, first.version)
     assert registry.load_production(name).version == first.version
     registry.promote(name, forced.version, "by hand")
-    assert registry.rollback(name) != forced.version
+    assert registry.rollback(name) == first.version  # the version promoted before the forced one
+    assert registry.load_production(name).version == first.version
     listed = [row for row in registry.list_models() if row["production"]]
     assert len(listed) == 1
     with pytest.raises(DataError, match="no version"):
@@ -158,6 +204,7 @@ def test_no_production_model_is_a_clear_error(registry: ModelRegistry) -> None:
         registry.load_production("hybrid-NOPE-1h")
 
 
+@pytest.mark.usefixtures("mlflow_uris_restored")
 def test_cli_train_list_promote_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bars: pd.DataFrame) -> None:
     import json
 
