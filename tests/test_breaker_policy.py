@@ -24,7 +24,7 @@ from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, run_portf
 from pipeline.state import BreakerEventRow, BreakerRecord, SchemaVersion, StateStore, StepRecord, UTCDateTime
 from pipeline.strategies import REGISTRY, Targets
 from pipeline.summary import daily_summary, markdown
-from tests import test_state
+from tests import test_engine, test_state
 from tests.conftest import shared_file
 
 db_url = test_state.db_url  # the store fixtures: a fresh database on SQLite and on PostgreSQL
@@ -33,28 +33,8 @@ open_store = test_state.open_store
 NO_BREAKERS = {"max_drawdown": None, "daily_loss": None, "max_consecutive_losses": None, "max_trades_per_day": None}
 
 
-def _bars(closes: list[float], start: str = "2024-01-01", freq: str = "1h") -> pd.DataFrame:
-    c = np.asarray(closes, dtype=float)
-    o = np.r_[c[0], c[:-1]]
-    return pd.DataFrame(
-        {
-            "timestamp": pd.Series(pd.date_range(start, periods=len(c), freq=freq, tz="UTC").as_unit("ms")),
-            "open": o,
-            "high": np.maximum(o, c),
-            "low": np.minimum(o, c),
-            "close": c,
-            "volume": 1.0,
-        }
-    )
-
-
-def _decide(n: int, decisions: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
-    aims = np.full(n, np.nan)
-    codes = np.full(n, -1)
-    for bar, aim in decisions.items():
-        aims[bar] = aim
-        codes[bar] = 0
-    return aims, codes
+_bars = test_engine._bars  # exact synthetic bars and decisions, as the engine tests build them
+_decide = test_engine._decide
 
 
 def _both_drivers(bars: pd.DataFrame, decisions: dict[int, float], config: EngineConfig) -> EngineResult:

@@ -18,6 +18,7 @@ from pipeline.registry import ModelRegistry
 from pipeline.state import StateStore
 from tests.conftest import REPO
 from tests.fakes.populated_state import MODEL, Populated, build
+from tests.registry_state import registry_kept
 
 APP = str(REPO / "dashboards" / "app.py")
 TIMEOUT = 90
@@ -61,25 +62,8 @@ def own_state(populated: Populated, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def registry_restored(populated: Populated) -> Iterator[None]:
     """For a test that moves the production alias of the installation's model: afterwards the model has
     the versions, aliases and tags it had before (v2 in production), however the test ended."""
-    registry = ModelRegistry(populated.settings.mlflow_tracking_uri)
-    client = registry.client
-    aliases = dict(client.get_registered_model(MODEL).aliases)
-    tags = {str(v.version): dict(v.tags) for v in registry.versions(MODEL)}
-    yield
-    for alias in set(client.get_registered_model(MODEL).aliases) - set(aliases):
-        client.delete_registered_model_alias(MODEL, alias)
-    for alias, version in aliases.items():
-        client.set_registered_model_alias(MODEL, alias, str(version))
-    for version in registry.versions(MODEL):
-        number = str(version.version)
-        if number not in tags:
-            client.delete_model_version(MODEL, number)
-            continue
-        for key in set(version.tags) - set(tags[number]):
-            client.delete_model_version_tag(MODEL, number, key)
-        for key, value in tags[number].items():
-            if version.tags.get(key) != value:
-                client.set_model_version_tag(MODEL, number, key, value)
+    with registry_kept(ModelRegistry(populated.settings.mlflow_tracking_uri), MODEL):
+        yield
 
 
 def _open(app: AppTest, page: str | None = None) -> AppTest:

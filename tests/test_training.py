@@ -18,6 +18,7 @@ from pipeline.promotion import Scores, decide
 from pipeline.registry import PRODUCTION, ModelRegistry
 from pipeline.training import TrainOutcome, TrainRequest, evaluate, train_and_register
 from tests.conftest import shared_file
+from tests.registry_state import registry_kept
 
 BTC = Instrument.of("binance", "BTC/USDT")
 H1 = Timeframe.parse("1h")
@@ -45,25 +46,8 @@ def first(bars: pd.DataFrame, registry: ModelRegistry) -> TrainOutcome:
 def registry_restored(first: TrainOutcome, registry: ModelRegistry) -> Iterator[None]:
     """For a test that registers versions or moves the alias of the shared model: afterwards the registry holds
     exactly the versions, tags and aliases it held before (``first`` in production), whatever the test did."""
-    name = first.model_name
-    client = registry.client
-    aliases = dict(client.get_registered_model(name).aliases)
-    tags = {str(v.version): dict(v.tags) for v in registry.versions(name)}
-    yield
-    for alias in set(client.get_registered_model(name).aliases) - set(aliases):
-        client.delete_registered_model_alias(name, alias)
-    for alias, version in aliases.items():
-        client.set_registered_model_alias(name, alias, str(version))
-    for version in registry.versions(name):
-        number = str(version.version)
-        if number not in tags:
-            client.delete_model_version(name, number)
-            continue
-        for key in set(version.tags) - set(tags[number]):
-            client.delete_model_version_tag(name, number, key)
-        for key, value in tags[number].items():
-            if version.tags.get(key) != value:
-                client.set_model_version_tag(name, number, key, value)
+    with registry_kept(registry, first.model_name):
+        yield
 
 
 @pytest.fixture
