@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +44,6 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import class_mapper
-from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from pipeline.clock import Clock, SystemClock
@@ -753,16 +752,12 @@ class StateStore:
         with self.transaction() as session:
             new_orders, updated_orders = _write_orders(session, step.orders)
             new_fills, duplicate_fills = _write_fills(session, step.fills)
-            _write_positions(session, step.positions)
-            new_trades = _write_trades(session, step.trades)
-            _write_ledgers(session, step.ledgers)
-            new_breakers = _insert_absent(
-                session, BreakerEventRow, step.breakers, lambda r: (r.sleeve, r.at, r.rule, r.action),
-                lambda r: (col(BreakerEventRow.sleeve) == r.sleeve, col(BreakerEventRow.at) == r.at,
-                           col(BreakerEventRow.rule) == r.rule, col(BreakerEventRow.action) == r.action))
-            new_equity = _insert_absent(
-                session, EquityRow, step.equity, lambda r: (r.at, r.sleeve),
-                lambda r: (col(EquityRow.at) == r.at, col(EquityRow.sleeve) == r.sleeve))
+            _replace(session, PositionRow, ("sleeve", "symbol"), step.positions)
+            new_trades = _insert_absent(session, TradeRow, ("sleeve", "entry_time", "exit_time"), step.trades)
+            _replace(session, LedgerRow, ("sleeve",), step.ledgers)
+            new_breakers = _insert_absent(session, BreakerEventRow, ("sleeve", "at", "rule", "action"),
+                                          step.breakers)
+            new_equity = _insert_absent(session, EquityRow, ("at", "sleeve"), step.equity)
             for cursor in step.cursors:
                 _move_cursor(session, cursor.feed, cursor.last_bar)
             if step.heartbeat_at is not None:
@@ -967,15 +962,36 @@ def _fields(record: object) -> dict[str, Any]:
 
 
 _IDENTITY: Final = ("sleeve", "symbol", "side", "qty", "bar")
+_CHUNK: Final = 500  # keys per IN (...) lookup: well inside every backend's bound-parameter limit
+
+
+def _stored(session: Session, table: type[SQLModel], names: tuple[str, ...], keys: Iterable[tuple[Any, ...]]
+            ) -> dict[tuple[Any, ...], Any]:
+    """The stored rows of ``table`` whose columns ``names`` hold one of ``keys``, by key: one query per
+    :data:`_CHUNK` keys, whatever the number of records."""
+    wanted = list(dict.fromkeys(keys))
+    columns = [getattr(table, name) for name in names]
+    target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
+    found: dict[tuple[Any, ...], Any] = {}
+    with session.no_autoflush:
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            values = [key[0] for key in chunk] if len(columns) == 1 else chunk
+            for row in session.exec(select(table).where(target.in_(values))):
+                found[tuple(getattr(row, name) for name in names)] = row
+    return found
 
 
 def _write_orders(session: Session, records: Sequence[OrderRecord]) -> tuple[int, int]:
+    stored: dict[tuple[Any, ...], OrderRow] = _stored(
+        session, OrderRow, ("client_order_id",), ((r.client_order_id,) for r in records))
     new = updated = 0
     for record in records:
-        row = session.get(OrderRow, record.client_order_id)
+        row = stored.get((record.client_order_id,))
         if row is None:
-            session.add(OrderRow(**_fields(record)))
-            session.flush()
+            row = OrderRow(**_fields(record))
+            stored[(record.client_order_id,)] = row
+            session.add(row)
             new += 1
             continue
         differs = [name for name in _IDENTITY if getattr(row, name) != getattr(record, name)]
@@ -1002,62 +1018,43 @@ def _write_orders(session: Session, records: Sequence[OrderRecord]) -> tuple[int
 
 
 def _write_fills(session: Session, records: Sequence[FillRecord]) -> tuple[int, int]:
-    ids = [record.fill_id for record in records]
-    stored: set[str] = set()
-    for start in range(0, len(ids), 500):
-        stored.update(session.exec(select(FillRow.fill_id).where(col(FillRow.fill_id).in_(ids[start:start + 500]))))
+    stored = set(_stored(session, FillRow, ("fill_id",), ((r.fill_id,) for r in records)))
     new = duplicates = 0
     for record in records:
-        if record.fill_id in stored:
+        if (record.fill_id,) in stored:
             duplicates += 1
             continue
-        stored.add(record.fill_id)
+        stored.add((record.fill_id,))
         session.add(FillRow(**_fields(record)))
         new += 1
     return new, duplicates
 
 
-def _write_positions(session: Session, records: Sequence[PositionRecord]) -> None:
+def _replace(session: Session, table: type[SQLModel], names: tuple[str, ...], records: Sequence[Any]) -> None:
+    """Store each record as the row of its key (``names``), inserting the row or overwriting every field."""
+    stored = _stored(session, table, names, (tuple(getattr(r, n) for n in names) for r in records))
     for record in records:
-        row = session.get(PositionRow, (record.sleeve, record.symbol))
+        key = tuple(getattr(record, n) for n in names)
+        row = stored.get(key)
         if row is None:
-            session.add(PositionRow(**_fields(record)))
-            session.flush()
-        else:
-            row.qty, row.avg_price, row.updated_at = record.qty, record.avg_price, record.updated_at
-
-
-def _write_ledgers(session: Session, records: Sequence[LedgerRecord]) -> None:
-    for record in records:
-        row = session.get(LedgerRow, record.sleeve)
-        if row is None:
-            session.add(LedgerRow(**_fields(record)))
-            session.flush()
+            stored[key] = row = table(**_fields(record))
+            session.add(row)
         else:
             for name, value in _fields(record).items():
                 setattr(row, name, value)
 
 
-def _write_trades(session: Session, records: Sequence[TradeRecord]) -> int:
-    return _insert_absent(
-        session, TradeRow, records, lambda r: (r.sleeve, r.entry_time, r.exit_time),
-        lambda r: (col(TradeRow.sleeve) == r.sleeve, col(TradeRow.entry_time) == r.entry_time,
-                   col(TradeRow.exit_time) == r.exit_time))
-
-
-def _insert_absent(session: Session, table: type[SQLModel], records: Sequence[Any],
-                   key: Callable[[Any], tuple[Any, ...]],
-                   where: Callable[[Any], tuple[ColumnElement[bool], ...]]) -> int:
-    """Insert each record whose natural key is not stored yet; returns how many were inserted."""
-    seen: set[tuple[Any, ...]] = set()
+def _insert_absent(session: Session, table: type[SQLModel], names: tuple[str, ...], records: Sequence[Any]) -> int:
+    """Insert each record whose natural key (the columns ``names``) is not stored yet; returns how many were."""
+    keys = [tuple(getattr(r, n) for n in names) for r in records]
+    seen = set(_stored(session, table, names, keys))
     inserted = 0
-    for record in records:
-        if key(record) in seen:
+    for key, record in zip(keys, records, strict=True):
+        if key in seen:
             continue
-        seen.add(key(record))
-        if session.exec(select(table).where(*where(record))).first() is None:
-            session.add(table(**_fields(record)))
-            inserted += 1
+        seen.add(key)
+        session.add(table(**_fields(record)))
+        inserted += 1
     return inserted
 
 

@@ -43,7 +43,7 @@ import pandas as pd
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.engine import kernel as k
-from pipeline.engine.core import EngineResult
+from pipeline.engine.results import EngineResult
 from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
 from pipeline.state import (
     BreakerRecord,
@@ -496,7 +496,7 @@ class Node:
         now = self.clock.now().to_pydatetime()
         for sleeve in self.stepper.sleeves:
             engine = self.stepper.engines[sleeve.key]
-            result = engine.drain()
+            result = engine.drain(last_mark_only=True)
             new_orders, new_fills = self.broker.settle(sleeve.key, sleeve.symbol, result.fills)
             orders += new_orders
             fills += new_fills

@@ -14,71 +14,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.domain import TIMESTAMP_DTYPE, epoch_ms
+from pipeline.domain import epoch_ms
 from pipeline.engine import kernel as k
 from pipeline.engine.config import EngineConfig
+from pipeline.engine.results import (
+    ENGINE_REASONS,
+    RULES,
+    EngineResult,
+    result_frames,
+    stamps,
+)
 
-ENGINE_REASONS = {
-    k.REASON_STOP_LOSS: "stop_loss",
-    k.REASON_TAKE_PROFIT: "take_profit",
-    k.REASON_BREAKER_FLATTEN: "breaker_flatten",
-    k.REASON_OPERATOR_FLATTEN: "operator_flatten",
-    k.REASON_NONE: "",
-}
-RULES = {
-    k.RULE_DRAWDOWN: "max_drawdown",
-    k.RULE_DAILY_LOSS: "daily_loss",
-    k.RULE_CONSECUTIVE_LOSSES: "consecutive_losses",
-    k.RULE_TRADES_PER_DAY: "trades_per_day",
-    k.RULE_MANUAL_PAUSE: "paused",
-    k.RULE_PORTFOLIO: "portfolio_drawdown",
-}
-ACTIONS = {
-    k.ACTION_TRIP: ("trip", ""),
-    k.ACTION_RELEASE_NEW_DAY: ("release", "new_day"),
-    k.ACTION_RELEASE_COOLDOWN: ("release", "cooldown"),
-    k.ACTION_RELEASE_OPERATOR: ("release", "operator"),
-}
-"""Event action codes → (``action``, ``released_by``) of the breaker events frame."""
-REJECTIONS = {
-    k.REJECT_MAX_POSITION: "resized: max position",
-    k.REJECT_LEVERAGE: "resized: cash / leverage",
-    k.REJECT_SESSION: "rejected: market closed",
-    k.REJECT_MIN_NOTIONAL: "rejected: below minimum notional",
-    k.REJECT_BREAKER: "blocked: circuit breaker tripped",
-    k.REJECT_SHORT: "resized: short selling not allowed",
-}
 MS_PER_DAY = 86_400_000
 
 
 def day_ids(timestamps: pd.Series, boundary_hour: int) -> np.ndarray:
     """The trading-day number of each bar: days start at ``boundary_hour`` UTC."""
     return np.asarray((epoch_ms(timestamps) - boundary_hour * 3_600_000) // MS_PER_DAY, dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class EngineResult:
-    """What a run produced, as frames a trader can read (times are bar open times, UTC).
-
-    ``equity`` has one row per bar (``timestamp, equity, cash, position_value, units, paused``; ``paused``: a
-    breaker or an operator's pause was tripped at the bar's close, so its decision could not open or grow a
-    position). ``breaker_events`` has one row per trip and per release: ``timestamp, rule, value, threshold,
-    action`` (``trip`` or ``release``), ``released_by`` (``new_day``, ``cooldown`` or ``operator``; empty for
-    a trip) and ``bars_tripped`` (for a release, how many bars the rule had been tripped).
-    """
-
-    fills: pd.DataFrame
-    trades: pd.DataFrame
-    equity: pd.DataFrame
-    rejections: pd.DataFrame
-    breaker_events: pd.DataFrame
-    open_units: float
-    cash: float
-
-    @property
-    def paused_bars(self) -> int:
-        """Bars at whose close a breaker (or a pause) blocked new entries."""
-        return int(self.equity["paused"].sum())
 
 
 class Ledger:
@@ -208,86 +160,20 @@ class Ledger:
         is new.
         ``time_of`` maps bar numbers to open times (default: ``times[number]``).
         """
-        n_fills = int(self.istate[k.I_N_FILLS])
-        n_trades = int(self.istate[k.I_N_TRADES])
-        n_events = int(self.istate[k.I_N_EVENTS])
-        n_rejects = int(self.istate[k.I_N_REJECTS])
         s_fills, s_trades, s_events, s_rejects = start
 
         def stamp(index: np.ndarray) -> pd.Series:
             numbers = index.astype(np.int64)
-            ms = times[numbers] if time_of is None else time_of(numbers)
-            return pd.Series(pd.to_datetime(ms, unit="ms", utc=True)).astype(TIMESTAMP_DTYPE)
+            return stamps(times[numbers] if time_of is None else time_of(numbers))
 
-        def reason_text(codes: np.ndarray) -> list[str]:
-            return [ENGINE_REASONS[c] if c < 0 else (reasons[c] if c < len(reasons) else "") for c in codes.astype(int)]
-
-        f = self.fills[s_fills:n_fills]
-        fills = pd.DataFrame(
-            {
-                "timestamp": stamp(f[:, 0]),
-                "side": np.where(f[:, 1] > 0, "buy", "sell"),
-                "qty": f[:, 2],
-                "price": f[:, 3],
-                "notional": f[:, 2] * f[:, 3],
-                "fee": f[:, 4],
-                "reason": reason_text(f[:, 5]),
-                "bar": f[:, 0].astype(np.int64),
-            }
-        )
-        t = self.trades[s_trades:n_trades]
-        trades = pd.DataFrame(
-            {
-                "entry_time": stamp(t[:, 0]),
-                "exit_time": stamp(t[:, 1]),
-                "side": np.where(t[:, 2] > 0, "long", "short"),
-                "qty": t[:, 3],
-                "entry_price": t[:, 4],
-                "exit_price": t[:, 5],
-                "pnl": t[:, 6],
-                "fees": t[:, 7],
-                "entry_reason": reason_text(t[:, 8]),
-                "exit_reason": reason_text(t[:, 9]),
-                "bars_held": (t[:, 1] - t[:, 0]).astype(np.int64),
-            }
-        )
-        e = self.events[s_events:n_events]
-        actions = [ACTIONS[int(a)] for a in e[:, 4]]
-        events = pd.DataFrame(
-            {
-                "timestamp": stamp(e[:, 0]),
-                "rule": [RULES[int(r)] for r in e[:, 1]],
-                "value": e[:, 2],
-                "threshold": e[:, 3],
-                "action": [a for a, _ in actions],
-                "released_by": [by for _, by in actions],
-                "bars_tripped": e[:, 5].astype(np.int64),
-            }
-        )
-        r = self.rejects[s_rejects:n_rejects]
-        rejections = pd.DataFrame(
-            {
-                "timestamp": stamp(r[:, 0]),
-                "what": [REJECTIONS[int(c)] for c in r[:, 1]],
-                "aim": r[:, 2],
-                "units": r[:, 3],
-                "reason": reason_text(r[:, 4]),
-            }
-        )
-        curve = pd.DataFrame(
-            {
-                "timestamp": pd.Series(pd.to_datetime(times[bar_start:], unit="ms", utc=True)).astype(
-                    TIMESTAMP_DTYPE
-                ),
-                "equity": equity,
-                "cash": cash,
-                "position_value": units * closes,
-                "units": units,
-                "paused": np.asarray(paused, dtype=np.bool_),
-            }
-        )
-        return EngineResult(
-            fills, trades, curve, rejections, events, float(self.fstate[k.F_UNITS]), float(self.fstate[k.F_CASH])
+        marks = {"times": times[bar_start:], "equity": equity, "cash": cash, "units": units, "closes": closes,
+                 "paused": paused}
+        return result_frames(
+            self.fills[s_fills:int(self.istate[k.I_N_FILLS])],
+            self.trades[s_trades:int(self.istate[k.I_N_TRADES])],
+            self.events[s_events:int(self.istate[k.I_N_EVENTS])],
+            self.rejects[s_rejects:int(self.istate[k.I_N_REJECTS])],
+            stamp, reasons, marks, float(self.fstate[k.F_UNITS]), float(self.fstate[k.F_CASH]),
         )
 
 
@@ -460,15 +346,16 @@ class Engine:
                 return code
         return self.reasons.index(reason) if reason in self.reasons else k.REASON_NONE
 
-    def drain(self) -> EngineResult:
-        """What happened since the previous ``drain``: new fills, trades, events, rejections and bar marks."""
+    def drain(self, *, last_mark_only: bool = False) -> EngineResult:
+        """What happened since the previous ``drain``: new fills, trades, events, rejections and bar marks
+        (with ``last_mark_only``, the equity curve holds only the last bar's mark: what a runtime stores)."""
         counts = (
             int(self.ledger.istate[k.I_N_FILLS]),
             int(self.ledger.istate[k.I_N_TRADES]),
             int(self.ledger.istate[k.I_N_EVENTS]),
             int(self.ledger.istate[k.I_N_REJECTS]),
         )
-        first = self._drained_bars
+        first = max(self._drained_bars, len(self._times) - 1) if last_mark_only else self._drained_bars
         result = self.ledger.frames(
             np.asarray(self._times[first:], dtype=np.int64),
             self.reasons,

@@ -35,6 +35,8 @@ class PaperBroker:
     def settle(self, sleeve: str, symbol: str, fills: pd.DataFrame) -> tuple[list[OrderRecord], list[FillRecord]]:
         orders: list[OrderRecord] = []
         records: list[FillRecord] = []
+        if fills.empty:
+            return orders, records
         seen: dict[int, int] = {}
         for ms, row in zip(epoch_ms(fills["timestamp"]), fills.itertuples(index=False), strict=True):
             n = seen.get(int(ms), 0)

@@ -36,7 +36,7 @@ class ReplayFeed:
         self.batch_size = batch_size if speed is None else 1
         self.sleep = sleep
         self._ms = {key: epoch_ms(frame["timestamp"]) for key, frame in self.frames.items()}
-        self.clock = np.unique(np.concatenate(list(self._ms.values()))) if self._ms else np.empty(0, np.int64)
+        self.clock = _union(list(self._ms.values()))
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -72,3 +72,13 @@ class ReplayFeed:
                 if self._stopping.is_set():
                     return
             yield Batch(times, rows)
+
+
+def _union(times: list[np.ndarray]) -> np.ndarray:
+    """Every feed's bar times, sorted and distinct (one feed whose times are already so is its own clock)."""
+    if not times:
+        return np.empty(0, np.int64)
+    if len(times) == 1 and bool((np.diff(times[0]) > 0).all()):
+        return times[0]
+    return np.unique(np.concatenate(times))
+
