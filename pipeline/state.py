@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,9 +41,12 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import class_mapper
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from pipeline.clock import Clock, SystemClock
@@ -749,19 +752,18 @@ class StateStore:
         (another sleeve, symbol, side, quantity or bar); nothing of the step is then stored.
         """
         self._refuse_if_read_only("apply_step")
-        with self.transaction() as session:
-            new_orders, updated_orders = _write_orders(session, step.orders)
-            new_fills, duplicate_fills = _write_fills(session, step.fills)
-            _replace(session, PositionRow, ("sleeve", "symbol"), step.positions)
-            new_trades = _insert_absent(session, TradeRow, ("sleeve", "entry_time", "exit_time"), step.trades)
-            _replace(session, LedgerRow, ("sleeve",), step.ledgers)
-            new_breakers = _insert_absent(session, BreakerEventRow, ("sleeve", "at", "rule", "action"),
-                                          step.breakers)
-            new_equity = _insert_absent(session, EquityRow, ("at", "sleeve"), step.equity)
-            for cursor in step.cursors:
-                _move_cursor(session, cursor.feed, cursor.last_bar)
+        with self._writer.begin() as conn:
+            new_orders, updated_orders = _write_orders(conn, step.orders)
+            new_fills, duplicate_fills = _write_fills(conn, step.fills)
+            _upsert(conn, _table(PositionRow), ("sleeve", "symbol"), [_fields(r) for r in step.positions])
+            new_trades = _absent(conn, _table(TradeRow), ("sleeve", "entry_time", "exit_time"), step.trades)
+            _upsert(conn, _table(LedgerRow), ("sleeve",), [_fields(r) for r in step.ledgers])
+            new_breakers = _absent(conn, _table(BreakerEventRow), ("sleeve", "at", "rule", "action"),
+                                   step.breakers)
+            new_equity = _absent(conn, _table(EquityRow), ("at", "sleeve"), step.equity)
+            _move_cursors(conn, step.cursors)
             if step.heartbeat_at is not None:
-                _beat(session, step.heartbeat_at)
+                _beat(conn, step.heartbeat_at)
         return StepResult(new_fills=new_fills, duplicate_fills=duplicate_fills, new_orders=new_orders,
                           updated_orders=updated_orders, new_trades=new_trades, new_equity=new_equity,
                           new_breaker_events=new_breakers)
@@ -801,8 +803,8 @@ class StateStore:
         heartbeat of a new database records the process as running."""
         self._refuse_if_read_only("heartbeat")
         when = _as_utc("at", at)
-        with self.transaction() as session:
-            _beat(session, when)
+        with self._writer.begin() as conn:
+            _beat(conn, when)
 
     # ---- reads
 
@@ -963,99 +965,121 @@ def _fields(record: object) -> dict[str, Any]:
 
 _IDENTITY: Final = ("sleeve", "symbol", "side", "qty", "bar")
 _CHUNK: Final = 500  # keys per IN (...) lookup: well inside every backend's bound-parameter limit
+Key = tuple[Any, ...]
 
 
-def _stored(session: Session, table: type[SQLModel], names: tuple[str, ...], keys: Iterable[tuple[Any, ...]]
-            ) -> dict[tuple[Any, ...], Any]:
-    """The stored rows of ``table`` whose columns ``names`` hold one of ``keys``, by key: one query per
-    :data:`_CHUNK` keys, whatever the number of records."""
+def _table(model: type[SQLModel]) -> sa.Table:
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def _stored(conn: Connection, table: sa.Table, names: tuple[str, ...],
+            keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
+    """The stored rows of ``table`` whose columns ``names`` hold one of ``keys``, by key (one query per
+    :data:`_CHUNK` keys, whatever the number of records)."""
     wanted = list(dict.fromkeys(keys))
-    columns = [getattr(table, name) for name in names]
+    columns = [table.c[name] for name in names]
     target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
-    found: dict[tuple[Any, ...], Any] = {}
-    with session.no_autoflush:
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start:start + _CHUNK]
-            values = [key[0] for key in chunk] if len(columns) == 1 else chunk
-            for row in session.exec(select(table).where(target.in_(values))):
-                found[tuple(getattr(row, name) for name in names)] = row
+    found: dict[Key, dict[str, Any]] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
+        values = [key[0] for key in chunk] if len(columns) == 1 else chunk
+        for row in conn.execute(sa.select(table).where(target.in_(values))).mappings():
+            found[tuple(row[name] for name in names)] = dict(row)
     return found
 
 
-def _write_orders(session: Session, records: Sequence[OrderRecord]) -> tuple[int, int]:
-    stored: dict[tuple[Any, ...], OrderRow] = _stored(
-        session, OrderRow, ("client_order_id",), ((r.client_order_id,) for r in records))
-    new = updated = 0
+def _write_orders(conn: Connection, records: Sequence[OrderRecord]) -> tuple[int, int]:
+    table = _table(OrderRow)
+    stored = _stored(conn, table, ("client_order_id",), ((r.client_order_id,) for r in records))
+    inserts: dict[str, dict[str, Any]] = {}
+    updates: dict[str, dict[str, Any]] = {}
     for record in records:
         row = stored.get((record.client_order_id,))
         if row is None:
-            row = OrderRow(**_fields(record))
-            stored[(record.client_order_id,)] = row
-            session.add(row)
-            new += 1
+            stored[(record.client_order_id,)] = inserts[record.client_order_id] = _fields(record)
             continue
-        differs = [name for name in _IDENTITY if getattr(row, name) != getattr(record, name)]
+        differs = [name for name in _IDENTITY if row[name] != getattr(record, name)]
         if differs:
             raise ValueError(
                 f"order {record.client_order_id!r} is stored with other "
-                + ", ".join(f"{n} ({getattr(row, n)} stored, {getattr(record, n)} given)" for n in differs)
+                + ", ".join(f"{n} ({row[n]} stored, {getattr(record, n)} given)" for n in differs)
                 + ": a client order id names one order"
             )
-        changed = False
-        if _ORDER_RANK[record.status] > _ORDER_RANK[row.status]:
-            row.status, row.reason = record.status, record.reason
+        changes: dict[str, Any] = {}
+        if _ORDER_RANK[record.status] > _ORDER_RANK[row["status"]]:
+            changes.update(status=record.status, reason=record.reason)
             if record.price is not None:
-                row.price = record.price
-            changed = True
-        if row.venue_order_id is None and record.venue_order_id is not None:
-            row.venue_order_id = record.venue_order_id
-            changed = True
-        if changed:
+                changes["price"] = record.price
+        if row["venue_order_id"] is None and record.venue_order_id is not None:
+            changes["venue_order_id"] = record.venue_order_id
+        if changes:
             assert record.updated_at is not None
-            row.updated_at = max(row.updated_at, record.updated_at)
-            updated += 1
-    return new, updated
+            changes["updated_at"] = max(row["updated_at"], record.updated_at)
+            row.update(changes)
+            if record.client_order_id not in inserts:
+                updates.setdefault(record.client_order_id, {}).update(changes)
+    if inserts:
+        conn.execute(sa.insert(table), list(inserts.values()))
+    for client_order_id, changes in updates.items():
+        conn.execute(sa.update(table).where(table.c.client_order_id == client_order_id).values(**changes))
+    return len(inserts), len(updates)
 
 
-def _write_fills(session: Session, records: Sequence[FillRecord]) -> tuple[int, int]:
-    stored = set(_stored(session, FillRow, ("fill_id",), ((r.fill_id,) for r in records)))
-    new = duplicates = 0
-    for record in records:
-        if (record.fill_id,) in stored:
-            duplicates += 1
-            continue
-        stored.add((record.fill_id,))
-        session.add(FillRow(**_fields(record)))
-        new += 1
-    return new, duplicates
+def _write_fills(conn: Connection, records: Sequence[FillRecord]) -> tuple[int, int]:
+    fresh = _absent(conn, _table(FillRow), ("fill_id",), records)
+    return fresh, len(records) - fresh
 
 
-def _replace(session: Session, table: type[SQLModel], names: tuple[str, ...], records: Sequence[Any]) -> None:
-    """Store each record as the row of its key (``names``), inserting the row or overwriting every field."""
-    stored = _stored(session, table, names, (tuple(getattr(r, n) for n in names) for r in records))
-    for record in records:
-        key = tuple(getattr(record, n) for n in names)
-        row = stored.get(key)
-        if row is None:
-            stored[key] = row = table(**_fields(record))
-            session.add(row)
-        else:
-            for name, value in _fields(record).items():
-                setattr(row, name, value)
-
-
-def _insert_absent(session: Session, table: type[SQLModel], names: tuple[str, ...], records: Sequence[Any]) -> int:
+def _absent(conn: Connection, table: sa.Table, names: tuple[str, ...], records: Sequence[Any]) -> int:
     """Insert each record whose natural key (the columns ``names``) is not stored yet; returns how many were."""
     keys = [tuple(getattr(r, n) for n in names) for r in records]
-    seen = set(_stored(session, table, names, keys))
-    inserted = 0
+    seen = set(_stored(conn, table, names, keys))
+    rows = []
     for key, record in zip(keys, records, strict=True):
-        if key in seen:
-            continue
-        seen.add(key)
-        session.add(table(**_fields(record)))
-        inserted += 1
-    return inserted
+        if key not in seen:
+            seen.add(key)
+            rows.append(_fields(record))
+    if rows:
+        conn.execute(sa.insert(table), rows)
+    return len(rows)
+
+
+def _upsert(conn: Connection, table: sa.Table, names: tuple[str, ...], rows: list[dict[str, Any]],
+            only_if: Callable[[Any], ColumnElement[bool]] | None = None) -> None:
+    """Insert each row, or overwrite the stored row of its key (``names``); with ``only_if``, only where that
+    condition on the stored row and the new one (``excluded``) holds."""
+    if not rows:
+        return
+    insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    statement = insert(table)
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=list(names), set_={c: excluded[c] for c in rows[0] if c not in names},
+        where=None if only_if is None else only_if(excluded))
+    conn.execute(statement, rows)
+
+
+def _move_cursors(conn: Connection, records: Sequence[CursorRecord]) -> None:
+    """Feed cursors move forward only."""
+    table = _table(FeedCursor)
+    latest: dict[str, datetime] = {}
+    for record in records:
+        latest[record.feed] = max(latest.get(record.feed, record.last_bar), record.last_bar)
+    _upsert(conn, table, ("feed",), [{"feed": f, "last_bar": at} for f, at in latest.items()],
+            only_if=lambda excluded: table.c.last_bar < excluded.last_bar)
+
+
+def _beat(conn: Connection, at: datetime) -> None:
+    table = _table(BotState)
+    row = conn.execute(sa.select(table.c.heartbeat_at, table.c.updated_at).where(table.c.id == "main")).first()
+    if row is None:
+        conn.execute(sa.insert(table).values(id="main", status="running", heartbeat_at=at, updated_at=at))
+        return
+    heartbeat, updated = row
+    conn.execute(sa.update(table).where(table.c.id == "main").values(
+        heartbeat_at=at if heartbeat is None else max(heartbeat, at),
+        updated_at=at if updated is None else max(updated, at)))
 
 
 def _add_breaker_actions(conn: Connection) -> None:
@@ -1074,22 +1098,3 @@ def _add_breaker_actions(conn: Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT uq_breaker_events_sleeve_at_rule")
     conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT uq_breaker_events_sleeve_at_rule_action "
                          "UNIQUE (sleeve, at, rule, action)")
-
-
-def _move_cursor(session: Session, feed: str, last_bar: datetime) -> None:
-    row = session.get(FeedCursor, feed)
-    if row is None:
-        session.add(FeedCursor(feed=feed, last_bar=last_bar))
-        session.flush()
-    elif last_bar > row.last_bar:
-        row.last_bar = last_bar
-
-
-def _beat(session: Session, at: datetime) -> None:
-    row = session.get(BotState, "main")
-    if row is None:
-        session.add(BotState(status="running", heartbeat_at=at, updated_at=at))
-        session.flush()
-        return
-    row.heartbeat_at = at if row.heartbeat_at is None else max(row.heartbeat_at, at)
-    row.updated_at = at if row.updated_at is None else max(row.updated_at, at)

@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline.domain import epoch_ms
 from pipeline.engine import kernel as k
 from pipeline.engine.config import EngineConfig
+from pipeline.engine.marks import Marks
 from pipeline.engine.results import (
     ENGINE_REASONS,
     RULES,
@@ -232,12 +233,7 @@ class Engine:
         self.ledger = Ledger(config, external)
         self._intents_taken = 0
         self.reasons = reasons
-        self._times: list[int] = []
-        self._equity: list[float] = []
-        self._cash: list[float] = []
-        self._units: list[float] = []
-        self._closes: list[float] = []
-        self._paused: list[bool] = []
+        self._marks = Marks()
         self._drained: tuple[int, int, int, int] = (0, 0, 0, 0)
         self._drained_bars = 0
         self._offset = 0  # bars numbered before this process (a restored ledger continues the count)
@@ -245,13 +241,13 @@ class Engine:
 
     @property
     def bars_seen(self) -> int:
-        return self._offset + len(self._times)
+        return self._offset + len(self._marks)
 
     def _time_of(self, numbers: np.ndarray) -> np.ndarray:
         out = np.empty(len(numbers), dtype=np.int64)
         for i, number in enumerate(numbers):
             position = int(number) - self._offset
-            out[i] = self._times[position] if position >= 0 else self._earlier[int(number)]
+            out[i] = self._marks.time_at(position) if position >= 0 else self._earlier[int(number)]
         return out
 
     def snapshot(self) -> str:
@@ -265,7 +261,7 @@ class Engine:
 
     def restore(self, snapshot: str) -> None:
         """Continue from ``snapshot`` (see ``snapshot``); this engine must not have stepped yet."""
-        if self._times:
+        if len(self._marks):
             raise ValueError("an engine can only be restored before its first step")
         data = json.loads(snapshot)
         self._offset = int(data["bars_seen"])
@@ -297,23 +293,14 @@ class Engine:
                 int(reason), ledger.params, ledger.fstate, ledger.istate, ledger.fills, ledger.trades,
                 ledger.events, ledger.rejects, ledger.intents,
         )
-        self._times.append(ms)
-        self._equity.append(equity)
-        self._cash.append(float(ledger.fstate[k.F_CASH]))
-        self._units.append(float(ledger.fstate[k.F_UNITS]))
-        self._closes.append(float(c))
-        self._paused.append(bool(ledger.istate[k.I_TRIPPED] != 0))
+        self._marks.append(ms, equity, float(ledger.fstate[k.F_CASH]), float(ledger.fstate[k.F_UNITS]), float(c),
+                           bool(ledger.istate[k.I_TRIPPED] != 0))
         return equity
 
     def record(self, times: np.ndarray, equity: np.ndarray, cash: np.ndarray, units: np.ndarray, closes: np.ndarray,
                paused: np.ndarray) -> None:
         """Append the marks of bars stepped by a compiled driver (``portfolio_kernel``) in one call."""
-        self._times.extend(times.tolist())
-        self._equity.extend(equity.tolist())
-        self._cash.extend(cash.tolist())
-        self._units.extend(units.tolist())
-        self._closes.extend(closes.tolist())
-        self._paused.extend(paused.tolist())
+        self._marks.extend(times, equity, cash, units, closes, paused)
 
     def take_intents(self) -> list[Intent]:
         """Orders the engine decided since the last call (external mode)."""
@@ -355,20 +342,15 @@ class Engine:
             int(self.ledger.istate[k.I_N_EVENTS]),
             int(self.ledger.istate[k.I_N_REJECTS]),
         )
-        first = max(self._drained_bars, len(self._times) - 1) if last_mark_only else self._drained_bars
+        first = max(self._drained_bars, len(self._marks) - 1) if last_mark_only else self._drained_bars
+        marks = self._marks.since(first)
         result = self.ledger.frames(
-            np.asarray(self._times[first:], dtype=np.int64),
-            self.reasons,
-            np.asarray(self._equity[first:]),
-            np.asarray(self._cash[first:]),
-            np.asarray(self._units[first:]),
-            np.asarray(self._closes[first:]),
-            np.asarray(self._paused[first:], dtype=np.bool_),
-            start=self._drained,
+            marks["times"], self.reasons, marks["equity"], marks["cash"], marks["units"], marks["closes"],
+            marks["paused"], start=self._drained,
             time_of=self._time_of,
         )
         self._drained = counts
-        self._drained_bars = len(self._times)
+        self._drained_bars = len(self._marks)
         self._forget()
         return result
 
@@ -382,22 +364,17 @@ class Engine:
             kept.append(int(self.ledger.istate[k.I_ENTRY_BAR]))
         numbers = np.array(kept, dtype=np.int64)
         self._earlier = dict(zip(kept, self._time_of(numbers).tolist(), strict=True))
-        self._offset += len(self._times)
-        for marks in (self._times, self._equity, self._cash, self._units, self._closes, self._paused):
-            marks.clear()
+        self._offset += len(self._marks)
+        self._marks.clear()
         self._drained_bars = 0
         for counter in (k.I_N_FILLS, k.I_N_TRADES, k.I_N_EVENTS, k.I_N_REJECTS):
             self.ledger.istate[counter] = 0
         self._drained = (0, 0, 0, 0)
 
     def result(self) -> EngineResult:
+        marks = self._marks.since(0)
         return self.ledger.frames(
-            np.asarray(self._times, dtype=np.int64),
-            self.reasons,
-            np.asarray(self._equity),
-            np.asarray(self._cash),
-            np.asarray(self._units),
-            np.asarray(self._closes),
-            np.asarray(self._paused, dtype=np.bool_),
+            marks["times"], self.reasons, marks["equity"], marks["cash"], marks["units"], marks["closes"],
+            marks["paused"],
             time_of=self._time_of,
         )
