@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install run dashboard test lint bench clean
+.PHONY: install run dashboard test lint browser bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,7 +37,14 @@ lint: install
 	$(BIN)/mypy --strict pipeline runtime
 	$(BIN)/lint-imports
 
-test: lint
+## browser: Debian's Chromium and its driver for the real-browser dashboard test (a downloaded browser does not
+## run here); installed once, when missing
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 bench: install

@@ -1,8 +1,8 @@
 """Runtime benchmark: the live path's closed bar → order latency, and paper replay throughput.
 
 Both parts run the product's own code as the ``tradeforge runtime`` command runs it, on the real BTC/USDT 1m
-file (``shared/data/binance_BTC-USDT_1m.parquet``, read in place): bars are loaded, the state store opened and
-the model scorers built by the CLI's own helpers; the node, feed, broker, strategies and scorer are the
+file (``shared/data/binance_BTC-USDT_1m.parquet``, read in place): bars are loaded and the model scorers
+built by the runtime's own wiring (``runtime.wiring``); the node, feed, broker, strategies and scorer are the
 shipped ones.
 
 1. Latency (the live path). An LSTM (hidden 64, sequence 64) is trained on a small slice of the file by the
@@ -213,16 +213,17 @@ def latency_worker(args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
 
     from pipeline.portfolio import PortfolioConfig
+    from pipeline.settings import load_settings
     from pipeline.state import CursorRecord, StateStore, StepRecord
     from runtime.brokers import PaperBroker
     from runtime.feeds import ReplayFeed
     from runtime.node import Node
-    from tradeforge_cli.app import _runtime_bars, _scorers, _settings
+    from runtime.wiring import replay_bars, scorers
 
     size, bars = args.size, args.bars
-    settings = _settings()
+    settings = load_settings()
     config = PortfolioConfig.model_validate(HYBRID)
-    frames, feed_of, tf = _runtime_bars(settings, config, Path(args.data), None, args.start, None)
+    frames, feed_of, tf = replay_bars(settings, config, Path(args.data), None, args.start, None)
     (key,) = frames
     frame = frames[key]
     if len(frame) != size + bars:
@@ -231,7 +232,7 @@ def latency_worker(args: argparse.Namespace) -> dict[str, Any]:
     cursor = pd.Timestamp(frame["timestamp"].iloc[size - WARMUP_BARS - 1]).to_pydatetime()
     store.apply_step(StepRecord(cursors=[CursorRecord(feed=key, last_bar=cursor)]))
     feed = TimedFeed(ReplayFeed(frames, tf, speed=None, batch_size=1), WARMUP_BARS, bars, args.budget, MIN_BARS)
-    node = Node(store, config, feed, feed_of, PaperBroker(), mode="paper", scorers=_scorers(settings, config, tf),
+    node = Node(store, config, feed, feed_of, PaperBroker(), mode="paper", scorers=scorers(settings, config, tf),
                 stale_after_bars=settings.stale_after_bars, heartbeat_s=settings.heartbeat_seconds)
     node.start(fresh=True)
     scorer = next(iter(node.scorers.values()))
@@ -258,18 +259,19 @@ def latency_worker(args: argparse.Namespace) -> dict[str, Any]:
 def replay_worker(args: argparse.Namespace) -> dict[str, Any]:
     """The whole file through the two-sleeve portfolio at max speed, in this process."""
     from pipeline.portfolio import PortfolioConfig
+    from pipeline.settings import load_settings
     from pipeline.state import StateStore
     from runtime.brokers import PaperBroker
     from runtime.feeds import ReplayFeed
     from runtime.node import Node
-    from tradeforge_cli.app import _runtime_bars, _scorers, _settings
+    from runtime.wiring import replay_bars, scorers
 
-    settings = _settings()
+    settings = load_settings()
     config = PortfolioConfig.model_validate(TWO_SLEEVES)
-    frames, feed_of, tf = _runtime_bars(settings, config, Path(args.data), None, None, None)
+    frames, feed_of, tf = replay_bars(settings, config, Path(args.data), None, None, None)
     store = StateStore(settings.state_url)
     node = Node(store, config, ReplayFeed(frames, tf, speed=None, batch_size=8192), feed_of, PaperBroker(),
-                mode="paper", scorers=_scorers(settings, config, tf), stale_after_bars=settings.stale_after_bars,
+                mode="paper", scorers=scorers(settings, config, tf), stale_after_bars=settings.stale_after_bars,
                 heartbeat_s=settings.heartbeat_seconds)
     node.start(fresh=True)
     started = time.perf_counter()
@@ -285,14 +287,15 @@ def setup_worker(args: argparse.Namespace) -> dict[str, Any]:
     production (as ``tradeforge train --model lstm --hidden 64 --seq-len 64 --epochs 1 --folds 1 --base
     sma_cross --threshold 0.5 --promote force`` does); returns the model, the seconds it took and, for every
     history size, the first bar the latency run loads."""
-    from pipeline.domain import Instrument
+    from pipeline.domain import Instrument, Timeframe
     from pipeline.models import ModelConfig
     from pipeline.registry import ModelRegistry
+    from pipeline.settings import load_settings
+    from pipeline.sources.files import read_bar_series
     from pipeline.training import TrainRequest, train_and_register
-    from tradeforge_cli.app import _backtest_bars, _settings
 
-    settings = _settings()
-    every, tf, _ = _backtest_bars(settings, Path(args.data), None, "1m", None, None, None)
+    settings = load_settings()
+    every, tf = read_bar_series(Path(args.data), Timeframe.parse("1m"))
     first = len(every) - args.bars  # the measured bars are the file's last ones, at every size
     sizes = [int(size) for size in args.sizes.split(",")]
     if max(sizes) > first:

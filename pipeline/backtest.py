@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.clock import Clock, SystemClock
 from pipeline.domain import CALENDAR_24_7, DataError, Instrument, Timeframe, epoch_ms, parse_symbol
 from pipeline.engine import EngineConfig, EngineResult, run
 from pipeline.lake import atomic_write_bytes, atomic_write_table
@@ -125,8 +126,10 @@ def run_backtest(
     instrument: Instrument | None = None,
     features: pd.DataFrame | None = None,
     params: dict[str, Any] | None = None,
+    clock: Clock | None = None,
 ) -> BacktestResult:
-    """Run ``strategy`` over ``bars`` (canonical frame) through the engine and compute its metrics."""
+    """Run ``strategy`` over ``bars`` (canonical frame) through the engine and compute its metrics (``clock``
+    stamps the run id; wall time by default)."""
     if bars.empty:
         raise DataError("no bars to backtest: the selected range is empty")
     frame = bars if features is None else features
@@ -144,7 +147,7 @@ def run_backtest(
         result.equity, result.trades, result.fills, bars["close"], bars_per_year(timeframe.seconds, asset_class)
     )
     parameters = dict(params or {})
-    run_id = _run_id(strategy.name, parameters, config, bars)
+    run_id = _run_id(strategy.name, parameters, config, bars, (clock or SystemClock()).now())
     return BacktestResult(
         run_id=run_id,
         strategy=strategy.name,
@@ -161,15 +164,15 @@ def run_backtest(
     )
 
 
-def _run_id(name: str, params: dict[str, Any], config: EngineConfig, bars: pd.DataFrame) -> str:
+def _run_id(name: str, params: dict[str, Any], config: EngineConfig, bars: pd.DataFrame, now: pd.Timestamp) -> str:
     digest = hashlib.sha256(
         json.dumps(
-            [name, params, config.model_dump(), len(bars), str(bars["timestamp"].iloc[0]), time.time_ns()],
+            [name, params, config.model_dump(), len(bars), str(bars["timestamp"].iloc[0]), uuid.uuid4().hex],
             sort_keys=True,
             default=str,
         ).encode()
     ).hexdigest()[:8]
-    return f"{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S')}-{name}-{digest}"
+    return f"{now.strftime('%Y%m%dT%H%M%S')}-{name}-{digest}"
 
 
 def save_backtest(result: BacktestResult, root: Path) -> Path:
@@ -203,9 +206,11 @@ def open_backtests(root: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def save_portfolio(result: PortfolioResult, root: Path, save: bool = True) -> tuple[dict[str, Any], Path | None]:
+def save_portfolio(result: PortfolioResult, root: Path, save: bool = True,
+                   clock: Clock | None = None) -> tuple[dict[str, Any], Path | None]:
     """Metrics of a portfolio run and, when ``save``, its tables under ``root/<run_id>/`` (one folder, with a
-    ``sleeve`` column in the per-sleeve tables and ``portfolio_events.parquet`` for portfolio breakers)."""
+    ``sleeve`` column in the per-sleeve tables and ``portfolio_events.parquet`` for portfolio breakers;
+    ``clock`` stamps the run id, wall time by default)."""
     curve = result.equity
     tables: dict[str, pd.DataFrame] = {}
     for name in ("fills", "trades", "rejections", "breaker_events"):
@@ -231,7 +236,8 @@ def save_portfolio(result: PortfolioResult, root: Path, save: bool = True) -> tu
                         "rejections": len(r.rejections)})
     every_event = pd.concat([tables["breaker_events"][["rule", "action"]], result.events[["rule", "action"]]],
                             ignore_index=True)
-    run_id = f"{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S')}-portfolio-{uuid.uuid4().hex[:8]}"
+    stamp = (clock or SystemClock()).now().strftime('%Y%m%dT%H%M%S')
+    run_id = f"{stamp}-portfolio-{uuid.uuid4().hex[:8]}"
     summary: dict[str, Any] = {
         "run_id": run_id,
         "kind": "portfolio",

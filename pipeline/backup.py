@@ -20,7 +20,8 @@ scratch database (a temporary SQLite file, or a temporary PostgreSQL database th
 ``PRAGMA integrity_check`` must answer ``ok`` (SQLite), and the state invariants must hold
 (``check_state``): the schema version is the one this tradeforge reads, every fill has its order, every
 position equals the signed sum of its sleeve's fills in that symbol, and every sleeve with fills, positions or
-trades has a ledger. Any failure raises :class:`DrillFailed` listing every problem found.
+trades has a ledger (the invariants live in ``pipeline.backup_checks``). Any failure raises
+:class:`DrillFailed` listing every problem found.
 """
 
 from __future__ import annotations
@@ -36,9 +37,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,11 +45,25 @@ from urllib.parse import quote
 import pandas as pd
 from sqlalchemy.engine import URL, make_url
 
+from pipeline.backup_checks import DrillReport, check_state, inspect_restored
 from pipeline.clock import Clock
 from pipeline.settings import Settings
-from pipeline.state import SCHEMA_VERSION, StateError, StateStore
 
 log = logging.getLogger(__name__)
+__all__ = [
+    "CHECKSUM_SUFFIX",
+    "Backup",
+    "BackupError",
+    "BackupReport",
+    "DrillFailed",
+    "DrillReport",
+    "backup_state",
+    "check_state",
+    "list_backups",
+    "restore_drill",
+    "rotate",
+    "verify_checksum",
+]
 
 PREFIX = "state-"
 SQLITE_SUFFIX = ".sqlite.gz"
@@ -58,7 +71,6 @@ POSTGRES_SUFFIX = ".pgsql.gz"
 CHECKSUM_SUFFIX = ".sha256"
 _NAME = re.compile(r"^state-(\d{8}T\d{12})Z\.(sqlite|pgsql)\.gz$")
 _CHUNK = 1 << 20
-_QTY_TOLERANCE = Decimal("1e-9")
 
 
 class BackupError(RuntimeError):
@@ -98,25 +110,6 @@ class BackupReport:
         return {"path": str(self.backup.path), "kind": self.backup.kind, "created": self.backup.created.isoformat(),
                 "sha256": self.sha256, "bytes": self.bytes, "seconds": self.seconds,
                 "removed": [p.name for p in self.removed]}
-
-
-@dataclass(frozen=True)
-class DrillReport:
-    backup: Path
-    checksum_ok: bool
-    integrity: str
-    schema_version: int | None
-    rows: dict[str, int]
-    problems: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_json(self) -> dict[str, Any]:
-        return {"backup": str(self.backup), "ok": self.ok, "checksum_ok": self.checksum_ok,
-                "integrity": self.integrity, "schema_version": self.schema_version, "rows": self.rows,
-                "problems": self.problems}
 
 
 # ------------------------------------------------------------------------------------------------- backup
@@ -266,6 +259,11 @@ def _write_checksum(path: Path) -> str:
 # ----------------------------------------------------------------------------------------------- rotation
 
 
+def _created(stamp: str) -> pd.Timestamp:
+    """The creation time a backup's name carries (``state-<UTC time>...``)."""
+    return pd.Timestamp(pd.to_datetime(stamp, format="%Y%m%dT%H%M%S%f"), tz="UTC")
+
+
 def list_backups(folder: Path) -> list[Backup]:
     """The backups in ``folder``, newest first."""
     if not folder.is_dir():
@@ -274,8 +272,7 @@ def list_backups(folder: Path) -> list[Backup]:
     for path in folder.iterdir():
         match = _NAME.match(path.name)
         if match and path.is_file():
-            created = pd.Timestamp(pd.to_datetime(match.group(1), format="%Y%m%dT%H%M%S%f"), tz="UTC")
-            found.append(Backup(path, match.group(2), created))
+            found.append(Backup(path, match.group(2), _created(match.group(1))))
     return sorted(found, key=lambda b: (b.created, b.path.name), reverse=True)
 
 
@@ -323,7 +320,7 @@ def restore_drill(settings: Settings, backup: Path | None = None) -> DrillReport
         match = _NAME.match(backup.name)
         if match is None:
             raise BackupError(f"{backup} is not a tradeforge state backup (state-<time>.sqlite.gz / .pgsql.gz)")
-        chosen = Backup(backup, match.group(2), pd.Timestamp.now(tz="UTC"))
+        chosen = Backup(backup, match.group(2), _created(match.group(1)))
     try:
         verify_checksum(chosen.path)
     except BackupError as exc:
@@ -354,7 +351,7 @@ def _drill_sqlite(path: Path) -> DrillReport:
             return DrillReport(path, True, f"not a database: {exc}", None, {},
                                [f"{path.name} does not hold a SQLite database: {exc}"])
         problems = [] if integrity == "ok" else [f"PRAGMA integrity_check: {integrity}"]
-        version, rows, found = _check_url(f"sqlite:///{database.as_posix()}")
+        version, rows, found = inspect_restored(f"sqlite:///{database.as_posix()}")
         return DrillReport(path, True, integrity, version, rows, problems + found)
 
 
@@ -387,52 +384,8 @@ def _drill_postgres(path: Path, url: URL) -> DrillReport:
             problem = error.decode(errors="replace").strip()[:500]
             return DrillReport(path, True, "restore failed", None, {},
                                [f"psql could not restore {path.name}: {problem}"])
-        version, rows, found = _check_url(target.render_as_string(hide_password=False))
+        version, rows, found = inspect_restored(target.render_as_string(hide_password=False))
         return DrillReport(path, True, "ok", version, rows, found)
     finally:
         with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
-
-
-def _check_url(url: str) -> tuple[int | None, dict[str, int], list[str]]:
-    try:
-        store = StateStore.read_only(url)
-    except StateError as exc:
-        return None, {}, [f"the restored state cannot be opened: {exc}"]
-    try:
-        rows = {"orders": len(store.orders()), "fills": len(store.fills()), "positions": len(store.positions()),
-                "trades": len(store.trades()), "ledgers": len(store.ledgers())}
-        return store.schema_version(), rows, check_state(store)
-    finally:
-        store.close()
-
-
-def check_state(store: StateStore) -> list[str]:
-    """The state invariants (module documentation); returns every violation found (empty: all hold)."""
-    problems: list[str] = []
-    version = store.schema_version()
-    if version != SCHEMA_VERSION:
-        problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
-    orders = {order.client_order_id for order in store.orders()}
-    fills = store.fills()
-    orphans = [fill.fill_id for fill in fills if fill.client_order_id not in orders]
-    if orphans:
-        problems.append(f"{len(orphans)} fill(s) without their order: {', '.join(orphans[:5])}")
-    held: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for fill in fills:
-        held[(fill.sleeve, fill.symbol)] += fill.qty if fill.side == "buy" else -fill.qty
-    positions = {(p.sleeve, p.symbol): p.qty for p in store.positions()}
-    for key in sorted(set(held) | set(positions)):
-        expected, recorded = held.get(key, Decimal(0)), positions.get(key)
-        if recorded is None:
-            if abs(expected) > _QTY_TOLERANCE:
-                problems.append(f"{key[0]} {key[1]}: fills add up to {expected} but there is no position")
-            continue
-        if abs(recorded - expected) > _QTY_TOLERANCE * max(Decimal(1), abs(expected)):
-            problems.append(f"{key[0]} {key[1]}: position {recorded} differs from the sum of its fills {expected}")
-    ledgers = set(store.ledgers())
-    active = {f.sleeve for f in fills} | {p.sleeve for p in store.positions()} | {t.sleeve for t in store.trades()}
-    missing = sorted(active - ledgers)
-    if missing:
-        problems.append(f"sleeve(s) without a ledger: {', '.join(missing)}")
-    return problems

@@ -4,9 +4,9 @@ The portfolio file (cash, ``[caps]``, ``[[strategies]]``) and its validation liv
 ``pipeline.portfolio_config``, whose docstring shows a complete file; its names are re-exported here.
 
 Every (strategy, symbol) pair is a sub-ledger with its own cash, position, trades and breakers, advanced by
-the same compiled step as a single backtest (``pipeline.engine.kernel``). Bars of all pairs are merged in time
+the same compiled step as a single backtest (``pipeline.engine``). Bars of all pairs are merged in time
 order; at each bar time every pair with a bar steps, then the portfolio is marked and its caps checked, all in
-one compiled call per batch of bar times (``pipeline.engine.portfolio_kernel``): the backtest passes the whole
+one compiled call per batch of bar times (``pipeline.engine.portfolio_ledger``): the backtest passes the whole
 history at once, the runtime each batch of closed bars, or a single bar time when a venue answers between
 bars. The same kernel runs in every case, so the results are the same bits however the bars are batched:
 
@@ -34,9 +34,7 @@ import pandas as pd
 
 from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
 from pipeline.engine import Engine, EngineResult
-from pipeline.engine import kernel as k
-from pipeline.engine import portfolio_kernel as pk
-from pipeline.engine.core import MS_PER_DAY
+from pipeline.engine.portfolio_ledger import PortfolioLedger, PortfolioMarks
 from pipeline.portfolio_config import (
     Caps,
     PortfolioConfig,
@@ -77,8 +75,6 @@ class PortfolioResult:
 BarLoader = Callable[[str, Timeframe], pd.DataFrame]
 EVENT_COLUMNS = ["timestamp", "rule", "value", "threshold", "action", "released_by", "bars_tripped"]
 PORTFOLIO_RULE = "portfolio_drawdown"
-Arrays = tuple[np.ndarray, ...]
-RELEASED_BY = {pk.RELEASED_BY_OPERATOR: "operator", pk.RELEASED_BY_COOLDOWN: "cooldown"}
 
 
 @dataclass(frozen=True)
@@ -98,8 +94,8 @@ class PortfolioStepper:
 
     The backtest drives it over merged history (``run_portfolio``); the runtime drives it with each batch of
     closed bars (``run``), or one bar time at a time (``step``) when a venue answers between bars. Both go
-    through ``portfolio_kernel.run_times``: it is the one place where sleeves, caps and the portfolio ledger
-    meet.
+    through the portfolio ledger (``pipeline.engine.portfolio_ledger``) and its one compiled step, the one
+    place where sleeves, caps and the portfolio ledger meet.
     """
 
     def __init__(self, config: PortfolioConfig, reasons: dict[str, tuple[str, ...]], external: bool = False) -> None:
@@ -108,35 +104,25 @@ class PortfolioStepper:
         self.engines = {s.key: Engine(s.config, reasons[s.key], external) for s in self.sleeves}
         self.reserve = config.cash * (1.0 - sum(s.allocation for s in config.strategies))
         caps = config.caps
-        self._caps = np.zeros(pk.N_CAPS)
-        self._caps[pk.CAP_GROSS] = caps.max_gross_exposure or 0.0
-        self._caps[pk.CAP_DRAWDOWN] = caps.max_drawdown or 0.0
-        self._caps[pk.CAP_COOLDOWN] = float(caps.breaker_cooldown_bars or 0)
-        self._caps[pk.CAP_RESERVE] = self.reserve
-        self._pf = np.zeros(pk.N_PF)
-        self._pf[pk.PF_PEAK] = config.cash
-        self._pi = np.zeros(pk.N_PI, dtype=np.int64)
-        self._pevents = np.zeros((16, pk.PE_COLUMNS))
+        self.ledger = PortfolioLedger([self.engines[s.key] for s in self.sleeves],
+                                      [s.config.day_boundary_hour for s in self.sleeves], config.cash, self.reserve,
+                                      caps.max_gross_exposure or 0.0, caps.max_drawdown or 0.0,
+                                      caps.breaker_cooldown_bars or 0)
         self.events: list[dict[str, Any]] = []
-        self._equity = np.array([s.config.cash for s in self.sleeves], dtype=np.float64)
-        self._value = np.zeros(len(self.sleeves))
-        self._base_position = np.array([s.config.max_position for s in self.sleeves], dtype=np.float64)
-        self._lists: tuple[Arrays, Arrays, Arrays, Arrays, Arrays, Arrays, Arrays, Arrays] | None = None
-        self._list_ids: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ the portfolio ledger
     @property
     def peak(self) -> float:
-        return float(self._pf[pk.PF_PEAK])
+        return self.ledger.peak
 
     @peak.setter
     def peak(self, value: float) -> None:
-        self._pf[pk.PF_PEAK] = value
+        self.ledger.peak = value
 
     @property
     def steps(self) -> int:
         """Bar times stepped by this stepper."""
-        return int(self._pi[pk.PI_STEPS])
+        return self.ledger.steps
 
     @property
     def tripped(self) -> bool:
@@ -145,97 +131,44 @@ class PortfolioStepper:
         Setting it to false is an operator's reset: recorded as a release at the next bar time (set the new
         ``peak`` with it). Setting it to true restores a tripped breaker (its cool-down counts from now).
         """
-        return bool(self._pi[pk.PI_TRIPPED])
+        return self.ledger.tripped
 
     @tripped.setter
     def tripped(self, value: bool) -> None:
-        if value and not self.tripped:
-            self._pi[pk.PI_TRIPPED_AT] = self._pi[pk.PI_STEPS]
-            for engine in self.engines.values():
-                engine.ledger.istate[k.I_TRIPPED] |= 1 << k.RULE_PORTFOLIO
-        if not value and self.tripped:
-            self._pi[pk.PI_RESET_PENDING] = 1
-        self._pi[pk.PI_TRIPPED] = 1 if value else 0
+        self.ledger.tripped = value
 
     def restore_sleeve(self, key: str) -> None:
         """Take a sleeve's marks from its (restored) ledger."""
-        ledger = self.engines[key].ledger
-        index = [s.key for s in self.sleeves].index(key)
-        self._equity[index] = float(ledger.fstate[k.F_EQUITY])
-        self._value[index] = float(ledger.fstate[k.F_EQUITY]) - float(ledger.fstate[k.F_CASH])
+        self.ledger.restore_sleeve([s.key for s in self.sleeves].index(key))
 
     @property
     def equity(self) -> float:
-        return float(sum(self._equity.tolist()) + self.reserve)
+        return self.ledger.equity
 
     @property
     def cash(self) -> float:
-        return float(sum(float(e.ledger.fstate[k.F_CASH]) for e in self.engines.values()) + self.reserve)
+        return self.ledger.cash
 
     @property
     def position_value(self) -> float:
-        return float(sum(self._value.tolist()))
+        return self.ledger.position_value
 
     # ------------------------------------------------------------------ stepping
-    def _kernel_lists(self) -> tuple[Arrays, Arrays, Arrays, Arrays, Arrays, Arrays, Arrays, Arrays]:
-        """The sleeves' ledger arrays, one tuple per kind (rebuilt when a buffer was replaced by a larger one)."""
-        ledgers = [self.engines[s.key].ledger for s in self.sleeves]
-        arrays = [[getattr(ledger, name) for ledger in ledgers]
-                  for name in ("params", "fstate", "istate", "fills", "trades", "events", "rejects", "intents")]
-        ids = tuple(id(a) for group in arrays for a in group)
-        if self._lists is None or ids != self._list_ids:
-            p, f, i, fills, trades, events, rejects, intents = (tuple(group) for group in arrays)
-            self._lists = (p, f, i, fills, trades, events, rejects, intents)
-            self._list_ids = ids
-        return self._lists
-
     def run(self, times: np.ndarray, present: np.ndarray, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray,
-            closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray) -> np.ndarray:
+            closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray) -> PortfolioMarks:
         """Step the bar times ``times`` (epoch ms, ascending) in one compiled call per buffer fill.
 
         The other arrays are (sleeves, times) in ``self.sleeves`` order; ``present[s, t]`` says whether sleeve
-        ``s`` has a bar at ``times[t]``. Returns the portfolio's marks per time, columns ``portfolio_kernel.M_*``.
+        ``s`` has a bar at ``times[t]``. Returns the portfolio's marks per time.
         """
-        n_sleeves, n_times = present.shape
-        days = np.empty((n_sleeves, n_times), dtype=np.int64)
-        for s, sleeve in enumerate(self.sleeves):
-            days[s] = (times - sleeve.config.day_boundary_hour * 3_600_000) // MS_PER_DAY
-        bar_index = np.array([self.engines[s.key].bars_seen for s in self.sleeves], dtype=np.int64)
-        out_equity = np.zeros((n_sleeves, n_times))
-        out_cash = np.zeros((n_sleeves, n_times))
-        out_units = np.zeros((n_sleeves, n_times))
-        out_paused = np.zeros((n_sleeves, n_times), dtype=np.bool_)
-        marks = np.zeros((n_times, pk.N_MARKS))
-        reasons = reasons.astype(np.int64, copy=False)
-        start = 0
-        while start < n_times:
-            for engine in self.engines.values():
-                engine.ledger.ensure_room()
-            if self._pi[pk.PI_N_EVENTS] + 2 > self._pevents.shape[0]:
-                grown = np.zeros((self._pevents.shape[0] * 2, pk.PE_COLUMNS))
-                grown[: self._pevents.shape[0]] = self._pevents
-                self._pevents = grown
-            params, fstates, istates, fills, trades, events, rejects, intents = self._kernel_lists()
-            start = pk.run_times(start, n_times, present, days, opens, highs, lows, closes, aims, reasons,
-                                 bar_index, params, fstates, istates, fills, trades, events, rejects, intents,
-                                 self._base_position, self._caps, self._pf, self._pi, self._pevents, self._equity,
-                                 self._value, out_equity, out_cash, out_units, out_paused, marks)
-        for s, sleeve in enumerate(self.sleeves):
-            mask = present[s]
-            self.engines[sleeve.key].record(times[mask], out_equity[s, mask], out_cash[s, mask], out_units[s, mask],
-                                            closes[s, mask], out_paused[s, mask])
-        self._collect_events(times)
-        return marks
-
-    def _collect_events(self, times: np.ndarray) -> None:
+        marks, events = self.ledger.run(times, present, opens, highs, lows, closes, aims, reasons)
         threshold = self.config.caps.max_drawdown or 0.0
-        for row in self._pevents[: int(self._pi[pk.PI_N_EVENTS])]:
-            released_by = RELEASED_BY.get(int(row[2]), "")
-            self.events.append({"timestamp": pd.Timestamp(int(times[int(row[0])]), unit="ms", tz="UTC"),
-                                "rule": PORTFOLIO_RULE, "value": float(row[3]), "threshold": threshold,
-                                "action": "trip" if row[1] == 0 else "release", "released_by": released_by,
-                                "bars_tripped": int(row[4])})
-        self._pi[pk.PI_N_EVENTS] = 0
+        for event in events:
+            self.events.append({"timestamp": pd.Timestamp(int(times[event.time_index]), unit="ms", tz="UTC"),
+                                "rule": PORTFOLIO_RULE, "value": event.value, "threshold": threshold,
+                                "action": event.action, "released_by": event.released_by,
+                                "bars_tripped": event.bars_tripped})
+        return marks
 
     def step(self, at: int, bars: dict[str, Bar]) -> dict[str, float]:
         """Advance the sleeves that have a bar opening at ``at`` (epoch ms); returns the portfolio's marks
@@ -251,10 +184,8 @@ class PortfolioStepper:
                 columns[:, s, 0] = (bar.o, bar.h, bar.low, bar.c, bar.aim)
                 reasons[s, 0] = bar.reason
         marks = self.run(np.array([at], dtype=np.int64), present, columns[0], columns[1], columns[2], columns[3],
-                         columns[4], reasons)[0]
-        return {"equity": float(marks[pk.M_EQUITY]), "cash": float(marks[pk.M_CASH]),
-                "position_value": float(marks[pk.M_VALUE]), "gross_exposure": float(marks[pk.M_GROSS]),
-                "paused": float(marks[pk.M_PAUSED])}
+                         columns[4], reasons)
+        return marks.at(0)
 
 
 def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioResult:
@@ -291,9 +222,9 @@ def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioRes
     buy_and_hold = np.zeros(times)
     for s in range(n):
         buy_and_hold = buy_and_hold + hold[s]
-    curve = pd.DataFrame({"equity": marks[:, pk.M_EQUITY], "cash": marks[:, pk.M_CASH],
-                          "position_value": marks[:, pk.M_VALUE], "gross_exposure": marks[:, pk.M_GROSS],
-                          "paused": marks[:, pk.M_PAUSED] > 0, "buy_and_hold": buy_and_hold + stepper.reserve})
+    curve = pd.DataFrame({"equity": marks.equity, "cash": marks.cash, "position_value": marks.position_value,
+                          "gross_exposure": marks.gross_exposure, "paused": marks.paused,
+                          "buy_and_hold": buy_and_hold + stepper.reserve})
     stamps = pd.to_datetime(clock, unit="ms", utc=True)
     curve.insert(0, "timestamp", pd.Series(stamps).astype(TIMESTAMP_DTYPE))
     event_frame = pd.DataFrame(stepper.events, columns=EVENT_COLUMNS)

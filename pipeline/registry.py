@@ -31,6 +31,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from pipeline.clock import Clock, SystemClock
 from pipeline.domain import DataError
 from pipeline.models import predict_proba
 from pipeline.promotion import Decision, Scores
@@ -95,7 +96,9 @@ def _artifact_root(tracking_uri: str) -> str | None:
 class ModelRegistry:
     """Training runs, registered versions, the production alias and the promotion tags."""
 
-    def __init__(self, tracking_uri: str, experiment: str = EXPERIMENT) -> None:
+    def __init__(self, tracking_uri: str, experiment: str = EXPERIMENT, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
+        """Stamps promotions (``promoted_at``)."""
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = tracking_uri
@@ -252,7 +255,7 @@ class ModelRegistry:
         """Move the production alias to ``version`` and record when and why."""
         self._require_version(name, version)
         self.client.set_registered_model_alias(name, PRODUCTION, version)
-        self.client.set_model_version_tag(name, version, "promoted_at", pd.Timestamp.now(tz="UTC").isoformat())
+        self.client.set_model_version_tag(name, version, "promoted_at", self.clock.now().isoformat())
         self.client.set_model_version_tag(name, version, "promotion_reason", reason)
 
     def rollback(self, name: str) -> str:
@@ -269,7 +272,7 @@ class ModelRegistry:
             raise DataError(f"model {name!r} has no earlier promoted version to roll back to")
         target = max(earlier, key=lambda v: v.tags["promoted_at"])
         self.client.set_registered_model_alias(name, PRODUCTION, target.version)
-        self.client.set_model_version_tag(name, target.version, "promoted_at", pd.Timestamp.now(tz="UTC").isoformat())
+        self.client.set_model_version_tag(name, target.version, "promoted_at", self.clock.now().isoformat())
         self.client.set_model_version_tag(name, target.version, "promotion_reason", f"rollback from v{current.version}")
         return str(target.version)
 

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
         default=5, ge=0, description="Retries of a request after a network error, timeout, 429 or 5xx."
     )
     retry_backoff_s: float = Field(
-        default=1.0, ge=0, description="First retry delay; doubles on each further retry."
+        default=1.0, ge=0,
+        description="First retry delay; doubles on each further retry up to a cap, less up to 20% at random; "
+                    "a venue's Retry-After is honoured.",
     )
     stale_after_bars: int = Field(
         default=3, ge=1, description="A series is stale when its last closed bar is older than this many bars."
@@ -79,7 +81,11 @@ class Settings(BaseSettings):
     telegram_api_url: str | None = Field(
         default=None, description="Override of the Telegram Bot API base URL (a proxy or a local test server)."
     )
-    telegram_rate_per_minute: int = Field(default=20, ge=1, description="Most Telegram messages sent per minute.")
+    telegram_rate_per_minute: int = Field(
+        default=20, ge=1,
+        description="Telegram messages per minute across every chat, on average (a burst of that many may leave "
+                    "at once).",
+    )
     live_confirm: str = Field(
         default="", description="Must be 'yes' for live trading with real money (paper needs nothing)."
     )

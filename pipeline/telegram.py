@@ -1,17 +1,20 @@
-"""A small synchronous Telegram sender (text and photos) for scheduled jobs, and the Bot API edge it shares
-with the runtime's notifier.
+"""The Telegram Bot API edge every part of tradeforge shares, on python-telegram-bot, and the synchronous
+sender the scheduled jobs use (texts and photos).
 
-``TelegramSender.send_message`` and ``send_photo`` deliver to every allow-listed chat and return, per chat,
-whether Telegram accepted it. They never raise for delivery problems:
-
-* **Off without a token.** ``enabled`` is False and every send returns an empty result (the caller says so).
-* **Rate limit.** At most ``rate_per_minute`` requests in any 60 s window (retries count); over the limit a
-  send waits.
-* **Retries.** Network errors, timeouts, 429 (waiting the ``retry_after`` Telegram asks for) and 5xx are
-  retried up to ``max_retries`` times with exponential back-off from ``backoff_s``; permanent refusals (bad
-  request, bot blocked, token rejected) are not.
-* **The token stays secret.** The client library only ever holds ``REDACTED``; :class:`TokenTransport` puts
-  the real token into the request path at the socket, and logged errors are redacted.
+* **Delivery policy** (:class:`Delivery`): python-telegram-bot's ``AIORateLimiter`` spaces requests (at most
+  ``rate_per_minute`` a minute on average across every chat, a burst of that many at once; Telegram's own per-group
+  limit on top) and, when Telegram answers 429 anyway, holds every request for the ``retry_after`` it asks for and
+  retries, up to ``max_retries`` times. Network errors, timeouts and 5xx are retried by the project's one retry policy
+  (:class:`pipeline.retry.RetryPolicy`), backing off exponentially from ``backoff_s`` (capped at ``max_backoff_s``),
+  up to ``max_retries`` times. Permanent refusals (bad request, bot blocked, chat migrated, token rejected) are not
+  retried. :func:`deliver` applies the policy to one request and reports, never raises.
+* **The token stays secret.** The client library only ever holds ``REDACTED``: :class:`TokenTransport` puts
+  the real token into the request path at the socket, so python-telegram-bot's and httpx's log lines (which
+  show request URLs) and their exceptions only ever contain the placeholder; errors logged here are
+  redacted too.
+* :class:`TelegramSender`: ``send_message`` and ``send_photo`` deliver to every allow-listed chat (the rate
+  limit holds within each send) and return, per chat, whether Telegram accepted it; without a token (or
+  chats) ``enabled`` is False and every send returns an empty result.
 """
 
 from __future__ import annotations
@@ -21,19 +24,20 @@ import logging
 import time
 import traceback
 import urllib.request
-import warnings
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import SecretStr
 from telegram import Bot
-from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TelegramError
+from telegram.ext import AIORateLimiter, ExtBot
 from telegram.request import HTTPXRequest
-from telegram.warnings import PTBDeprecationWarning
+from tenacity import RetryCallState
+
+from pipeline.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,36 @@ DEFAULT_API_URL: Final = "https://api.telegram.org"
 TOKEN_PLACEHOLDER: Final = "REDACTED"  # noqa: S105 (a placeholder, not a secret)
 """What the client library holds instead of the token; the transport swaps in the real one at the socket."""
 MAX_MESSAGE_CHARS: Final = 4096
+"""Telegram's limit on one message; longer texts are cut to it (ending in "…")."""
 MAX_CAPTION_CHARS: Final = 1024
+RATE_PERIOD_S: Final = 60.0
+
+AsyncSleep = Callable[[float], Awaitable[None]]
+"""An asynchronous sleep (``asyncio.sleep``, or a test's fake one that advances a fake clock)."""
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (ending in "…" when cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def secret_token(token: str | SecretStr | None) -> str | None:
+    """The token as text, or None when it is missing or blank (Telegram is off then)."""
+    secret = token.get_secret_value() if isinstance(token, SecretStr) else token
+    return secret.strip() if secret and secret.strip() else None
+
+
+def redact(text: str, token: str | None) -> str:
+    """``text`` with the token (plain or URL-quoted) replaced by the placeholder."""
+    if not token:
+        return text
+    return text.replace(token, TOKEN_PLACEHOLDER).replace(quote(token, safe=""), TOKEN_PLACEHOLDER)
+
+
+def describe(error: BaseException, token: str | None, *, with_trace: bool = False) -> str:
+    """An error as one line (or its whole traceback), with the token blanked out should any layer hold it."""
+    lines = traceback.format_exception(error) if with_trace else traceback.format_exception_only(error)
+    return redact("".join(lines).strip(), token)
 
 
 class TokenTransport(httpx.AsyncBaseTransport):
@@ -87,49 +120,111 @@ def environment_proxy(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
-def retry_after_seconds(error: RetryAfter) -> float:
-    """How long a 429 asks to wait, in seconds."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)  # the int-or-timedelta transition
-        value = error.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+@dataclass(frozen=True)
+class Delivery:
+    """How requests to Telegram are timed, limited and retried (see the module documentation)."""
+
+    timeout_s: float = 10.0
+    rate_per_minute: int = 20
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.rate_per_minute < 1:
+            raise ValueError(f"telegram rate_per_minute must be at least 1, got {self.rate_per_minute}")
+        if self.max_retries < 0:
+            raise ValueError(f"telegram max_retries must be 0 or more, got {self.max_retries}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"telegram timeout_s must be positive, got {self.timeout_s}")
+        if self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError("telegram backoff_s and max_backoff_s must be 0 or more")
+
+    def request(self, token: str, root: str, pool_size: int = 1) -> HTTPXRequest:
+        """An HTTP connection pool to ``root`` that adds the token at the socket (see :class:`TokenTransport`)."""
+        return HTTPXRequest(
+            connection_pool_size=pool_size,
+            read_timeout=self.timeout_s,
+            write_timeout=self.timeout_s,
+            connect_timeout=self.timeout_s,
+            pool_timeout=self.timeout_s,
+            media_write_timeout=self.timeout_s,
+            httpx_kwargs={"transport": TokenTransport(token, environment_proxy(root)), "trust_env": False},
+        )
+
+    def rate_limiter(self) -> AIORateLimiter:
+        """python-telegram-bot's rate limiter for this policy (429s are retried by it, ``max_retries`` times)."""
+        return AIORateLimiter(
+            overall_max_rate=self.rate_per_minute, overall_time_period=RATE_PERIOD_S, max_retries=self.max_retries
+        )
 
 
-def redact(text: str, token: str | None) -> str:
-    """``text`` with the token (plain or URL-quoted) replaced by the placeholder."""
-    if not token:
-        return text
-    return text.replace(token, TOKEN_PLACEHOLDER).replace(quote(token, safe=""), TOKEN_PLACEHOLDER)
+def bot_urls(root: str) -> tuple[str, str]:
+    """The ``base_url`` and ``base_file_url`` of a bot talking to the Bot API server at ``root``."""
+    return f"{root}/bot", f"{root}/file/bot"
 
 
-class SlidingWindow:
-    """At most ``per_minute`` acquisitions in any 60 s (a blocking limiter for synchronous callers)."""
+def _transient(error: BaseException) -> bool:
+    """Worth another try: connection trouble, timeouts, 5xx (python-telegram-bot's ``NetworkError``s other
+    than a refused request)."""
+    return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
 
-    def __init__(self, per_minute: int, monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if per_minute < 1:
-            raise ValueError(f"telegram rate_per_minute must be at least 1, got {per_minute}")
-        self._per_minute = per_minute
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._spent: deque[float] = deque()
 
-    def reserve(self) -> float:
-        """Take a slot and return 0.0, or return how many seconds until one is free (taking nothing).
+async def deliver(
+    call: Callable[[], Awaitable[object]],
+    *,
+    policy: Delivery,
+    token: str | None,
+    what: str,
+    sleep: AsyncSleep = asyncio.sleep,
+    logger: logging.Logger = log,
+) -> bool:
+    """Make one request (``call``) under ``policy``; True once Telegram accepted it.
 
-        The non-blocking core, for callers that wait their own way (an event loop's sleep)."""
-        now = self._monotonic()
-        while self._spent and now - self._spent[0] >= 60.0:
-            self._spent.popleft()
-        if len(self._spent) < self._per_minute:
-            self._spent.append(now)
-            return 0.0
-        return 60.0 - (now - self._spent[0])
+    Every problem is logged (``what`` names the request, e.g. ``message to chat 42``), with the token blanked
+    out; nothing is raised.
+    """
+    attempts = policy.max_retries + 1
+    retry = RetryPolicy(attempts=attempts, base_s=policy.backoff_s, cap_s=max(policy.max_backoff_s, policy.backoff_s),
+                        jitter=0.0, async_sleep=sleep)
 
-    def acquire(self) -> None:
-        """Take a slot, sleeping until one is free."""
-        while (delay := self.reserve()) > 0:
-            self._sleep(delay)
+    def retrying(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.warning(
+            "telegram %s failed (attempt %d of %d): %s; retrying in %.3g s",
+            what,
+            state.attempt_number,
+            attempts,
+            describe(error, token) if error is not None else "unknown",
+            state.upcoming_sleep,
+        )
+
+    try:
+        async for attempt in retry.async_attempts_of(what=f"telegram {what}", transient=_transient,
+                                                     give_up=lambda error, _attempts: error, on_retry=retrying):
+            with attempt:
+                await call()
+    except RetryAfter as exc:
+        logger.error("telegram %s not delivered: flood control (429) persisted: %s", what, describe(exc, token))
+        return False
+    except ChatMigrated as exc:
+        logger.error(
+            "telegram %s not delivered: the group moved to chat %s; put the new id in the allow-list",
+            what,
+            exc.new_chat_id,
+        )
+        return False
+    except Exception as exc:
+        if _transient(exc):
+            logger.error(
+                "telegram %s not delivered after %d attempts: %s", what, attempts, describe(exc, token)
+            )
+        elif isinstance(exc, TelegramError):
+            logger.error("telegram %s not delivered: %s", what, describe(exc, token))
+        else:
+            logger.error("telegram %s not delivered: %s", what, describe(exc, token, with_trace=True))
+        return False
+    return True
 
 
 Call = Callable[[Bot, int], Awaitable[object]]
@@ -150,22 +245,13 @@ class TelegramSender:
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_retries < 0:
-            raise ValueError(f"telegram max_retries must be 0 or more, got {max_retries}")
-        if timeout_s <= 0:
-            raise ValueError(f"telegram timeout_s must be positive, got {timeout_s}")
-        secret = token.get_secret_value() if isinstance(token, SecretStr) else token
-        self._token: str | None = secret.strip() if secret and secret.strip() else None
+        """``sleep`` waits between retries of failed requests (a test's fake one records instead)."""
+        self._policy = Delivery(timeout_s, rate_per_minute, max_retries, backoff_s, max_backoff_s)
+        self._token = secret_token(token)
         self.chat_ids = tuple(dict.fromkeys(int(chat_id) for chat_id in chat_ids))
         self._root = api_root(api_url)
-        self._timeout_s = timeout_s
-        self._max_retries = max_retries
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
         self._sleep = sleep
-        self._limiter = SlidingWindow(rate_per_minute, monotonic, sleep)
 
     def __repr__(self) -> str:
         return f"TelegramSender({'on' if self.enabled else 'off'}, chats={list(self.chat_ids)}, api={self._root})"
@@ -179,7 +265,7 @@ class TelegramSender:
         """Send ``text`` (cut to Telegram's 4096 characters) to every chat; per chat, whether it arrived."""
         if not text.strip():
             raise ValueError("a telegram message needs some text")
-        body = text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+        body = clip(text)
 
         async def call(bot: Bot, chat_id: int) -> object:
             return await bot.send_message(chat_id=chat_id, text=body)
@@ -190,14 +276,12 @@ class TelegramSender:
         """Send a PNG image with an optional caption to every chat; per chat, whether it arrived."""
         if not png:
             raise ValueError("a telegram photo needs image bytes")
-        short = caption if len(caption) <= MAX_CAPTION_CHARS else caption[: MAX_CAPTION_CHARS - 1] + "…"
+        short = clip(caption, MAX_CAPTION_CHARS)
 
         async def call(bot: Bot, chat_id: int) -> object:
             return await bot.send_photo(chat_id=chat_id, photo=png, caption=short or None, filename=filename)
 
         return self._deliver("photo", call)
-
-    # ---------------------------------------------------------------------------------------------
 
     def _deliver(self, what: str, call: Call) -> dict[int, bool]:
         if not self.enabled:
@@ -206,55 +290,34 @@ class TelegramSender:
 
     async def _deliver_all(self, what: str, call: Call) -> dict[int, bool]:
         assert self._token is not None
-        request = HTTPXRequest(
-            connection_pool_size=1,
-            read_timeout=self._timeout_s,
-            write_timeout=self._timeout_s,
-            connect_timeout=self._timeout_s,
-            pool_timeout=self._timeout_s,
-            media_write_timeout=self._timeout_s,
-            httpx_kwargs={"transport": TokenTransport(self._token, environment_proxy(self._root)),
-                          "trust_env": False},
+        base_url, base_file_url = bot_urls(self._root)
+        request = self._policy.request(self._token, self._root)
+        bot: ExtBot[int] = ExtBot(
+            TOKEN_PLACEHOLDER,
+            base_url=base_url,
+            base_file_url=base_file_url,
+            request=request,
+            rate_limiter=self._policy.rate_limiter(),  # a limiter serves one event loop: one per send
         )
-        bot = Bot(TOKEN_PLACEHOLDER, base_url=f"{self._root}/bot", base_file_url=f"{self._root}/file/bot",
-                  request=request)
+
+        async def sleep(seconds: float) -> None:
+            await asyncio.to_thread(self._sleep, seconds)
+
         await request.initialize()
         try:
-            return {chat_id: await self._one(bot, chat_id, what, call) for chat_id in self.chat_ids}
+            outcome: dict[int, bool] = {}
+            for chat_id in self.chat_ids:
+
+                async def one(chat: int = chat_id) -> object:
+                    return await call(bot, chat)
+
+                outcome[chat_id] = await deliver(
+                    one,
+                    policy=self._policy,
+                    token=self._token,
+                    what=f"{what} to chat {chat_id}",
+                    sleep=sleep,
+                )
+            return outcome
         finally:
             await request.shutdown()
-
-    async def _one(self, bot: Bot, chat_id: int, what: str, call: Call) -> bool:
-        attempts = self._max_retries + 1
-        problem = ""
-        for attempt in range(1, attempts + 1):
-            await asyncio.to_thread(self._limiter.acquire)
-            try:
-                await call(bot, chat_id)
-                return True
-            except RetryAfter as exc:
-                delay = retry_after_seconds(exc)
-                problem = f"flood control (429), Telegram asks to wait {delay:g} s"
-            except ChatMigrated as exc:
-                log.error("telegram %s to chat %s not delivered: the group moved to chat %s", what, chat_id,
-                          exc.new_chat_id)
-                return False
-            except (BadRequest, Forbidden, InvalidToken) as exc:
-                log.error("telegram %s to chat %s not delivered: %s", what, chat_id, self._describe(exc))
-                return False
-            except NetworkError as exc:  # connection trouble, timeouts, 5xx
-                delay = min(self._backoff_s * 2 ** (attempt - 1), self._max_backoff_s)
-                problem = self._describe(exc)
-            except TelegramError as exc:
-                log.error("telegram %s to chat %s not delivered: %s", what, chat_id, self._describe(exc))
-                return False
-            if attempt == attempts:
-                break
-            log.warning("telegram %s to chat %s failed (attempt %d of %d): %s; retrying in %.3g s", what, chat_id,
-                        attempt, attempts, problem, delay)
-            await asyncio.to_thread(self._sleep, delay)
-        log.error("telegram %s to chat %s not delivered after %d attempts: %s", what, chat_id, attempts, problem)
-        return False
-
-    def _describe(self, error: BaseException) -> str:
-        return redact("".join(traceback.format_exception_only(error)).strip(), self._token)

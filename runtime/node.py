@@ -25,46 +25,35 @@ Each batch of closed bars (one bar when live; up to a few thousand when replayin
 
 A crash at any moment therefore loses at most the batch in flight, which is recomputed identically from the
 last committed state on restart: no order or fill is lost or duplicated.
+
+The start-up recovery lives in ``runtime.recovery``, the operator commands in ``runtime.commands`` and the
+record committed after each batch in ``runtime.persist``; this module is the loop.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.clock import Clock, SystemClock
-from pipeline.engine import kernel as k
-from pipeline.engine.results import EngineResult
 from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
-from pipeline.state import (
-    BreakerRecord,
-    CursorRecord,
-    EquityRecord,
-    FillRecord,
-    LedgerRecord,
-    LedgerRow,
-    OrderRecord,
-    PositionRecord,
-    StateStore,
-    StepRecord,
-    TradeRecord,
-)
-from runtime.brokers.base import Broker, open_on_record
+from pipeline.state import FillRecord, OrderRecord, StateStore
+from runtime.brokers.base import Broker
+from runtime.commands import apply_commands
 from runtime.decisions import SleeveDecisions
 from runtime.feeds import Batch, Feed
 from runtime.models import ModelScorer
+from runtime.persist import step_record
+from runtime.recovery import PORTFOLIO, compare_holdings, reconcile, restore, restore_decisions
 
 log = logging.getLogger(__name__)
-PORTFOLIO = "portfolio"
+__all__ = ["PORTFOLIO", "Node", "RunSummary", "StartupError"]
 
 
 class StartupError(RuntimeError):
@@ -97,28 +86,6 @@ class RunSummary:
             "stopped_by": self.stopped_by,
             "recovery": self.recovery,
         }
-
-
-def _money(value: Any) -> Decimal:
-    """A float from the engine's float64 ledger as the Decimal with the same shortest repr (exact round trip)."""
-    return Decimal(repr(float(value)))
-
-
-def _number(value: Any) -> float:
-    return float(value)
-
-
-def _when(value: Any) -> datetime:
-    return pd.Timestamp(value).to_pydatetime()
-
-
-def _rows(frame: pd.DataFrame) -> Iterator[Any]:
-    """The rows of ``frame`` as named tuples (nothing to build for an empty frame, the usual case)."""
-    return frame.itertuples(index=False) if len(frame) else iter(())
-
-
-def _utc(ms: int) -> datetime:
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()
 
 
 class Node:
@@ -183,15 +150,15 @@ class Node:
             )
         notes: list[str] = []
         if not fresh:
-            notes += self._restore(ledgers)
-            notes += self._reconcile()
+            notes += restore(self, ledgers)
+            notes += reconcile(self)
         for key in self.cursors:
             cursor = self.store.cursor(key)
             self.cursors[key] = None if cursor is None else int(pd.Timestamp(cursor).value // 1_000_000)
         resumed = [f"{k} after {pd.Timestamp(v, unit='ms', tz='UTC')}" for k, v in self.cursors.items() if v]
         notes += [f"feed {text}" for text in resumed] or ["feeds from their first bar"]
         self._poll_models()
-        notes += self._restore_decisions()
+        notes += restore_decisions(self)
         missing = [s.model_name for s in self.scorers.values() if s.model is None]
         reason = "started" if fresh else "restored"
         if missing:
@@ -201,106 +168,6 @@ class Node:
         for note in notes:
             self.store.record_event("recovery", note)
         self._emit("start", f"runtime started in {self.mode} mode ({'fresh' if fresh else 'restored'})")
-        return notes
-
-    def _restore(self, ledgers: dict[str, LedgerRow]) -> list[str]:
-        notes: list[str] = []
-        positions = {(p.sleeve, p.symbol): p for p in self.store.positions()}
-        for sleeve in self.stepper.sleeves:
-            row = ledgers.get(sleeve.key)
-            if row is None:
-                notes.append(f"{sleeve.key}: no saved ledger, starts with its allocation")
-                continue
-            engine = self.stepper.engines[sleeve.key]
-            engine.restore(row.kernel_state)
-            self.stepper.restore_sleeve(sleeve.key)
-            units = float(engine.ledger.fstate[k.F_UNITS])
-            cash = float(engine.ledger.fstate[k.F_CASH])
-            stored = positions.get((sleeve.key, sleeve.symbol))
-            stored_units = float(stored.qty) if stored is not None else 0.0
-            if abs(stored_units - units) > 1e-9 * max(1.0, abs(units)):
-                notes.append(f"{sleeve.key}: position on record {stored_units} differs from the ledger {units}; "
-                             "the ledger's (committed with it) is kept and the record corrected")
-            tripped = engine.ledger.tripped
-            notes.append(f"{sleeve.key}: restored, units {units:g}, cash {cash:,.2f}"
-                         + (f", breakers still latched: {', '.join(tripped)}" if tripped else ""))
-        saved = ledgers.get(PORTFOLIO)
-        if saved is not None:
-            data = json.loads(saved.kernel_state)
-            self.stepper.peak = float.fromhex(data["peak"])
-            self.stepper.tripped = bool(data["tripped"])
-            self._portfolio_events_saved = len(self.stepper.events)
-            self.stale = set(data.get("stale", []))
-            self._stale_paused = set(data.get("stale_paused", []))
-            self._saved_decisions = dict(data.get("decisions", {}))
-        return notes
-
-    def _restore_decisions(self) -> list[str]:
-        """Continue every sleeve's decision stream from its saved state (after the models are loaded)."""
-        notes = []
-        for key, decisions in self.decisions.items():
-            saved = self._saved_decisions.get(key)
-            if saved is not None:
-                notes.append(f"{key}: {decisions.restore(saved)}")
-            elif self._saved_decisions or self.store.ledgers():
-                notes.append(f"{key}: no saved decision state; decisions rebuilt from the first bar the feed holds")
-        return notes
-
-    def _reconcile(self) -> list[str]:
-        """Hand the orders still open on record to the broker, then compare the venue's holdings with the
-        ledgers (``_compare_holdings``)."""
-        notes: list[str] = []
-        open_orders = self.store.orders({"new", "partially_filled"})
-        if open_orders:
-            self.broker.resume(open_orders, self.store.fills())
-            notes.append(f"{len(open_orders)} open order(s) taken over from the store: "
-                         + ", ".join(o.client_order_id for o in open_orders))
-        return notes + self._compare_holdings(final=False)
-
-    def _compare_holdings(self, final: bool) -> list[str]:
-        """The venue's holdings against the ledgers, beyond what open orders on record may still fill.
-
-        Holding more is noted (units the runtime does not trade). Holding less pauses the sleeves of that symbol
-        and raises an alert, but at start-up (``final`` False) only once the first batch is re-run: a runtime
-        killed after the venue filled an order and before the batch was committed finds that fill when it sends
-        the same client order id again, so the venue legitimately holds what the ledgers will hold then."""
-        symbols = sorted({s.symbol for s in self.stepper.sleeves})
-        try:
-            held = self.broker.holdings(symbols)
-        except Exception as exc:  # a venue that cannot be asked must not stop the start
-            text = f"positions not reconciled: {self.broker.name} could not be asked ({type(exc).__name__}: {exc})"
-            self._emit("error", text)
-            return [text]
-        if held is None:
-            return []
-        notes: list[str] = []
-        open_orders = self.store.orders({"new", "partially_filled"})
-        pending = open_on_record(open_orders, self.store.fills()) if open_orders else []
-        for symbol in symbols:
-            sleeves = [s for s in self.stepper.sleeves if s.symbol == symbol]
-            ours = sum(float(self.stepper.engines[s.key].ledger.fstate[k.F_UNITS]) for s in sleeves)
-            rests = [float(o.signed_qty) - (float(o.filled) if o.order.side == "buy" else -float(o.filled))
-                     for o in pending if o.order.symbol == symbol]  # what open orders may still fill
-            venue = float(held.get(symbol, 0))
-            tolerance = 1e-9 * max(1.0, abs(ours))
-            low = ours + sum(r for r in rests if r < 0)
-            high = ours + sum(r for r in rests if r > 0)
-            if low - tolerance <= venue <= high + tolerance:
-                notes.append(f"{symbol}: venue holds {venue:g}, the ledgers {ours:g}: reconciled")
-            elif venue > high:
-                notes.append(f"{symbol}: venue holds {venue:g}, more than the ledgers' {ours:g}; the difference "
-                             "is not the runtime's and is left alone")
-            elif not final:
-                self._recheck_holdings = True
-                notes.append(f"{symbol}: venue holds {venue:g}, less than the ledgers' {ours:g}; checked again "
-                             "once the batch in flight at the stop is re-run (its orders are recovered by client id)")
-            else:
-                text = (f"{symbol}: venue holds {venue:g} but the ledgers hold {ours:g}: new entries of "
-                        f"{', '.join(s.key for s in sleeves)} paused until an operator resumes them")
-                for sleeve in sleeves:
-                    self.stepper.engines[sleeve.key].ledger.pause()
-                self._emit("error", text)
-                notes.append(text)
         return notes
 
     # ------------------------------------------------------------------ the loop
@@ -315,7 +182,7 @@ class Node:
         gc.freeze()  # what start-up built lives as long as the process: later full collections skip it
         try:
             for batch in self.feed.batches(self.cursors):
-                self._apply_commands()
+                apply_commands(self)
                 if self._stop_requested is not None:
                     break
                 if len(batch.times):
@@ -380,7 +247,7 @@ class Node:
         self._last_beat = self.clock.now().timestamp()
         if self._recheck_holdings:
             self._recheck_holdings = False
-            for note in self._compare_holdings(final=True):
+            for note in compare_holdings(self, final=True):
                 self.store.record_event("recovery", note)
             self._persist(None)  # a pause it set is committed before the next bar
 
@@ -484,126 +351,14 @@ class Node:
         self.store.record_event("fresh", text, at=self.clock.now().to_pydatetime())
         self._emit("fresh", text)
 
+    # ------------------------------------------------------------------ control
     def _persist(self, last_ms: int | None) -> None:
-        orders: list[OrderRecord] = self._routed_orders
-        fills: list[FillRecord] = self._routed_fills
-        self._routed_orders, self._routed_fills = [], []
-        trades: list[TradeRecord] = []
-        events: list[BreakerRecord] = []
-        ledgers: list[LedgerRecord] = []
-        positions: list[PositionRecord] = []
-        equity: list[EquityRecord] = []
-        now = self.clock.now().to_pydatetime()
-        for sleeve in self.stepper.sleeves:
-            engine = self.stepper.engines[sleeve.key]
-            result = engine.drain(last_mark_only=True)
-            new_orders, new_fills = self.broker.settle(sleeve.key, sleeve.symbol, result.fills)
-            orders += new_orders
-            fills += new_fills
-            scorer = self.scorers.get(sleeve.key)
-            trades += self._trades(sleeve.key, sleeve.symbol, result, None if scorer is None else scorer.version)
-            events += [BreakerRecord(sleeve=sleeve.key, at=_when(e.timestamp), rule=str(e.rule),
-                                     value=_number(e.value), threshold=_number(e.threshold), action=str(e.action))
-                       for e in _rows(result.breaker_events)]
-            ledger = engine.ledger
-            units = float(ledger.fstate[k.F_UNITS])
-            entry_units = float(ledger.fstate[k.F_ENTRY_UNITS])
-            average = float(ledger.fstate[k.F_ENTRY_VALUE]) / entry_units if units and entry_units else 0.0
-            positions.append(PositionRecord(sleeve=sleeve.key, symbol=sleeve.symbol, qty=_money(units),
-                                            avg_price=_money(average), updated_at=now))
-            cash, total = float(ledger.fstate[k.F_CASH]), float(ledger.fstate[k.F_EQUITY])
-            ledgers.append(LedgerRecord(sleeve=sleeve.key, cash=_money(cash), units=_money(units),
-                                        equity=_money(total), tripped=",".join(ledger.tripped),
-                                        kernel_state=engine.snapshot(), bars_seen=engine.bars_seen,
-                                        updated_at=now))
-            if len(result.equity):
-                last = result.equity.iloc[-1]
-                equity.append(EquityRecord(at=_when(last["timestamp"]), sleeve=sleeve.key,
-                                           equity=_money(last["equity"]), cash=_money(last["cash"]),
-                                           position_value=_money(last["position_value"])))
-            self.summary.trades += len(result.trades)
-            self.summary.breaker_events += len(result.breaker_events)
-            for row in _rows(result.fills):
-                self._emit("fill", f"{sleeve.key}: {row.side} {row.qty:.8g} @ {row.price:.8g} ({row.reason})")
-            for row in _rows(result.breaker_events):
-                self._emit("breaker", f"{sleeve.key}: breaker {row.rule} "
-                           + (f"tripped ({row.value:.4g} > {row.threshold:.4g})" if row.action == "trip" else
-                              f"released ({row.released_by}, after {row.bars_tripped} bars)"))
-        for event in self.stepper.events[self._portfolio_events_saved:]:
-            events.append(BreakerRecord(sleeve=PORTFOLIO, at=_when(event["timestamp"]),
-                                        rule=str(event["rule"]), value=_number(event["value"]),
-                                        threshold=_number(event["threshold"]), action=str(event["action"])))
-            self._emit("breaker", f"portfolio breaker {event['rule']} tripped" if event["action"] == "trip" else
-                       f"portfolio breaker {event['rule']} released ({event['released_by']}, "
-                       f"after {event['bars_tripped']} bars)")
-        self._portfolio_events_saved = len(self.stepper.events)
-        ledgers.append(LedgerRecord(sleeve=PORTFOLIO, cash=_money(0.0), units=_money(0.0),
-                                    equity=_money(self.stepper.equity), tripped="drawdown" if self.stepper.tripped
-                                    else "", kernel_state=json.dumps({"peak": float(self.stepper.peak).hex(),
-                                                                      "tripped": self.stepper.tripped,
-                                                                      "stale": sorted(self.stale),
-                                                                      "stale_paused": sorted(self._stale_paused),
-                                                                      "decisions": {
-                                                                          key: d.state() for key, d
-                                                                          in self.decisions.items()}}),
-                                    bars_seen=self.summary.bars, updated_at=now))
-        if last_ms is not None:
-            equity.append(EquityRecord(at=_utc(last_ms), sleeve=PORTFOLIO, equity=_money(self.stepper.equity),
-                                       cash=_money(self.stepper.cash),
-                                       position_value=_money(self.stepper.position_value)))
-        cursors = [CursorRecord(feed=key, last_bar=_utc(ms)) for key, ms in self.cursors.items() if ms is not None]
-        step = StepRecord(orders=orders, fills=fills, positions=positions, trades=trades, ledgers=ledgers,
-                          breakers=events, equity=equity, cursors=cursors, heartbeat_at=now)
-        outcome = self.store.apply_step(step)
-        self.summary.orders += len(orders)
+        """Commit everything since the last commit in one transaction (``runtime.persist``)."""
+        record = step_record(self, last_ms)
+        outcome = self.store.apply_step(record)
+        self.summary.orders += len(record.orders)
         self.summary.fills += outcome.new_fills
         self.summary.duplicate_fills += outcome.duplicate_fills
-
-    @staticmethod
-    def _trades(sleeve: str, symbol: str, result: EngineResult, model_version: str | None) -> list[TradeRecord]:
-        return [
-            TradeRecord(sleeve=sleeve, symbol=symbol, side=str(t.side), qty=_money(t.qty),
-                        entry_price=_money(t.entry_price), exit_price=_money(t.exit_price), pnl=_money(t.pnl),
-                        fees=_money(t.fees), entry_time=_when(t.entry_time),
-                        exit_time=_when(t.exit_time), entry_reason=str(t.entry_reason),
-                        exit_reason=str(t.exit_reason), model_version=model_version)
-            for t in _rows(result.trades)
-        ]
-
-    # ------------------------------------------------------------------ control
-    def _apply_commands(self) -> None:
-        for command in self.store.pending_commands():
-            targets = [e for key, e in self.stepper.engines.items() if command.sleeve in (None, key)]
-            if command.command == "pause":
-                for engine in targets:
-                    engine.ledger.pause()
-                self._stale_paused -= {key for key in self.stepper.engines if command.sleeve in (None, key)}
-                self.store.set_status("paused", f"paused by {command.source}", mode=self.mode)
-                result = "paused: no new entries"
-            elif command.command == "resume":
-                for engine in targets:
-                    engine.ledger.resume()
-                self._stale_paused -= {key for key in self.stepper.engines if command.sleeve in (None, key)}
-                self.store.set_status("running", f"resumed by {command.source}", mode=self.mode)
-                result = "resumed"
-            elif command.command == "flatten":
-                for engine in targets:
-                    engine.ledger.flatten()
-                result = "flattening at the next fill"
-            elif command.command == "reset_breaker":
-                for engine in targets:
-                    engine.ledger.reset_breakers()
-                if command.sleeve is None:
-                    self.stepper.tripped = False
-                    self.stepper.peak = self.stepper.equity
-                result = "breakers reset"
-            else:
-                self._stop_requested = f"stop command from {command.source}"
-                result = "stopping"
-            if command.id is not None:
-                self.store.acknowledge(command.id, result, self.clock.now().to_pydatetime())
-            self.summary.commands += 1
-            self._emit("command", f"command {command.command} from {command.source}: {result}")
 
     # ------------------------------------------------------------------ helpers
     def _emit(self, kind: str, text: str) -> None:

@@ -18,7 +18,7 @@ from pipeline import reports
 from pipeline.backtest import run_backtest, save_backtest, save_portfolio
 from pipeline.domain import Timeframe, epoch_ms
 from pipeline.engine import Engine, EngineConfig, EngineResult, run
-from pipeline.engine import kernel as k
+from pipeline.engine.layout import LEGACY_ISTATE_SLOTS
 from pipeline.nightly import run_line
 from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, run_portfolio
 from pipeline.state import BreakerEventRow, BreakerRecord, SchemaVersion, StateStore, StepRecord, UTCDateTime
@@ -178,10 +178,10 @@ def test_an_operators_reset_is_recorded_as_a_release_at_the_next_bar() -> None:
             assert engine.ledger.tripped == ["consecutive_losses"]
             engine.ledger.reset_breakers()
             assert engine.ledger.tripped == []
-            assert engine.ledger.istate[k.I_CONSECUTIVE_LOSSES] == 3  # restarts at the next bar, when recorded
+            assert engine.ledger.consecutive_losses == 3  # restarts at the next bar, when recorded
         engine.step(row.timestamp, row.open, row.high, row.low, row.close, aims[i], codes[i])
         if i == 12:
-            assert engine.ledger.istate[k.I_CONSECUTIVE_LOSSES] == 0
+            assert engine.ledger.consecutive_losses == 0
     events = _events(engine.result())
     assert events[:3] == [(6, "consecutive_losses", "trip", "", 0),
                           (12, "consecutive_losses", "release", "operator", 6),
@@ -222,7 +222,7 @@ def test_a_snapshot_of_the_earlier_state_layout_restores_with_its_latched_breake
     assert engine.ledger.tripped == ["consecutive_losses"]
     data = json.loads(engine.snapshot())
     ledger = json.loads(data["ledger"])
-    ledger["i"] = ledger["i"][: k.I_RESET_PENDING]  # what a runtime saved before releases were tracked
+    ledger["i"] = ledger["i"][:LEGACY_ISTATE_SLOTS]  # what a runtime saved before releases were tracked
     data["ledger"] = json.dumps(ledger)
     restored = Engine(config, ("flip",))
     restored.restore(json.dumps(data))
@@ -523,8 +523,8 @@ def test_the_runtime_stores_the_backtests_trips_and_releases(tmp_path: Path) -> 
     expected = [(t.to_pydatetime(), r, a) for t, r, a in
                 zip(reference["timestamp"], reference["rule"], reference["action"], strict=True)]
     assert sorted(stored) == sorted(expected)
-    assert any("released (new_day, after" in t for t in texts)
-    assert sum("tripped (" in t for t in texts) == (reference["action"] == "trip").sum()
+    assert any("released at the next trading day after" in t for t in texts)
+    assert sum(t.startswith("Circuit breaker tripped: ") for t in texts) == (reference["action"] == "trip").sum()
 
 
 def test_the_daily_summary_counts_trips_and_releases(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import pytest
 import requests
 
 from pipeline.domain import Timeframe
-from pipeline.engine import kernel as k
 from pipeline.portfolio import PortfolioConfig
 from pipeline.settings import Settings
 from pipeline.state import StateStore
@@ -113,8 +112,8 @@ def _assert_state_matches_the_venue(node: Node, store: StateStore, venue: Alpaca
             assert stored_orders[order.client_order_id].status == order.status
     held = venue.positions.get("AAPL", Decimal(0))
     engine = node.stepper.engines[SLEEVE]
-    assert float(engine.ledger.fstate[k.F_UNITS]) == pytest.approx(float(held), abs=1e-9)
-    assert float(engine.ledger.fstate[k.F_CASH]) == pytest.approx(float(venue.cash), rel=1e-12)
+    assert engine.ledger.units == pytest.approx(float(held), abs=1e-9)
+    assert engine.ledger.cash == pytest.approx(float(venue.cash), rel=1e-12)
     stored_position = {p.sleeve: p.qty for p in store.positions()}
     assert float(stored_position[SLEEVE]) == pytest.approx(float(held), abs=1e-9)
     assert node.broker.holdings(["AAPL"]) == {"AAPL": held}
@@ -159,7 +158,7 @@ def test_faults_never_kill_the_runtime_nor_duplicate_an_order(tmp_path: Path, ba
         assert len(venue.requests_to("orders", "GET")) > len(venue.orders)  # looked up before sending
         assert node.broker.open == {}
         engine = node.stepper.engines[SLEEVE]
-        assert engine.ledger.fstate[k.F_INFLIGHT] == 0.0
+        assert engine.ledger.inflight == 0.0
     assert sleeps and all(s > 0 for s in sleeps)  # the backoff went through the injected sleep
 
 
@@ -173,7 +172,7 @@ def test_an_exit_cancels_the_unfilled_rest_of_a_buy_and_sells_only_what_is_held(
         venue.partial_fill_next("0.4")
         engine.step(1_700_000_000_000, 500, 500, 500, 500, 1.0, 0)  # decide to buy
         broker.route(SLEEVE, "AAPL", engine, 1_700_000_000_000)
-        held = float(engine.ledger.fstate[k.F_UNITS])
+        held = engine.ledger.units
         assert held == pytest.approx(0.4 * 50, rel=1e-6)  # 40 % of the 50 units filled
         engine.step(1_700_086_400_000, 500, 500, 500, 500, 0.0, 1)  # decide to get out
         broker.route(SLEEVE, "AAPL", engine, 1_700_086_400_000)
@@ -181,8 +180,8 @@ def test_an_exit_cancels_the_unfilled_rest_of_a_buy_and_sells_only_what_is_held(
         sold = [e for e in venue.executions if e.side == "sell"]
         assert float(sum(e.qty for e in sold)) == pytest.approx(held, abs=1e-9)
         assert venue.positions == {}
-        assert float(engine.ledger.fstate[k.F_UNITS]) == 0.0
-        assert engine.ledger.fstate[k.F_INFLIGHT] == 0.0
+        assert engine.ledger.units == 0.0
+        assert engine.ledger.inflight == 0.0
         assert venue.cash == CASH  # bought and sold at the same price, no commission
         assert broker.open == {}
 
@@ -245,7 +244,7 @@ def test_an_order_that_never_reached_the_venue_is_released(tmp_path: Path, bars:
             if store.orders():
                 break
         engine = node.stepper.engines[SLEEVE]
-        assert engine.ledger.fstate[k.F_INFLIGHT] != 0.0  # the order is still counted in flight ...
+        assert engine.ledger.inflight != 0.0  # the order is still counted in flight ...
         assert [o.status for o in store.orders()] == ["new"]
         assert venue.orders == []
         restarted, feed = _restart(store, bars, _broker(tmp_path, venue))
@@ -254,7 +253,7 @@ def test_an_order_that_never_reached_the_venue_is_released(tmp_path: Path, bars:
         first = store.orders()[0]
         assert (first.status, first.reason.partition(": ")[2]) == ("rejected", "never reached the venue")
         engine = restarted.stepper.engines[SLEEVE]
-        assert engine.ledger.fstate[k.F_INFLIGHT] == 0.0  # ... until the next look-up finds nothing
+        assert engine.ledger.inflight == 0.0  # ... until the next look-up finds nothing
         assert venue.orders == []
 
 

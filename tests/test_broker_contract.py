@@ -27,7 +27,6 @@ import pandas as pd
 import pytest
 
 from pipeline.domain import Timeframe, epoch_ms
-from pipeline.engine import kernel as k
 from pipeline.portfolio import PortfolioConfig, run_portfolio
 from pipeline.settings import Settings
 from pipeline.sources.ccxt_source import build_exchange
@@ -36,6 +35,7 @@ from runtime.brokers import PaperBroker, client_order_id
 from runtime.brokers.alpaca import AlpacaBroker, make_trading_client
 from runtime.brokers.base import Broker
 from runtime.brokers.ccxt import CcxtBroker
+from runtime.brokers.submission import OrderRequest, Submission
 from runtime.feeds import Batch, ReplayFeed
 from runtime.node import Node
 from tests.conftest import shared_file
@@ -102,6 +102,19 @@ class PaperVenue:
     def filled(self) -> dict[str, Decimal]:
         return {}
 
+    def fail_placements(self) -> None:
+        """The next order placement is answered with a 503 (nothing placed)."""
+
+    def lose_next_answer(self) -> None:
+        """The next order is placed, but its answer is lost."""
+
+    def fail_look_ups(self, times: int) -> None:
+        """The next ``times`` order look-ups are answered with a 503."""
+
+    def quantity(self, client_id: str) -> Decimal:
+        """The quantity of the venue's order ``client_id``."""
+        raise NotImplementedError
+
 
 class BinanceVenue(PaperVenue):
     name = "ccxt"
@@ -143,6 +156,18 @@ class BinanceVenue(PaperVenue):
     def filled(self) -> dict[str, Decimal]:
         return {order.client_order_id: order.executed_qty for order in self.fake.orders}
 
+    def fail_placements(self) -> None:
+        self.fake.fail_next(503, endpoint="order", method="POST")
+
+    def lose_next_answer(self) -> None:
+        self.fake.lose_response_next()
+
+    def fail_look_ups(self, times: int) -> None:
+        self.fake.fail_next(503, endpoint="order", method="GET", times=times)
+
+    def quantity(self, client_id: str) -> Decimal:
+        return next(o.quantity for o in self.fake.orders if o.client_order_id == client_id)
+
 
 class AlpacaVenue(BinanceVenue):
     name = "alpaca"
@@ -181,6 +206,18 @@ class AlpacaVenue(BinanceVenue):
 
     def filled(self) -> dict[str, Decimal]:
         return {order.client_order_id: order.filled_qty for order in self.server.orders}
+
+    def fail_placements(self) -> None:
+        self.server.fail_next(503, endpoint="orders", method="POST")
+
+    def lose_next_answer(self) -> None:
+        self.server.lose_response_next()
+
+    def fail_look_ups(self, times: int) -> None:
+        self.server.fail_next(503, endpoint="orders", method="GET", times=times)
+
+    def quantity(self, client_id: str) -> Decimal:
+        return next(o.qty for o in self.server.orders if o.client_order_id == client_id)
 
 
 VENUES: dict[str, Callable[[Path], PaperVenue]] = {"paper": PaperVenue, "ccxt": BinanceVenue, "alpaca": AlpacaVenue}
@@ -281,7 +318,7 @@ def test_every_broker_keeps_the_contract(kind: str, tmp_path: Path, bars: pd.Dat
             rejected = [o for o in store.orders({"rejected"}) if o.client_order_id in sent]
             if rejected:
                 rejected_seen = True
-                assert process.engine.ledger.fstate[k.F_INFLIGHT] == 0.0  # nothing of it is left in flight
+                assert process.engine.ledger.inflight == 0.0  # nothing of it is left in flight
                 assert rejected[0].client_order_id not in getattr(process.broker, "open", {})
 
         assert crash_a and crash_b
@@ -308,7 +345,7 @@ def test_every_broker_keeps_the_contract(kind: str, tmp_path: Path, bars: pd.Dat
             assert sum((f.qty for f in fills if f.client_order_id == client_id), Decimal(0)) == filled
 
         # the ledger's units = the stored position = the venue's ledger = holdings()
-        units = float(engine.ledger.fstate[k.F_UNITS])
+        units = engine.ledger.units
         stored = {(p.sleeve, p.symbol): p.qty for p in store.positions()}
         assert float(stored[(process.sleeve, venue.symbol)]) == pytest.approx(units, abs=1e-12)
         held = venue.held()
@@ -329,6 +366,53 @@ def test_every_broker_keeps_the_contract(kind: str, tmp_path: Path, bars: pd.Dat
             assert orders[partial_id].status == "filled"
             assert sum((f.qty for f in own), Decimal(0)) == orders[partial_id].qty
             assert len(at_venue) > 10
-        assert engine.ledger.fstate[k.F_INFLIGHT] == 0.0
+        assert engine.ledger.inflight == 0.0
         assert node.summary.duplicate_fills == 0
         store.close()
+
+
+# ---------------------------------------------------------------------------------------------- the submission
+
+
+@pytest.mark.parametrize("kind", ["ccxt", "alpaca"])
+def test_every_venue_broker_submits_an_order_once(kind: str, tmp_path: Path) -> None:
+    """The shared submission, through each venue broker's own calls: an order is looked up by its client id before
+    it is sent and before any resend, a refusal is final, and an exact quantity reaches the venue exactly."""
+    attempts = 3  # the brokers above: max_retries=2
+    with VENUES[kind](tmp_path) as venue:
+        venue.set_price(Decimal(30_000) if kind == "ccxt" else Decimal(100))
+        orders: Submission[Any] = venue.broker().orders  # type: ignore[attr-defined]
+        qty = Decimal("0.01234") if kind == "ccxt" else Decimal("1.234567891")
+
+        def submit(client_id: str) -> Any:
+            return orders.submit(OrderRequest(client_id, venue.symbol, "buy", qty))
+
+        def posts(client_id: str) -> int:
+            return venue.posted().count(client_id)
+
+        clean = submit("tf-clean")
+        assert (clean.outcome, posts("tf-clean"), venue.quantity("tf-clean")) == ("placed", 1, qty)
+
+        again = submit("tf-clean")  # the same order again (a bar processed twice): found, never sent again
+        assert again.outcome == "placed" and posts("tf-clean") == 1
+
+        venue.lose_next_answer()  # placed, answer lost: the look-up finds it
+        lost = submit("tf-lost")
+        assert (lost.outcome, posts("tf-lost"), venue.client_ids().count("tf-lost")) == ("placed", 1, 1)
+
+        venue.fail_placements()  # a 503: the look-up finds nothing, so it is sent again
+        retried = submit("tf-retried")
+        assert (retried.outcome, posts("tf-retried"), venue.client_ids().count("tf-retried")) == ("placed", 2, 1)
+
+        venue.arm_reject()  # a refusal is final: not sent again
+        refused = submit("tf-refused")
+        assert (refused.outcome, posts("tf-refused")) == ("rejected", 1)
+        assert "tf-refused" not in venue.client_ids() and refused.reason
+
+        venue.fail_look_ups(attempts)  # the venue cannot be asked before sending: nothing is sent
+        unknown = submit("tf-unknown")
+        assert (unknown.outcome, unknown.order, posts("tf-unknown")) == ("unknown", None, 0)
+        assert orders.find("tf-unknown", venue.symbol) is None  # it never reached the venue
+
+        assert orders.find("tf-clean", venue.symbol) is not None
+        assert len(venue.client_ids()) == len(set(venue.client_ids())) == 3

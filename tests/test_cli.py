@@ -499,3 +499,53 @@ def test_a_table_prints_a_long_path_whole_on_a_narrow_terminal(
     assert result.exit_code == 0, result.output
     (stored,) = (data_dir / "backtests").iterdir()
     assert one_line_holds(result.stdout, str(stored)), result.stdout
+
+
+# ----------------------------------------------------------------------------------------------------- start-up
+def test_help_loads_no_pandas_torch_or_numba() -> None:
+    """``tradeforge --help`` (and the import of every command group) stays light: each command imports what it
+    needs when it runs."""
+    script = ("import sys\nsys.argv = ['tradeforge', '--help']\nfrom tradeforge_cli.app import main\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              "heavy = ('pandas', 'numpy', 'torch', 'numba', 'mlflow', 'prefect')\n"
+              "print('loaded:', sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: tradeforge" in proc.stdout and "runtime" in proc.stdout
+    assert "loaded: []" in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ runtime config
+def test_the_runtime_command_line_round_trips_through_its_config(tmp_path: Path) -> None:
+    from runtime.config import RuntimeConfig, parse_args, runtime_command, to_args
+
+    config = RuntimeConfig(mode="live", portfolio=tmp_path / "p.toml", venue="binance", feed="ccxt", speed="60",
+                           batch=1, start="2024-01-01", params=("fast=10", "slow=30"), fee_bps=5.0, no_breakers=True,
+                           breaker_cooldown_bars=30, fresh=True, verbose=True, as_json=True)
+
+    args = to_args(config)
+    assert parse_args(args) == config
+    assert args[args.index("--param") + 1] == "fast=10" and args.count("--param") == 2
+    assert "--json" in args and "--no-breakers" in args and "--timeframe" not in args  # defaults are left out
+    assert runtime_command(config, "python")[:3] == ["python", "-m", "runtime"]
+    assert parse_args([]) == RuntimeConfig()
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--speed", "fast"], "--speed 'fast' is not a number (or 'max')"),
+    (["--speed", "0"], "--speed must be positive"),
+    (["--param", "fast"], "--param 'fast' is not of the form name=value"),
+    (["--fresh", "--restore"], "--fresh and --restore exclude each other"),
+])
+def test_a_bad_runtime_option_is_named_by_both_commands(data_dir: Path, args: list[str], named: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.config import parse_args
+
+    result = cli("runtime", "--strategy", "sma_cross", "--symbol", "BTC/USDT", *args)
+    assert_fails_cleanly(result, named)
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--strategy", "sma_cross", *args])
+    assert exited.value.code == 2
+    assert named in capsys.readouterr().err

@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from pipeline import reports
 from pipeline.state import StateStore
 from tests.conftest import REPO
 from tests.fakes.populated_state import Populated, build
+from tests.waiting import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -59,16 +59,7 @@ def server(populated: Populated, tmp_path_factory: pytest.TempPathFactory) -> It
          "false"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (folder / "streamlit.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "streamlit did not answer its health check within 60 s"
-            time.sleep(0.3)
+        wait_until(lambda: _healthy(url), "streamlit's health check", process=process, log=folder / "streamlit.log")
         yield url
     finally:
         process.terminate()
@@ -117,24 +108,39 @@ def _expected(populated: Populated) -> dict[str, tuple[str, Callable[[], list[st
     }
 
 
-def _settled(driver: object, texts: list[str], chart: bool = False, timeout_s: float = 90) -> str:
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/_stcore/health", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _settled(driver: object, texts: list[str], chart: bool = False) -> str:
     """Wait until the page shows every text (and a drawn Plotly chart when ``chart``) and Streamlit has stopped
     running the script; returns the page's text."""
     from selenium.webdriver.common.by import By
 
-    deadline = time.monotonic() + timeout_s
-    body = ""
-    while time.monotonic() < deadline:
-        body = driver.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+    def shown() -> str:
+        body = str(driver.find_element(By.TAG_NAME, "body").text)  # type: ignore[attr-defined]
         running = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')  # type: ignore[attr-defined]
         drawn = not chart or driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")  # type: ignore[attr-defined]
-        if all(t in body for t in texts) and drawn and not any("Running" in r.text for r in running):
-            return str(body)
-        time.sleep(0.5)
-    missing = [t for t in texts if t not in body]
-    if chart and not driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"):  # type: ignore[attr-defined]
-        missing.append("a Plotly chart")
-    raise AssertionError(f"the page did not show {missing} within {timeout_s:.0f} s; it shows:\n{body[:3000]}")
+        return body if all(t in body for t in texts) and drawn and not any("Running" in r.text for r in running) \
+            else ""
+
+    return wait_until(shown, f"the page to show {texts}" + (" and a Plotly chart" if chart else ""))
+
+
+def _still(driver: object) -> bytes:
+    """A screenshot once the page has stopped moving (two screenshots in a row are the same picture)."""
+    previous: list[bytes] = [driver.get_screenshot_as_png()]  # type: ignore[attr-defined]
+
+    def same() -> bytes | None:
+        shot: bytes = driver.get_screenshot_as_png()  # type: ignore[attr-defined]
+        still = shot == previous[0]
+        previous[0] = shot
+        return shot if still else None
+
+    return wait_until(same, "the page to stop moving (charts finish their transitions)")
 
 
 def test_every_page_renders_in_a_real_browser_without_errors(
@@ -150,8 +156,7 @@ def test_every_page_renders_in_a_real_browser_without_errors(
         exceptions = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')  # type: ignore[attr-defined]
         assert not exceptions, f"{name}: {exceptions[0].text}"
         assert "Traceback" not in body and "Error" not in body, f"{name} shows an error:\n{body[:3000]}"
-        time.sleep(1.0)  # let the charts finish their transitions before the photograph
-        assert browser.save_screenshot(str(shots / f"{name}.png"))  # type: ignore[attr-defined]
+        (shots / f"{name}.png").write_bytes(_still(browser))
         assert (shots / f"{name}.png").stat().st_size > 10_000
     if SCREENSHOTS:
         target = Path(SCREENSHOTS)
@@ -177,27 +182,21 @@ def test_the_password_gate_holds_in_the_browser(
          "false"], cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "streamlit did not answer its health check within 60 s"
-            time.sleep(0.3)
+        wait_until(lambda: _healthy(url), "streamlit's health check", process=process)
         browser.get(f"{url}/trades")  # type: ignore[attr-defined]
         body = _settled(browser, ["Password", "Page not found"])  # while locked, only the sign-in page exists
         assert "PnL (net of fees)" not in body and "Winners / losers" not in body
-        appear = time.monotonic() + 3  # the notice may come a moment after the sign-in page
-        while not browser.find_elements(By.CSS_SELECTOR, '[role="dialog"]') and time.monotonic() < appear:  # type: ignore[attr-defined]
-            time.sleep(0.2)
-        deadline = time.monotonic() + 10
-        while browser.find_elements(By.CSS_SELECTOR, '[role="dialog"]'):  # type: ignore[attr-defined]
-            assert time.monotonic() < deadline, "the 'Page not found' notice did not close"
+
+        def notice_closed() -> bool:
             # the notice may render after a first Escape: press it until the notice is gone
+            if not browser.find_elements(By.CSS_SELECTOR, '[role="dialog"]'):  # type: ignore[attr-defined]
+                return True
             browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # type: ignore[attr-defined]
-            time.sleep(0.3)
+            return False
+
+        wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, '[role="dialog"]'),  # type: ignore[attr-defined]
+                   "the 'Page not found' notice")
+        wait_until(notice_closed, "the 'Page not found' notice to close")
         field = browser.find_element(By.CSS_SELECTOR, 'input[type="password"]')  # type: ignore[attr-defined]
         field.send_keys(secret + Keys.ENTER)
         body = _settled(browser, ["Equity", "Heartbeat age"])

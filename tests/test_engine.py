@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.engine import Engine, EngineConfig, EngineResult, run
-from pipeline.engine import kernel as k
+from pipeline.engine import Engine, EngineConfig, EngineResult, cache, run
 from pipeline.strategies import REGISTRY
 from tests.conftest import shared_file
 
@@ -279,4 +280,52 @@ def test_units_in_flight_are_not_ordered_twice_and_a_release_frees_them() -> Non
     assert ordered[1] == pytest.approx(-1000.0)  # the stop exits all, the unfilled 600 included, once
     assert len(ordered) == 2
     engine.release(600.0)  # the venue cancelled the unfilled rest of the buy
-    assert engine.ledger.fstate[k.F_INFLIGHT] == 0.0
+    assert engine.ledger.inflight == 0.0
+
+
+def test_the_ledgers_named_state_follows_its_fills() -> None:
+    bars = _bars([100.0, 100.0, 110.0, 120.0, 120.0, 90.0, 90.0])
+    engine = Engine(EngineConfig(fee_bps=0, cash=1000.0, max_position=1.0).without_breakers(), ("in",))
+    aims, codes = _decide(len(bars), {0: 0.5, 2: 1.0, 4: 0.0})
+    seen = []
+    for i, row in enumerate(bars.itertuples(index=False)):
+        engine.step(row.timestamp, row.open, row.high, row.low, row.close, aims[i], codes[i])
+        ledger = engine.ledger
+        seen.append((ledger.units, ledger.cash, ledger.equity, ledger.average_price, ledger.entry_bar))
+    fills = engine.result().fills
+    assert list(fills["side"]) == ["buy", "buy", "sell"]
+    bought = fills.iloc[:2]
+    units = float(bought["qty"].sum())
+    # bar 3 holds what both buys bought, at their volume-weighted price
+    assert seen[3][0] == pytest.approx(units) and seen[3][0] > 0
+    assert seen[3][3] == pytest.approx(float((bought["qty"] * bought["price"]).sum()) / units)
+    assert seen[3][4] == 1  # entered at bar 1's open
+    assert seen[3][2] == pytest.approx(seen[3][1] + units * 120.0)
+    assert engine.ledger.position_value == pytest.approx(engine.ledger.equity - engine.ledger.cash)
+    # flat again from bar 5: no position, no average price, equity is cash
+    assert seen[5][0] == 0.0 and seen[5][3] == 0.0 and seen[5][2] == seen[5][1]
+    assert engine.ledger.inflight == 0.0 and engine.ledger.consecutive_losses == 0
+    assert engine.ledger.tripped_mask == 0
+    engine.ledger.pause()
+    assert engine.ledger.tripped_mask != 0 and engine.ledger.tripped == ["paused"]
+    engine.ledger.portfolio_paused = True
+    assert engine.ledger.portfolio_paused
+    engine.ledger.portfolio_paused = False
+    assert not engine.ledger.portfolio_paused and engine.ledger.tripped == ["paused"]
+
+
+def test_the_compiled_cache_is_dropped_when_any_engine_source_changes(tmp_path: Path) -> None:
+    for name in cache.COMPILED_SOURCES:
+        (tmp_path / name).write_text(f"# {name}\n")
+    cached = tmp_path / "__pycache__"
+    cached.mkdir()
+    step = cached / "kernel.step-100.py311.nbi"
+    step.write_bytes(b"index")
+    assert cache.refresh(tmp_path)  # no fingerprint yet: what is cached may be stale
+    assert not step.exists()
+    step.write_bytes(b"index")
+    assert not cache.refresh(tmp_path)  # nothing changed: the cache is kept
+    assert step.exists()
+    (tmp_path / "layout.py").write_text("F_UNITS = 2\n")  # a constant compiled into kernel.py's functions
+    assert cache.refresh(tmp_path)
+    assert not step.exists() and not list(cached.glob("*.nb[ic]"))

@@ -3,8 +3,6 @@ what `tradeforge ingest --source sample` stores."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 
@@ -29,10 +27,8 @@ def test_sample_feed_warms_up_then_delivers_each_bar_once_it_has_closed() -> Non
     empty = 0
     for minute in (1, 2, 5):  # the clock passes one close, then one more, then three at once
         clock.set(pd.Timestamp("2025-03-03 12:00:30", tz="UTC") + pd.Timedelta(minutes=minute))
-        deadline = time.monotonic() + 10
         want = minute
-        while len(delivered) < want:
-            assert time.monotonic() < deadline, f"bars not delivered: {delivered}"
+        while len(delivered) < want:  # the feed ticks (empty batches) until the clock's closes are delivered
             batch = next(batches)
             if len(batch.times) == 0:
                 empty += 1

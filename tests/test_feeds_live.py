@@ -24,6 +24,7 @@ from alpaca.data.live.stock import StockDataStream
 
 from pipeline.clock import FixedClock
 from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
+from pipeline.retry import DEFAULT_JITTER
 from pipeline.settings import Settings
 from pipeline.sources.alpaca_source import make_client
 from pipeline.sources.ccxt_source import build_exchange
@@ -34,6 +35,7 @@ from tests.conftest import shared_file
 from tests.fakes.alpaca_server import AlpacaServer
 from tests.fakes.alpaca_stream import FakeAlpacaStream
 from tests.fakes.binance_server import FakeBinance
+from tests.waiting import wait_until
 
 M1 = Timeframe.parse("1m")
 MINUTE = pd.Timedelta(minutes=1)
@@ -167,6 +169,10 @@ def made() -> Iterator[list[CcxtFeed | AlpacaFeed]]:
     yield feeds
     for feed in feeds:
         feed.stop()
+    for feed in feeds:  # no worker outlives its test (it would talk to the next test's venue)
+        worker = getattr(feed, "_worker", None)
+        if worker is not None:
+            worker.join()
 
 
 def ccxt_feed(server: FakeBinance, clock: FixedClock, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed],
@@ -281,7 +287,11 @@ def test_429_500_503_timeouts_and_dropped_connections_are_survived_with_backoff(
         consumer.wait_idle(0.2)
 
     assert got(consumer) == expected(bars.iloc[T0_ROW : T0_ROW + 3], BTC_KEY)  # none lost, none twice
-    assert sleep.backoffs() == [0.01, 0.02, 0.04, 0.08, 0.08, 0.08]  # exponential, capped
+    # exponential, capped, shortened by at most the jitter; the 429 and the 418 wait the venue's Retry-After (1 s)
+    waits = sleep.backoffs()
+    assert len(waits) == 6 and waits[0] == waits[5] == 1.0, waits
+    for waited, backoff in zip(waits[1:5], [0.02, 0.04, 0.08, 0.08], strict=True):
+        assert backoff * (1 - DEFAULT_JITTER) <= waited <= backoff, waits
     statuses = [r.status for r in venue.requests_to("klines")][-7:]
     assert statuses[:3] == [429, 500, 503] and statuses[-1] == 200
     assert venue.pending_faults == 0
@@ -319,13 +329,17 @@ def test_stop_is_prompt_while_the_venue_fails_and_the_feed_backs_off(
     market.at(bars["timestamp"].iloc[T0_ROW + 2])
     batches = feed.batches({BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])})
     assert len(next(batches).times) == 0
-    time.sleep(0.2)  # the worker has failed once and waits 5 s
+    wait_until(lambda: feed._worker is not None and [r for r in venue.requests_to("klines") if r.status == 500],
+               "the worker's first failed poll")  # it now backs off for 5 s
 
-    began = time.monotonic()
+    asked = len(venue.requests_to("klines"))
     feed.stop()
     assert list(batches) == [] or all(len(b.times) == 0 for b in batches)
-    assert time.monotonic() - began < 1.0
-    assert len(venue.requests_to("klines")) - 4 <= 2  # one failure, then the backoff: no hammering
+    worker = feed._worker
+    assert worker is not None
+    wait_until(lambda: not worker.is_alive(), "the feed's worker to end")
+    assert len(venue.requests_to("klines")) == asked  # the stop ended the back-off: no request after it
+    assert len([r for r in venue.requests_to("klines") if r.status == 500]) <= 2  # one failure, then the back-off
 
 
 def test_several_series_are_merged_by_time_in_one_batch_per_poll(

@@ -136,7 +136,7 @@ def with_state(ingested: list[dict[str, Any]], workspace: Path) -> dict[str, Any
         _point_at(monkeypatch, workspace)
         summary = runtime_flow(strategy="sma_cross", symbol="BTC/USDT", timeframe="1h", fresh=True,
                                params={"fast": "10", "slow": "30"},
-                               extra_args=["--max-position", "1.0", "--batch", "6"])
+                               options={"max_position": 1.0, "batch": 6})
     assert summary["fills"] > 0 and summary["stopped_by"] == "end of data"
     return summary
 
@@ -323,7 +323,7 @@ def test_runtime_flow_runs_the_paper_runtime_as_a_process(env_without_state: Set
     from flows.runtime import runtime_flow
 
     summary = runtime_flow(strategy="sma_cross", symbol="BTC/USDT", timeframe="1h", fresh=True,
-                           params={"fast": "10", "slow": "30"}, extra_args=["--max-position", "1.0", "--batch", "6"])
+                           params={"fast": "10", "slow": "30"}, options={"max_position": 1.0, "batch": 6})
     assert summary["bars"] == BTC_BARS and summary["fills"] > 20 and summary["stopped_by"] == "end of data"
     with StateStore.read_only(env_without_state.state_url) as store:
         assert len(store.fills()) == summary["fills"]

@@ -1,25 +1,32 @@
-"""The Telegram edge (runtime/notify.py), driven through the real python-telegram-bot client against a local
-fake Bot API server (tests/fakes/telegram_server.py)."""
+"""The Telegram edge (runtime/notify/ and pipeline/telegram.py), driven through the real python-telegram-bot
+client against a local fake Bot API server (tests/fakes/telegram_server.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
 
 from pipeline.clock import FixedClock
+from pipeline.portfolio import PortfolioConfig, run_portfolio
+from pipeline.telegram import TelegramSender
 from runtime.notify import (
     COMMAND_SOURCE,
     CommandBot,
     Notifier,
+    NotifierStats,
+    breaker_event_message,
     breaker_message,
     error_message,
     fill_message,
@@ -27,6 +34,7 @@ from runtime.notify import (
     start_message,
     stop_message,
 )
+from tests.conftest import REPO, shared_file
 from tests.fakes.telegram_server import FakeTelegram
 
 TOKEN = "123456:SECRET-TOKEN-abc"
@@ -40,18 +48,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warning
 
 
 class FakeTime:
-    """The notifier's sense of time in tests: sleeping advances the clock at once and is recorded."""
+    """The notifier's wait between retries in tests: a sleep that returns at once and is recorded."""
 
     def __init__(self) -> None:
-        self.now = 1_000.0
         self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.now += seconds
         await asyncio.sleep(0)
 
 
@@ -109,7 +112,6 @@ def make_notifier(server: FakeTelegram, fake_time: FakeTime) -> Iterator[Callabl
             "chat_ids": CHATS,
             "api_url": server.url,
             "sleep": fake_time.sleep,
-            "monotonic": fake_time.monotonic,
             "timeout_s": 3.0,
         }
         options.update(overrides)
@@ -187,45 +189,48 @@ def test_without_a_token_notifications_are_off(
     assert off[0].levelno == logging.INFO
 
 
-def test_the_rate_limit_holds_the_fourth_message_for_the_rest_of_the_minute(
+def test_a_burst_past_flood_control_waits_the_retry_after_and_loses_nothing(
     make_notifier: Callable[..., Notifier], server: FakeTelegram, fake_time: FakeTime
 ) -> None:
-    notifier = make_notifier(chat_ids=[CHAT_A], rate_per_minute=3)
+    notifier = make_notifier(chat_ids=[CHAT_A])
     notifier.start()
+    server.flood_after(3, retry_after=1)  # Telegram refuses the 4th message of the burst: 429, retry after 1 s
+    burst = [f"message {number}" for number in range(1, 7)]
 
-    for number in range(1, 5):
-        assert notifier.send(f"message {number}") is True
-    assert notifier.flush(timeout=5) is True
+    for text in burst:
+        assert notifier.send(text) is True
+    assert notifier.flush(timeout=10) is True
 
-    assert server.texts_to(CHAT_A) == ["message 1", "message 2", "message 3", "message 4"]
-    assert fake_time.sleeps == [pytest.approx(60.0)]  # the 4th waited until the 1st was a minute old
+    assert server.texts_to(CHAT_A) == burst  # every message once, in order
+    sends = server.requests_to("sendMessage")
+    assert [r.status for r in sends] == [200, 200, 200, 429, 200, 200, 200]
+    assert sends[3].params["text"] == sends[4].params["text"] == "message 4"
+    assert sends[4].received_at - sends[3].answered_at >= 1.0  # nothing more reached Telegram within retry_after
+    assert fake_time.sleeps == []  # the rate limiter waited, not the network back-off
+    assert notifier.stats == NotifierStats(queued=0, delivered=6, failed=0, dropped=0)
 
-    for number in range(5, 8):
-        notifier.send(f"message {number}")
-    assert notifier.flush(timeout=5) is True
-    assert len(server.texts_to(CHAT_A)) == 7
-    assert fake_time.sleeps == [pytest.approx(60.0), pytest.approx(60.0)]
 
-
-def test_every_chat_counts_against_the_rate_limit(
-    make_notifier: Callable[..., Notifier], server: FakeTelegram, fake_time: FakeTime
+def test_flood_control_that_persists_past_the_retries_drops_only_that_message(
+    make_notifier: Callable[..., Notifier], server: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
-    notifier = make_notifier(rate_per_minute=3)
+    notifier = make_notifier(chat_ids=[CHAT_A], max_retries=1)
     notifier.start()
+    server.fail_next(status=429, retry_after=1, times=2)
 
-    notifier.send("one")
-    notifier.send("two")  # 2 messages x 2 chats = 4 requests: the 4th waits
-    assert notifier.flush(timeout=5) is True
+    assert notifier.send("refused twice", timeout=10) is False
+    assert notifier.send("next one", timeout=10) is True
 
-    assert server.texts_to(CHAT_A) == ["one", "two"]
-    assert server.texts_to(CHAT_B) == ["one", "two"]
-    assert fake_time.sleeps == [pytest.approx(60.0)]
+    assert [r.status for r in server.requests_to("sendMessage")] == [429, 429, 200]
+    assert server.texts_to(CHAT_A) == ["next one"]
+    assert any(
+        r.levelno == logging.ERROR and r.name == "runtime.notify" and "flood control" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 @pytest.mark.parametrize(
     ("fault", "expected_wait"),
     [
-        pytest.param({"status": 429, "retry_after": 7}, 7.0, id="429-retry-after"),
         pytest.param({"status": 500}, 1.0, id="500"),
         pytest.param({"status": 502}, 1.0, id="502"),
         pytest.param({"delay_s": 1.5}, 1.0, id="timeout"),
@@ -245,7 +250,7 @@ def test_a_failed_request_is_retried_then_succeeds(
 
     assert notifier.send("breaker tripped", timeout=10) is True
 
-    assert fake_time.sleeps == [pytest.approx(expected_wait)]  # 429: Telegram's retry_after; else backoff
+    assert fake_time.sleeps == [pytest.approx(expected_wait)]  # the back-off
     assert len(server.requests_to("sendMessage")) == 2
     assert "breaker tripped" in server.texts_to(CHAT_A)
     assert server.pending_faults == 0
@@ -314,6 +319,69 @@ def test_exhausted_retries_return_false_keep_the_notifier_working_and_never_log_
         assert secret not in logged
         assert secret not in repr(notifier) and secret not in repr(wrong)
     assert "REDACTED" in caplog.text  # the client library logged URLs, with the placeholder in them
+
+
+def test_the_token_never_reaches_the_logs(
+    make_notifier: Callable[..., Notifier],
+    server: FakeTelegram,
+    desk: Desk,
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # everything: ours, python-telegram-bot's, httpx's and httpcore's
+    wrong_token = "654321:OTHER-SECRET-xyz"
+    wrong = make_notifier(token=wrong_token, chat_ids=[CHAT_A])
+    wrong.start()  # its check-in is refused (401)
+    assert wrong.send("refused", timeout=10) is False
+    notifier = make_notifier(chat_ids=[CHAT_A])
+    command_bot = CommandBot(notifier, desk, desk, clock=clock, poll_timeout_s=1)
+    command_bot.start()
+    server.fail_next(status=502)
+    server.fail_next(status=500, method="getUpdates")
+    assert notifier.send("after a 502", timeout=10) is True
+    server.push_message(CHAT_A, "/status")
+    wait_until(lambda: Desk.status in server.texts_to(CHAT_A))
+    command_bot.stop()
+    sender = TelegramSender(TOKEN, [CHAT_A], server.url, backoff_s=0.0)
+    assert sender.send_message("from a flow") == {CHAT_A: True}
+    assert TelegramSender(wrong_token, [CHAT_A], server.url, max_retries=0).send_message("no") == {CHAT_A: False}
+
+    assert {r.token for r in server.requests} == {TOKEN, wrong_token}  # the real tokens went over the wire
+    logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)  # with every traceback
+    for secret in (TOKEN, wrong_token, "SECRET-TOKEN-abc", "OTHER-SECRET-xyz", quote(TOKEN, safe="")):
+        assert secret not in logged
+        assert secret not in repr(notifier) + repr(wrong) + repr(sender)
+    request_lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert len(request_lines) >= len(server.requests) - 1  # httpx logs every request's URL...
+    assert all("/botREDACTED/" in line for line in request_lines)  # ...with the placeholder in it
+    assert any("was rejected" in r.getMessage() for r in caplog.records)  # PTB's message that quotes the token
+    assert any(r.name.startswith("telegram") and r.levelno == logging.DEBUG for r in caplog.records)
+
+
+def test_the_sender_backs_off_on_server_errors_waits_out_flood_control_and_gives_up_on_refusals(
+    server: FakeTelegram,
+) -> None:
+    waits: list[float] = []
+    sender = TelegramSender(TOKEN, [CHAT_A, CHAT_B], server.url, backoff_s=0.5, sleep=waits.append)
+    server.fail_next(status=502)
+    server.fail_next(status=500)
+    assert sender.send_message("after trouble") == {CHAT_A: True, CHAT_B: True}
+    assert waits == [0.5, 1.0]  # exponential back-off
+
+    server.flood_after(1, retry_after=1)
+    assert sender.send_message("burst") == {CHAT_A: True, CHAT_B: True}
+    flood = server.requests_to("sendMessage")[-3:]
+    assert [r.status for r in flood] == [200, 429, 200]
+    assert flood[2].received_at - flood[1].answered_at >= 1.0  # Telegram's retry_after was waited out
+    assert waits == [0.5, 1.0]  # by the rate limiter, not the back-off
+
+    server.fail_next(status=403)
+    assert sender.send_message("blocked") == {CHAT_A: False, CHAT_B: True}
+    assert len(server.requests_to("sendMessage")) == 4 + 3 + 2  # no retry of the refusal
+    assert TelegramSender("999:WRONG", [CHAT_A], server.url, max_retries=0).send_message("nope") == {CHAT_A: False}
+    assert server.texts_to(CHAT_A) == ["after trouble", "burst"]
+    assert server.texts_to(CHAT_B) == ["after trouble", "burst", "blocked"]
+    assert TelegramSender(None, [CHAT_A], server.url).send_message("off") == {}
 
 
 def test_a_full_queue_drops_new_messages_with_a_warning(
@@ -410,6 +478,25 @@ def test_a_command_from_an_unknown_chat_is_ignored_and_logged(
     ignored = [r for r in caplog.records if r.levelno == logging.WARNING and str(STRANGER) in r.getMessage()]
     assert len(ignored) == 2
     assert all(r.name == "runtime.notify" for r in ignored)
+
+
+def test_no_command_from_an_unknown_chat_is_ever_acted_on(
+    bot: CommandBot, server: FakeTelegram, desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    group = -333  # a group the bot was added to, not on the allow-list
+    commands = ["/pause", "/resume", "/flatten", "/flatten confirm", "/status", "/positions", "/pnl", "/help",
+                "/buy BTC"]
+    for text in commands:
+        server.push_message(STRANGER, text)
+        server.push_message(group, text, user_id=CHAT_A)  # an allow-listed operator, but in a foreign chat
+    server.push_message(CHAT_A, "/positions")  # handled after every foreign one
+    wait_until(lambda: server.texts_to(CHAT_A) == [Desk.positions])
+
+    assert desk.commands == []
+    assert {m.chat_id for m in server.sent} == {CHAT_A}  # not even an answer went anywhere else
+    ignored = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "ignored" in r.getMessage()]
+    assert sum(str(STRANGER) in text for text in ignored) == len(commands)
+    assert sum(str(group) in text for text in ignored) == len(commands)
 
 
 def test_each_update_is_handled_once(bot: CommandBot, server: FakeTelegram, desk: Desk) -> None:
@@ -556,6 +643,79 @@ def test_a_breaker_release_is_a_released_message() -> None:
     assert breaker_message("max_drawdown", AT, action="release").splitlines()[1] == "new entries are allowed again"
     with pytest.raises(ValueError, match="'trip' or 'release'"):
         breaker_message("max_drawdown", AT, action="entries stay blocked")
+
+
+def test_engine_breaker_events_become_breaker_messages() -> None:
+    events = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(["2026-11-21 12:00", "2026-11-22 00:00"], utc=True),
+            "rule": ["daily_loss", "daily_loss"],
+            "value": [0.0612345, 0.0612345],
+            "threshold": [0.05, 0.05],
+            "action": ["trip", "release"],
+            "released_by": ["", "new_day"],
+            "bars_tripped": [0, 12],
+        }
+    )
+    trip, release = (breaker_event_message(row._asdict(), strategy="main") for row in events.itertuples(index=False))
+
+    assert trip == (
+        "Circuit breaker tripped: daily_loss\n"
+        "value 0.06123 | limit 0.05 | strategy main\n"
+        "new entries are blocked until the next trading day\n"
+        "2026-11-21 12:00:00 UTC"
+    )
+    assert release == (
+        "Circuit breaker released: daily_loss\n"
+        "value 0.06123 | limit 0.05 | strategy main\n"
+        "released at the next trading day after 12 bars\n"
+        "new entries are allowed again\n"
+        "2026-11-22 00:00:00 UTC"
+    )
+    portfolio = {"timestamp": AT, "rule": "portfolio_drawdown", "value": 0.25, "threshold": 0.2, "action": "trip",
+                 "released_by": "", "bars_tripped": 0}
+    assert breaker_event_message(portfolio, strategy="portfolio", cooldown_bars=24).splitlines()[1:3] == [
+        "value 0.25 | limit 0.2 | strategy portfolio",
+        "new entries are blocked until an operator resets the breaker or the 24-bar cool-down ends",
+    ]
+
+
+def test_every_breaker_event_of_a_real_run_becomes_its_breaker_message() -> None:
+    hours = pd.read_parquet(shared_file("binance_BTC-USDT_1h.parquet")).iloc[-2000:].reset_index(drop=True)
+    engine = {"max_position": 1.0, "daily_loss": 0.01, "max_trades_per_day": 4, "max_consecutive_losses": 3,
+              "max_drawdown": None, "breaker_cooldown_bars": 12}
+    config = PortfolioConfig.model_validate({
+        "cash": 100_000,
+        "strategies": [{"id": "main", "strategy": "sma_cross", "symbols": ["BTC/USDT"], "timeframe": "1h",
+                        "allocation": 1.0, "params": {"fast": "3", "slow": "8"}, "engine": engine}],
+    })
+    events = run_portfolio(config, lambda symbol, tf: hours).sleeves["main:BTC/USDT"].breaker_events
+    assert {"new_day", "cooldown"} <= set(events["released_by"])
+
+    for row in events.itertuples(index=False):
+        lines = breaker_event_message(row._asdict(), strategy="main", cooldown_bars=12).splitlines()
+        assert lines[0] == f"Circuit breaker {'tripped' if row.action == 'trip' else 'released'}: {row.rule}"
+        assert lines[1] == f"value {row.value:.4g} | limit {row.threshold:.4g} | strategy main"
+        assert lines[-1] == row.timestamp.strftime("%Y-%m-%d %H:%M:%S UTC")
+        if row.action == "trip":
+            daily = row.rule in ("daily_loss", "trades_per_day")
+            assert lines[2] == "new entries are blocked " + (
+                "until the next trading day" if daily
+                else "until an operator resets the breaker or the 12-bar cool-down ends")
+        else:
+            how = "at the next trading day" if row.released_by == "new_day" else "by the cool-down"
+            assert lines[2] == f"released {how} after {row.bars_tripped} bar{'' if row.bars_tripped == 1 else 's'}"
+            assert lines[3] == "new entries are allowed again"
+
+
+def test_the_message_texts_load_without_the_telegram_client_library() -> None:
+    check = (
+        "import sys; from runtime.notify import breaker_event_message, fill_message; "
+        "loaded = sorted(m for m in ('telegram', 'httpx', 'tenacity') if m in sys.modules); print(loaded)"
+    )
+    done = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "[]"  # a runtime without Telegram never pays for it
 
 
 def test_a_naive_time_is_refused_with_a_clear_error() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.clock import FixedClock
 from pipeline.domain import TIMESTAMP_DTYPE, AssetClass, DataError, Instrument, Timeframe, bars_equal
+from pipeline.retry import DEFAULT_JITTER
 from pipeline.settings import Settings
 from pipeline.sources.alpaca_source import AlpacaSource
 from tests.conftest import SHARED_DATA
@@ -63,6 +64,13 @@ def server(aapl: pd.DataFrame) -> Iterator[AlpacaServer]:
     with AlpacaServer() as fake:
         fake.add_bars("AAPL", "1Day", alpaca_daily_stamps(aapl))
         yield fake
+
+
+def assert_backoff(sleeps: list[float], expected: list[float]) -> None:
+    """Each wait is the configured exponential backoff, shortened by at most the retry policy's jitter."""
+    assert len(sleeps) == len(expected), sleeps
+    for slept, wait in zip(sleeps, expected, strict=True):
+        assert wait * (1 - DEFAULT_JITTER) <= slept <= wait, sleeps
 
 
 def make_settings(tmp_path: Path, server: AlpacaServer, **overrides: Any) -> Settings:
@@ -230,7 +238,7 @@ def test_rate_limit_is_retried_with_the_configured_backoff(
     bars = fetch_aapl(source)
 
     assert bars_equal(bars, aapl)
-    assert sleeps == [0.01]  # one retry policy: ours, not alpaca-py's fixed 3 s sleeps
+    assert_backoff(sleeps, [0.01])  # one retry policy: ours, not alpaca-py's fixed 3 s sleeps
     assert len(server.bar_requests()) == 2
 
 
@@ -242,7 +250,7 @@ def test_server_error_is_retried(
     source, sleeps = make_source(tmp_path, server)
 
     assert bars_equal(fetch_aapl(source), aapl)
-    assert sleeps == [0.01]
+    assert_backoff(sleeps, [0.01])
     assert len(server.bar_requests()) == 2
 
 
@@ -253,7 +261,7 @@ def test_slow_answer_times_out_and_is_retried(
     source, sleeps = make_source(tmp_path, server, http_timeout_s=0.3)
 
     assert bars_equal(fetch_aapl(source), aapl)
-    assert sleeps == [0.01]
+    assert_backoff(sleeps, [0.01])
 
 
 def test_retries_give_up_after_max_retries(tmp_path: Path, server: AlpacaServer) -> None:
@@ -262,7 +270,7 @@ def test_retries_give_up_after_max_retries(tmp_path: Path, server: AlpacaServer)
 
     with pytest.raises(RuntimeError, match=r"AAPL.*failed after 3 attempts"):
         fetch_aapl(source)
-    assert sleeps == [0.01, 0.02]
+    assert_backoff(sleeps, [0.01, 0.02])
 
 
 def test_unreachable_venue_is_retried_then_reported(tmp_path: Path, server: AlpacaServer) -> None:
@@ -272,7 +280,7 @@ def test_unreachable_venue_is_retried_then_reported(tmp_path: Path, server: Alpa
 
     with pytest.raises(RuntimeError, match="failed after 2 attempts"):
         fetch_aapl(source)
-    assert sleeps == [0.01]
+    assert_backoff(sleeps, [0.01])
 
 
 # -- settings ------------------------------------------------------------------------------------------------

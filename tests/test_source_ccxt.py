@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.clock import FixedClock
 from pipeline.domain import BAR_COLUMNS, TIMESTAMP_DTYPE, DataError, Instrument, Timeframe, bars_equal
+from pipeline.retry import DEFAULT_JITTER
 from pipeline.settings import Settings
 from pipeline.sources.ccxt_source import CcxtSource
 from tests.conftest import shared_file
@@ -24,6 +25,15 @@ ONE_MINUTE = Timeframe.parse("1m")
 BACKOFF_S = 0.01
 
 MakeSource = Callable[..., CcxtSource]
+RETRY_AFTER_S = 1.0
+"""What the fake Binance asks a client to wait after a 429 or 418 (its ``Retry-After`` header)."""
+
+
+def assert_backoff(sleeps: list[float], expected: list[float]) -> None:
+    """Each wait is the expected exponential backoff, shortened by at most the policy's jitter."""
+    assert len(sleeps) == len(expected), sleeps
+    for slept, wait in zip(sleeps, expected, strict=True):
+        assert wait * (1 - DEFAULT_JITTER) <= slept <= wait, sleeps
 
 
 def _slice_around_a_gap(bars: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -130,7 +140,7 @@ def test_market_list_is_retried(
 
     assert make_source(_after_close(bars)).instrument("BTC/USDT") == BTC
     assert [r.status for r in server.requests_to("exchangeInfo")] == [429, 200]
-    assert sleeps == [BACKOFF_S]
+    assert sleeps == [RETRY_AFTER_S]  # the venue's Retry-After, longer than the backoff
 
 
 # --- pagination -----------------------------------------------------------------------------------
@@ -217,7 +227,7 @@ def test_rate_limit_then_success(
     fetched = make_source(_after_close(bars)).fetch(BTC, ONE_MINUTE, bars["timestamp"].iloc[0])
 
     assert [r.status for r in server.requests_to("klines")] == [429, 200, 200, 200, 200]
-    assert sleeps == [BACKOFF_S]
+    assert sleeps == [RETRY_AFTER_S]  # the venue's Retry-After, longer than the backoff
     assert bars_equal(fetched, bars)
 
 
@@ -231,13 +241,13 @@ def test_timeout_then_success(
     server.fail_next(delay_s=1.5)
     source = make_source(_after_close(bars), http_timeout_s=0.5)
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.sources.retry"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.retry"):
         fetched = source.fetch(BTC, ONE_MINUTE, bars["timestamp"].iloc[0])
 
     klines = server.requests_to("klines")
     assert [r.delay_s for r in klines] == [1.5, 0.0, 0.0, 0.0, 0.0]
     assert klines[0].params == klines[1].params  # the same page, asked again
-    assert sleeps == [BACKOFF_S]
+    assert_backoff(sleeps, [BACKOFF_S])
     assert "RequestTimeout" in caplog.text
     assert bars_equal(fetched, bars)
 
@@ -257,11 +267,11 @@ def test_server_error_then_success(
 ) -> None:
     server.fail_next(status)
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.sources.retry"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.retry"):
         fetched = make_source(_after_close(bars)).fetch(BTC, ONE_MINUTE, bars["timestamp"].iloc[0])
 
     assert [r.status for r in server.requests_to("klines")][:2] == [status, 200]
-    assert sleeps == [BACKOFF_S]
+    assert_backoff(sleeps, [BACKOFF_S])
     assert seen_as in caplog.text
     assert bars_equal(fetched, bars)
 
@@ -276,7 +286,7 @@ def test_retries_exhausted_is_a_clear_error(
         source.fetch(BTC, ONE_MINUTE, bars["timestamp"].iloc[0])
 
     assert len(server.requests_to("klines")) == 3
-    assert sleeps == [BACKOFF_S, 2 * BACKOFF_S]
+    assert_backoff(sleeps, [BACKOFF_S, 2 * BACKOFF_S])
 
 
 def test_market_list_retries_exhausted_is_a_clear_error(

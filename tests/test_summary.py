@@ -150,36 +150,6 @@ def test_sender_delivers_message_and_photo_to_the_allowed_chats_only() -> None:
         assert all(r.token == TOKEN for r in server.requests)
 
 
-def test_sender_retries_flood_control_and_server_errors_and_gives_up_on_refusals() -> None:
-    waits: list[float] = []
-    with PhotoTelegram() as server:
-        sender = TelegramSender(TOKEN, [11], server.url, backoff_s=0.5, sleep=waits.append)
-        server.fail_next(429, retry_after=3)
-        server.fail_next(502)
-        assert sender.send_message("after trouble") == {11: True}
-        assert waits == [3.0, 1.0]  # 429 waits as asked; the 502 backs off (second attempt: 0.5 * 2)
-        server.fail_next(403)
-        assert sender.send_message("blocked") == {11: False}
-        assert server.texts_to(11) == ["after trouble"]
-        wrong = TelegramSender("999:WRONG", [11], server.url, max_retries=0)
-        assert wrong.send_message("nope") == {11: False}
-
-
-def test_sender_rate_limit_spaces_requests_within_a_minute() -> None:
-    now = [0.0]
-    waits: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += seconds
-
-    with PhotoTelegram() as server:
-        sender = TelegramSender(TOKEN, [1, 2, 3], server.url, rate_per_minute=2, sleep=sleep,
-                                monotonic=lambda: now[0])
-        assert sender.send_message("three chats") == {1: True, 2: True, 3: True}
-    assert waits == [60.0]  # the third request waited for the first token to come back
-
-
 def test_sender_without_token_sends_nothing() -> None:
     sender = TelegramSender(None, [11])
     assert not sender.enabled

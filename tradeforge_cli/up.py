@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipeline.settings import Settings
+from runtime.config import RuntimeConfig, runtime_command
 from tradeforge_cli import up_guard
 
 RUNTIME_PORTFOLIO = """\
@@ -152,7 +153,7 @@ def base_env(settings: Settings, home: Path, instance: str) -> dict[str, str]:
     return env
 
 
-def services(settings: Settings, home: Path, runtime_args: list[str]) -> list[Service]:
+def services(settings: Settings, home: Path, runtime: RuntimeConfig) -> list[Service]:
     """The four services (and the deployment server) in start order."""
     bin_dir = Path(sys.executable).parent
     prefect_host, prefect_port = _port(settings.prefect_api_url)
@@ -176,7 +177,7 @@ def services(settings: Settings, home: Path, runtime_args: list[str]) -> list[Se
                 settings.dashboard_url, _answers(f"{settings.dashboard_url.rstrip('/')}/_stcore/health")),
         Service("deployments", [sys.executable, "-m", "flows.serve"], f"{prefect_ui}/deployments",
                 lambda: _deployments_served(api)),
-        Service("runtime", [sys.executable, "-m", "runtime", "--mode", "paper", "--verbose", *runtime_args],
+        Service("runtime", runtime_command(runtime),
                 f"{settings.dashboard_url} (Overview)", lambda: heartbeat_age(settings) is not None),
     ]
 
@@ -211,15 +212,16 @@ def heartbeat_age(settings: Settings) -> float | None:
     return float(time.time() - state.heartbeat_at.timestamp())
 
 
-def demo_runtime_args(settings: Settings) -> list[str]:
-    """The demo runtime's arguments: the sample feed, its portfolio file (written once, then the user's to
-    edit), and ``--fresh`` unless a runtime already saved its state here (which it then restores)."""
+def demo_runtime(settings: Settings) -> RuntimeConfig:
+    """The demo runtime: paper mode on the sample feed, its portfolio file (written once, then the user's to
+    edit), every event printed, and ``--fresh`` unless a runtime already saved its state here (which it then
+    restores)."""
     portfolio = settings.data_dir / "runtime" / "demo-portfolio.toml"
     if not portfolio.exists():
         portfolio.parent.mkdir(parents=True, exist_ok=True)
         portfolio.write_text(RUNTIME_PORTFOLIO)
-    fresh = [] if _bot_state(settings) is not None else ["--fresh"]
-    return ["--feed", "sample", "--portfolio", str(portfolio), *fresh]
+    return RuntimeConfig(mode="paper", feed="sample", portfolio=portfolio, fresh=_bot_state(settings) is None,
+                         verbose=True)
 
 
 GRACE_S = 20.0

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.engine import kernel as k
+from pipeline.engine import layout
 
 
 class EngineConfig(BaseModel):
@@ -78,25 +78,25 @@ class EngineConfig(BaseModel):
 
     def params(self) -> np.ndarray:
         """The parameter vector of the compiled kernel."""
-        p = np.zeros(k.N_PARAMS)
-        p[k.P_FEE] = self.fee_bps / 10_000.0
-        p[k.P_SLIPPAGE] = self.slippage_bps / 10_000.0
-        p[k.P_SLIPPAGE_VOL] = self.slippage_vol
-        p[k.P_FILL_CLOSE] = 1.0 if self.fill == "close" else 0.0
-        p[k.P_MAX_POSITION] = self.max_position
-        p[k.P_LEVERAGE] = self.leverage
-        p[k.P_ALLOW_SHORT] = 1.0 if self.allow_short else 0.0
-        p[k.P_LOT] = self.lot_size
-        p[k.P_TICK] = self.tick_size
-        p[k.P_MIN_NOTIONAL] = self.min_notional
-        p[k.P_STOP_LOSS] = self.stop_loss or 0.0
-        p[k.P_TAKE_PROFIT] = self.take_profit or 0.0
-        p[k.P_MAX_DRAWDOWN] = self.max_drawdown or 0.0
-        p[k.P_DAILY_LOSS] = self.daily_loss or 0.0
-        p[k.P_MAX_CONSECUTIVE_LOSSES] = float(self.max_consecutive_losses or 0)
-        p[k.P_MAX_TRADES_PER_DAY] = float(self.max_trades_per_day or 0)
-        p[k.P_FLATTEN_ON_TRIP] = 1.0 if self.flatten_on_trip else 0.0
-        p[k.P_SESSION_WAIT] = 1.0 if self.session_orders == "wait" else 0.0
-        p[k.P_COOLDOWN] = float(self.breaker_cooldown_bars or 0)
-        p[k.P_DAILY_RELEASE] = 1.0 if self.daily_release else 0.0
+        p = np.zeros(layout.N_PARAMS)
+        p[layout.P_FEE] = self.fee_bps / 10_000.0
+        p[layout.P_SLIPPAGE] = self.slippage_bps / 10_000.0
+        p[layout.P_SLIPPAGE_VOL] = self.slippage_vol
+        p[layout.P_FILL_CLOSE] = 1.0 if self.fill == "close" else 0.0
+        p[layout.P_MAX_POSITION] = self.max_position
+        p[layout.P_LEVERAGE] = self.leverage
+        p[layout.P_ALLOW_SHORT] = 1.0 if self.allow_short else 0.0
+        p[layout.P_LOT] = self.lot_size
+        p[layout.P_TICK] = self.tick_size
+        p[layout.P_MIN_NOTIONAL] = self.min_notional
+        p[layout.P_STOP_LOSS] = self.stop_loss or 0.0
+        p[layout.P_TAKE_PROFIT] = self.take_profit or 0.0
+        p[layout.P_MAX_DRAWDOWN] = self.max_drawdown or 0.0
+        p[layout.P_DAILY_LOSS] = self.daily_loss or 0.0
+        p[layout.P_MAX_CONSECUTIVE_LOSSES] = float(self.max_consecutive_losses or 0)
+        p[layout.P_MAX_TRADES_PER_DAY] = float(self.max_trades_per_day or 0)
+        p[layout.P_FLATTEN_ON_TRIP] = 1.0 if self.flatten_on_trip else 0.0
+        p[layout.P_SESSION_WAIT] = 1.0 if self.session_orders == "wait" else 0.0
+        p[layout.P_COOLDOWN] = float(self.breaker_cooldown_bars or 0)
+        p[layout.P_DAILY_RELEASE] = 1.0 if self.daily_release else 0.0
         return p

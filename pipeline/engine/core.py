@@ -8,23 +8,17 @@ equity; ``tests/test_engine.py`` checks it bar by bar on real data.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from pipeline.domain import epoch_ms
-from pipeline.engine import kernel as k
+from pipeline.engine import booking, kernel, layout
 from pipeline.engine.config import EngineConfig
+from pipeline.engine.ledger import Ledger
 from pipeline.engine.marks import Marks
-from pipeline.engine.results import (
-    ENGINE_REASONS,
-    RULES,
-    EngineResult,
-    result_frames,
-    stamps,
-)
+from pipeline.engine.results import ENGINE_REASONS, EngineResult
 
 MS_PER_DAY = 86_400_000
 
@@ -32,150 +26,6 @@ MS_PER_DAY = 86_400_000
 def day_ids(timestamps: pd.Series, boundary_hour: int) -> np.ndarray:
     """The trading-day number of each bar: days start at ``boundary_hour`` UTC."""
     return np.asarray((epoch_ms(timestamps) - boundary_hour * 3_600_000) // MS_PER_DAY, dtype=np.int64)
-
-
-class Ledger:
-    """The kernel's state vectors and output buffers, grown on demand."""
-
-    def __init__(self, config: EngineConfig, external: bool = False) -> None:
-        self.config = config
-        self.params = config.params()
-        self.params[k.P_EXTERNAL] = 1.0 if external else 0.0
-        self.fstate, self.istate = k.new_state()
-        self.fstate[k.F_CASH] = config.cash
-        self.fstate[k.F_EQUITY] = config.cash
-        self.fills = np.zeros((64, k.FILL_COLUMNS))
-        self.trades = np.zeros((64, k.TRADE_COLUMNS))
-        self.events = np.zeros((32, k.EVENT_COLUMNS))
-        self.rejects = np.zeros((16, k.REJECT_COLUMNS))
-        self.intents = np.zeros((16, k.INTENT_COLUMNS))
-        self._limits: tuple[int, ...] = ()
-        self._set_limits()
-
-    def ensure_room(self) -> None:
-        """Double any buffer with fewer than ``kernel.SPARE_ROWS`` free rows (cheap when there is room)."""
-        st = self.istate
-        if (
-            st[k.I_N_FILLS] <= self._limits[0]
-            and st[k.I_N_TRADES] <= self._limits[1]
-            and st[k.I_N_EVENTS] <= self._limits[2]
-            and st[k.I_N_REJECTS] <= self._limits[3]
-            and st[k.I_N_INTENTS] <= self._limits[4]
-        ):
-            return
-        for name, count in (
-            ("fills", k.I_N_FILLS),
-            ("trades", k.I_N_TRADES),
-            ("events", k.I_N_EVENTS),
-            ("rejects", k.I_N_REJECTS),
-            ("intents", k.I_N_INTENTS),
-        ):
-            buffer: np.ndarray = getattr(self, name)
-            if int(self.istate[count]) > buffer.shape[0] - 2 * k.SPARE_ROWS:
-                grown = np.zeros((buffer.shape[0] * 2, buffer.shape[1]))
-                grown[: buffer.shape[0]] = buffer
-                setattr(self, name, grown)
-        self._set_limits()
-
-    def _set_limits(self) -> None:
-        self._limits = tuple(
-            buffer.shape[0] - 2 * k.SPARE_ROWS
-            for buffer in (self.fills, self.trades, self.events, self.rejects, self.intents)
-        )
-
-    def snapshot(self) -> str:
-        """The ledger's exact state as JSON (floats as hex, so a restore is bit for bit)."""
-        return json.dumps(
-            {"f": [float(x).hex() for x in self.fstate], "i": [int(x) for x in self.istate]}, separators=(",", ":")
-        )
-
-    def restore(self, snapshot: str, next_bar: int = 0) -> None:
-        """Load a ``snapshot``; the output buffers start empty (what they held was already stored).
-
-        A snapshot of the earlier, shorter state layout (without release bookkeeping) is completed: the rules
-        it has tripped count their cool-down from ``next_bar``.
-        """
-        data = json.loads(snapshot)
-        fstate = np.array([float.fromhex(x) for x in data["f"]])
-        istate = np.array(data["i"], dtype=np.int64)
-        if istate.shape == (k.I_RESET_PENDING,):
-            _, fresh = k.new_state()
-            fresh[: k.I_RESET_PENDING] = istate
-            for rule in RULES:
-                fresh[k.I_TRIP_BAR + rule] = next_bar
-            istate = fresh
-        if fstate.shape != self.fstate.shape or istate.shape != self.istate.shape:
-            raise ValueError("ledger snapshot does not match this engine version's state layout")
-        for counter in (k.I_N_FILLS, k.I_N_TRADES, k.I_N_EVENTS, k.I_N_REJECTS, k.I_N_INTENTS):
-            istate[counter] = 0
-        self.fstate[:] = fstate
-        self.istate[:] = istate
-
-    def pause(self) -> None:
-        """Block new entries until ``resume`` (exits, stops and take-profits still run)."""
-        self.istate[k.I_TRIPPED] |= 1 << k.RULE_MANUAL_PAUSE
-
-    def resume(self) -> None:
-        self.istate[k.I_TRIPPED] &= ~(1 << k.RULE_MANUAL_PAUSE)
-
-    def flatten(self, reason: int = k.REASON_OPERATOR_FLATTEN) -> None:
-        """Close the position at the next fill opportunity (the next bar's open, or this close)."""
-        self.fstate[k.F_PENDING] = 0.0
-        self.fstate[k.F_AIM] = 0.0
-        self.istate[k.I_PENDING_REASON] = reason
-
-    def reset_breakers(self) -> None:
-        """Clear every tripped breaker (an operator's decision); a manual pause stays until resumed.
-
-        The breakers are clear at once. At the next bar the reset is recorded (a release per rule it cleared)
-        and the measures restart from the last close's equity: the equity peak, the day's opening equity and
-        the consecutive-loss count (and the day's fill count when that rule was tripped).
-        """
-        pause = 1 << k.RULE_MANUAL_PAUSE
-        cleared = int(self.istate[k.I_TRIPPED]) & ~pause & k.ENGINE_RULES_MASK
-        self.istate[k.I_TRIPPED] &= pause
-        self.istate[k.I_RESET_PENDING] |= 1 | cleared
-
-    @property
-    def tripped(self) -> list[str]:
-        mask = int(self.istate[k.I_TRIPPED])
-        return [name for rule, name in RULES.items() if mask & (1 << rule)]
-
-    def frames(
-        self,
-        times: np.ndarray,
-        reasons: tuple[str, ...],
-        equity: np.ndarray,
-        cash: np.ndarray,
-        units: np.ndarray,
-        closes: np.ndarray,
-        paused: np.ndarray,
-        start: tuple[int, int, int, int] = (0, 0, 0, 0),
-        bar_start: int = 0,
-        time_of: Callable[[np.ndarray], np.ndarray] | None = None,
-    ) -> EngineResult:
-        """Convert the buffers to frames; ``times`` are the bars' open times as int64 ms (all bars so far).
-
-        ``start`` (fills, trades, events, rejections already taken) and ``bar_start`` (bars already taken;
-        ``equity``, ``cash``, ``units``, ``closes`` and ``paused`` then cover only the later bars) select what
-        is new.
-        ``time_of`` maps bar numbers to open times (default: ``times[number]``).
-        """
-        s_fills, s_trades, s_events, s_rejects = start
-
-        def stamp(index: np.ndarray) -> pd.Series:
-            numbers = index.astype(np.int64)
-            return stamps(times[numbers] if time_of is None else time_of(numbers))
-
-        marks = {"times": times[bar_start:], "equity": equity, "cash": cash, "units": units, "closes": closes,
-                 "paused": paused}
-        return result_frames(
-            self.fills[s_fills:int(self.istate[k.I_N_FILLS])],
-            self.trades[s_trades:int(self.istate[k.I_N_TRADES])],
-            self.events[s_events:int(self.istate[k.I_N_EVENTS])],
-            self.rejects[s_rejects:int(self.istate[k.I_N_REJECTS])],
-            stamp, reasons, marks, float(self.fstate[k.F_UNITS]), float(self.fstate[k.F_CASH]),
-        )
 
 
 def run(
@@ -201,7 +51,7 @@ def run(
     paused = np.zeros(n, dtype=np.bool_)
     position = 0
     while position < n:
-        position = k.run_range(
+        position = kernel.run_range(
             position, n, days, opens, highs, lows, closes, in_session, aims, codes, ledger.params,
             ledger.fstate, ledger.istate, ledger.fills, ledger.trades, ledger.events, ledger.rejects,
             ledger.intents, equity, cash, units, paused,
@@ -252,9 +102,9 @@ class Engine:
 
     def snapshot(self) -> str:
         """The ledger's exact state plus the bar numbering, for a restart that continues seamlessly."""
-        entry = int(self.ledger.istate[k.I_ENTRY_BAR])
+        entry = self.ledger.entry_bar
         entry_ms = None
-        if float(self.ledger.fstate[k.F_UNITS]) != 0.0:
+        if self.ledger.units != 0.0:
             entry_ms = int(self._time_of(np.array([entry], dtype=np.int64))[0])
         return json.dumps({"ledger": self.ledger.snapshot(), "bars_seen": self.bars_seen, "entry_bar": entry,
                            "entry_ms": entry_ms}, separators=(",", ":"))
@@ -288,13 +138,12 @@ class Engine:
         # an int is epoch milliseconds; Timestamp.value is in nanoseconds
         ms = timestamp if isinstance(timestamp, int) else int(pd.Timestamp(timestamp).value // 1_000_000)
         day = (ms - ledger.config.day_boundary_hour * 3_600_000) // MS_PER_DAY
-        equity: float = k.step(
+        equity: float = kernel.step(
                 self.bars_seen, day, float(o), float(h), float(low), float(c), bool(in_session), float(aim),
                 int(reason), ledger.params, ledger.fstate, ledger.istate, ledger.fills, ledger.trades,
                 ledger.events, ledger.rejects, ledger.intents,
         )
-        self._marks.append(ms, equity, float(ledger.fstate[k.F_CASH]), float(ledger.fstate[k.F_UNITS]), float(c),
-                           bool(ledger.istate[k.I_TRIPPED] != 0))
+        self._marks.append(ms, equity, ledger.cash, ledger.units, float(c), ledger.tripped_mask != 0)
         return equity
 
     def record(self, times: np.ndarray, equity: np.ndarray, cash: np.ndarray, units: np.ndarray, closes: np.ndarray,
@@ -304,7 +153,7 @@ class Engine:
 
     def take_intents(self) -> list[Intent]:
         """Orders the engine decided since the last call (external mode)."""
-        count = int(self.ledger.istate[k.I_N_INTENTS])
+        count = self.ledger.counts()[4]
         rows = self.ledger.intents[self._intents_taken:count]
         intents = []
         for offset, row in enumerate(rows):
@@ -318,30 +167,26 @@ class Engine:
         """Book a venue fill of ``qty`` signed units at ``price`` with ``fee`` (quote currency) in this bar."""
         self.ledger.ensure_room()
         code = self._reason_code(reason)
-        k.apply_fill(self.bars_seen - 1, float(qty), float(price), float(fee), code, self.ledger.params,
+        booking.apply_fill(self.bars_seen - 1, float(qty), float(price), float(fee), code, self.ledger.params,
                      self.ledger.fstate, self.ledger.istate, self.ledger.fills, self.ledger.trades,
                      self.ledger.events)
 
     def release(self, qty: float) -> None:
         """Units ordered but never to be filled (rejected or cancelled) stop counting as in flight."""
-        inflight = float(self.ledger.fstate[k.F_INFLIGHT])
-        self.ledger.fstate[k.F_INFLIGHT] = 0.0 if abs(qty) >= abs(inflight) else inflight - qty
+        inflight = self.ledger.inflight
+        self.ledger.inflight = 0.0 if abs(qty) >= abs(inflight) else inflight - qty
 
     def _reason_code(self, reason: str) -> int:
         for code, text in ENGINE_REASONS.items():
-            if text == reason and code != k.REASON_NONE:
+            if text == reason and code != layout.REASON_NONE:
                 return code
-        return self.reasons.index(reason) if reason in self.reasons else k.REASON_NONE
+        return self.reasons.index(reason) if reason in self.reasons else layout.REASON_NONE
 
     def drain(self, *, last_mark_only: bool = False) -> EngineResult:
         """What happened since the previous ``drain``: new fills, trades, events, rejections and bar marks
         (with ``last_mark_only``, the equity curve holds only the last bar's mark: what a runtime stores)."""
-        counts = (
-            int(self.ledger.istate[k.I_N_FILLS]),
-            int(self.ledger.istate[k.I_N_TRADES]),
-            int(self.ledger.istate[k.I_N_EVENTS]),
-            int(self.ledger.istate[k.I_N_REJECTS]),
-        )
+        fills, trades, events, rejects, _ = self.ledger.counts()
+        counts = (fills, trades, events, rejects)
         first = max(self._drained_bars, len(self._marks) - 1) if last_mark_only else self._drained_bars
         marks = self._marks.since(first)
         result = self.ledger.frames(
@@ -360,15 +205,14 @@ class Engine:
         rejection rows. ``result``
         then covers only bars stepped after this drain."""
         kept = [self.bars_seen - 1] if self.bars_seen else []  # a venue's fill is booked in the last bar
-        if float(self.ledger.fstate[k.F_UNITS]) != 0.0:
-            kept.append(int(self.ledger.istate[k.I_ENTRY_BAR]))
+        if self.ledger.units != 0.0:
+            kept.append(self.ledger.entry_bar)
         numbers = np.array(kept, dtype=np.int64)
         self._earlier = dict(zip(kept, self._time_of(numbers).tolist(), strict=True))
         self._offset += len(self._marks)
         self._marks.clear()
         self._drained_bars = 0
-        for counter in (k.I_N_FILLS, k.I_N_TRADES, k.I_N_EVENTS, k.I_N_REJECTS):
-            self.ledger.istate[counter] = 0
+        self.ledger.forget_rows()
         self._drained = (0, 0, 0, 0)
 
     def result(self) -> EngineResult:

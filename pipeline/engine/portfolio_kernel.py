@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipeline.engine import kernel as k
+from pipeline.engine import kernel, layout
 
 Arrays = tuple[np.ndarray, ...]
 """One array per sleeve."""
@@ -65,22 +65,23 @@ N_MARKS = 5
 def _room(fills: Arrays, trades: Arrays, events: Arrays, rejects: Arrays, intents: Arrays, istates: Arrays,
           s: int) -> bool:  # pragma: no cover - compiled
     st = istates[s]
-    spare = 2 * k.SPARE_ROWS
-    room: bool = (st[k.I_N_FILLS] <= fills[s].shape[0] - spare and st[k.I_N_TRADES] <= trades[s].shape[0] - spare
-                  and st[k.I_N_EVENTS] <= events[s].shape[0] - spare
-                  and st[k.I_N_REJECTS] <= rejects[s].shape[0] - spare
-                  and st[k.I_N_INTENTS] <= intents[s].shape[0] - spare)
+    spare = 2 * layout.SPARE_ROWS
+    room: bool = (st[layout.I_N_FILLS] <= fills[s].shape[0] - spare
+                  and st[layout.I_N_TRADES] <= trades[s].shape[0] - spare
+                  and st[layout.I_N_EVENTS] <= events[s].shape[0] - spare
+                  and st[layout.I_N_REJECTS] <= rejects[s].shape[0] - spare
+                  and st[layout.I_N_INTENTS] <= intents[s].shape[0] - spare)
     return room
 
 
 @njit(cache=True)
 def _set_portfolio_rule(on: bool, istates: Arrays) -> None:  # pragma: no cover - compiled
-    bit = np.int64(1) << k.RULE_PORTFOLIO
+    bit = np.int64(1) << layout.RULE_PORTFOLIO
     for s in range(len(istates)):
         if on:
-            istates[s][k.I_TRIPPED] |= bit
+            istates[s][layout.I_TRIPPED] |= bit
         else:
-            istates[s][k.I_TRIPPED] &= ~bit
+            istates[s][layout.I_TRIPPED] &= ~bit
 
 
 @njit(cache=True)
@@ -138,22 +139,22 @@ def run_times(start: int, end: int, present: np.ndarray, days: np.ndarray, opens
             for s in range(n_sleeves):
                 room = gross_cap * total - (gross - abs(sleeve_value[s]))
                 allowed = max(room, 0.0) / sleeve_equity[s] if sleeve_equity[s] > 0 else 0.0
-                params[s][k.P_MAX_POSITION] = min(base_position[s], allowed)
+                params[s][layout.P_MAX_POSITION] = min(base_position[s], allowed)
         # 3. the sleeves
         for s in range(n_sleeves):
             if not present[s, t]:
                 continue
             fs = fstates[s]
             st = istates[s]
-            sleeve_equity[s] = k.step(bar_index[s], days[s, t], opens[s, t], highs[s, t], lows[s, t], closes[s, t],
+            sleeve_equity[s] = kernel.step(bar_index[s], days[s, t], opens[s, t], highs[s, t], lows[s, t], closes[s, t],
                                       True, aims[s, t], reasons[s, t], params[s], fs, st, fills[s], trades[s],
                                       events[s], rejects[s], intents[s])
             bar_index[s] += 1
-            sleeve_value[s] = fs[k.F_UNITS] * closes[s, t]
+            sleeve_value[s] = fs[layout.F_UNITS] * closes[s, t]
             out_equity[s, t] = sleeve_equity[s]
-            out_cash[s, t] = fs[k.F_CASH]
-            out_units[s, t] = fs[k.F_UNITS]
-            out_paused[s, t] = st[k.I_TRIPPED] != 0
+            out_cash[s, t] = fs[layout.F_CASH]
+            out_units[s, t] = fs[layout.F_UNITS]
+            out_paused[s, t] = st[layout.I_TRIPPED] != 0
         # 4. the portfolio's marks and breaker
         total = 0.0
         cash = 0.0
@@ -162,7 +163,7 @@ def run_times(start: int, end: int, present: np.ndarray, days: np.ndarray, opens
         paused = False
         for s in range(n_sleeves):
             total += sleeve_equity[s]
-            cash += fstates[s][k.F_CASH]
+            cash += fstates[s][layout.F_CASH]
             value += sleeve_value[s]
             gross += abs(sleeve_value[s])
         equity = total + reserve
@@ -180,7 +181,7 @@ def run_times(start: int, end: int, present: np.ndarray, days: np.ndarray, opens
                 _set_portfolio_rule(True, istates)
         pi[PI_STEPS] += 1
         for s in range(n_sleeves):
-            if istates[s][k.I_TRIPPED] != 0:
+            if istates[s][layout.I_TRIPPED] != 0:
                 paused = True
         marks[t, M_PAUSED] = 1.0 if paused else 0.0
     return end

@@ -14,37 +14,37 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import TIMESTAMP_DTYPE
-from pipeline.engine import kernel as k
+from pipeline.engine import layout
 
 ENGINE_REASONS = {
-    k.REASON_STOP_LOSS: "stop_loss",
-    k.REASON_TAKE_PROFIT: "take_profit",
-    k.REASON_BREAKER_FLATTEN: "breaker_flatten",
-    k.REASON_OPERATOR_FLATTEN: "operator_flatten",
-    k.REASON_NONE: "",
+    layout.REASON_STOP_LOSS: "stop_loss",
+    layout.REASON_TAKE_PROFIT: "take_profit",
+    layout.REASON_BREAKER_FLATTEN: "breaker_flatten",
+    layout.REASON_OPERATOR_FLATTEN: "operator_flatten",
+    layout.REASON_NONE: "",
 }
 RULES = {
-    k.RULE_DRAWDOWN: "max_drawdown",
-    k.RULE_DAILY_LOSS: "daily_loss",
-    k.RULE_CONSECUTIVE_LOSSES: "consecutive_losses",
-    k.RULE_TRADES_PER_DAY: "trades_per_day",
-    k.RULE_MANUAL_PAUSE: "paused",
-    k.RULE_PORTFOLIO: "portfolio_drawdown",
+    layout.RULE_DRAWDOWN: "max_drawdown",
+    layout.RULE_DAILY_LOSS: "daily_loss",
+    layout.RULE_CONSECUTIVE_LOSSES: "consecutive_losses",
+    layout.RULE_TRADES_PER_DAY: "trades_per_day",
+    layout.RULE_MANUAL_PAUSE: "paused",
+    layout.RULE_PORTFOLIO: "portfolio_drawdown",
 }
 ACTIONS = {
-    k.ACTION_TRIP: ("trip", ""),
-    k.ACTION_RELEASE_NEW_DAY: ("release", "new_day"),
-    k.ACTION_RELEASE_COOLDOWN: ("release", "cooldown"),
-    k.ACTION_RELEASE_OPERATOR: ("release", "operator"),
+    layout.ACTION_TRIP: ("trip", ""),
+    layout.ACTION_RELEASE_NEW_DAY: ("release", "new_day"),
+    layout.ACTION_RELEASE_COOLDOWN: ("release", "cooldown"),
+    layout.ACTION_RELEASE_OPERATOR: ("release", "operator"),
 }
 """Event action codes → (``action``, ``released_by``) of the breaker events frame."""
 REJECTIONS = {
-    k.REJECT_MAX_POSITION: "resized: max position",
-    k.REJECT_LEVERAGE: "resized: cash / leverage",
-    k.REJECT_SESSION: "rejected: market closed",
-    k.REJECT_MIN_NOTIONAL: "rejected: below minimum notional",
-    k.REJECT_BREAKER: "blocked: circuit breaker tripped",
-    k.REJECT_SHORT: "resized: short selling not allowed",
+    layout.REJECT_MAX_POSITION: "resized: max position",
+    layout.REJECT_LEVERAGE: "resized: cash / leverage",
+    layout.REJECT_SESSION: "rejected: market closed",
+    layout.REJECT_MIN_NOTIONAL: "rejected: below minimum notional",
+    layout.REJECT_BREAKER: "blocked: circuit breaker tripped",
+    layout.REJECT_SHORT: "resized: short selling not allowed",
 }
 
 @dataclass(frozen=True)

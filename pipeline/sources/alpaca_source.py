@@ -7,8 +7,8 @@ Conventions at this edge (nothing Alpaca-shaped leaves this module):
   trading date at 00:00 UTC, like every daily stock series in tradeforge; a daily bar counts as closed once
   the NYSE session of its date has closed (early closes included);
 * prices are split-adjusted and not dividend-adjusted, like tradeforge's other stock series;
-* one retry policy applies: network errors, timeouts, 429 and 5xx answers are retried with the configured
-  backoff (``max_retries``, ``retry_backoff_s``); every request gives up after ``http_timeout_s``.
+* one retry policy applies (``pipeline.retry``): network errors, timeouts, 429 and 5xx answers are retried with
+  the configured backoff (``max_retries``, ``retry_backoff_s``); every request gives up after ``http_timeout_s``.
 
 The API keys come from ``TRADEFORGE_ALPACA_API_KEY`` / ``TRADEFORGE_ALPACA_API_SECRET`` and are only ever
 sent to Alpaca.
@@ -42,9 +42,9 @@ from pipeline.domain import (
     parse_symbol,
 )
 from pipeline.quality import exchange_calendar
+from pipeline.retry import RetryPolicy
 from pipeline.settings import Settings
 from pipeline.sources.base import ProgressCallback, closed_only
-from pipeline.sources.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +74,6 @@ _BAR_FIELDS: dict[str, str] = {
 _MAX_ERROR_TEXT = 300
 
 
-class VenueUnavailable(Exception):
-    """Alpaca answered with a rate limit (429) or a server error (5xx): worth another try after a pause."""
-
-
-RETRYABLE: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    VenueUnavailable,
-)
-
-
 class TimeoutSession(requests.Session):
     """An HTTP session whose requests give up after ``timeout_s`` seconds unless told otherwise."""
 
@@ -107,7 +95,7 @@ class AlpacaSource:
     def __init__(self, settings: Settings, clock: Clock, sleep: Callable[[float], None] = time.sleep) -> None:
         self._settings = settings
         self._clock = clock
-        self._sleep = sleep
+        self._retry = RetryPolicy.from_settings(settings.max_retries, settings.retry_backoff_s, sleep=sleep)
         self._client: StockHistoricalDataClient | None = None
 
     def instrument(self, symbol: str) -> Instrument:
@@ -151,14 +139,7 @@ class AlpacaSource:
             feed=_FEEDS[self._settings.alpaca_feed],
             adjustment=Adjustment.SPLIT,
         )
-        raw = with_retries(
-            lambda: self._download(client, request, instrument.symbol),
-            retryable=RETRYABLE,
-            what=f"alpaca {timeframe} bars of {instrument.symbol}",
-            max_retries=self._settings.max_retries,
-            backoff_s=self._settings.retry_backoff_s,
-            sleep=self._sleep,
-        )
+        raw = self._download(client, request, instrument.symbol, f"alpaca {timeframe} bars of {instrument.symbol}")
         if not raw and since is None:
             raise DataError(
                 f"symbol {instrument.symbol!r} is unknown at alpaca: no {timeframe} bars since "
@@ -173,11 +154,11 @@ class AlpacaSource:
         return frame
 
     def _download(
-        self, client: StockHistoricalDataClient, request: StockBarsRequest, symbol: str
+        self, client: StockHistoricalDataClient, request: StockBarsRequest, symbol: str, what: str
     ) -> list[dict[str, Any]]:
-        """One request for all pages of ``symbol``'s bars (alpaca-py follows ``next_page_token``)."""
+        """All pages of ``symbol``'s bars (alpaca-py follows ``next_page_token``), retried by the retry policy."""
         try:
-            result = client.get_stock_bars(request)
+            result = self._retry.call(lambda: client.get_stock_bars(request), what=what)
         except APIError as exc:
             raise self._api_error(exc, symbol) from exc
         if not isinstance(result, dict):
@@ -194,11 +175,9 @@ class AlpacaSource:
         return self._client
 
     def _api_error(self, exc: APIError, symbol: str) -> Exception:
-        """The tradeforge error for an error answer from Alpaca."""
+        """The tradeforge error for an error answer from Alpaca that is not worth another attempt."""
         status = exc.status_code
         text = api_error_text(exc)
-        if status is None or status == 429 or status >= 500:
-            return VenueUnavailable(f"HTTP {status}: {text}")
         if status in (401, 403):
             return DataError(
                 f"alpaca refused the request for {symbol!r} (HTTP {status}: {text}): check {KEY_ENV} and "

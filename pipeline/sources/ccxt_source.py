@@ -4,9 +4,9 @@ This module is the edge between ccxt and tradeforge: ccxt markets, candle lists 
 ``Instrument``, bar frames and ``DataError`` here, and nothing ccxt-shaped leaves it.
 
 * Requests respect the exchange's rate limit and the ``http_timeout_s`` setting.
-* Transient failures (network errors, timeouts, 429/418, 5xx, maintenance) are retried with exponential
-  backoff (``max_retries``, ``retry_backoff_s``); when the retries run out a ``RuntimeError`` names the
-  request.
+* Transient failures (network errors, timeouts, 429/418, 5xx, maintenance) are retried by the one retry
+  policy (``pipeline.retry``: ``max_retries``, ``retry_backoff_s``, a ``Retry-After`` honoured); when the
+  retries run out a ``RuntimeError`` names the request.
 * Rejections (unknown symbol, bad parameters, bad credentials) raise ``DataError`` naming the exchange, the
   symbol and the problem; they are not retried.
 * ``ccxt_rest_url`` points the client at another REST base (a proxy or a local test server).
@@ -26,29 +26,13 @@ import pandas as pd
 
 from pipeline.clock import Clock
 from pipeline.domain import DataError, Instrument, Timeframe, canonical_bars, empty_bars, parse_symbol
+from pipeline.retry import RetryPolicy, is_transient
 from pipeline.settings import Settings
 from pipeline.sources.base import ProgressCallback, closed_only
-from pipeline.sources.retry import with_retries
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-RETRYABLE: tuple[type[BaseException], ...] = (
-    ccxt.NetworkError,
-    ccxt.RequestTimeout,
-    ccxt.RateLimitExceeded,
-    ccxt.DDoSProtection,
-    ccxt.ExchangeNotAvailable,
-    ccxt.OperationFailed,
-)
-"""ccxt errors worth another attempt.
-
-In ccxt's hierarchy ``RequestTimeout``, ``RateLimitExceeded``, ``DDoSProtection`` (Binance's answer to HTTP
-429/418) and ``ExchangeNotAvailable`` (HTTP 5xx, maintenance) are kinds of ``NetworkError``, itself a kind of
-``OperationFailed``. ccxt also raises a bare ``OperationFailed`` for venue-side failures such as Binance's
-HTTP 500 ``-1001 Internal error; unable to process your request. Please try again.``
-"""
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
 _ONE_MS = pd.Timedelta(milliseconds=1)
@@ -213,10 +197,10 @@ class CcxtSource:
             raise DataError(f"page limit {page_limit} is not valid: it must be at least 1")
         self._settings = settings
         self._clock = clock
-        self._sleep = sleep
         self._page_limit = page_limit
         self.exchange_id = (exchange_id or settings.ccxt_exchange).strip().lower()
         self._exchange = build_exchange(settings, self.exchange_id)
+        self._retry = RetryPolicy.from_settings(settings.max_retries, settings.retry_backoff_s, sleep=sleep)
 
     def close(self) -> None:
         """Release the HTTP connections held by the client."""
@@ -340,14 +324,7 @@ class CcxtSource:
     def _call(self, call: Callable[[], T], *, what: str, symbol: str) -> T:
         """Run a ccxt call with retries; a rejection becomes a ``DataError`` naming exchange and symbol."""
         try:
-            return with_retries(
-                call,
-                retryable=RETRYABLE,
-                what=what,
-                max_retries=self._settings.max_retries,
-                backoff_s=self._settings.retry_backoff_s,
-                sleep=self._sleep,
-            )
+            return self._retry.call(call, what=what, transient=is_transient)
         except ccxt.BadSymbol as exc:
             raise DataError(f"{self.exchange_id} does not know symbol {symbol!r} ({what}): {exc}") from exc
         except ccxt.AuthenticationError as exc:

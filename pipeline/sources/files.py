@@ -289,3 +289,34 @@ def _epoch_to_utc(raw: np.ndarray, label: str) -> pd.Series:
     millis = np.round(raw * scale).astype(np.int64)
     return pd.Series(pd.to_datetime(millis, unit="ms", utc=True)).astype(TIMESTAMP_DTYPE)
 
+
+
+def infer_timeframe(bars: pd.DataFrame, label: str) -> Timeframe:
+    """The timeframe of a bar frame, guessed from the median gap between consecutive bars (in whole minutes)."""
+    if len(bars) < 2:
+        raise DataError(f"{label} holds fewer than 2 bars")
+    step = pd.Timedelta(bars["timestamp"].diff().median())
+    return Timeframe.parse(f"{int(step.total_seconds() // 60)}m")
+
+
+def read_bar_series(
+    path: Path, timeframe: Timeframe | None = None, start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, Timeframe]:
+    """The bars of one file to backtest or replay as they are, from ``start`` to ``end`` (exclusive).
+
+    The file must already be clean (sorted, unique timestamps; ingest it to pass it through the quality gate).
+    Without ``timeframe`` it is guessed from the gaps between bars.
+    """
+    label = f"--data {str(path)!r}"
+    if not path.exists():
+        raise DataError(f"{label} does not exist")
+    bars = canonical_bars(read_bar_file_any(path))
+    if not bars["timestamp"].is_monotonic_increasing or not bars["timestamp"].is_unique:
+        raise DataError(f"{label}: timestamps must be sorted and unique (ingest it to clean it)")
+    tf = timeframe if timeframe is not None else infer_timeframe(bars, label)
+    if start is not None:
+        bars = bars.loc[bars["timestamp"] >= start]
+    if end is not None:
+        bars = bars.loc[bars["timestamp"] < end]
+    return bars.reset_index(drop=True), tf

@@ -13,17 +13,20 @@ quantity, its price the change of the filled notional (quantity times average pr
 by that quantity, its id ``alpaca:<order id>:<cumulative filled qty>`` (deterministic, so the state store never
 books it twice). Alpaca charges no commission: the fee is 0.
 
+Orders go out through the shared idempotent submission (``runtime.brokers.submission``); this module supplies
+the venue calls (``AlpacaVenue``: place, find by client id, cancel) and the conversions.
+
 Errors: ``403`` (insufficient buying power or quantity) and ``422`` (an invalid order) and other refusals →
 the order is rejected and its units stop counting as in flight; ``429``, ``5xx``, timeouts and connection errors
-→ retried with backoff (``max_retries``, ``backoff_s``, injectable ``sleep``), looking the order up by its client
-id before any resend; still unknown after the retries → on record as ``new`` without a venue id and looked up
-again on the next bar (and after a restart). Nothing here raises into the runtime loop.
+→ retried by the retry policy (``pipeline.retry``: ``max_retries``, ``backoff_s``, injectable ``sleep``), looking
+the order up by its client id before any resend; still unknown after the retries → on record as ``new`` without
+a venue id and looked up again on the next bar (and after a restart). Nothing here raises into the runtime loop.
 
-Before an exit, this sleeve's open orders on the other side are cancelled (as in ``runtime.brokers.ccxt``).
+Before an exit, this sleeve's open orders on the other side are cancelled (``runtime.brokers.base.VenueRouting``).
 ``resume`` takes over the orders on record still open after a restart; ``holdings`` reads the positions.
 
 ``make_trading_client`` builds the ``TradingClient`` from the settings: with ``http_timeout_s`` on every request
-and without alpaca-py's own blocking retries, so that one retry policy (this broker's) applies.
+and without alpaca-py's own blocking retries, so that one retry policy (``pipeline.retry``) applies.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 import pydantic
@@ -43,14 +46,15 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.models import Order, Position
-from alpaca.trading.requests import MarketOrderRequest
+from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
 from pipeline.engine.core import Engine, Intent
+from pipeline.retry import RetryPolicy, is_transient
 from pipeline.settings import Settings
 from pipeline.sources.alpaca_source import bounded, credentials
-from pipeline.sources.retry import with_retries
 from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
 from runtime.brokers.base import VenueRouting, VenueUnavailable, open_on_record
+from runtime.brokers.submission import OrderRejected, OrderRequest, Submission
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +62,51 @@ QTY_QUANTUM = Decimal("0.000000001")
 """Alpaca takes quantities to 9 decimals."""
 ENDED = frozenset({"canceled", "expired", "rejected", "replaced", "done_for_day"})
 """Alpaca order statuses after which nothing more fills."""
-TRANSPORT: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.JSONDecodeError,
-    pydantic.ValidationError,
-)
-"""Failures after which the outcome of a request is unknown: retried, an order looked up before any resend."""
+UNREADABLE: tuple[type[BaseException], ...] = (requests.exceptions.JSONDecodeError, pydantic.ValidationError)
+"""An answer cut short: like a dropped connection, the outcome is unknown (retried, an order looked up first)."""
 T = TypeVar("T")
 
 
-class _Rejected(Exception):
-    """Alpaca refused the order; nothing was placed."""
+class AlpacaVenue:
+    """The order calls of an alpaca-py ``TradingClient`` for ``runtime.brokers.submission`` (one attempt each)."""
+
+    name = "alpaca"
+    errors: tuple[type[BaseException], ...] = (APIError, requests.RequestException, pydantic.ValidationError)
+
+    def __init__(self, client: TradingClient, time_in_force: TimeInForce = TimeInForce.DAY) -> None:
+        self.client = client
+        self.time_in_force = time_in_force
+
+    def transient(self, exc: BaseException) -> bool:
+        return is_transient(exc) or isinstance(exc, UNREADABLE)
+
+    def place(self, order: OrderRequest) -> Order:
+        common = {"symbol": order.symbol, "qty": float(order.qty), "side": OrderSide(order.side),
+                  "time_in_force": self.time_in_force, "client_order_id": order.client_id}
+        request = (MarketOrderRequest(**common) if order.price is None else
+                   LimitOrderRequest(**common, limit_price=float(order.price)))
+        try:
+            return _order(self.client.submit_order(request))
+        except APIError as exc:
+            if self.transient(exc):
+                raise
+            duplicate = exc.status_code == 422 and "unique" in _message(exc)
+            raise OrderRejected(_describe(exc), duplicate=duplicate) from exc
+
+    def find(self, client_id: str, symbol: str) -> Order | None:
+        try:
+            return _order(self.client.get_order_by_client_id(client_id))
+        except APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    def cancel(self, venue_id: str, symbol: str) -> None:
+        try:
+            self.client.cancel_order_by_id(venue_id)
+        except APIError as exc:
+            if exc.status_code not in (404, 422):  # 404/422: filled or gone meanwhile
+                raise
 
 
 @dataclass
@@ -113,10 +149,8 @@ class AlpacaBroker(VenueRouting):
     def __init__(self, client: TradingClient, max_retries: int = 5, backoff_s: float = 1.0,
                  sleep: Callable[[float], None] = time.sleep, time_in_force: TimeInForce = TimeInForce.DAY) -> None:
         self.client = client
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.sleep = sleep
-        self.time_in_force = time_in_force
+        self.retry = RetryPolicy.from_settings(max_retries, backoff_s, sleep=sleep)
+        self.orders: Submission[Order] = Submission(AlpacaVenue(client, time_in_force), self.retry)
         self.open: dict[str, _Open] = {}
         self._seen_fills: set[str] = set()
 
@@ -150,7 +184,7 @@ class AlpacaBroker(VenueRouting):
     # ------------------------------------------------------------------ orders
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
               orders: list[OrderRecord], fills: list[FillRecord]) -> None:
-        side = "buy" if intent.qty > 0 else "sell"
+        side: Literal["buy", "sell"] = "buy" if intent.qty > 0 else "sell"
         qty = Decimal(repr(abs(intent.qty))).quantize(QTY_QUANTUM, ROUND_HALF_EVEN)
         if qty <= 0:
             engine.release(intent.qty)
@@ -160,22 +194,21 @@ class AlpacaBroker(VenueRouting):
         signed = qty if side == "buy" else -qty
         if float(signed) != intent.qty:
             engine.release(intent.qty - float(signed))  # rounded to alpaca's 9 decimals
-        try:
-            order = self._existing(client_id)
-            if order is None:
-                order = self._place(symbol, side, qty, client_id)
-        except _Rejected as exc:
+        sent = self.orders.submit(OrderRequest(client_id, symbol, side, qty))
+        if sent.outcome == "rejected":
             engine.release(float(signed))
-            orders.append(self._record(client_id, sleeve, symbol, side, qty, "rejected", f"{intent.reason}: {exc}",
-                                       None, bar_ms))
-            log.warning("%s: %s %s %s rejected by alpaca: %s", sleeve, side, qty, symbol, exc)
+            orders.append(self._record(client_id, sleeve, symbol, side, qty, "rejected",
+                                       f"{intent.reason}: {sent.reason}", None, bar_ms))
+            log.warning("%s: %s %s %s rejected by alpaca: %s", sleeve, side, qty, symbol, sent.reason)
             return
-        except VenueUnavailable as exc:
-            log.error("%s: %s %s %s could not be sent (%s); looked up again next bar", sleeve, side, qty, symbol, exc)
+        if sent.order is None:
+            log.error("%s: %s %s %s could not be sent (%s); looked up again next bar", sleeve, side, qty, symbol,
+                      sent.reason)
             self.open[client_id] = _Open(sleeve, symbol, "", client_id, signed, Decimal(0), Decimal(0), intent.reason,
                                          bar_ms)
             orders.append(self._record(client_id, sleeve, symbol, side, qty, "new", intent.reason, None, bar_ms))
             return
+        order = sent.order
         entry = _Open(sleeve, symbol, str(order.id), client_id, signed, Decimal(0), Decimal(0), intent.reason, bar_ms)
         self.open[client_id] = entry
         if self._book(entry, order, engine, orders, fills):
@@ -184,7 +217,7 @@ class AlpacaBroker(VenueRouting):
     def _follow(self, entry: _Open, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
         """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected, expired)."""
         try:
-            order = self._existing(entry.client_id)
+            order = self.orders.find(entry.client_id, entry.symbol)
         except VenueUnavailable as exc:
             log.warning("%s: order %s could not be looked up (%s); tried again next bar", entry.sleeve,
                         entry.client_id, exc)
@@ -207,38 +240,6 @@ class AlpacaBroker(VenueRouting):
             if rest:
                 engine.release(float(rest))
         del self.open[entry.client_id]
-
-    def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[OrderRecord],
-                         fills: list[FillRecord]) -> Intent:
-        """Cancel this sleeve's open orders on the other side before turning around (see ``runtime.brokers.ccxt``):
-        the exit then shrinks by the unfilled rest that will no longer arrive."""
-        qty = intent.qty
-        for entry in [e for e in self.open.values() if e.sleeve == sleeve and float(e.qty) * intent.qty < 0]:
-            if not entry.venue_id:
-                continue
-            venue_id = entry.venue_id
-
-            def cancel(venue_id: str = venue_id) -> None:
-                self.client.cancel_order_by_id(venue_id)
-
-            try:
-                self._call(cancel, "cancel")
-            except APIError as exc:
-                if exc.status_code not in (404, 422):  # 404/422: filled or gone meanwhile; following books it
-                    log.warning("%s: could not cancel %s (%s); the exit is sent as decided", sleeve,
-                                entry.client_id, _describe(exc))
-                    continue
-            except VenueUnavailable as exc:
-                log.warning("%s: could not cancel %s (%s); the exit is sent as decided", sleeve, entry.client_id, exc)
-                continue
-            before = entry.filled
-            self._follow(entry, engine, orders, fills)
-            rest = float(abs(entry.qty) - max(entry.filled, before))
-            if entry.client_id not in self.open and rest > 0:
-                qty += rest if entry.qty > 0 else -rest
-        if qty * intent.qty <= 0:
-            return Intent(intent.number, intent.bar, 0.0, intent.reference_price, intent.reason)
-        return Intent(intent.number, intent.bar, qty, intent.reference_price, intent.reason)
 
     def _book(self, entry: _Open, order: Order, engine: Engine, orders: list[OrderRecord],
               fills: list[FillRecord]) -> bool:
@@ -277,61 +278,11 @@ class AlpacaBroker(VenueRouting):
                                    entry.reason, entry.venue_id, entry.bar_ms))
         return complete or ended
 
-    def _place(self, symbol: str, side: str, qty: Decimal, client_id: str) -> Order:
-        """Send a market order; after a failure whose outcome is unknown, look it up by client id before any
-        resend, so an order whose answer was lost is never placed twice.
-
-        Raises ``_Rejected`` when alpaca refuses it and ``VenueUnavailable`` when its fate stays unknown.
-        """
-        request = MarketOrderRequest(symbol=symbol, qty=float(qty), side=OrderSide(side),
-                                     time_in_force=self.time_in_force, client_order_id=client_id)
-        for attempt in range(self.max_retries + 1):
-            failure: BaseException
-            try:
-                return _order(self.client.submit_order(request))
-            except APIError as exc:
-                if not _retryable(exc):
-                    if exc.status_code == 422 and "unique" in _message(exc):  # an earlier attempt arrived after all
-                        found = self._existing(client_id)
-                        if found is not None:
-                            return found
-                    raise _Rejected(_describe(exc)) from exc
-                failure = exc
-            except TRANSPORT as exc:
-                failure = exc
-            try:
-                found = self._existing(client_id)
-            except VenueUnavailable:
-                found = None
-            if found is not None:
-                return found
-            if attempt == self.max_retries:
-                raise VenueUnavailable(f"order {client_id}: {_describe(failure)}") from failure
-            delay = self.backoff_s * 2**attempt
-            log.warning("%s %s failed (%s); not at alpaca, resent (%d/%d) in %.2fs", side, symbol,
-                        _describe(failure), attempt + 1, self.max_retries, delay)
-            self.sleep(delay)
-        raise RuntimeError("unreachable")
-
-    # ------------------------------------------------------------------ helpers
-    def _existing(self, client_id: str) -> Order | None:
-        """Alpaca's order with ``client_id``; None when alpaca says it has none.
-
-        Raises ``VenueUnavailable`` when alpaca cannot be asked (so "unknown" is never taken for "absent").
-        """
-        try:
-            return _order(self._call(lambda: self.client.get_order_by_client_id(client_id), "look up order"))
-        except APIError as exc:
-            if exc.status_code == 404:
-                return None
-            raise VenueUnavailable(f"order {client_id} could not be looked up ({_describe(exc)})") from exc
-
     def _call(self, call: Callable[[], T], what: str) -> T:
-        """``call`` with retries of what may pass (429, 5xx, timeouts, connection errors); other API errors are
-        raised as they are, and ``VenueUnavailable`` when the retries run out."""
-        return with_retries(
-            call, retryable=lambda exc: isinstance(exc, TRANSPORT) or (isinstance(exc, APIError) and _retryable(exc)),
-            what=f"alpaca {what}", max_retries=self.max_retries, backoff_s=self.backoff_s, sleep=self.sleep,
+        """``call`` through the retry policy (429, 5xx, timeouts, connection errors are retried); other API errors
+        are raised as they are, and ``VenueUnavailable`` when the policy gives up."""
+        return self.retry.call(
+            call, what=f"alpaca {what}", transient=self.orders.venue.transient,
             give_up=lambda exc, attempts: VenueUnavailable(f"{what}: {_describe(exc)} after {attempts} attempts"))
 
     @staticmethod
@@ -349,11 +300,6 @@ def _order(answer: Any) -> Order:
 
 def _status(order: Order) -> str:
     return str(getattr(order.status, "value", order.status))
-
-
-def _retryable(exc: APIError) -> bool:
-    status = exc.status_code
-    return status is None or status == 429 or status >= 500
 
 
 def _message(exc: APIError) -> str:

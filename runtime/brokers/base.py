@@ -8,16 +8,22 @@ brokers.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from pipeline.engine.core import Engine, Intent
 from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
+
+if TYPE_CHECKING:
+    from runtime.brokers.submission import Submission
+
+log = logging.getLogger(__name__)
 
 OPEN_STATUSES = frozenset({"new", "partially_filled"})
 """Order statuses on record that a venue may still fill."""
@@ -108,11 +114,13 @@ class VenueRouting:
     """The order flow every venue broker shares: follow the sleeve's open orders (new fills, their end), then
     send the engine's new intents under deterministic client ids, cancelling opposing open orders first.
 
-    A venue broker provides ``open`` (its open orders by client id, each with a ``sleeve``), ``_follow``,
-    ``_cancel_opposing`` and ``_send``.
+    A venue broker provides ``open`` (its open orders by client id, each with ``sleeve``, ``symbol``,
+    ``client_id``, ``venue_id``, a signed ``qty`` and the ``filled`` units booked), ``orders`` (its idempotent
+    submission, ``runtime.brokers.submission``), ``_follow`` and ``_send``.
     """
 
     open: dict[str, Any]
+    orders: Submission[Any]
 
     def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
                                                                                     list[FillRecord]]:
@@ -139,7 +147,29 @@ class VenueRouting:
 
     def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[OrderRecord],
                          fills: list[FillRecord]) -> Intent:
-        raise NotImplementedError
+        """Cancel this sleeve's open orders on the other side before turning around.
+
+        The engine sizes an order against its position *plus* the units still in flight; when an exit meets a
+        buy that is only partly filled, the unfilled rest is cancelled at the venue instead, and the exit shrinks
+        by that rest (so only what is held is sold, and nothing unfilled can arrive afterwards).
+        """
+        qty = intent.qty
+        for entry in [e for e in self.open.values() if e.sleeve == sleeve and float(e.qty) * intent.qty < 0]:
+            if not entry.venue_id:
+                continue
+            failure = self.orders.cancel(entry.venue_id, entry.symbol)  # gone meanwhile: following it books that
+            if failure is not None:
+                log.warning("%s: could not cancel %s (%s); the exit is sent as decided", sleeve, entry.client_id,
+                            failure)
+                continue
+            before = entry.filled
+            self._follow(entry, engine, orders, fills)
+            rest = float(abs(entry.qty) - max(entry.filled, before))
+            if entry.client_id not in self.open and rest > 0:
+                qty += rest if entry.qty > 0 else -rest  # the exit no longer covers units that will not come
+        if qty * intent.qty <= 0:
+            return Intent(intent.number, intent.bar, 0.0, intent.reference_price, intent.reason)
+        return Intent(intent.number, intent.bar, qty, intent.reference_price, intent.reason)
 
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
               orders: list[OrderRecord], fills: list[FillRecord]) -> None:

@@ -4,11 +4,14 @@ Every order carries a deterministic client order id (``tf<crc32 of the sleeve>-<
 an order is sent the venue is asked whether it already holds that id. So an order whose response was lost
 (or that was sent just before a crash) is found instead of being sent twice.
 
+Orders go out through the shared idempotent submission (``runtime.brokers.submission``); this module supplies
+the venue calls (``CcxtVenue``: place, find by client id, cancel) and the conversions.
+
 Errors: insufficient funds and invalid orders (precision, filters) → the order is rejected and its units stop
-counting as in flight; network errors, timeouts, rate limits and exchange outages → retried with backoff
-(``max_retries``, ``retry_backoff_s``); when retries run out the order stays unknown and is looked up by its
-client id on the next bar (an order whose fate is unknown is recorded as ``new`` without a venue id, so that
-a restart looks it up too). Nothing here raises into the runtime loop.
+counting as in flight; network errors, timeouts, rate limits and exchange outages → retried by the retry policy
+(``pipeline.retry``: ``max_retries``, ``retry_backoff_s``); when retries run out the order stays unknown and is
+looked up by its client id on the next bar (an order whose fate is unknown is recorded as ``new`` without a
+venue id, so that a restart looks it up too). Nothing here raises into the runtime loop.
 
 After a restart, ``resume`` takes over the orders on record that are still open, with their stored fills, so
 their later trades are booked once; ``holdings`` reads the base asset's total balance for reconciliation.
@@ -19,32 +22,61 @@ currency is converted at the fill price; a fee in a third currency, e.g. BNB, is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import ccxt
 
 from pipeline.engine.core import Engine, Intent
-from pipeline.sources.retry import with_retries
+from pipeline.retry import RetryPolicy, is_transient
 from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
 from runtime.brokers.base import VenueRouting, VenueUnavailable, client_order_id, open_on_record
+from runtime.brokers.submission import OrderRejected, OrderRequest, Submission
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded, ccxt.DDoSProtection,
-             ccxt.RequestTimeout, ccxt.OperationFailed)
 REJECTED = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.BadRequest)
+"""Refusals of an order: nothing was placed, and sending it again would be refused too."""
+
+__all__ = ["CcxtBroker", "CcxtVenue", "client_order_id"]
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RETRYABLE) and not isinstance(exc, REJECTED)
+class CcxtVenue:
+    """The order calls of a ccxt exchange for ``runtime.brokers.submission`` (one attempt each)."""
 
+    errors: tuple[type[BaseException], ...] = (ccxt.BaseError,)
 
-__all__ = ["CcxtBroker", "client_order_id"]
+    def __init__(self, exchange: Any) -> None:
+        self.exchange = exchange
+        self.name = str(getattr(exchange, "id", "ccxt"))
+
+    def transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
+
+    def place(self, order: OrderRequest) -> dict[str, Any]:
+        kind, price = ("market", None) if order.price is None else ("limit", float(order.price))
+        try:
+            placed: dict[str, Any] = self.exchange.create_order(
+                order.symbol, kind, order.side, float(order.qty), price, {"newClientOrderId": order.client_id})
+        except REJECTED as exc:
+            raise OrderRejected(f"{type(exc).__name__}: {exc}", duplicate="duplicate" in str(exc).lower()) from exc
+        return placed
+
+    def find(self, client_id: str, symbol: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.exchange.fetch_order(None, symbol, {"origClientOrderId": client_id})
+        except (ccxt.OrderNotFound, ccxt.InvalidOrder):
+            return None
+        return found
+
+    def cancel(self, venue_id: str, symbol: str) -> None:
+        with contextlib.suppress(ccxt.OrderNotFound):  # filled or gone meanwhile
+            self.exchange.cancel_order(venue_id, symbol)
 
 
 @dataclass
@@ -72,90 +104,43 @@ class CcxtBroker(VenueRouting):
     def __init__(self, exchange: Any, max_retries: int = 5, backoff_s: float = 1.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.exchange = exchange
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.sleep = sleep
+        self.retry = RetryPolicy.from_settings(max_retries, backoff_s, sleep=sleep)
+        self.orders: Submission[dict[str, Any]] = Submission(CcxtVenue(exchange), self.retry)
         self.open: dict[str, _Open] = {}
         self._seen_trades: set[str] = set()
-
-    # ------------------------------------------------------------------ the broker protocol
-    def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[OrderRecord],
-                         fills: list[FillRecord]) -> Intent:
-        """Cancel this sleeve's open orders on the other side before turning around.
-
-        The engine sizes an order against its position *plus* the units still in flight; when an exit meets a
-        buy that is only partly filled, the unfilled rest is cancelled at the venue instead, and the exit shrinks
-        by that rest (so only what is held is sold, and nothing unfilled can arrive afterwards).
-        """
-        qty = intent.qty
-        for entry in [e for e in self.open.values() if e.sleeve == sleeve and e.qty * intent.qty < 0]:
-            if not entry.venue_id:
-                continue
-            venue_id, venue_symbol = entry.venue_id, entry.symbol
-
-            def cancel(venue_id: str = venue_id, venue_symbol: str = venue_symbol) -> Any:
-                return self.exchange.cancel_order(venue_id, venue_symbol)
-
-            try:
-                self._retry(cancel, "cancel")
-            except ccxt.OrderNotFound:
-                pass  # filled or gone meanwhile: following it below books whatever happened
-            except ccxt.BaseError as exc:
-                log.warning("%s: could not cancel %s (%s); the exit is sent as decided", sleeve, entry.client_id, exc)
-                continue
-            before = entry.filled
-            self._follow(entry, engine, orders, fills)
-            rest = abs(entry.qty) - max(entry.filled, before)
-            if entry.client_id not in self.open and rest > 0:
-                qty += rest if entry.qty > 0 else -rest  # the exit no longer covers units that will not come
-        if qty * intent.qty <= 0:
-            return Intent(intent.number, intent.bar, 0.0, intent.reference_price, intent.reason)
-        return Intent(intent.number, intent.bar, qty, intent.reference_price, intent.reason)
 
     # ------------------------------------------------------------------ orders
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
               orders: list[OrderRecord], fills: list[FillRecord]) -> None:
-        side = "buy" if intent.qty > 0 else "sell"
+        side: Literal["buy", "sell"] = "buy" if intent.qty > 0 else "sell"
         at = _utc(bar_ms)
         try:
             if not self.exchange.markets:
-                self._retry(self.exchange.load_markets, "load markets")
-            amount = float(self.exchange.amount_to_precision(symbol, abs(intent.qty)))
+                self._call(self.exchange.load_markets, "load markets")
+            amount = Decimal(str(self.exchange.amount_to_precision(symbol, abs(intent.qty))))
         except ccxt.BaseError as exc:
-            amount = 0.0
+            amount = Decimal(0)
             log.warning("%s: order of %s %s cannot be sized (%s)", sleeve, intent.qty, symbol, exc)
         if amount <= 0:
             engine.release(intent.qty)
             orders.append(self._record(client_id, sleeve, symbol, side, abs(intent.qty), "rejected",
                                        f"{intent.reason}: below the venue's amount precision", None, at))
             return
-        signed = amount if side == "buy" else -amount
+        signed = float(amount) if side == "buy" else -float(amount)
         if abs(signed) < abs(intent.qty):
             engine.release(intent.qty - signed)  # precision trimmed the order
-        try:
-            order = self._existing(symbol, client_id)
-        except ccxt.BaseError as exc:
-            log.error("%s: venue unreachable before %s %s (%s); retried next bar", sleeve, side, symbol, exc)
-            self._unknown(sleeve, symbol, side, amount, client_id, intent.reason, bar_ms, orders)
+        sent = self.orders.submit(OrderRequest(client_id, symbol, side, amount))
+        if sent.outcome == "rejected":
+            engine.release(signed)
+            orders.append(self._record(client_id, sleeve, symbol, side, amount, "rejected",
+                                       f"{intent.reason}: {sent.reason}", None, at))
+            log.warning("%s: %s %s rejected by the venue: %s", sleeve, side, symbol, sent.reason)
             return
-        if order is None:
-            try:
-                order = self._place(symbol, side, amount, client_id)
-            except REJECTED as exc:
-                engine.release(signed)
-                orders.append(self._record(client_id, sleeve, symbol, side, amount, "rejected",
-                                           f"{intent.reason}: {type(exc).__name__}: {exc}", None, at))
-                log.warning("%s: %s %s rejected by the venue: %s", sleeve, side, symbol, exc)
-                return
-            except ccxt.BaseError as exc:
-                try:
-                    order = self._existing(symbol, client_id)  # it may have arrived although the answer did not
-                except ccxt.BaseError:
-                    order = None
-                if order is None:
-                    log.error("%s: %s %s could not be sent (%s); looked up again next bar", sleeve, side, symbol, exc)
-                    self._unknown(sleeve, symbol, side, amount, client_id, intent.reason, bar_ms, orders)
-                    return
+        if sent.order is None:
+            log.error("%s: %s %s could not be sent (%s); looked up again next bar", sleeve, side, symbol, sent.reason)
+            self._unknown(sleeve, symbol, side, float(amount), client_id, intent.reason, bar_ms, orders)
+            return
+        order = sent.order
         entry = _Open(sleeve, symbol, str(order["id"]), client_id, signed, 0.0, intent.reason, bar_ms)
         self.open[client_id] = entry
         if self._book(entry, order, engine, orders, fills):
@@ -171,8 +156,8 @@ class CcxtBroker(VenueRouting):
     def _follow(self, entry: _Open, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
         """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected)."""
         try:
-            order = self._existing(entry.symbol, entry.client_id)
-        except ccxt.BaseError as exc:
+            order = self.orders.find(entry.client_id, entry.symbol)
+        except VenueUnavailable as exc:
             log.warning("%s: order %s could not be looked up (%s); tried again next bar", entry.sleeve,
                         entry.client_id, exc)
             return
@@ -202,7 +187,7 @@ class CcxtBroker(VenueRouting):
         side = "buy" if entry.qty > 0 else "sell"
         if not trades and float(order.get("filled") or 0) > entry.filled:
             try:
-                trades = self._retry(
+                trades = self._call(
                     lambda: self.exchange.fetch_my_trades(entry.symbol, params={"orderId": entry.venue_id}),
                     "fetch trades")
             except ccxt.BaseError as exc:  # its fills are booked when they can be read; the order stays open
@@ -233,35 +218,6 @@ class CcxtBroker(VenueRouting):
                                    entry.reason, entry.venue_id, _utc(entry.bar_ms)))
         return complete or ended
 
-    def _place(self, symbol: str, side: str, amount: float, client_id: str) -> dict[str, Any]:
-        """Send a market order; after a failure whose outcome is unknown, look it up by client id before any
-        resend, so an order whose answer was lost is never placed twice."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                placed: dict[str, Any] = self.exchange.create_order(
-                    symbol, "market", side, amount, None, {"newClientOrderId": client_id})
-                return placed
-            except REJECTED as exc:
-                if "duplicate" in str(exc).lower():  # an earlier attempt arrived after all
-                    found = self._existing(symbol, client_id)
-                    if found is not None:
-                        return found
-                raise
-            except RETRYABLE as exc:
-                try:
-                    found = self._existing(symbol, client_id)
-                except ccxt.BaseError:
-                    found = None
-                if found is not None:
-                    return found
-                if attempt == self.max_retries:
-                    raise
-                delay = self.backoff_s * 2**attempt
-                log.warning("%s %s failed (%s); not at the venue, resent (%d/%d) in %.2fs", side, symbol,
-                            type(exc).__name__, attempt + 1, self.max_retries, delay)
-                self.sleep(delay)
-        raise RuntimeError("unreachable")
-
     # ------------------------------------------------------------------ restart and reconciliation
     def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
         """Take over the orders on record still open, with their stored fills (booked again never)."""
@@ -278,7 +234,7 @@ class CcxtBroker(VenueRouting):
         """The total balance (free and locked) of each symbol's base asset; ``VenueUnavailable`` when the
         balances cannot be read."""
         try:
-            balance = self._retry(self.exchange.fetch_balance, "fetch balance")
+            balance = self._call(self.exchange.fetch_balance, "fetch balance")
         except ccxt.BaseError as exc:
             raise VenueUnavailable(f"{self.exchange.id}: balances could not be read ({type(exc).__name__}: {exc})"
                                    ) from exc
@@ -286,23 +242,10 @@ class CcxtBroker(VenueRouting):
         return {symbol: _decimal(totals.get(symbol.partition("/")[0]) or 0) for symbol in symbols}
 
     # ------------------------------------------------------------------ helpers
-    def _existing(self, symbol: str, client_id: str) -> dict[str, Any] | None:
-        """The venue's order with ``client_id``; None when the venue says it has none.
-
-        Raises ``ccxt.BaseError`` when the venue cannot be asked (so "unknown" is never taken for "absent").
-        """
-        try:
-            found: dict[str, Any] = self._retry(
-                lambda: self.exchange.fetch_order(None, symbol, {"origClientOrderId": client_id}), "fetch order")
-        except (ccxt.OrderNotFound, ccxt.InvalidOrder):
-            return None
-        return found
-
-    def _retry(self, call: Callable[[], Any], what: str) -> Any:
-        """``call``, retried with backoff on network errors, rate limits and outages (the last error is raised
-        when the retries run out); rejections pass through at once."""
-        return with_retries(call, retryable=_retryable, what=f"ccxt {what}", max_retries=self.max_retries,
-                            backoff_s=self.backoff_s, sleep=self.sleep, give_up=lambda exc, _attempts: exc)
+    def _call(self, call: Callable[[], Any], what: str) -> Any:
+        """``call`` through the retry policy; the last ccxt error is raised when the policy gives up, and a
+        rejection at once."""
+        return self.retry.call(call, what=f"{self.orders.venue.name} {what}", give_up=lambda exc, _attempts: exc)
 
     def _fee(self, trade: dict[str, Any], symbol: str, price: float) -> float:
         fee = trade.get("fee") or {}
@@ -317,7 +260,7 @@ class CcxtBroker(VenueRouting):
         return 0.0
 
     @staticmethod
-    def _record(client_id: str, sleeve: str, symbol: str, side: str, qty: float, status: str, reason: str,
+    def _record(client_id: str, sleeve: str, symbol: str, side: str, qty: float | Decimal, status: str, reason: str,
                 venue_id: str | None, at: Any) -> OrderRecord:
         return OrderRecord(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=side, qty=_decimal(qty),
                            price=None, status=status, reason=reason, venue_order_id=venue_id, bar=at, created_at=at)

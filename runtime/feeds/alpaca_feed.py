@@ -40,7 +40,8 @@ from pipeline.domain import STOCK_CALENDAR, AssetClass, DataError, Timeframe, em
 from pipeline.quality import exchange_calendar
 from pipeline.settings import Settings
 from pipeline.sources.alpaca_source import alpaca_timeframe_of, bar_frame, closed_bars, credentials
-from runtime.feeds.base import LiveFeed, Sleep, Update, bars_of, floor_ms, now_ms, stamp
+from runtime.feeds.base import LiveFeed, Sleep, Update
+from runtime.feeds.frames import bars_of, floor_ms, now_ms, stamp
 
 log = logging.getLogger(__name__)
 

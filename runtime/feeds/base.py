@@ -13,8 +13,10 @@ Frames are changed by the ``batches`` generator only, between two batches: appen
 to keep memory bounded. A bar is delivered at most once per key and in ascending order per key; a bar for a
 time already delivered whose values differ (a venue's correction) is ignored with a warning.
 
-Venue errors never leave ``batches``: the worker logs them, waits with exponential backoff and tries again
-from the last bar it handed over, so that nothing is missed or delivered twice.
+Venue errors never leave ``batches``: the worker retries through the one retry policy (``pipeline.retry``:
+exponential backoff from ``backoff_base_s`` up to ``backoff_cap_s``, with jitter, a ``Retry-After`` honoured)
+from the last bar it handed over, so that nothing is missed or delivered twice. The bar-frame helpers the feeds
+share live in ``runtime.feeds.frames``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.clock import Clock
-from pipeline.domain import VALUE_COLUMNS, DataError, Timeframe, canonical_bars, empty_bars, epoch_ms
+from pipeline.domain import VALUE_COLUMNS, DataError, Timeframe, empty_bars, epoch_ms
+from pipeline.retry import RetriesExhausted, RetryPolicy, any_error, describe
+from runtime.feeds.frames import bars_of, check_key, floor_ms, now_ms, rows_of, stamp
+
+__all__ = ["Batch", "Feed", "FeedError", "LiveFeed", "Sleep", "Update", "bars_of", "check_key", "empty_batch",
+           "floor_ms", "now_ms", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -87,55 +94,6 @@ class FeedError(RuntimeError):
     """A live feed could not get what it needs from its venue; the message names the venue and the series."""
 
 
-@dataclass
-class Backoff:
-    """Exponential backoff: ``base_s``, then twice as long after each further failure, at most ``cap_s``."""
-
-    base_s: float = 1.0
-    cap_s: float = 60.0
-    failures: int = 0
-
-    def __post_init__(self) -> None:
-        if self.base_s <= 0 or self.cap_s < self.base_s:
-            raise DataError(
-                f"backoff base {self.base_s} s and cap {self.cap_s} s are not valid: "
-                "the base must be positive and the cap at least the base"
-            )
-
-    def next_delay(self) -> float:
-        """The wait before the next attempt (and count this failure)."""
-        delay = min(self.cap_s, self.base_s * 2.0 ** min(self.failures, 60))
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-def bars_of(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` as a canonical bar frame, sorted by open time with unique times (the last one wins)."""
-    if frame.empty:
-        return empty_bars()
-    bars = canonical_bars(frame)
-    bars = bars.sort_values("timestamp", kind="stable").drop_duplicates("timestamp", keep="last")
-    return bars.reset_index(drop=True)
-
-
-def floor_ms(ms: int, step_ms: int) -> int:
-    """``ms`` rounded down to a multiple of ``step_ms``."""
-    return ms - ms % step_ms
-
-
-def now_ms(clock: Clock) -> int:
-    """The clock's now in epoch milliseconds."""
-    return int(clock.now().value // 1_000_000)
-
-
-def stamp(ms: int | None) -> str:
-    """An epoch-ms time for messages."""
-    return "none" if ms is None else pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat()
-
-
 Update = dict[str, pd.DataFrame]
 """Closed bars per feed key handed from a worker to ``batches`` (canonical frames, ascending)."""
 
@@ -169,11 +127,13 @@ class LiveFeed:
     ) -> None:
         if not keys:
             raise DataError("a live feed needs at least one series (feed key venue:SYMBOL:tf)")
-        for name, value in (("poll_s", poll_s), ("tick_s", tick_s)):
+        for name, value in (("poll_s", poll_s), ("tick_s", tick_s), ("backoff_base_s", backoff_base_s)):
             if value <= 0:
                 raise DataError(f"{name} {value} is not valid: it must be a positive number of seconds")
         if warmup < 1:
             raise DataError(f"warmup {warmup} is not valid: a live feed loads at least one bar of history")
+        if backoff_cap_s < backoff_base_s:
+            raise DataError(f"backoff_cap_s {backoff_cap_s} is not valid: it must be at least backoff_base_s")
         if max_rows is not None and max_rows <= warmup:
             raise DataError(f"max_rows {max_rows} is not valid: it must exceed warmup ({warmup})")
         for key in keys:
@@ -187,9 +147,11 @@ class LiveFeed:
         self.max_rows = max_rows if max_rows is not None else 2 * warmup + 100
         self.batch_size = batch_size
         self.warmup_attempts = warmup_attempts
-        self._backoff = Backoff(backoff_base_s, backoff_cap_s)
         self._stopping = threading.Event()
         self._sleep: Sleep = sleep if sleep is not None else self._wait
+        self.retry = RetryPolicy(attempts=None, base_s=backoff_base_s, cap_s=backoff_cap_s, sleep=self._sleep,
+                                 clock=clock)
+        """The retry policy of every venue call (no limit of attempts: the feed retries until it is stopped)."""
         self._updates: queue.Queue[Update] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._delivered: dict[str, int | None] = {key: None for key in keys}
@@ -258,20 +220,13 @@ class LiveFeed:
                      stamp(self._last_ms(key)))
 
     def _fetch_retried(self, key: str, start_ms: int, end_ms: int, attempts: int) -> pd.DataFrame:
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._fetch(key, start_ms, end_ms)
-            except Exception as exc:  # a venue fault: retried, then reported with the series named
-                if attempt == attempts or self.stopped:
-                    raise FeedError(
-                        f"{self.venue}: could not load the bars of {key} from {stamp(start_ms)} "
-                        f"after {attempt} attempts: {type(exc).__name__}: {exc}"
-                    ) from exc
-                delay = self._backoff.next_delay()
-                log.warning("%s: loading %s failed (%s: %s); retry in %.2fs", self.venue, key,
-                            type(exc).__name__, exc, delay)
-                self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        def failed(exc: BaseException, tries: int) -> BaseException:
+            return FeedError(f"{self.venue}: could not load the bars of {key} from {stamp(start_ms)} after {tries} "
+                             f"attempts: {describe(exc)}")
+
+        return self.retry.with_options(attempts=attempts).call(
+            lambda: self._fetch(key, start_ms, end_ms), what=f"{self.venue}: loading {key}", transient=any_error,
+            give_up=failed, until=lambda: self.stopped)
 
     def _extend_back(self, after: dict[str, int | None]) -> Iterator[Batch]:
         """Load the bars between an old cursor and a frame's first bar, retrying (with ticks) until done."""
@@ -282,22 +237,22 @@ class LiveFeed:
                 continue
             end = first if first is not None else now_ms(self.clock)
             start = self._warm_up_start(key, cursor + self.timeframe.millis)
-            while not self.stopped:
-                try:
-                    older = self._fetch(key, start, end)
-                except Exception as exc:  # a venue fault: keep trying, the node keeps its heartbeat
-                    delay = self._backoff.next_delay()
-                    log.warning("%s: loading %s from %s failed (%s: %s); retry in %.2fs", self.venue, key,
-                                stamp(start), type(exc).__name__, exc, delay)
-                    yield empty_batch(self.keys)
-                    self._sleep(delay)
-                    continue
-                self._backoff.reset()
-                merged = pd.concat([older, self.frames[key]], ignore_index=True) if len(older) else self.frames[key]
-                self.frames[key] = bars_of(merged)
-                log.info("%s: loaded %d older bars of %s to catch up from %s", self.venue, len(older), key,
-                         stamp(cursor))
-                break
+            older: pd.DataFrame | None = None
+            try:
+                for attempt in self.retry.attempts_of(what=f"{self.venue}: loading {key} from {stamp(start)}",
+                                                      transient=any_error, until=lambda: self.stopped):
+                    if attempt.retry_state.attempt_number > 1:
+                        yield empty_batch(self.keys)  # the node keeps its heartbeat while the venue fails
+                    with attempt:
+                        older = self._fetch(key, start, end)
+            except RetriesExhausted:  # stopped while the venue failed
+                return
+            if older is None:
+                return
+            merged = pd.concat([older, self.frames[key]], ignore_index=True) if len(older) else self.frames[key]
+            self.frames[key] = bars_of(merged)
+            log.info("%s: loaded %d older bars of %s to catch up from %s", self.venue, len(older), key,
+                     stamp(cursor))
 
     def _catch_up(self, after: dict[str, int | None]) -> Iterator[Batch]:
         """Batches of the bars already in the frames that are later than the cursors."""
@@ -315,7 +270,7 @@ class LiveFeed:
         times = np.unique(np.concatenate(list(later.values())))
         for first in range(0, len(times), self.batch_size):
             chunk = times[first : first + self.batch_size]
-            yield Batch(chunk, {key: _rows_of(stamps[key], chunk) for key in self.keys})
+            yield Batch(chunk, {key: rows_of(stamps[key], chunk) for key in self.keys})
 
     def _empty_start(self, key: str) -> int:
         """Where a key without any bar starts: just before the bar now open (it is delivered once closed)."""
@@ -330,16 +285,11 @@ class LiveFeed:
         try:
             self._started()
             while not self.stopped:
-                update: Update = {}
-                try:
-                    update = self._poll(known)
-                except Exception as exc:  # a venue fault never ends the feed: log, back off, try again
-                    delay = self._backoff.next_delay()
-                    log.warning("%s: polling failed (%s: %s); retry in %.2fs", self.venue, type(exc).__name__,
-                                exc, delay)
-                    self._sleep(delay)
-                    continue
-                self._backoff.reset()
+                try:  # a venue fault never ends the feed: the retry policy backs off until the venue answers
+                    update = self.retry.call(lambda: self._poll_unless_stopped(known), what=f"{self.venue}: polling",
+                                             transient=_venue_fault, until=lambda: self.stopped)
+                except (RetriesExhausted, _Stopped):  # stopped while the venue failed: no request after the stop
+                    return
                 fresh = {key: bars for key, bars in update.items() if len(bars)}
                 if fresh:
                     for key, bars in fresh.items():
@@ -348,6 +298,11 @@ class LiveFeed:
                 self._sleep(self.poll_s)
         finally:
             self._stopped()
+
+    def _poll_unless_stopped(self, known: dict[str, int]) -> Update:
+        if self.stopped:  # a stop during a back-off ends the retries before the next request
+            raise _Stopped
+        return self._poll(known)
 
     # ------------------------------------------------------------------ live batches
     def _live(self) -> Iterator[Batch]:
@@ -396,7 +351,7 @@ class LiveFeed:
         if not appended:
             return empty_batch(self.keys)
         times = np.unique(np.concatenate(list(appended.values())))
-        rows = {key: _rows_of(epoch_ms(self.frames[key]["timestamp"]), times) for key in self.keys}
+        rows = {key: rows_of(epoch_ms(self.frames[key]["timestamp"]), times) for key in self.keys}
         return Batch(times, rows)
 
     def _check_known(self, key: str, bars: pd.DataFrame) -> None:
@@ -430,19 +385,11 @@ class LiveFeed:
         return None if frame.empty else int(epoch_ms(frame["timestamp"].iloc[-1:])[0])
 
 
-def _rows_of(ms: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """For each of ``times``, its row in the ascending ``ms`` (-1 where absent)."""
-    if len(ms) == 0:
-        return np.full(len(times), -1, dtype=np.int64)
-    index = np.searchsorted(ms, times)
-    found = (index < len(ms)) & (ms[np.minimum(index, len(ms) - 1)] == times)
-    return np.where(found, index, -1).astype(np.int64)
+class _Stopped(Exception):
+    """The feed was stopped between two attempts of a venue call."""
 
 
-def check_key(key: str, timeframe: Timeframe) -> None:
-    """A feed key ``venue:SYMBOL:tf`` whose timeframe, when it names one, is the feed's."""
-    parts = key.rsplit(":", 1)
-    if not key.strip() or len(parts) != 2 or not parts[1]:
-        raise DataError(f"feed key {key!r} is not valid: use venue:SYMBOL:timeframe (e.g. binance:BTC/USDT:1m)")
-    if Timeframe.parse(parts[1]) != timeframe:
-        raise DataError(f"feed key {key!r} names timeframe {parts[1]!r}, but this feed delivers {timeframe} bars")
+def _venue_fault(exc: BaseException) -> bool:
+    """Every error of a venue call is retried (the feed outlives any fault), except the feed's own stop."""
+    return any_error(exc) and not isinstance(exc, _Stopped)
+

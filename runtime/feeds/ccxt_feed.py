@@ -4,8 +4,8 @@ Every ``poll_s`` seconds the worker asks ``fetch_ohlcv(symbol, tf, since=<last b
 each series and keeps the candles that have closed by the clock (open time + timeframe <= now): the candle
 still open is never delivered. Backfill (a restart, or the time a venue was unreachable) is the same request
 paged forward ``page_limit`` candles at a time. ccxt errors (network, timeouts, 429/418, 5xx, maintenance)
-are logged and retried after an exponential backoff; nothing is skipped because the next request starts
-after the last bar handed over.
+are logged and retried by the feed's retry policy (``pipeline.retry``); nothing is skipped because the next
+request starts after the last bar handed over.
 
 Build it with an exchange from ``pipeline.sources.ccxt_source.build_exchange`` (which also points ccxt at
 another REST base, such as a local test server).
@@ -21,10 +21,13 @@ import pandas as pd
 
 from pipeline.clock import Clock
 from pipeline.domain import DataError, Timeframe, parse_symbol
+from pipeline.retry import describe
 from pipeline.sources.ccxt_source import Candle, candles_frame, parse_candles
-from runtime.feeds.base import FeedError, LiveFeed, Sleep, Update, floor_ms, now_ms, stamp
+from runtime.feeds.base import FeedError, LiveFeed, Sleep, Update
+from runtime.feeds.frames import floor_ms, now_ms, stamp
 
 log = logging.getLogger(__name__)
+
 
 class CcxtFeed(LiveFeed):
     """Closed candles of ``symbols_by_key`` (feed key → ccxt symbol such as ``BTC/USDT``) as they close.
@@ -80,23 +83,17 @@ class CcxtFeed(LiveFeed):
         return interval
 
     def _check_symbols(self) -> None:
-        markets: dict[str, Any] = {}
-        for attempt in range(1, self.warmup_attempts + 1):
-            try:
-                markets = dict(self.exchange.load_markets() or {})
-                break
-            except ccxt.OperationFailed as exc:  # network, timeouts, 429, 5xx, maintenance: worth another try
-                if attempt == self.warmup_attempts:
-                    raise FeedError(
-                        f"{self.venue}: the market list could not be loaded after {attempt} attempts: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                self._sleep(self._backoff.next_delay())
-            except ccxt.BaseError as exc:
-                raise DataError(
-                    f"{self.venue} refused the market list request: {type(exc).__name__}: {exc}"
-                ) from exc
-        self._backoff.reset()
+        def failed(exc: BaseException, tries: int) -> BaseException:
+            return FeedError(f"{self.venue}: the market list could not be loaded after {tries} attempts: "
+                             f"{describe(exc)}")
+
+        try:  # network, timeouts, 429, 5xx, maintenance: retried; a refusal is a configuration error
+            markets = dict(self.retry.with_options(attempts=self.warmup_attempts).call(
+                self.exchange.load_markets, what=f"{self.venue}: market list", give_up=failed) or {})
+        except ccxt.BaseError as exc:
+            raise DataError(
+                f"{self.venue} refused the market list request: {type(exc).__name__}: {exc}"
+            ) from exc
         for key, symbol in self.symbols.items():
             if symbol not in markets:
                 raise DataError(

@@ -13,7 +13,8 @@ import pandas as pd
 from pipeline.clock import Clock
 from pipeline.domain import SAMPLE_VENUE, AssetClass, Instrument, Timeframe, empty_bars, epoch_ms
 from pipeline.sources.sample import SampleSource
-from runtime.feeds.base import LiveFeed, Sleep, Update, floor_ms, now_ms
+from runtime.feeds.base import LiveFeed, Sleep, Update
+from runtime.feeds.frames import floor_ms, now_ms
 
 
 class SampleFeed(LiveFeed):

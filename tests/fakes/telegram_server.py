@@ -14,7 +14,9 @@ A request with another token gets Telegram's ``401 Unauthorized``; an unknown me
 
 Tests script trouble with ``fail_next``: an error status with Telegram's body (429 carries
 ``parameters.retry_after``), an answer held back longer than the client's timeout, or a connection closed
-without any answer. Every request is recorded, with the token it carried.
+without any answer; ``flood_after`` plays Telegram's flood control (a 429 with ``retry_after`` once a burst
+passes a count). Every request is recorded, with the token it carried and when (the server's monotonic
+clock) it arrived and was answered.
 
 Usage::
 
@@ -78,6 +80,8 @@ class RecordedRequest:
     token: str
     params: dict[str, str]
     status: int
+    received_at: float = 0.0
+    answered_at: float = 0.0
 
     def int_param(self, name: str) -> int | None:
         value = self.params.get(name)
@@ -137,6 +141,7 @@ class FakeTelegram(LocalHttpServer):
         self._updates: list[dict[str, Any]] = []
         self._next_update_id = 100
         self._next_message_id = 1
+        self._flood: tuple[int, int] | None = None  # (accepted sendMessage left before a 429, retry_after)
         self._listen(_Handler)
 
     thread_name = "fake-telegram"
@@ -205,6 +210,12 @@ class FakeTelegram(LocalHttpServer):
         with self._lock:
             self._faults.extend(Fault(method, status, retry_after, delay_s, drop, description) for _ in range(times))
 
+    def flood_after(self, accepted: int, *, retry_after: int = 1) -> None:
+        """Telegram's flood control: once ``accepted`` more messages have been sent, answer the next
+        ``sendMessage`` with 429 and ``parameters.retry_after`` (once)."""
+        with self._lock:
+            self._flood = (accepted, retry_after)
+
     def reset(self) -> None:
         """Forget faults, recorded requests and sent messages (queued updates stay)."""
         with self._lock:
@@ -245,8 +256,11 @@ class FakeTelegram(LocalHttpServer):
 
     def answer(self, path: str, params: dict[str, str]) -> _Reply:
         """The reply to one request (faults applied), recorded once it is known."""
+        received_at = time.monotonic()
         token, method = _split_path(path)
         fault = self._take_fault(method) if token == self.token else None
+        if fault is None and token == self.token:
+            fault = self._flood_fault(method)
         if fault is not None and fault.drop:
             reply = _Reply(0)
         elif fault is not None and fault.status:
@@ -256,7 +270,9 @@ class FakeTelegram(LocalHttpServer):
         else:
             reply = self._route(method, params)
         with self._lock:
-            self._requests.append(RecordedRequest(method, token, dict(params), reply.status))
+            self._requests.append(
+                RecordedRequest(method, token, dict(params), reply.status, received_at, time.monotonic())
+            )
         reply.delay_s = 0.0 if fault is None else fault.delay_s
         return reply
 
@@ -271,6 +287,19 @@ class FakeTelegram(LocalHttpServer):
                 if fault.method.lower() == method.lower():
                     return self._faults.pop(index)
         return None
+
+    def _flood_fault(self, method: str) -> Fault | None:
+        if method.lower() != "sendmessage":
+            return None
+        with self._lock:
+            if self._flood is None:
+                return None
+            left, retry_after = self._flood
+            if left > 0:
+                self._flood = (left - 1, retry_after)
+                return None
+            self._flood = None
+        return Fault(method, 429, retry_after)
 
     @staticmethod
     def _fault_reply(fault: Fault) -> _Reply:

@@ -1,0 +1,87 @@
+"""The runtime's persistent state: SQLModel tables, the records a runtime step writes, and the store that
+reads and writes them.
+
+The state lives in SQLite (WAL mode, the default: ``<data_dir>/state/tradeforge.db``) or in PostgreSQL (a
+``postgresql://`` URL). Both backends behave the same:
+
+* **Money and quantities are exact.** They are stored as text and come back as the same ``Decimal`` (digits,
+  exponent and trailing zeros included); a float is refused with a ``TypeError`` naming the field.
+* **Time is UTC.** Every datetime must be tz-aware; it is stored in UTC and read back as an aware UTC datetime.
+  A naive one is refused with a ``ValueError`` naming the field.
+* **Every state change is one transaction.** :meth:`StateStore.apply_step` writes a whole step (orders, fills,
+  positions, trades, ledgers, breaker events, equity, feed cursors, heartbeat) or nothing of it. Writers are
+  serialised: on SQLite by ``BEGIN IMMEDIATE``, on PostgreSQL by a transaction-level advisory lock per schema,
+  so a read-then-write inside a transaction never races another writer. Readers never wait for writers.
+* **Restarts are boring.** Re-applying a step changes nothing: a fill whose venue ``fill_id`` is stored is
+  counted as a duplicate and skipped, trades, breaker events and equity rows are inserted only if absent, an
+  order's status only moves forward (``new`` → ``partially_filled`` → ``filled``; ``rejected`` and
+  ``canceled`` are final), positions and ledgers are replaced by the step's snapshot, and a feed cursor never
+  moves backwards.
+* **Fills do not reference orders by foreign key.** A fill is a fact reported by the venue; it is kept even
+  when its order is unknown to the store (an order placed before a crash, or placed at the venue by hand), so
+  ``FillRow.client_order_id`` is indexed but not constrained.
+* **The schema is versioned by Alembic** (:mod:`pipeline.state.schema`, :data:`SCHEMA_VERSION`): a database
+  written by a newer tradeforge raises :class:`SchemaVersionError` instead of being touched, and an older one
+  is upgraded in place when opened for writing (one transaction; nothing stored is lost).
+  :meth:`StateStore.read_only` opens an existing state for the dashboard: every write is refused (by the
+  store, by the session, and by the database connection itself).
+
+Where things live: ``types`` (exact money and UTC time columns, the checks, the enumerated values),
+``tables`` (the SQLModel tables), ``records`` (what a step writes), ``connection`` (URLs and the connection
+rules), ``schema`` and ``migrations/`` (Alembic), ``writes`` (the step writer, SQLAlchemy Core) and ``store``
+(:class:`StateStore`).
+"""
+
+from pipeline.state.errors import ReadOnlyStateError, SchemaVersionError, StateError
+from pipeline.state.records import (
+    BreakerRecord,
+    CursorRecord,
+    EquityRecord,
+    FillRecord,
+    LedgerRecord,
+    OrderRecord,
+    PositionRecord,
+    StepRecord,
+    StepResult,
+    TradeRecord,
+)
+from pipeline.state.schema import SCHEMA_VERSION
+from pipeline.state.store import StateStore
+from pipeline.state.tables import (
+    TABLES,
+    BotState,
+    BreakerEventRow,
+    ControlCommand,
+    EquityRow,
+    FeedCursor,
+    FillRow,
+    LedgerRow,
+    ModelDeployment,
+    OrderRow,
+    PositionRow,
+    RuntimeEvent,
+    SchemaVersion,
+    TradeRow,
+)
+from pipeline.state.types import (
+    BOT_STATUSES,
+    BREAKER_ACTIONS,
+    COMMAND_SOURCES,
+    COMMANDS,
+    FINAL_ORDER_STATUSES,
+    ORDER_SIDES,
+    ORDER_STATUSES,
+    PORTFOLIO,
+    TRADE_SIDES,
+    DecimalText,
+    UTCDateTime,
+)
+
+__all__ = [
+    "BOT_STATUSES", "BREAKER_ACTIONS", "COMMANDS", "COMMAND_SOURCES", "FINAL_ORDER_STATUSES", "ORDER_SIDES",
+    "ORDER_STATUSES", "PORTFOLIO", "SCHEMA_VERSION", "TABLES", "TRADE_SIDES", "BotState", "BreakerEventRow",
+    "BreakerRecord", "ControlCommand", "CursorRecord", "DecimalText", "EquityRecord", "EquityRow", "FeedCursor",
+    "FillRecord", "FillRow", "LedgerRecord", "LedgerRow", "ModelDeployment", "OrderRecord", "OrderRow",
+    "PositionRecord", "PositionRow", "ReadOnlyStateError", "RuntimeEvent", "SchemaVersion", "SchemaVersionError",
+    "StateError", "StateStore", "StepRecord", "StepResult", "TradeRecord", "TradeRow", "UTCDateTime",
+]

@@ -1,0 +1,189 @@
+"""What one runtime process is asked to do: ``RuntimeConfig``, parsed once at the edge.
+
+``tradeforge runtime`` and ``python -m runtime`` build the same frozen ``RuntimeConfig``; ``runtime.wiring`` turns
+it (with the settings) into a running node. Each field is one command-line option (``--fee-bps`` for
+``fee_bps``; ``--param`` for ``params``, ``--json`` for ``as_json``), so ``parse_args`` reads a command line
+into a config and ``runtime_command`` renders a config back into the ``python -m runtime`` command line that
+runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.domain import DataError
+
+Mode = Literal["paper", "live"]
+FEEDS = ("replay", "sample", "ccxt", "alpaca")
+BROKERS = ("paper", "ccxt", "alpaca")
+COMMANDS = ("pause", "resume", "flatten", "reset-breaker", "stop")
+_OPTION_NAMES = {"params": "--param", "as_json": "--json"}
+
+
+class RuntimeConfig(BaseModel):
+    """Everything a runtime start takes besides the settings: what it trades, from which bars, where orders go."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode = Field("paper", description="paper (the engine's fill model) or live (real money).")
+    portfolio: Path | None = Field(None, description="Portfolio file (TOML/YAML).")
+    strategy: str | None = Field(None, description="Single-strategy run: the strategy name.")
+    symbol: str | None = Field(None, description="Single-strategy run: the symbol.")
+    timeframe: str = Field("1m", description="Bar timeframe.")
+    venue: str | None = Field(None, description="Venue, when several hold the symbol.")
+    feed: str = Field("", description="Bar feed: replay (lake or --data), sample, ccxt or alpaca (live bars; "
+                                      "default in live mode by symbol).")
+    broker: str = Field("", description="Where orders go: paper (the engine's fill model), ccxt or alpaca (default: "
+                                        "paper in paper mode; in live mode ccxt for crypto symbols, alpaca for "
+                                        "stocks).")
+    data: Path | None = Field(None, description="Replay a Parquet/CSV file of bars instead of the lake.")
+    speed: str = Field("max", description="Replay pace: max, or a multiple of real time (e.g. 60).")
+    batch: int = Field(8192, ge=1, description="Bars per transaction when replaying at max speed (paced "
+                                               "replays: 1).")
+    start: str | None = Field(None, description="First bar (UTC).")
+    end: str | None = Field(None, description="End of the range, exclusive (UTC).")
+    params: tuple[str, ...] = Field((), description="Strategy parameter name=value (repeatable).")
+    fee_bps: float = Field(10.0, description="Fee in bps of notional.")
+    slippage_bps: float = Field(0.0, description="Fixed slippage in bps.")
+    fill: str = Field("next_open", description="next_open or close.")
+    cash: float = Field(100_000.0, description="Starting cash.")
+    max_position: float = Field(0.25, description="Largest position as a fraction of equity.")
+    no_breakers: bool = Field(False, description="Switch every circuit breaker off.")
+    breaker_cooldown_bars: int | None = Field(
+        None, ge=1, description="Drawdown and loss-streak breakers release by themselves after this many bars, as "
+                                "an operator's reset would (default: they wait for the operator). Daily breakers "
+                                "release at the next trading day.")
+    fresh: bool = Field(False, description="Start a new runtime (refused if state exists).")
+    restore: bool = Field(False, description="Restore the saved state (the default).")
+    verbose: bool = Field(False, description="Print every fill, breaker and command.")
+    as_json: bool = Field(False, description="Print one JSON document on stdout.")
+
+    @field_validator("speed")
+    @classmethod
+    def _speed(cls, value: str) -> str:
+        if value == "max":
+            return value
+        try:
+            pace = float(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a number (or 'max')") from exc
+        if pace <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            key, sep, _ = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"{item!r} is not of the form name=value")
+        return value
+
+    @model_validator(mode="after")
+    def _fresh_or_restore(self) -> RuntimeConfig:
+        if self.fresh and self.restore:
+            raise ValueError("--fresh and --restore exclude each other")
+        return self
+
+    @property
+    def pace(self) -> float | None:
+        """The replay's multiple of real time; None replays as fast as possible."""
+        return None if self.speed == "max" else float(self.speed)
+
+    @property
+    def param_map(self) -> dict[str, str]:
+        """The strategy parameters of a single-strategy run, by name."""
+        return parse_params(self.params)
+
+    @classmethod
+    def of(cls, **values: Any) -> RuntimeConfig:
+        """The config of these option values, or a ``DataError`` naming each bad option."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise DataError(_problems(exc)) from exc
+
+
+def parse_params(items: Sequence[str]) -> dict[str, str]:
+    """``name=value`` strategy parameters as a mapping."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"--param {item!r} is not of the form name=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def option_name(field: str) -> str:
+    """The command-line option of a ``RuntimeConfig`` field."""
+    return _OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def _problems(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{option_name(str(error['loc'][0]))} {message}" if error["loc"] else message)
+    return "; ".join(problems)
+
+
+def to_args(config: RuntimeConfig) -> list[str]:
+    """The options that give ``config`` (only those that differ from the defaults), in field order."""
+    args: list[str] = []
+    for name, field in RuntimeConfig.model_fields.items():
+        value = getattr(config, name)
+        if value == field.get_default(call_default_factory=True):
+            continue
+        option = option_name(name)
+        if isinstance(value, bool):
+            args.append(option)
+        elif isinstance(value, tuple):
+            for item in value:
+                args += [option, str(item)]
+        else:
+            args += [option, str(value)]
+    return args
+
+
+def runtime_command(config: RuntimeConfig, python: str = sys.executable) -> list[str]:
+    """The ``python -m runtime`` command line that runs ``config``."""
+    return [python, "-m", "runtime", *to_args(config)]
+
+
+def parser(prog: str = "python -m runtime") -> argparse.ArgumentParser:
+    """The runtime's command line: one option per ``RuntimeConfig`` field, with the field's description as help."""
+    built = argparse.ArgumentParser(
+        prog=prog, description="Run the trading runtime. Startup is recovery: restore, reconcile, catch up, then "
+                               "trade. `ctl COMMAND` sends a control command to the running runtime instead.")
+    for name, field in RuntimeConfig.model_fields.items():
+        option, default = option_name(name), field.get_default(call_default_factory=True)
+        if field.annotation is bool:
+            built.add_argument(option, dest=name, action="store_true", help=field.description)
+        elif name == "params":
+            built.add_argument(option, dest=name, action="append", default=[], metavar="NAME=VALUE",
+                               help=field.description)
+        else:
+            suffix = "" if default in (None, "") else f" (default: {default})"
+            choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+            built.add_argument(option, dest=name, default=default, choices=choices,
+                               metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
+                               help=f"{field.description}{suffix}")
+    return built
+
+
+def parse_args(argv: Sequence[str]) -> RuntimeConfig:
+    """Read a ``python -m runtime`` command line into a config (``SystemExit`` 2 on a usage error, as argparse)."""
+    command_line = parser()
+    values = vars(command_line.parse_args(list(argv)))
+    try:
+        return RuntimeConfig.of(**{k: v for k, v in values.items() if v is not None})
+    except DataError as exc:
+        command_line.error(str(exc))

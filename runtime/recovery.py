@@ -1,0 +1,127 @@
+"""A trading node's start-up recovery: ledgers restored bit for bit, then reconciled with the venue.
+
+``restore`` loads every sleeve's ledger and the portfolio's saved state from the store (noting where the
+positions on record differ from the ledgers), ``restore_decisions`` continues the decision streams once the
+models are loaded, and ``reconcile`` hands the orders still open on record to the broker and compares the
+venue's holdings with the ledgers (``compare_holdings``, run again after the first batch when the venue held
+less). Each returns what it found, as notes the node records as runtime events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from pipeline.state import LedgerRow
+from runtime.brokers.base import open_on_record
+
+if TYPE_CHECKING:
+    from runtime.node import Node
+
+PORTFOLIO = "portfolio"
+"""The ledger row (and breaker events) of the portfolio itself, beside the sleeves'."""
+
+
+def restore(node: Node, ledgers: dict[str, LedgerRow]) -> list[str]:
+    """Every sleeve's ledger and the portfolio's state from the ``ledgers`` on record."""
+    notes: list[str] = []
+    positions = {(p.sleeve, p.symbol): p for p in node.store.positions()}
+    for sleeve in node.stepper.sleeves:
+        row = ledgers.get(sleeve.key)
+        if row is None:
+            notes.append(f"{sleeve.key}: no saved ledger, starts with its allocation")
+            continue
+        engine = node.stepper.engines[sleeve.key]
+        engine.restore(row.kernel_state)
+        node.stepper.restore_sleeve(sleeve.key)
+        units = engine.ledger.units
+        cash = engine.ledger.cash
+        stored = positions.get((sleeve.key, sleeve.symbol))
+        stored_units = float(stored.qty) if stored is not None else 0.0
+        if abs(stored_units - units) > 1e-9 * max(1.0, abs(units)):
+            notes.append(f"{sleeve.key}: position on record {stored_units} differs from the ledger {units}; "
+                         "the ledger's (committed with it) is kept and the record corrected")
+        tripped = engine.ledger.tripped
+        notes.append(f"{sleeve.key}: restored, units {units:g}, cash {cash:,.2f}"
+                     + (f", breakers still latched: {', '.join(tripped)}" if tripped else ""))
+    saved = ledgers.get(PORTFOLIO)
+    if saved is not None:
+        data = json.loads(saved.kernel_state)
+        node.stepper.peak = float.fromhex(data["peak"])
+        node.stepper.tripped = bool(data["tripped"])
+        node._portfolio_events_saved = len(node.stepper.events)
+        node.stale = set(data.get("stale", []))
+        node._stale_paused = set(data.get("stale_paused", []))
+        node._saved_decisions = dict(data.get("decisions", {}))
+    return notes
+
+
+def restore_decisions(node: Node) -> list[str]:
+    """Continue every sleeve's decision stream from its saved state (after the models are loaded)."""
+    notes = []
+    for key, decisions in node.decisions.items():
+        saved = node._saved_decisions.get(key)
+        if saved is not None:
+            notes.append(f"{key}: {decisions.restore(saved)}")
+        elif node._saved_decisions or node.store.ledgers():
+            notes.append(f"{key}: no saved decision state; decisions rebuilt from the first bar the feed holds")
+    return notes
+
+
+def reconcile(node: Node) -> list[str]:
+    """Hand the orders still open on record to the broker, then compare the venue's holdings with the
+    ledgers (``compare_holdings``)."""
+    notes: list[str] = []
+    open_orders = node.store.orders({"new", "partially_filled"})
+    if open_orders:
+        node.broker.resume(open_orders, node.store.fills())
+        notes.append(f"{len(open_orders)} open order(s) taken over from the store: "
+                     + ", ".join(o.client_order_id for o in open_orders))
+    return notes + compare_holdings(node, final=False)
+
+
+def compare_holdings(node: Node, final: bool) -> list[str]:
+    """The venue's holdings against the ledgers, beyond what open orders on record may still fill.
+
+    Holding more is noted (units the runtime does not trade). Holding less pauses the sleeves of that symbol
+    and raises an alert, but at start-up (``final`` False) only once the first batch is re-run: a runtime
+    killed after the venue filled an order and before the batch was committed finds that fill when it sends
+    the same client order id again, so the venue legitimately holds what the ledgers will hold then."""
+    symbols = sorted({s.symbol for s in node.stepper.sleeves})
+    try:
+        held = node.broker.holdings(symbols)
+    except Exception as exc:  # a venue that cannot be asked must not stop the start
+        text = f"positions not reconciled: {node.broker.name} could not be asked ({type(exc).__name__}: {exc})"
+        node._emit("error", text)
+        return [text]
+    if held is None:
+        return []
+    notes: list[str] = []
+    open_orders = node.store.orders({"new", "partially_filled"})
+    pending = open_on_record(open_orders, node.store.fills()) if open_orders else []
+    for symbol in symbols:
+        sleeves = [s for s in node.stepper.sleeves if s.symbol == symbol]
+        ours = sum(node.stepper.engines[s.key].ledger.units for s in sleeves)
+        rests = [float(o.signed_qty) - (float(o.filled) if o.order.side == "buy" else -float(o.filled))
+                 for o in pending if o.order.symbol == symbol]  # what open orders may still fill
+        venue = float(held.get(symbol, 0))
+        tolerance = 1e-9 * max(1.0, abs(ours))
+        low = ours + sum(r for r in rests if r < 0)
+        high = ours + sum(r for r in rests if r > 0)
+        if low - tolerance <= venue <= high + tolerance:
+            notes.append(f"{symbol}: venue holds {venue:g}, the ledgers {ours:g}: reconciled")
+        elif venue > high:
+            notes.append(f"{symbol}: venue holds {venue:g}, more than the ledgers' {ours:g}; the difference "
+                         "is not the runtime's and is left alone")
+        elif not final:
+            node._recheck_holdings = True
+            notes.append(f"{symbol}: venue holds {venue:g}, less than the ledgers' {ours:g}; checked again "
+                         "once the batch in flight at the stop is re-run (its orders are recovered by client id)")
+        else:
+            text = (f"{symbol}: venue holds {venue:g} but the ledgers hold {ours:g}: new entries of "
+                    f"{', '.join(s.key for s in sleeves)} paused until an operator resumes them")
+            for sleeve in sleeves:
+                node.stepper.engines[sleeve.key].ledger.pause()
+            node._emit("error", text)
+            notes.append(text)
+    return notes

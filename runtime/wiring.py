@@ -1,0 +1,268 @@
+"""From a ``RuntimeConfig`` and the settings to a running node: the portfolio, the feed, the broker, the model
+scorers, the Telegram edge and the ``Node`` itself.
+
+The safety rules (``runtime.safety``) are checked before anything is opened or connected. Venue clients (ccxt,
+alpaca-py), MLflow and the Telegram client are imported only when the configuration uses them, so a paper replay
+starts without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.domain import DataError, Timeframe, parse_symbol, parse_utc
+from pipeline.portfolio_config import PortfolioConfig
+from pipeline.settings import Settings
+from runtime.config import RuntimeConfig
+from runtime.safety import Route, VenueAccess, safe_route
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.state import StateStore
+    from runtime.brokers.base import Broker
+    from runtime.feeds import Feed
+    from runtime.models import ModelScorer
+    from runtime.node import Node, RunSummary
+
+Say = Callable[[str], None]
+
+
+def portfolio_of(config: RuntimeConfig) -> PortfolioConfig:
+    """The portfolio file, or a one-sleeve portfolio of the single strategy the options describe."""
+    from pipeline.portfolio_config import load_portfolio
+
+    if config.portfolio is not None:
+        return load_portfolio(config.portfolio)
+    if config.strategy is None or config.symbol is None:
+        raise DataError("give --portfolio FILE, or --strategy NAME and --symbol SYMBOL")
+    engine: dict[str, Any] = {"fee_bps": config.fee_bps, "slippage_bps": config.slippage_bps, "fill": config.fill,
+                              "max_position": config.max_position,
+                              "breaker_cooldown_bars": config.breaker_cooldown_bars}
+    if config.no_breakers:
+        engine.update(max_drawdown=None, daily_loss=None, max_consecutive_losses=None, max_trades_per_day=None)
+    Timeframe.parse(config.timeframe)
+    return PortfolioConfig.model_validate(
+        {"cash": config.cash, "strategies": [{"id": "main", "strategy": config.strategy, "symbols": [config.symbol],
+                                              "timeframe": config.timeframe, "allocation": 1.0,
+                                              "params": config.param_map, "engine": engine}]}
+    )
+
+
+def route_of(config: RuntimeConfig, portfolio: PortfolioConfig, settings: Settings) -> Route:
+    """The feed and broker of this start, once every safety rule passes."""
+    from pipeline.portfolio import sleeves_of
+
+    kinds = {parse_symbol(s.symbol)[1].value for s in sleeves_of(portfolio)}
+    return safe_route(config.mode, kinds, config.feed, config.broker, VenueAccess.of(settings))
+
+
+def _timeframe(portfolio: PortfolioConfig) -> Timeframe:
+    from pipeline.portfolio import sleeves_of
+
+    timeframes = {s.spec.timeframe for s in sleeves_of(portfolio)}
+    if len(timeframes) != 1:
+        raise DataError("a runtime portfolio must use one timeframe for every strategy")
+    return Timeframe.parse(timeframes.pop())
+
+
+def replay_bars(
+    settings: Settings, portfolio: PortfolioConfig, data: Path | None, venue: str | None, start: str | None,
+    end: str | None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, str], Timeframe]:
+    """The bars a replay feed plays (from the file ``data``, or the lake), keyed by feed; the feed key of each
+    sleeve; the portfolio's timeframe."""
+    from pipeline.portfolio import sleeves_of
+
+    sleeves = sleeves_of(portfolio)
+    tf = _timeframe(portfolio)
+    lo, hi = parse_utc(start, "--start"), parse_utc(end, "--end")
+    frames: dict[str, pd.DataFrame] = {}
+    feed_of: dict[str, str] = {}
+    symbols = sorted({s.symbol for s in sleeves})
+    if data is not None and len(symbols) != 1:
+        raise DataError("--data replays one symbol; this portfolio trades " + ", ".join(symbols))
+    for sleeve in sleeves:
+        key = f"{venue or ('file' if data else 'lake')}:{sleeve.symbol}:{tf}"
+        feed_of[sleeve.key] = key
+        if key in frames:
+            continue
+        if data is not None:
+            from pipeline.sources.files import read_bar_series
+
+            bars, _ = read_bar_series(data, tf, lo, hi)
+        else:
+            from pipeline.catalog import read_bars
+
+            bars = read_bars(settings, sleeve.symbol, tf, lo, hi, venue)
+        if bars.empty:
+            raise DataError(f"no {sleeve.symbol} {tf} bars to replay in the selected range")
+        frames[key] = bars
+    return frames, feed_of, tf
+
+
+def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig,
+              venue: str | None) -> tuple[Feed, dict[str, str], Timeframe]:
+    """A live feed (sample, ccxt or alpaca) for every sleeve's symbol, and the feed key of each sleeve."""
+    from pipeline.clock import SystemClock
+    from pipeline.portfolio import sleeves_of
+
+    sleeves = sleeves_of(portfolio)
+    tf = _timeframe(portfolio)
+    prefix = {"sample": "sample", "ccxt": venue or settings.ccxt_exchange, "alpaca": "us"}[name]
+    feed_of = {s.key: f"{prefix}:{s.symbol}:{tf}" for s in sleeves}
+    symbols = {f"{prefix}:{s.symbol}:{tf}": s.symbol for s in sleeves}
+    clock = SystemClock()
+    common: dict[str, Any] = {"poll_s": settings.feed_poll_seconds, "warmup": settings.warmup_bars}
+    if name == "sample":
+        from runtime.feeds.sample_feed import SampleFeed
+
+        return SampleFeed(symbols, tf, clock, settings.sample_seed, **common), feed_of, tf
+    if name == "ccxt":
+        from pipeline.sources.ccxt_source import build_exchange
+        from runtime.feeds.ccxt_feed import CcxtFeed
+
+        return (CcxtFeed(build_exchange(settings, prefix), symbols, tf, clock, backoff_base_s=max(
+            settings.retry_backoff_s, 0.1), **common), feed_of, tf)
+    from pipeline.sources.alpaca_source import make_client
+    from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
+
+    stream = alpaca_stream(settings, settings.alpaca_stream_url) if str(tf) == "1m" else None
+    return (AlpacaFeed(make_client(settings), stream, symbols, tf, clock, feed=settings.alpaca_feed,
+                       backoff_base_s=max(settings.retry_backoff_s, 0.1), **common), feed_of, tf)
+
+
+def make_broker(settings: Settings, mode: str, name: str, venue: str | None) -> Broker:
+    """The broker object (imports of venue clients only when they are used)."""
+    if name == "paper":
+        from runtime.brokers import PaperBroker
+
+        return PaperBroker()
+    if name == "ccxt":
+        from pipeline.sources.ccxt_source import build_exchange
+        from runtime.brokers.ccxt import CcxtBroker
+
+        return CcxtBroker(build_exchange(settings, venue or settings.ccxt_exchange), max_retries=settings.max_retries,
+                          backoff_s=settings.retry_backoff_s)
+    from runtime.brokers.alpaca import AlpacaBroker, make_trading_client
+
+    return AlpacaBroker(make_trading_client(settings, paper=mode != "live"), max_retries=settings.max_retries,
+                        backoff_s=settings.retry_backoff_s)
+
+
+def scorers(settings: Settings, portfolio: PortfolioConfig, tf: Timeframe) -> dict[str, ModelScorer]:
+    """A production-model scorer for every sleeve whose strategy reads ``model_score``."""
+    from pipeline.clock import SystemClock
+    from pipeline.domain import symbol_key
+    from pipeline.portfolio import sleeves_of
+
+    sleeves = [s for s in sleeves_of(portfolio) if "model_score" in s.strategy.requires]
+    if not sleeves:
+        return {}
+    from pipeline.registry import ModelRegistry, model_name
+    from runtime.models import ModelScorer
+
+    registry = ModelRegistry(settings.mlflow_tracking_uri)
+    return {
+        s.key: ModelScorer(registry, model_name("hybrid", symbol_key(s.symbol), str(tf)), parse_symbol(s.symbol)[1],
+                           SystemClock(), settings.model_poll_seconds)
+        for s in sleeves
+    }
+
+
+class TelegramEdge:
+    """The runtime's Telegram edge: notifications out, operator commands in (through the state store)."""
+
+    def __init__(self, settings: Settings, store: StateStore) -> None:
+        from pipeline.state import StateStore
+        from runtime.control import StoreControl
+        from runtime.notify import CommandBot, Notifier
+
+        self.notifier = Notifier(settings.telegram_token, settings.telegram_chat_ids, settings.telegram_api_url,
+                                 settings.telegram_rate_per_minute, timeout_s=settings.http_timeout_s,
+                                 max_retries=settings.max_retries, backoff_s=settings.retry_backoff_s)
+        self.bot = CommandBot(self.notifier, StoreControl(StateStore(settings.state_url)), StoreControl(store))
+
+    def start(self) -> None:
+        self.notifier.start()
+        self.bot.start()
+
+    def stop(self) -> None:
+        self.bot.stop()
+        self.notifier.stop(timeout=10)
+
+
+def telegram(settings: Settings, store: StateStore) -> TelegramEdge | None:
+    """Telegram when a bot token is configured (its client library is loaded only then), else None."""
+    token = settings.telegram_token
+    if token is None or not token.get_secret_value().strip():
+        return None
+    return TelegramEdge(settings, store)
+
+
+@dataclass
+class WiredRuntime:
+    """A node with what it owns besides itself: the state store and the Telegram edge."""
+
+    node: Node
+    store: StateStore
+    telegram: TelegramEdge | None
+
+    def close(self) -> None:
+        if self.telegram is not None:
+            self.telegram.stop()
+        self.store.close()
+
+
+def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> WiredRuntime:
+    """Check the safety rules, then build the feed, broker, store, scorers, Telegram edge and node of ``config``.
+    With ``config.verbose`` every event also goes to ``say``."""
+    from pipeline.state import StateStore
+    from runtime.feeds import ReplayFeed
+    from runtime.node import Node
+
+    portfolio = portfolio_of(config)
+    route = route_of(config, portfolio, settings)
+    order_router = make_broker(settings, config.mode, route.broker, config.venue)
+    bar_feed: Feed
+    if route.feed == "replay":
+        frames, feed_of, tf = replay_bars(settings, portfolio, config.data, config.venue, config.start, config.end)
+        bar_feed = ReplayFeed(frames, tf, speed=config.pace, batch_size=config.batch)
+    else:
+        bar_feed, feed_of, tf = live_feed(settings, route.feed, portfolio, config.venue)
+    store = StateStore(settings.state_url)
+    edge = telegram(settings, store)
+    verbose = say if config.verbose else None
+
+    def on_event(kind: str, text: str) -> None:
+        if verbose is not None:
+            verbose(text)
+        if edge is not None:
+            edge.notifier.send(text)  # start, stop, fills, breakers and commands all go to Telegram
+
+    node = Node(store, portfolio, bar_feed, feed_of, order_router,
+                mode=config.mode, on_event=on_event, scorers=scorers(settings, portfolio, tf),
+                stale_after_bars=settings.stale_after_bars, heartbeat_s=settings.heartbeat_seconds)
+    return WiredRuntime(node, store, edge)
+
+
+def run(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> RunSummary:
+    """Wire and start the runtime (startup is recovery), then trade until the feed ends or a stop is requested
+    (SIGTERM or SIGINT stop it after the batch in flight). Raises ``DataError`` or ``StartupError`` when it
+    cannot start."""
+    import signal
+
+    runtime = wire(config, settings, say)
+    try:
+        if runtime.telegram is not None:
+            runtime.telegram.start()
+        runtime.node.start(fresh=config.fresh)
+        node = runtime.node
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda signum, _frame: node.request_stop(f"signal {signal.Signals(signum).name}"))
+        return node.run()
+    finally:
+        runtime.close()

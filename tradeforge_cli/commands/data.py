@@ -1,0 +1,180 @@
+"""``ingest`` (bars into the lake through the quality gate) and ``data health|sql`` (inspect the lake)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from tradeforge_cli.commands.options import JsonFlag, group
+from tradeforge_cli.commands.output import emit, fail, jsonable, load_settings, pairs, progress, timestamp
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+    from pipeline.sources.base import BarSource
+
+
+class SourceName(StrEnum):
+    sample = "sample"
+    ccxt = "ccxt"
+    alpaca = "alpaca"
+    files = "files"
+
+
+def build_source(
+    source: SourceName,
+    settings: Settings,
+    symbol: str,
+    exchange: str | None,
+    venue: str | None,
+    path: Path | None,
+    columns: str | None,
+) -> BarSource:
+    """The bar source an ``ingest`` names (a venue client is imported only when it is used)."""
+    from pipeline.clock import SystemClock
+    from pipeline.domain import DataError, parse_symbol
+
+    clock = SystemClock()
+    if source is SourceName.sample:
+        from pipeline.sources.sample import SampleSource
+
+        return SampleSource(clock, settings.sample_seed)
+    if source is SourceName.ccxt:
+        from pipeline.sources.ccxt_source import CcxtSource
+
+        return CcxtSource(settings, clock, exchange_id=exchange)
+    if source is SourceName.alpaca:
+        from pipeline.sources.alpaca_source import AlpacaSource
+
+        return AlpacaSource(settings, clock)
+    from pipeline.sources.files import FileSource, parse_column_map
+
+    if path is None:
+        raise DataError("--source files needs --path FILE_OR_DIR")
+    _, asset_class = parse_symbol(symbol)
+    default_venue = exchange or (settings.ccxt_exchange if asset_class.value == "crypto" else "us")
+    return FileSource(path, clock, venue or default_venue, parse_column_map(columns))
+
+
+def ingest(
+    symbol: Annotated[str, typer.Option(help="BASE/QUOTE for crypto (BTC/USDT) or a US ticker (AAPL).")],
+    timeframe: Annotated[str, typer.Option(help="Bar length: 1m, 5m, 15m, 1h, 4h, 1d, ...")],
+    source: Annotated[SourceName, typer.Option(help="Where the bars come from.")] = SourceName.sample,
+    exchange: Annotated[str | None, typer.Option(help="ccxt exchange id (default: setting ccxt_exchange).")] = None,
+    since: Annotated[str | None, typer.Option(help="First bar to fetch (UTC date or timestamp).")] = None,
+    path: Annotated[Path | None, typer.Option(help="File or folder to import (--source files).")] = None,
+    venue: Annotated[str | None, typer.Option(help="Venue to file imported bars under (--source files).")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Column mapping for CSV/Parquet, e.g. timestamp=Date,close=Close.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fetch bars into the lake, through the quality gate (incremental and idempotent)."""
+    from pipeline.clock import SystemClock
+    from pipeline.domain import DataError, Timeframe
+    from pipeline.ingest import ingest as run_ingest
+
+    settings = load_settings()
+    try:
+        tf = Timeframe.parse(timeframe)
+        start = timestamp(since, "--since")
+        bar_source = build_source(source, settings, symbol, exchange, venue, path, columns)
+        with progress(f"ingest {symbol} {tf} from {source.value}") as advance:
+            report = run_ingest(bar_source, symbol, tf, settings, SystemClock(), since=start, progress=advance)
+    except DataError as exc:
+        raise fail(str(exc)) from exc
+    except RuntimeError as exc:
+        raise fail(str(exc)) from exc
+    document = report.to_json()
+    table = pairs([(key, escape(str(value))) for key, value in document.items()],
+                  f"ingest {report.venue} {report.symbol} {report.timeframe}", box.HEAVY_HEAD,
+                  "SAMPLE DATA (synthetic market, not real prices)" if report.sample else None)
+    emit(document, as_json, table)
+
+
+def data_health(
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol.")] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Only this timeframe.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per series: rows, first, last, gaps, duplicates, quarantined, stale."""
+    from pipeline.catalog import HealthStore
+    from pipeline.clock import SystemClock
+    from pipeline.domain import DataError, Timeframe, parse_symbol
+    from pipeline.lake import Lake
+
+    settings = load_settings()
+    try:
+        canonical = parse_symbol(symbol)[0] if symbol else None
+        tf = str(Timeframe.parse(timeframe)) if timeframe else None
+    except DataError as exc:
+        raise fail(str(exc)) from exc
+    table_frame = HealthStore(settings).refresh_all(Lake(settings.lake_dir), SystemClock().now())
+    if canonical:
+        table_frame = table_frame.loc[table_frame["symbol"] == canonical]
+    if tf:
+        table_frame = table_frame.loc[table_frame["timeframe"] == tf]
+    if (symbol or timeframe) and table_frame.empty:
+        raise fail(f"no series in the lake matches symbol={symbol!r} timeframe={timeframe!r}")
+    records = [jsonable(r) for r in table_frame.to_dict(orient="records")]
+    table = Table(
+        title="data health", caption="* sample: synthetic market data, not real prices", box=box.SIMPLE, pad_edge=False
+    )
+    for name in ("series", "rows", "first", "last", "gaps(bars)", "dup", "quar", "stale"):
+        table.add_column(name, justify="right" if name in ("rows", "dup", "quar") else "left", no_wrap=True)
+    for record in records:
+        series = f"{record['venue']} {record['symbol']} {record['timeframe']}"
+        table.add_row(
+            f"[yellow]{escape(series)}*[/]" if record["sample"] else escape(series),
+            f"{record['rows']:,}",
+            _short_time(record["first"]),
+            _short_time(record["last"]),
+            f"{record['gaps']} ({record['missing_bars']:,})",
+            str(record["duplicates"]),
+            str(record["quarantined"]),
+            "[red]yes[/]" if record["stale"] else "no",
+        )
+    emit(records, as_json, table)
+
+
+def _short_time(value: object) -> str:
+    import pandas as pd
+
+    return "-" if value is None else pd.Timestamp(str(value)).strftime("%Y-%m-%d %H:%M")
+
+
+def data_sql(
+    query: Annotated[str, typer.Argument(help="SQL over the views bars, health and quarantine.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a DuckDB query over the lake (views: bars, health, quarantine)."""
+    import duckdb
+
+    from pipeline.catalog import open_duckdb
+
+    settings = load_settings()
+    con = open_duckdb(settings)
+    try:
+        frame = con.execute(query).df()
+    except duckdb.Error as exc:
+        raise fail(f"query failed: {exc}") from exc
+    records = [jsonable(r) for r in frame.to_dict(orient="records")]
+    table = Table()
+    for name in frame.columns:
+        table.add_column(str(name))
+    for record in records[:200]:
+        table.add_row(*(escape(str(v)) for v in record.values()))
+    emit(records, as_json, table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ingest)
+    data_app = group("Inspect the market-data lake.")
+    data_app.command("health")(data_health)
+    data_app.command("sql")(data_sql)
+    app.add_typer(data_app, name="data")
