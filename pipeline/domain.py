@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Final
@@ -213,6 +214,14 @@ def to_utc_ms(values: pd.Series, name: str = "timestamp") -> pd.Series:
             raise DataError(f"column {name!r} holds values that are not timestamps: {exc}") from exc
     result: pd.Series = converted.astype(TIMESTAMP_DTYPE)
     return result
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc_from_ms(ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime (what the state store takes)."""
+    return _EPOCH + timedelta(milliseconds=int(ms))
 
 
 def epoch_ms(stamps: pd.Series) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from pipeline.domain import utc_from_ms
 from pipeline.engine.results import EngineResult
 from pipeline.state import (
     BreakerRecord,
@@ -50,10 +51,6 @@ def _when(value: Any) -> datetime:
 def _rows(frame: pd.DataFrame) -> Iterator[Any]:
     """The rows of ``frame`` as named tuples (nothing to build for an empty frame, the usual case)."""
     return frame.itertuples(index=False) if len(frame) else iter(())
-
-
-def _utc(ms: int) -> datetime:
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()
 
 
 def step_record(node: Node, last_ms: int | None) -> StepRecord:
@@ -121,10 +118,10 @@ def step_record(node: Node, last_ms: int | None) -> StepRecord:
                                                                       in node.decisions.items()}}),
                                 bars_seen=node.summary.bars, updated_at=now))
     if last_ms is not None:
-        equity.append(EquityRecord(at=_utc(last_ms), sleeve=PORTFOLIO, equity=_money(node.stepper.equity),
+        equity.append(EquityRecord(at=utc_from_ms(last_ms), sleeve=PORTFOLIO, equity=_money(node.stepper.equity),
                                    cash=_money(node.stepper.cash),
                                    position_value=_money(node.stepper.position_value)))
-    cursors = [CursorRecord(feed=key, last_bar=_utc(ms)) for key, ms in node.cursors.items() if ms is not None]
+    cursors = [CursorRecord(feed=key, last_bar=utc_from_ms(ms)) for key, ms in node.cursors.items() if ms is not None]
     return StepRecord(orders=orders, fills=fills, positions=positions, trades=trades, ledgers=ledgers,
                       breakers=events, equity=equity, cursors=cursors, heartbeat_at=now)
 

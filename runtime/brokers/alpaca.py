@@ -39,7 +39,6 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal, TypeVar
 
-import pandas as pd
 import pydantic
 import requests
 from alpaca.common.exceptions import APIError
@@ -48,6 +47,7 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.models import Order, Position
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
+from pipeline.domain import utc_from_ms
 from pipeline.engine.core import Engine, Intent
 from pipeline.retry import RetryPolicy, is_transient
 from pipeline.settings import Settings
@@ -260,7 +260,7 @@ class AlpacaBroker(VenueRouting):
             if fill_id not in self._seen_fills:
                 self._seen_fills.add(fill_id)
                 engine.apply_fill(float(qty) if entry.qty > 0 else -float(qty), float(price), 0.0, entry.reason)
-                at = order.updated_at if isinstance(order.updated_at, datetime) else _utc(entry.bar_ms)
+                at = order.updated_at if isinstance(order.updated_at, datetime) else utc_from_ms(entry.bar_ms)
                 fills.append(FillRecord(fill_id=fill_id, client_order_id=entry.client_id, sleeve=entry.sleeve,
                                         symbol=entry.symbol, side=entry.side, qty=qty, price=price, fee=Decimal(0),
                                         at=at, reason=entry.reason))
@@ -288,7 +288,7 @@ class AlpacaBroker(VenueRouting):
     @staticmethod
     def _record(client_id: str, sleeve: str, symbol: str, side: str, qty: Decimal, status: str, reason: str,
                 venue_id: str | None, bar_ms: int) -> OrderRecord:
-        at = _utc(bar_ms)
+        at = utc_from_ms(bar_ms)
         return OrderRecord(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=side, qty=qty, price=None,
                            status=status, reason=reason, venue_order_id=venue_id or None, bar=at, created_at=at)
 
@@ -325,5 +325,3 @@ def _text(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def _utc(ms: int) -> datetime:
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import ccxt
 
+from pipeline.domain import utc_from_ms
 from pipeline.engine.core import Engine, Intent
 from pipeline.retry import RetryPolicy, is_transient
 from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
@@ -113,7 +114,7 @@ class CcxtBroker(VenueRouting):
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
               orders: list[OrderRecord], fills: list[FillRecord]) -> None:
         side: Literal["buy", "sell"] = "buy" if intent.qty > 0 else "sell"
-        at = _utc(bar_ms)
+        at = utc_from_ms(bar_ms)
         try:
             if not self.exchange.markets:
                 self._call(self.exchange.load_markets, "load markets")
@@ -151,7 +152,7 @@ class CcxtBroker(VenueRouting):
         """An order that may or may not be at the venue: on record as ``new`` and looked up from the next bar."""
         self.open[client_id] = _Open(sleeve, symbol, "", client_id, amount if side == "buy" else -amount, 0.0, reason,
                                      bar_ms)
-        orders.append(self._record(client_id, sleeve, symbol, side, amount, "new", reason, None, _utc(bar_ms)))
+        orders.append(self._record(client_id, sleeve, symbol, side, amount, "new", reason, None, utc_from_ms(bar_ms)))
 
     def _follow(self, entry: _Open, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
         """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected)."""
@@ -168,7 +169,7 @@ class CcxtBroker(VenueRouting):
                 side = "buy" if entry.qty > 0 else "sell"
                 orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty),
                                            "rejected", f"{entry.reason}: never reached the venue", None,
-                                           _utc(entry.bar_ms)))
+                                           utc_from_ms(entry.bar_ms)))
             return
         entry.venue_id = str(order["id"])
         if self._book(entry, order, engine, orders, fills):
@@ -195,7 +196,7 @@ class CcxtBroker(VenueRouting):
                             entry.client_id, exc)
                 orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty),
                                            "partially_filled" if entry.filled else "new", entry.reason,
-                                           entry.venue_id, _utc(entry.bar_ms)))
+                                           entry.venue_id, utc_from_ms(entry.bar_ms)))
                 return False
         for trade in trades:
             trade_id = f"{self.exchange.id}:{trade['id']}"
@@ -206,7 +207,7 @@ class CcxtBroker(VenueRouting):
             fee = self._fee(trade, entry.symbol, price)
             engine.apply_fill(qty if side == "buy" else -qty, price, fee, entry.reason)
             entry.filled += qty
-            at = _utc(int(trade.get("timestamp") or entry.bar_ms))
+            at = utc_from_ms(int(trade.get("timestamp") or entry.bar_ms))
             fills.append(FillRecord(fill_id=trade_id, client_order_id=entry.client_id, sleeve=entry.sleeve,
                                     symbol=entry.symbol, side=side, qty=_decimal(qty), price=_decimal(price),
                                     fee=_decimal(fee), at=at, reason=entry.reason))
@@ -215,7 +216,7 @@ class CcxtBroker(VenueRouting):
         ended = venue_status in ("canceled", "rejected", "expired")
         status = "filled" if complete else ("canceled" if ended else ("partially_filled" if entry.filled else "new"))
         orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty), status,
-                                   entry.reason, entry.venue_id, _utc(entry.bar_ms)))
+                                   entry.reason, entry.venue_id, utc_from_ms(entry.bar_ms)))
         return complete or ended
 
     # ------------------------------------------------------------------ restart and reconciliation
@@ -266,7 +267,3 @@ class CcxtBroker(VenueRouting):
                            price=None, status=status, reason=reason, venue_order_id=venue_id, bar=at, created_at=at)
 
 
-def _utc(ms: int) -> Any:
-    import pandas as pd
-
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()
