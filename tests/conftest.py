@@ -33,6 +33,14 @@ def _shared_data_dir() -> Path:
 
 
 SHARED_DATA = _shared_data_dir()
+SYSTEM = REPO / "tests" / "system"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every system test is slow (``make test-fast`` runs ``-m "not slow"``)."""
+    for item in items:
+        if SYSTEM in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")

@@ -130,6 +130,7 @@ def test_clean_run_matches_the_venue(tmp_path: Path, bars: pd.DataFrame) -> None
         assert not any(r.endpoint == "bars" for r in venue.requests)
 
 
+@pytest.mark.slow
 def test_faults_never_kill_the_runtime_nor_duplicate_an_order(tmp_path: Path, bars: pd.DataFrame) -> None:
     with AlpacaServer(cash=CASH) as venue:
         # find the bars where orders go out in a clean run, then put a fault on each of them

@@ -90,6 +90,7 @@ def test_clean_run_matches_the_venue(tmp_path: Path, bars: pd.DataFrame) -> None
         _assert_state_matches_the_venue(node, store, venue)
 
 
+@pytest.mark.slow
 def test_faults_never_kill_the_runtime_nor_duplicate_an_order(tmp_path: Path, bars: pd.DataFrame) -> None:
     with FakeBinance(balances={"USDT": Decimal(100_000), "BTC": Decimal(0)}) as venue:
         # find the bars where orders go out in a clean run, then put a fault on each of them

@@ -42,6 +42,7 @@ from tests.conftest import PROXY_VARIABLES, shared_file
 from tests.test_summary import TOKEN, PhotoTelegram
 
 pytestmark = [
+    pytest.mark.slow,  # every flow runs under Prefect's test harness (a temporary server)
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore::FutureWarning"),
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),

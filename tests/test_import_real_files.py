@@ -36,6 +36,7 @@ REAL_FILES = [
 ]
 
 
+@pytest.mark.slow  # every real file of shared/data through the whole ingest, twice
 @pytest.mark.parametrize(("name", "symbol", "venue", "timeframe"), REAL_FILES, ids=[f[0] for f in REAL_FILES])
 def test_real_file_round_trips_exactly_and_reimport_writes_nothing(
     name: str, symbol: str, venue: str, timeframe: str, settings: Settings, clock: FixedClock

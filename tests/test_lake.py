@@ -126,6 +126,7 @@ def test_duckdb_views_answer_queries_over_the_lake(settings: Settings, clock: Fi
     assert health == [("BTC/USDT", "1h", len(real), 28, 127)]
 
 
+@pytest.mark.slow  # a drill: a real ingest killed with SIGKILL mid-write
 def test_a_crash_in_the_middle_of_a_write_leaves_the_lake_readable(settings: Settings, tmp_path: Path) -> None:
     """Kill a real ingest process with SIGKILL while it is writing; no partial Parquet file may remain."""
     script = textwrap.dedent(

@@ -320,6 +320,7 @@ def _request() -> AdhocRequest:
                                        end="2024-03-01", fee_bps=5, params={"fast": "10", "slow": "30"})
 
 
+@pytest.mark.slow
 def test_launch_creates_a_flow_run_of_the_adhoc_deployment(prefect_server: str) -> None:
     missing = prefect_api.launch_backtest(prefect_server, _request())
     assert not missing.ok and "has no deployment adhoc-backtest/adhoc-backtest" in missing.message

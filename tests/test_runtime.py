@@ -221,6 +221,7 @@ def test_sigterm_stops_gracefully(tmp_path: Path, minutes: pd.DataFrame) -> None
 KILLS = 20
 
 
+@pytest.mark.slow
 def test_kill_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     """SIGKILL the runtime 20 times, each time once the state store shows a random (seeded) number of further
     bars processed, and restart it each time; the end state equals an unbroken run."""

@@ -91,6 +91,7 @@ def test_a_restart_on_a_recent_window_decides_like_an_unbroken_run(tmp_path: Pat
     pd.testing.assert_frame_equal(fills, expected)
 
 
+@pytest.mark.slow
 def test_one_bar_per_batch_decides_like_whole_batches(tmp_path: Path, minutes: pd.DataFrame) -> None:
     bars = minutes.iloc[:2_500]
     whole = _unbroken(tmp_path, RULES, bars, 8_192)

@@ -9,6 +9,7 @@ that :func:`writer` returns: step writes, session commits and schema migrations 
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from pipeline.retry import RetryPolicy
 from pipeline.state.errors import StateError
 
 ADVISORY_LOCK_CLASS: Final = 0x7466  # "tf": the first key of the per-schema writer lock on PostgreSQL
@@ -75,10 +77,8 @@ def _install_connection_rules(engine: Engine, read_only: bool) -> None:
             cursor = dbapi_connection.cursor()
             try:
                 cursor.execute("PRAGMA busy_timeout=5000")
-                # WAL is a property of the file: set once, by the first writer (another connection's lock makes
-                # the switch fail at once, whatever the busy timeout, so it is not attempted needlessly).
-                if not read_only and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    cursor.execute("PRAGMA journal_mode=WAL")
+                if not read_only:
+                    _use_wal(cursor)
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
             finally:
@@ -96,3 +96,25 @@ def _install_connection_rules(engine: Engine, read_only: bool) -> None:
             if conn.get_execution_options().get(WRITE_OPTION, False):
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"),
                              {"k": ADVISORY_LOCK_CLASS})
+
+
+def _locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
+_WAL_SWITCH: Final = RetryPolicy(attempts=None, base_s=0.005, cap_s=0.25, deadline_s=5.0)
+"""WAL is a property of the file, set once by the first writer. Another connection's lock makes the switch fail
+at once, whatever the busy timeout: it is retried, as the busy timeout would, for up to 5 s."""
+
+
+def _use_wal(cursor: Any) -> None:
+    def switch() -> None:
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"database is locked: the journal mode stayed {mode}")
+
+    _WAL_SWITCH.call(switch, what="switching the state database to WAL", transient=_locked,
+                     give_up=lambda error, _attempts: error)
+

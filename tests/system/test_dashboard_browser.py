@@ -118,14 +118,18 @@ def _healthy(url: str) -> bool:
 def _settled(driver: object, texts: list[str], chart: bool = False) -> str:
     """Wait until the page shows every text (and a drawn Plotly chart when ``chart``) and Streamlit has stopped
     running the script; returns the page's text."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     def shown() -> str:
-        body = str(driver.find_element(By.TAG_NAME, "body").text)  # type: ignore[attr-defined]
-        running = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')  # type: ignore[attr-defined]
-        drawn = not chart or driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")  # type: ignore[attr-defined]
-        return body if all(t in body for t in texts) and drawn and not any("Running" in r.text for r in running) \
-            else ""
+        try:
+            body = str(driver.find_element(By.TAG_NAME, "body").text)  # type: ignore[attr-defined]
+            running = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')  # type: ignore[attr-defined]
+            drawn = not chart or driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")  # type: ignore[attr-defined]
+            busy = any("Running" in r.text for r in running)
+        except StaleElementReferenceException:  # the page redrew while it was read: look again
+            return ""
+        return body if all(t in body for t in texts) and drawn and not busy else ""
 
     return wait_until(shown, f"the page to show {texts}" + (" and a Plotly chart" if chart else ""))
 
