@@ -43,10 +43,10 @@ Streaming: the features are computed by ``FeatureStream`` (``pipeline.feature_st
 next bars with constant work per bar, carrying only what the formulas need (the last values of each window
 and lag, the recursions' current values). ``build_features`` is that stream run once over the whole frame,
 so features computed bar by bar in the runtime equal the batch ones bit for bit, and a stream restored from
-its ``state()`` continues exactly (``tests/test_streaming.py``).
+its ``state()`` continues exactly (``tests/pipeline/test_streaming.py``).
 
 Causality: every value at bar ``i`` uses bars ``<= i`` only, so appending bars never changes an earlier row
-(``tests/test_features.py`` checks every column on truncated prefixes of real data).
+(``tests/pipeline/test_features.py`` checks every column on truncated prefixes of real data).
 
 Warm-up: ``spec.warmup`` is the largest look-back (bars before the current one that a feature reads for its
 first full-window value): ``h`` for an ``h``-bar return, ``w - 1`` for an SMA, Bollinger band or volume

@@ -16,7 +16,7 @@ from pipeline.engine import EngineConfig
 from pipeline.resample import resample_bars
 from pipeline.strategies import REGISTRY
 from tests.conftest import shared_file
-from tests.test_engine import standard_workload_oracle
+from tests.pipeline.test_engine import standard_workload_oracle
 from tradeforge_cli.app import app
 
 STANDARD_ARGS = ["--param", "fast=10", "--param", "slow=30", "--fee-bps", "10", "--slippage-bps", "0",

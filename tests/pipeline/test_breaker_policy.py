@@ -24,8 +24,8 @@ from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, run_portf
 from pipeline.state import BreakerEventRow, BreakerRecord, SchemaVersion, StateStore, StepRecord, UTCDateTime
 from pipeline.strategies import REGISTRY, Targets
 from pipeline.summary import daily_summary, markdown
-from tests import test_engine, test_state
 from tests.conftest import shared_file
+from tests.pipeline import test_engine, test_state
 
 db_url = test_state.db_url  # the store fixtures: a fresh database on SQLite and on PostgreSQL
 open_store = test_state.open_store

@@ -25,7 +25,7 @@ from runtime.feeds import ReplayFeed
 from runtime.models import ModelScorer
 from runtime.node import Node
 from tests.conftest import shared_file
-from tests.test_runtime_models import NAME, _log_version
+from tests.runtime.test_runtime_models import NAME, _log_version
 
 M1 = Timeframe.parse("1m")
 KEY = "file:BTC/USDT:1m"

@@ -15,7 +15,7 @@ from pipeline.lake import Lake
 from pipeline.parity import parity_report, write_parity
 from pipeline.settings import Settings
 from pipeline.state import StateStore
-from tests.test_backup import btc_hours, paper_run, settings_at, sma_portfolio
+from tests.pipeline.test_backup import btc_hours, paper_run, settings_at, sma_portfolio
 
 BARS = 1200
 

@@ -17,7 +17,7 @@ from pipeline.state import PORTFOLIO, StateStore
 from pipeline.summary import daily_summary, parse_day, summary_text, write_summary
 from pipeline.telegram import TelegramSender
 from tests.fakes.telegram_server import FakeTelegram, _Handler, _Reply
-from tests.test_backup import btc_hours, paper_run, settings_at
+from tests.pipeline.test_backup import btc_hours, paper_run, settings_at
 
 TOKEN = "123456:SUMMARY-TOKEN"
 pytestmark = pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning")

@@ -39,7 +39,7 @@ from pipeline.settings import Settings, load_settings
 from pipeline.state import StateStore
 from pipeline.strategies import REGISTRY
 from tests.conftest import PROXY_VARIABLES, shared_file
-from tests.test_summary import TOKEN, PhotoTelegram
+from tests.pipeline.test_summary import TOKEN, PhotoTelegram
 
 pytestmark = [
     pytest.mark.slow,  # every flow runs under Prefect's test harness (a temporary server)

@@ -1,0 +1,1 @@
+"""Tests of the Prefect flows (``flows/``), under Prefect's test harness."""

@@ -1,0 +1,2 @@
+"""Tests of the trading process (``runtime/``): the node, recovery, decisions, feeds, brokers, notifications and
+safety rules."""

@@ -1,0 +1,1 @@
+"""Tests of the ``tradeforge`` command (``tradeforge_cli/``), bad input included."""
