@@ -1,9 +1,10 @@
 """Runtime benchmark: the live path's closed bar → order latency, and paper replay throughput.
 
 Both parts run the product's own code as the ``tradeforge runtime`` command runs it, on the real BTC/USDT 1m
-file (``shared/data/binance_BTC-USDT_1m.parquet``, read in place): bars are loaded and the model scorers
-built by the runtime's own wiring (``runtime.wiring``); the node, feed, broker, strategies and scorer are the
-shipped ones.
+file (``shared/data/binance_BTC-USDT_1m.parquet``, read in place): the runtime is assembled by its own wiring
+(``runtime.wiring.wire`` on a ``RuntimeConfig``, as ``tradeforge runtime`` does), so the node, feed, broker,
+state store, strategies and scorer are the shipped ones. Checkouts older than ``runtime.wiring`` are measured
+with their own copy of this script.
 
 1. Latency (the live path). An LSTM (hidden 64, sequence 64) is trained on a small slice of the file by the
    product's training path (``train_and_register``, as ``tradeforge train`` does: walk-forward fold, MLflow
@@ -208,38 +209,45 @@ class TimedFeed:
                 return
 
 
+def wired(portfolio: dict[str, Any], **options: Any) -> Any:
+    """The runtime exactly as ``tradeforge runtime --mode paper --data FILE --portfolio FILE --fresh`` builds it
+    (``runtime.wiring.wire`` on a ``RuntimeConfig``), with ``portfolio`` written to a YAML file in this
+    process's folder."""
+    import yaml
+
+    from pipeline.settings import load_settings
+    from runtime.config import RuntimeConfig
+    from runtime.wiring import wire
+
+    path = Path("portfolio.yaml").resolve()
+    path.write_text(yaml.safe_dump(portfolio, sort_keys=False))
+    config = RuntimeConfig.of(mode="paper", portfolio=path, fresh=True, **options)
+    return wire(config, load_settings())
+
+
 def latency_worker(args: argparse.Namespace) -> dict[str, Any]:
-    """One history size: the hybrid sleeve with its production LSTM, one bar per transaction."""
+    """One history size: the hybrid sleeve with its production LSTM, one bar per transaction (``--batch 1``)."""
     import pandas as pd
 
-    from pipeline.portfolio import PortfolioConfig
-    from pipeline.settings import load_settings
-    from pipeline.state import CursorRecord, StateStore, StepRecord
-    from runtime.brokers import PaperBroker
-    from runtime.feeds import ReplayFeed
-    from runtime.node import Node
-    from runtime.wiring import replay_bars, scorers
+    from pipeline.state import CursorRecord, StepRecord
 
     size, bars = args.size, args.bars
-    settings = load_settings()
-    config = PortfolioConfig.model_validate(HYBRID)
-    frames, feed_of, tf = replay_bars(settings, config, Path(args.data), None, args.start, None)
-    (key,) = frames
-    frame = frames[key]
+    runtime = wired(HYBRID, data=Path(args.data), start=args.start, batch=1)
+    node = runtime.node
+    (key, frame), = node.feed.frames.items()
     if len(frame) != size + bars:
         raise SystemExit(f"expected {size + bars} bars from {args.start} on, got {len(frame)}")
-    store = StateStore(settings.state_url)
     cursor = pd.Timestamp(frame["timestamp"].iloc[size - WARMUP_BARS - 1]).to_pydatetime()
-    store.apply_step(StepRecord(cursors=[CursorRecord(feed=key, last_bar=cursor)]))
-    feed = TimedFeed(ReplayFeed(frames, tf, speed=None, batch_size=1), WARMUP_BARS, bars, args.budget, MIN_BARS)
-    node = Node(store, config, feed, feed_of, PaperBroker(), mode="paper", scorers=scorers(settings, config, tf),
-                stale_after_bars=settings.stale_after_bars, heartbeat_s=settings.heartbeat_seconds)
-    node.start(fresh=True)
-    scorer = next(iter(node.scorers.values()))
-    if scorer.version is None:
-        raise SystemExit("the hybrid sleeve has no production model loaded")
-    summary = node.run()
-    store.close()
+    runtime.store.apply_step(StepRecord(cursors=[CursorRecord(feed=key, last_bar=cursor)]))
+    feed = node.feed = TimedFeed(node.feed, WARMUP_BARS, bars, args.budget, MIN_BARS)
+    try:
+        node.start(fresh=True)
+        scorer = next(iter(node.scorers.values()))
+        if scorer.version is None:
+            raise SystemExit("the hybrid sleeve has no production model loaded")
+        summary = node.run()
+    finally:
+        runtime.close()
     measured = [s * 1000 for s in feed.held[WARMUP_BARS:]]
     return {
         "size": size,
@@ -257,27 +265,15 @@ def latency_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def replay_worker(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole file through the two-sleeve portfolio at max speed, in this process."""
-    from pipeline.portfolio import PortfolioConfig
-    from pipeline.settings import load_settings
-    from pipeline.state import StateStore
-    from runtime.brokers import PaperBroker
-    from runtime.feeds import ReplayFeed
-    from runtime.node import Node
-    from runtime.wiring import replay_bars, scorers
-
-    settings = load_settings()
-    config = PortfolioConfig.model_validate(TWO_SLEEVES)
-    frames, feed_of, tf = replay_bars(settings, config, Path(args.data), None, None, None)
-    store = StateStore(settings.state_url)
-    node = Node(store, config, ReplayFeed(frames, tf, speed=None, batch_size=8192), feed_of, PaperBroker(),
-                mode="paper", scorers=scorers(settings, config, tf), stale_after_bars=settings.stale_after_bars,
-                heartbeat_s=settings.heartbeat_seconds)
-    node.start(fresh=True)
-    started = time.perf_counter()
-    summary = node.run()
-    seconds = time.perf_counter() - started
-    store.close()
+    """The whole file through the two-sleeve portfolio at max speed (the CLI's default batch), in this process."""
+    runtime = wired(TWO_SLEEVES, data=Path(args.data))
+    try:
+        runtime.node.start(fresh=True)
+        started = time.perf_counter()
+        summary = runtime.node.run()
+        seconds = time.perf_counter() - started
+    finally:
+        runtime.close()
     return {"bars": summary.bars, "fills": summary.fills, "trades": summary.trades, "seconds": seconds,
             "bars_per_s": summary.bars / seconds, "rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
 
