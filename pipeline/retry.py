@@ -253,6 +253,7 @@ class RetryPolicy:
                  describe_error: Callable[[BaseException], str], on_retry: OnRetry | None) -> dict[str, Any]:
         """The stop, wait, retry, log and give-up rules shared by the blocking and the asynchronous forms."""
         started = self.clock.now()
+        failed: list[BaseException] = []  # the last failure, kept for a stop that comes during the wait after it
 
         def stop(state: RetryCallState) -> bool:
             if until is not None and until():
@@ -268,13 +269,15 @@ class RetryPolicy:
             return self.delay(state.attempt_number, _error(state))
 
         def before_sleep(state: RetryCallState) -> None:
+            failed[:] = [_error(state)]
+            if on_retry is not None:
+                on_retry(state)
+                return
             limit = f"/{self.attempts - 1}" if self.attempts is not None else ""
-            log.warning("%s failed (%s); retry %d%s in %.2fs", what, describe_error(_error(state)),
+            log.warning("%s failed (%s); retry %d%s in %.2fs", what, describe_error(failed[0]),
                         state.attempt_number, limit, state.upcoming_sleep)
 
-        def exhausted(state: RetryCallState) -> NoReturn:
-            error = _error(state)
-            attempts = state.attempt_number
+        def give_up_with(error: BaseException, attempts: int) -> NoReturn:
             final = (give_up(error, attempts) if give_up is not None else
                      RetriesExhausted(f"{what} failed after {attempts} attempts: {describe_error(error)}", error,
                                       attempts))
@@ -282,8 +285,16 @@ class RetryPolicy:
                 raise error
             raise final from error
 
-        return {"stop": stop, "wait": wait, "retry": tenacity.retry_if_exception(transient),
-                "before_sleep": on_retry or before_sleep, "retry_error_callback": exhausted}
+        def before(state: RetryCallState) -> None:
+            """``until`` coming true during a wait ends the retries before the next attempt is made."""
+            if failed and until is not None and until():
+                give_up_with(failed[0], state.attempt_number - 1)
+
+        def exhausted(state: RetryCallState) -> NoReturn:
+            give_up_with(_error(state), state.attempt_number)
+
+        return {"stop": stop, "wait": wait, "retry": tenacity.retry_if_exception(transient), "before": before,
+                "before_sleep": before_sleep, "retry_error_callback": exhausted}
 
 
 def _error(state: RetryCallState) -> BaseException:

@@ -286,9 +286,9 @@ class LiveFeed:
             self._started()
             while not self.stopped:
                 try:  # a venue fault never ends the feed: the retry policy backs off until the venue answers
-                    update = self.retry.call(lambda: self._poll_unless_stopped(known), what=f"{self.venue}: polling",
-                                             transient=_venue_fault, until=lambda: self.stopped)
-                except (RetriesExhausted, _Stopped):  # stopped while the venue failed: no request after the stop
+                    update = self.retry.call(lambda: self._poll(known), what=f"{self.venue}: polling",
+                                             transient=any_error, until=lambda: self.stopped)
+                except RetriesExhausted:  # stopped while the venue failed: no request after the stop
                     return
                 fresh = {key: bars for key, bars in update.items() if len(bars)}
                 if fresh:
@@ -298,11 +298,6 @@ class LiveFeed:
                 self._sleep(self.poll_s)
         finally:
             self._stopped()
-
-    def _poll_unless_stopped(self, known: dict[str, int]) -> Update:
-        if self.stopped:  # a stop during a back-off ends the retries before the next request
-            raise _Stopped
-        return self._poll(known)
 
     # ------------------------------------------------------------------ live batches
     def _live(self) -> Iterator[Batch]:
@@ -383,13 +378,3 @@ class LiveFeed:
     def _last_ms(self, key: str) -> int | None:
         frame = self.frames[key]
         return None if frame.empty else int(epoch_ms(frame["timestamp"].iloc[-1:])[0])
-
-
-class _Stopped(Exception):
-    """The feed was stopped between two attempts of a venue call."""
-
-
-def _venue_fault(exc: BaseException) -> bool:
-    """Every error of a venue call is retried (the feed outlives any fault), except the feed's own stop."""
-    return any_error(exc) and not isinstance(exc, _Stopped)
-

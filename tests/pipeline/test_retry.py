@@ -172,6 +172,20 @@ def test_until_stops_an_unlimited_policy_and_give_up_chooses_the_error() -> None
     assert venue.calls == 4
 
 
+def test_a_stop_during_the_wait_ends_the_retries_before_another_attempt() -> None:
+    stopped: list[bool] = []
+    venue = Venue(*[ValueError("any fault")] * 100)
+
+    def sleep(seconds: float) -> None:
+        if venue.calls == 2:
+            stopped.append(True)  # the stop arrives while the policy waits after the second failure
+
+    policy = RetryPolicy(attempts=None, base_s=1.0, cap_s=4.0, jitter=0.0, sleep=sleep)
+    with pytest.raises(RetriesExhausted, match="poll failed after 2 attempts: ValueError: any fault"):
+        policy.call(venue, what="poll", transient=lambda e: True, until=lambda: bool(stopped))
+    assert venue.calls == 2  # no request after the stop
+
+
 def test_attempts_of_lets_a_generator_act_between_attempts() -> None:
     waits: list[float] = []
     venue = Venue(requests.Timeout(), requests.Timeout())
