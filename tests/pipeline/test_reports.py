@@ -24,6 +24,7 @@ from pipeline.adhoc import AdhocRequest
 from pipeline.domain import AssetClass, DataError, Timeframe
 from pipeline.features import FeatureSpec, build_features
 from pipeline.registry import ModelRegistry
+from pipeline.retry import RetryPolicy
 from pipeline.state import PORTFOLIO, StateStore
 from tests.fakes.populated_state import MODEL, Populated, build
 from tests.waiting import wait_until
@@ -325,8 +326,17 @@ def test_launch_creates_a_flow_run_of_the_adhoc_deployment(prefect_server: str) 
     missing = prefect_api.launch_backtest(prefect_server, _request())
     assert not missing.ok and "has no deployment adhoc-backtest/adhoc-backtest" in missing.message
     with httpx.Client(base_url=prefect_server, timeout=10) as client:
-        flow = client.post("/flows/", json={"name": prefect_api.FLOW}).json()
-        made = client.post("/deployments/", json={"name": prefect_api.DEPLOYMENT, "flow_id": flow["id"]})
+
+        def post(path: str, body: dict[str, object]) -> httpx.Response:
+            """A setup request, retried by the project's retry policy while Prefect answers 5xx (its SQLite
+            store can be briefly busy)."""
+            def once() -> httpx.Response:
+                return client.post(path, json=body).raise_for_status()
+
+            return RetryPolicy(attempts=6, base_s=0.2, cap_s=2.0).call(once, what=f"POST {path}")
+
+        flow = post("/flows/", {"name": prefect_api.FLOW}).json()
+        made = post("/deployments/", {"name": prefect_api.DEPLOYMENT, "flow_id": flow["id"]})
         assert made.status_code < 300, made.text
         launch = prefect_api.launch_backtest(prefect_server, _request())
         assert launch.ok, launch.message
