@@ -26,7 +26,7 @@ sys.path.insert(1, str(REPO / "bench"))
 
 from synthetic import gbm_bars  # noqa: E402
 
-from pipeline.backtest import warm_up  # noqa: E402
+from pipeline.backtest.run import warm_up  # noqa: E402
 from pipeline.engine import EngineConfig, EngineResult, run  # noqa: E402
 from pipeline.strategies import REGISTRY  # noqa: E402
 

@@ -1,5 +1,5 @@
 """Feature-building benchmark: the default feature set on the real BTC/USDT 1m file and on 10 synthetic
-symbols × 1 year of 1-minute bars, plus the rolling-window engine comparison behind ``pipeline.features``.
+symbols × 1 year of 1-minute bars, plus the rolling-window engine comparison behind ``pipeline.features.build``.
 
 Data: the real ``binance_BTC-USDT_1m.parquet`` (653,623 bars) and 10 series of 525,600 bars each (geometric
 Brownian motion, 80 % annual volatility, log-normal volume; seeds 42..51), each built separately as the
@@ -33,7 +33,7 @@ sys.path.insert(1, str(REPO / "bench"))
 from synthetic import gbm_bars  # noqa: E402
 
 from pipeline.domain import AssetClass  # noqa: E402
-from pipeline.features import FeatureSpec, build_features, window_mean_std  # noqa: E402
+from pipeline.features.build import FeatureSpec, build_features, window_mean_std  # noqa: E402
 
 SPEC = FeatureSpec()
 from synthetic import MINUTES_PER_YEAR  # noqa: E402

@@ -18,12 +18,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.catalog import open_duckdb  # noqa: E402
 from pipeline.clock import FixedClock  # noqa: E402
+from pipeline.data.catalog import open_duckdb  # noqa: E402
+from pipeline.data.ingest import ingest  # noqa: E402
+from pipeline.data.sources.files import FileSource  # noqa: E402
 from pipeline.domain import Timeframe  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.sources.files import FileSource  # noqa: E402
 
 DAILY_OHLC = """
 select date_trunc('day', timezone('UTC', timestamp)) as day,

@@ -283,12 +283,12 @@ def setup_worker(args: argparse.Namespace) -> dict[str, Any]:
     production (as ``tradeforge train --model lstm --hidden 64 --seq-len 64 --epochs 1 --folds 1 --base
     sma_cross --threshold 0.5 --promote force`` does); returns the model, the seconds it took and, for every
     history size, the first bar the latency run loads."""
+    from pipeline.data.sources.files import read_bar_series
     from pipeline.domain import Instrument, Timeframe
     from pipeline.models import ModelConfig
-    from pipeline.registry import ModelRegistry
+    from pipeline.models.lifecycle import TrainRequest, train_and_register
+    from pipeline.models.registry import ModelRegistry
     from pipeline.settings import load_settings
-    from pipeline.sources.files import read_bar_series
-    from pipeline.training import TrainRequest, train_and_register
 
     settings = load_settings()
     every, tf = read_bar_series(Path(args.data), Timeframe.parse("1m"))

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, task
 
 from flows.common import NO_CACHING, clock, say, settings
-from pipeline.nightly import AdhocRequest, adhoc_backtest, nightly_backtests
+from pipeline.backtest.nightly import AdhocRequest, adhoc_backtest, nightly_backtests
 
 
 @task(name="nightly-backtests", cache_policy=NO_CACHING, timeout_seconds=4 * 3600)

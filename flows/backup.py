@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 
 from flows.common import IO_RETRIES, NO_CACHING, clock, say, settings
-from pipeline.backup import backup_state, restore_drill
+from pipeline.state.backup import backup_state, restore_drill
 
 
 @task(name="backup-state", retries=IO_RETRIES, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHING)

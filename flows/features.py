@@ -7,10 +7,10 @@ from typing import Any
 from prefect import flow, task
 
 from flows.common import NO_CACHING, say, settings
-from pipeline.catalog import read_bars
+from pipeline.data.catalog import read_bars
+from pipeline.data.universe import parse_series
 from pipeline.domain import symbol_key
-from pipeline.features import FeatureSpec, build_features, store_features
-from pipeline.universe import parse_series
+from pipeline.features.build import FeatureSpec, build_features, store_features
 
 
 @task(name="build-series-features", cache_policy=NO_CACHING, timeout_seconds=3600,

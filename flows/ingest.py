@@ -13,8 +13,8 @@ from prefect import flow, task
 from prefect.states import State
 
 from flows.common import IO_RETRIES, IO_RETRY_DELAY_S, NO_CACHING, clock, say, settings
+from pipeline.data.universe import ingest_series, parse_series
 from pipeline.domain import DataError
-from pipeline.universe import ingest_series, parse_series
 
 
 @task(name="ingest-series", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, timeout_seconds=3600,

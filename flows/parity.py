@@ -14,11 +14,11 @@ from typing import Any
 from prefect import flow, task
 
 from flows.common import NO_CACHING, clock, say, settings
+from pipeline.backtest.parity import parity_report, single_strategy_portfolio, write_parity
+from pipeline.backtest.portfolio import PortfolioConfig, load_portfolio
 from pipeline.domain import DataError
-from pipeline.parity import parity_report, single_strategy_portfolio, write_parity
-from pipeline.portfolio import PortfolioConfig, load_portfolio
+from pipeline.reports.summary import parse_day
 from pipeline.state import StateStore
-from pipeline.summary import parse_day
 
 
 @task(name="compare-runtime-with-backtest", cache_policy=NO_CACHING, timeout_seconds=3600)

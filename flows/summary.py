@@ -11,9 +11,9 @@ from typing import Any
 from prefect import flow, task
 
 from flows.common import IO_RETRIES, NO_CACHING, clock, say, settings
+from pipeline.reports.summary import daily_summary, parse_day, summary_text, write_summary
+from pipeline.services.telegram import TelegramSender
 from pipeline.state import StateStore
-from pipeline.summary import daily_summary, parse_day, summary_text, write_summary
-from pipeline.telegram import TelegramSender
 
 
 @task(name="summarise-day", cache_policy=NO_CACHING, timeout_seconds=900)

@@ -12,12 +12,12 @@ from typing import Any, Literal
 from prefect import flow, task
 
 from flows.common import NO_CACHING, say, settings
-from pipeline.catalog import read_bars
+from pipeline.data.catalog import read_bars
+from pipeline.data.lake import Lake
 from pipeline.domain import DataError, Instrument, Timeframe
-from pipeline.lake import Lake
 from pipeline.models import ModelConfig
-from pipeline.registry import ModelRegistry
-from pipeline.training import TrainRequest, train_and_register
+from pipeline.models.lifecycle import TrainRequest, train_and_register
+from pipeline.models.registry import ModelRegistry
 
 
 @task(name="train-evaluate-register-gate", cache_policy=NO_CACHING, timeout_seconds=4 * 3600)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from pipeline.lake import Lake
+from pipeline.data.lake import Lake
 from pipeline.settings import Settings
 
 

@@ -7,7 +7,7 @@ version is loaded and used from the next batch of bars on, and the switch is rec
 version the score is NaN, so the strategy makes no entry and the runtime's status says why.
 
 Scoring is streaming: ``advance(bars)`` takes the next closed bars, moves the feature stream
-(``pipeline.features.FeatureStream``) by those bars and runs the network only on the windows that end at them.
+(``pipeline.features.build.FeatureStream``) by those bars and runs the network only on the windows that end at them.
 The scorer keeps the last ``seq_len - 1`` feature rows (the model's input window) and nothing else, so the cost
 of a bar and the memory held do not grow with uptime; a score once given is never recomputed (it is causal).
 ``score(history)``, the batch form, is the same stream run over a whole frame. A new production version whose
@@ -26,10 +26,10 @@ import pandas as pd
 
 from pipeline.clock import Clock
 from pipeline.domain import AssetClass, DataError
-from pipeline.features import FeatureSpec, FeatureStream
+from pipeline.features.build import FeatureSpec, FeatureStream
 
 if TYPE_CHECKING:  # the registry (and MLflow with it) is loaded by whoever builds a scorer, not by the runtime
-    from pipeline.registry import ModelRegistry, ProductionModel
+    from pipeline.models.registry import ModelRegistry, ProductionModel
 
 log = logging.getLogger(__name__)
 

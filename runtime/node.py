@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.backtest.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
 from pipeline.clock import Clock, SystemClock
-from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
 from pipeline.state import FillRecord, OrderRecord, StateStore
 from runtime.brokers.base import Broker
 from runtime.commands import apply_commands

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.backtest.portfolio_config import PortfolioConfig
 from pipeline.domain import DataError, Timeframe, parse_symbol, parse_utc
-from pipeline.portfolio_config import PortfolioConfig
 from pipeline.settings import Settings
 from runtime.config import RuntimeConfig
 from runtime.safety import Route, VenueAccess, safe_route
@@ -33,7 +33,7 @@ Say = Callable[[str], None]
 
 def portfolio_of(config: RuntimeConfig) -> PortfolioConfig:
     """The portfolio file, or a one-sleeve portfolio of the single strategy the options describe."""
-    from pipeline.portfolio_config import load_portfolio
+    from pipeline.backtest.portfolio_config import load_portfolio
 
     if config.portfolio is not None:
         return load_portfolio(config.portfolio)
@@ -54,14 +54,14 @@ def portfolio_of(config: RuntimeConfig) -> PortfolioConfig:
 
 def route_of(config: RuntimeConfig, portfolio: PortfolioConfig, settings: Settings) -> Route:
     """The feed and broker of this start, once every safety rule passes."""
-    from pipeline.portfolio import sleeves_of
+    from pipeline.backtest.portfolio import sleeves_of
 
     kinds = {parse_symbol(s.symbol)[1].value for s in sleeves_of(portfolio)}
     return safe_route(config.mode, kinds, config.feed, config.broker, VenueAccess.of(settings))
 
 
 def _timeframe(portfolio: PortfolioConfig) -> Timeframe:
-    from pipeline.portfolio import sleeves_of
+    from pipeline.backtest.portfolio import sleeves_of
 
     timeframes = {s.spec.timeframe for s in sleeves_of(portfolio)}
     if len(timeframes) != 1:
@@ -75,7 +75,7 @@ def replay_bars(
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str], Timeframe]:
     """The bars a replay feed plays (from the file ``data``, or the lake), keyed by feed; the feed key of each
     sleeve; the portfolio's timeframe."""
-    from pipeline.portfolio import sleeves_of
+    from pipeline.backtest.portfolio import sleeves_of
 
     sleeves = sleeves_of(portfolio)
     tf = _timeframe(portfolio)
@@ -91,11 +91,11 @@ def replay_bars(
         if key in frames:
             continue
         if data is not None:
-            from pipeline.sources.files import read_bar_series
+            from pipeline.data.sources.files import read_bar_series
 
             bars, _ = read_bar_series(data, tf, lo, hi)
         else:
-            from pipeline.catalog import read_bars
+            from pipeline.data.catalog import read_bars
 
             bars = read_bars(settings, sleeve.symbol, tf, lo, hi, venue)
         if bars.empty:
@@ -107,8 +107,8 @@ def replay_bars(
 def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig,
               venue: str | None) -> tuple[Feed, dict[str, str], Timeframe]:
     """A live feed (sample, ccxt or alpaca) for every sleeve's symbol, and the feed key of each sleeve."""
+    from pipeline.backtest.portfolio import sleeves_of
     from pipeline.clock import SystemClock
-    from pipeline.portfolio import sleeves_of
 
     sleeves = sleeves_of(portfolio)
     tf = _timeframe(portfolio)
@@ -122,12 +122,12 @@ def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig,
 
         return SampleFeed(symbols, tf, clock, settings.sample_seed, **common), feed_of, tf
     if name == "ccxt":
-        from pipeline.sources.ccxt_source import build_exchange
+        from pipeline.data.sources.ccxt_source import build_exchange
         from runtime.feeds.ccxt_feed import CcxtFeed
 
         return (CcxtFeed(build_exchange(settings, prefix), symbols, tf, clock, backoff_base_s=max(
             settings.retry_backoff_s, 0.1), **common), feed_of, tf)
-    from pipeline.sources.alpaca_source import make_client
+    from pipeline.data.sources.alpaca_source import make_client
     from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
 
     stream = alpaca_stream(settings, settings.alpaca_stream_url) if str(tf) == "1m" else None
@@ -142,7 +142,7 @@ def make_broker(settings: Settings, mode: str, name: str, venue: str | None) -> 
 
         return PaperBroker()
     if name == "ccxt":
-        from pipeline.sources.ccxt_source import build_exchange
+        from pipeline.data.sources.ccxt_source import build_exchange
         from runtime.brokers.ccxt import CcxtBroker
 
         return CcxtBroker(build_exchange(settings, venue or settings.ccxt_exchange), max_retries=settings.max_retries,
@@ -155,14 +155,14 @@ def make_broker(settings: Settings, mode: str, name: str, venue: str | None) -> 
 
 def scorers(settings: Settings, portfolio: PortfolioConfig, tf: Timeframe) -> dict[str, ModelScorer]:
     """A production-model scorer for every sleeve whose strategy reads ``model_score``."""
+    from pipeline.backtest.portfolio import sleeves_of
     from pipeline.clock import SystemClock
     from pipeline.domain import symbol_key
-    from pipeline.portfolio import sleeves_of
 
     sleeves = [s for s in sleeves_of(portfolio) if "model_score" in s.strategy.requires]
     if not sleeves:
         return {}
-    from pipeline.registry import ModelRegistry, model_name
+    from pipeline.models.registry import ModelRegistry, model_name
     from runtime.models import ModelScorer
 
     registry = ModelRegistry(settings.mlflow_tracking_uri)

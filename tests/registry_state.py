@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.registry import ModelRegistry
+from pipeline.models.registry import ModelRegistry
 
 
 @contextmanager

@@ -308,7 +308,7 @@ def stop_signals() -> Iterator[list[str]]:
 
 def needs_bootstrap(settings: Settings) -> bool:
     """True when the lake holds no bars of the demo series (a first start)."""
-    from pipeline.lake import Lake
+    from pipeline.data.lake import Lake
 
     return not any(str(s.timeframe) == "1m" for s in Lake(settings.lake_dir).find("BTC/USDT", venue="sample"))
 

@@ -10,9 +10,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from dashboards import common
-from pipeline import prefect_api, reports
-from pipeline.adhoc import AdhocRequest
+from pipeline import reports
+from pipeline.backtest.adhoc import AdhocRequest
 from pipeline.domain import DataError
+from pipeline.services import prefect_api
 from pipeline.strategies import REGISTRY
 
 st.title("Backtests")

@@ -16,7 +16,7 @@ from pipeline import reports
 from pipeline.domain import DataError, Timeframe
 
 if TYPE_CHECKING:
-    from pipeline.registry import ProductionModel
+    from pipeline.models.registry import ProductionModel
 
 st.title("Chart")
 config = common.page_settings()

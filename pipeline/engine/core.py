@@ -2,7 +2,7 @@
 
 ``Engine.step`` (what the runtime calls once per closed bar) and ``run`` (what the backtest calls on a whole
 history) drive the same compiled ``kernel.step`` on the same state, so they produce the same fills, trades and
-equity; ``tests/pipeline/test_engine.py`` checks it bar by bar on real data.
+equity; ``tests/pipeline/engine/test_engine.py`` checks it bar by bar on real data.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``PortfolioLedger`` owns what ``portfolio_kernel.run_times`` works on besides the sleeves' ledgers: the caps,
 the portfolio's peak and breaker state, its event buffer and the sleeves' latest equity and position value.
 ``run`` steps a batch of bar times (growing the buffers between compiled calls) and hands back the portfolio's
-marks per time and the breaker's events; the properties name the state, so a driver (``pipeline.portfolio``)
+marks per time and the breaker's events; the properties name the state, so a driver (``pipeline.backtest.portfolio``)
 never reads a slot by number.
 """
 

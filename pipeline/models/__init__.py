@@ -1,7 +1,12 @@
-"""Sequence models that score the probability of an "up" bar: LSTM, LSTM with attention, and GRU.
+"""Sequence models that score the probability of an "up" bar (LSTM, LSTM with attention, GRU) and their life cycle.
+
+The networks (``nets``), their input windows and scaling, training (``training``), inference and scoring; the
+life cycle from features to a promoted model (``lifecycle``), the MLflow registry (``registry``, the only module
+of tradeforge that imports MLflow) and the promotion gate (``promotion``). Registered models are pickled with
+the paths of ``pipeline.models.nets``, so those stay where they are.
 
 ``ModelConfig`` and ``classification_metrics`` load without torch; the other names load torch on first use.
-This package never imports MLflow (``pipeline.registry`` stores models) and never prefect or streamlit.
+This package's own face imports neither MLflow nor prefect nor streamlit.
 """
 
 from __future__ import annotations

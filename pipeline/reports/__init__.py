@@ -3,7 +3,8 @@
 * :mod:`pipeline.reports.trading` — the runtime's state: overview, equity, commands, trades;
 * :mod:`pipeline.reports.market` — the lake: catalogue, chart data (down-sampled), data health, quarantine;
 * :mod:`pipeline.reports.backtests` — stored backtest runs, their curves and breaker events;
-* :mod:`pipeline.reports.models` — registered models, promotion and rollback, the model's probability.
+* :mod:`pipeline.reports.models` — registered models, promotion and rollback, the model's probability;
+* :mod:`pipeline.reports.summary` — the daily summary of every sleeve (read by the summary flow, not re-exported).
 """
 
 from pipeline.reports.backtests import backtest_root, breaker_events, curves, runs

@@ -1,7 +1,7 @@
 """Stored backtest runs (``<data_dir>/backtests/<run_id>/``): their metrics, equity with drawdown to compare, and
 their circuit-breaker events.
 
-The metrics are the ones computed when the run was stored (``summary.json``, see :mod:`pipeline.metrics`),
+The metrics are the ones computed when the run was stored (``summary.json``, see :mod:`pipeline.backtest.metrics`),
 including the breaker counts (``breaker_trips``, ``breaker_releases``, ``paused_bars``: bars whose entries a
 breaker blocked); nothing is recomputed here except the drawdown curve, ``equity / running peak - 1``, for
 plotting. Runs stored before breakers recorded releases show their events as trips and no paused bars (NaN).
@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from pipeline.backtest import open_backtests
+from pipeline.backtest.run import open_backtests
 from pipeline.domain import DataError
 
 RUN_COLUMNS = (

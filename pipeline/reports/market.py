@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.catalog import QuarantineStore, open_duckdb, read_bars
+from pipeline.data.catalog import QuarantineStore, open_duckdb, read_bars
+from pipeline.data.lake import Lake, read_bar_file
+from pipeline.data.quality import series_health
+from pipeline.data.resample import resample_bars
 from pipeline.domain import DataError, Timeframe, epoch_ms
-from pipeline.lake import Lake, read_bar_file
-from pipeline.quality import series_health
-from pipeline.resample import resample_bars
 from pipeline.settings import Settings
 
 DISPLAY_TIMEFRAMES = tuple(Timeframe.parse(t) for t in ("1m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"))

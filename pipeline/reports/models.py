@@ -1,5 +1,5 @@
 """Registered models for the dashboard: versions with their out-of-sample metrics and gate tags, manual
-promotion and rollback (both through :class:`pipeline.registry.ModelRegistry`), and the production model's
+promotion and rollback (both through :class:`pipeline.models.registry.ModelRegistry`), and the production model's
 probability over a chart's bars.
 
 The registry (and with it MLflow and torch) is imported only when a function needs it. With a SQLite
@@ -19,7 +19,7 @@ from pipeline.domain import AssetClass, DataError, Timeframe, epoch_ms, symbol_k
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.registry import ModelRegistry, ProductionModel
+    from pipeline.models.registry import ModelRegistry, ProductionModel
 
 MODEL_COLUMNS = (
     "name", "version", "production", "aliases", "created", "oos_sharpe", "oos_max_drawdown", "oos_auc",
@@ -38,7 +38,7 @@ def registry(settings: Settings) -> ModelRegistry | None:
     """The model registry, or None when its SQLite store does not exist yet (nothing is created then)."""
     if not _store_exists(settings):
         return None
-    from pipeline.registry import ModelRegistry
+    from pipeline.models.registry import ModelRegistry
 
     return ModelRegistry(settings.mlflow_tracking_uri)
 
@@ -103,7 +103,7 @@ class Probability:
 
 
 def hybrid_model_name(symbol: str, timeframe: Timeframe) -> str:
-    from pipeline.registry import model_name
+    from pipeline.models.registry import model_name
 
     return model_name("hybrid", symbol_key(symbol), str(timeframe))
 
@@ -122,7 +122,7 @@ def load_production(settings: Settings, symbol: str, timeframe: Timeframe) -> Pr
 def probability(model: ProductionModel, bars: pd.DataFrame, asset_class: AssetClass) -> Probability:
     """Score ``bars`` (canonical, of the model's timeframe) with ``model``: rows before the feature warm-up and
     the model's window are NaN."""
-    from pipeline.features import FeatureSpec, build_features
+    from pipeline.features.build import FeatureSpec, build_features
 
     if len(bars) > PROBABILITY_MAX_BARS:
         raise DataError(f"{len(bars)} bars are too many to score on the fly (at most {PROBABILITY_MAX_BARS})")
@@ -149,9 +149,9 @@ def chart_probability(settings: Settings, model: ProductionModel, venue: str, sy
     The model scores bars of its own ``timeframe`` from enough history before the first shown bar for the
     feature warm-up and its window, so the first shown bars have a value when the lake has that history.
     """
-    from pipeline.catalog import read_bars
-    from pipeline.features import FeatureSpec
-    from pipeline.lake import Lake
+    from pipeline.data.catalog import read_bars
+    from pipeline.data.lake import Lake
+    from pipeline.features.build import FeatureSpec
 
     if shown.empty:
         return np.empty(0)

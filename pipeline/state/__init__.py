@@ -28,8 +28,9 @@ The state lives in SQLite (WAL mode, the default: ``<data_dir>/state/tradeforge.
 
 Where things live: ``types`` (exact money and UTC time columns, the checks, the enumerated values),
 ``tables`` (the SQLModel tables), ``records`` (what a step writes), ``connection`` (URLs and the connection
-rules), ``schema`` and ``migrations/`` (Alembic), ``writes`` (the step writer, SQLAlchemy Core) and ``store``
-(:class:`StateStore`).
+rules), ``schema`` and ``migrations/`` (Alembic), ``writes`` (the step writer, SQLAlchemy Core), ``store``
+(:class:`StateStore`), and ``backup`` and ``backup_checks`` (backups of the state, their rotation, and the
+restore drill that proves they can be used).
 """
 
 from pipeline.state.errors import ReadOnlyStateError, SchemaVersionError, StateError

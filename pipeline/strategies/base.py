@@ -10,10 +10,12 @@ its ``update(rows)`` takes the next rows of the feature frame and returns the de
 with constant work per row, carrying only what the rule needs (window values, recursion states, the previous
 bar's indicator). ``state()`` is an exact JSON-serialisable snapshot and ``restore(state)`` continues from it.
 ``targets(frame)``, the batch form, is ``stream().update(frame)``: the backtest and the runtime (bar by bar)
-make the same decisions by construction (``tests/pipeline/test_streaming.py`` checks it bit for bit on real data).
+make the same decisions by construction (``tests/pipeline/features/test_streaming.py`` checks it bit for bit on
+real data).
 
-Every strategy is causal: its decision at bar i uses rows ``<= i`` only. ``tests/pipeline/test_strategies.py`` checks
-this on every registered strategy by recomputing on truncated prefixes of real data.
+Every strategy is causal: its decision at bar i uses rows ``<= i`` only.
+``tests/pipeline/strategies/test_strategies.py`` checks this on every registered strategy by recomputing on
+truncated prefixes of real data.
 
 The feature frame is a canonical bar frame (``pipeline.domain``) plus optional extra columns; a strategy that
 needs one (for example ``model_score``, the probability an ML model assigns to an up-move) names it in

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import DataError
+from pipeline.features.streaming import section
 from pipeline.strategies.base import DecisionStream, Strategy, Targets, check_features, check_owner
-from pipeline.streaming import section
 
 
 class ModelGated:

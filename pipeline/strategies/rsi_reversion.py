@@ -10,7 +10,7 @@ Wilder's RSI over ``n = period`` bars, with ``change[i] = close[i] - close[i-1]`
 * ``rsi[i] = 100 * avg_gain[i] / (avg_gain[i] + avg_loss[i])`` (the same as ``100 - 100 / (1 + RS)``),
   ``100`` when there were no losses and ``50`` when the price did not move at all.
 
-The averages are ``pipeline.streaming.Wilder`` (pandas' ``ewm(alpha=1/n, adjust=False).mean()`` arithmetic
+The averages are ``pipeline.features.streaming.Wilder`` (pandas' ``ewm(alpha=1/n, adjust=False).mean()`` arithmetic
 started at the seed, the seed being ``numpy.mean`` of the first ``n`` moves), the same computation as the
 ``rsi_<n>`` feature. They run forward from the first bar the strategy is given: a bar's RSI never changes when
 later bars are appended, and it does depend (with exponentially fading weight) on where the series starts, as
@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import DataError
+from pipeline.features.streaming import Rsi, pack, section, unpack
 from pipeline.strategies.base import Targets, check_features, check_owner
-from pipeline.streaming import Rsi, pack, section, unpack
 
 
 def _level(name: str, value: object) -> float:

@@ -9,7 +9,7 @@ With ``sma_n[i]`` the mean of the ``n`` closes ending at (and including) bar ``i
 
 ``sma_slow`` first exists at bar ``slow - 1``, so the first possible decision is at bar ``slow`` (``warmup``).
 
-The means are exact window means (``pipeline.streaming.Window``): the sum of ``close[i], close[i-1], ...,
+The means are exact window means (``pipeline.features.streaming.Window``): the sum of ``close[i], close[i-1], ...,
 close[i-n+1]`` in that order from 0, divided by ``n``, and exactly the close when the ``n`` closes are all equal.
 A bar's mean depends on its window's closes only, so ``d`` and the decisions are the same bit for bit whatever
 bars precede the window and wherever the frame starts; a flat stretch gives ``d = 0`` exactly (no spurious
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import DataError
+from pipeline.features.streaming import Window, pack, section, unpack
 from pipeline.strategies.base import Targets, check_features, check_owner
-from pipeline.streaming import Window, pack, section, unpack
 
 
 def _window(name: str, value: object) -> int:

@@ -47,11 +47,11 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.models import Order, Position
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
+from pipeline.data.sources.alpaca_source import bounded, credentials
 from pipeline.domain import utc_from_ms
 from pipeline.engine.core import Engine, Intent
 from pipeline.retry import RetryPolicy, is_transient
 from pipeline.settings import Settings
-from pipeline.sources.alpaca_source import bounded, credentials
 from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
 from runtime.brokers.base import VenueRouting, VenueUnavailable, open_on_record
 from runtime.brokers.submission import OrderRejected, OrderRequest, Submission

@@ -14,7 +14,7 @@
 * Outside NYSE sessions (nights, weekends, holidays, after an early close) no bar is expected: the feed sends
   no request and ``expects_bar`` is False, so the node does not treat the silence as a fault.
 
-Bars are split-adjusted (as ``pipeline.sources.alpaca_source`` loads history), stamped by their open time;
+Bars are split-adjusted (as ``pipeline.data.sources.alpaca_source`` loads history), stamped by their open time;
 daily bars are labelled with their trading date at 00:00 UTC and close with the NYSE session.
 """
 
@@ -36,10 +36,10 @@ from alpaca.data.live.stock import StockDataStream
 from alpaca.data.requests import StockBarsRequest
 
 from pipeline.clock import Clock
+from pipeline.data.quality import exchange_calendar
+from pipeline.data.sources.alpaca_source import alpaca_timeframe_of, bar_frame, closed_bars, credentials
 from pipeline.domain import STOCK_CALENDAR, AssetClass, DataError, Timeframe, empty_bars, epoch_ms, parse_symbol
-from pipeline.quality import exchange_calendar
 from pipeline.settings import Settings
-from pipeline.sources.alpaca_source import alpaca_timeframe_of, bar_frame, closed_bars, credentials
 from runtime.feeds.base import LiveFeed, Sleep, Update
 from runtime.feeds.frames import bars_of, floor_ms, now_ms, stamp
 
@@ -89,7 +89,7 @@ class _Expected:
 class AlpacaFeed(LiveFeed):
     """Bars of ``symbols_by_key`` (feed key → US ticker) as they close, from Alpaca.
 
-    ``data_client`` is an alpaca-py ``StockHistoricalDataClient`` (``pipeline.sources.alpaca_source.make_client``
+    ``data_client`` is an alpaca-py ``StockHistoricalDataClient`` (``pipeline.data.sources.alpaca_source.make_client``
     gives one with tradeforge's timeout and no retries of its own); ``stream`` a ``StockDataStream``
     (``alpaca_stream``) used for ``1m`` bars, or None to poll REST for minute bars too. ``grace_s`` is how
     long after its close a bar may take to arrive before REST is asked for it.

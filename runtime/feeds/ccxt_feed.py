@@ -7,7 +7,7 @@ paged forward ``page_limit`` candles at a time. ccxt errors (network, timeouts, 
 are logged and retried by the feed's retry policy (``pipeline.retry``); nothing is skipped because the next
 request starts after the last bar handed over.
 
-Build it with an exchange from ``pipeline.sources.ccxt_source.build_exchange`` (which also points ccxt at
+Build it with an exchange from ``pipeline.data.sources.ccxt_source.build_exchange`` (which also points ccxt at
 another REST base, such as a local test server).
 """
 
@@ -20,9 +20,9 @@ import ccxt
 import pandas as pd
 
 from pipeline.clock import Clock
+from pipeline.data.sources.ccxt_source import Candle, candles_frame, parse_candles
 from pipeline.domain import DataError, Timeframe, parse_symbol
 from pipeline.retry import describe
-from pipeline.sources.ccxt_source import Candle, candles_frame, parse_candles
 from runtime.feeds.base import FeedError, LiveFeed, Sleep, Update
 from runtime.feeds.frames import floor_ms, now_ms, stamp
 

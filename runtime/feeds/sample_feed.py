@@ -1,6 +1,6 @@
 """A live feed of the built-in sample market: synthetic bars delivered as they close on the wall clock.
 
-The sample market (``pipeline.sources.sample``) is deterministic per day, so the bar a symbol shows at 12:34
+The sample market (``pipeline.data.sources.sample``) is deterministic per day, so the bar a symbol shows at 12:34
 is the same whenever it is generated: this feed behaves like a venue that never fails, which makes it the
 runtime's feed for demos (``tradeforge up``) and for paper trading without keys or network. Its bars are
 those ``tradeforge ingest --source sample`` stores under the venue ``sample``.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.clock import Clock
+from pipeline.data.sources.sample import SampleSource
 from pipeline.domain import SAMPLE_VENUE, AssetClass, Instrument, Timeframe, empty_bars, epoch_ms
-from pipeline.sources.sample import SampleSource
 from runtime.feeds.base import LiveFeed, Sleep, Update
 from runtime.feeds.frames import floor_ms, now_ms
 

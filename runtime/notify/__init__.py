@@ -7,7 +7,7 @@
   ``/flatten`` from the allow-listed chats only, into the state store's command queue.
 
 How requests are limited and retried, and how the token is kept out of logs, is the shared edge in
-:mod:`pipeline.telegram`. The message texts load at once; the Telegram client library only when the notifier
+:mod:`pipeline.services.telegram`. The message texts load at once; the Telegram client library only when the notifier
 or the command bot is first used, so a runtime without Telegram never loads it.
 """
 
@@ -29,7 +29,7 @@ from runtime.notify.messages import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.telegram import MAX_MESSAGE_CHARS
+    from pipeline.services.telegram import MAX_MESSAGE_CHARS
     from runtime.notify.commands import (
         COMMAND_SOURCE,
         HELP_TEXT,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from runtime.notify.notifier import Notifier, NotifierStats
 
 _LAZY = {
-    "MAX_MESSAGE_CHARS": "pipeline.telegram",
+    "MAX_MESSAGE_CHARS": "pipeline.services.telegram",
     "COMMAND_SOURCE": "runtime.notify.commands",
     "HELP_TEXT": "runtime.notify.commands",
     "CommandBot": "runtime.notify.commands",

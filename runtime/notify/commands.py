@@ -27,7 +27,7 @@ from tenacity import RetryCallState
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.retry import RetryPolicy, any_error
-from pipeline.telegram import AsyncSleep, clip
+from pipeline.services.telegram import AsyncSleep, clip
 from runtime.notify.messages import when
 from runtime.notify.notifier import Notifier
 

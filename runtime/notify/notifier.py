@@ -6,14 +6,15 @@ Delivery rules:
 
 * **Off without a token.** With no token the notifier says so once (INFO) and every send is a no-op that
   returns False; no request is ever made.
-* **Rate limit and retries** are :class:`pipeline.telegram.Delivery`'s: python-telegram-bot's ``AIORateLimiter``
-  (``rate_per_minute`` across every chat, one message to three chats is three requests; a 429 holds every request for
-  the ``retry_after`` Telegram asks for), the retry policy of :mod:`pipeline.retry` for network errors, timeouts and
-  5xx. Messages leave one at a time, in the order they were sent. A message that could not be delivered is logged as
-  an ERROR and dropped; nothing is raised into the caller, and the notifier keeps working.
+* **Rate limit and retries** are :class:`pipeline.services.telegram.Delivery`'s: python-telegram-bot's
+  ``AIORateLimiter`` (``rate_per_minute`` across every chat, one message to three chats is three requests; a 429
+  holds every request for the ``retry_after`` Telegram asks for), the retry policy of :mod:`pipeline.retry` for
+  network errors, timeouts and 5xx. Messages leave one at a time, in the order they were sent. A message that
+  could not be delivered is logged as an ERROR and dropped; nothing is raised into the caller, and the notifier
+  keeps working.
 * **Queue limit.** At most ``max_queue`` messages wait; a message arriving at a full queue is dropped with a
   WARNING and its ``send`` returns False.
-* **The token stays secret** (see :mod:`pipeline.telegram`): the client library, its logs, its exceptions
+* **The token stays secret** (see :mod:`pipeline.services.telegram`): the client library, its logs, its exceptions
   and this module's logs only ever see ``REDACTED`` in its place.
 """
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 from telegram.ext import Application, ApplicationBuilder
 
-from pipeline.telegram import (
+from pipeline.services.telegram import (
     TOKEN_PLACEHOLDER,
     AsyncSleep,
     Delivery,

@@ -26,10 +26,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from pipeline.backtest.portfolio import PortfolioConfig, run_portfolio
+from pipeline.data.sources.ccxt_source import build_exchange
 from pipeline.domain import Timeframe, epoch_ms
-from pipeline.portfolio import PortfolioConfig, run_portfolio
 from pipeline.settings import Settings
-from pipeline.sources.ccxt_source import build_exchange
 from pipeline.state import StateStore
 from runtime.brokers import PaperBroker, client_order_id
 from runtime.brokers.alpaca import AlpacaBroker, make_trading_client

@@ -1,6 +1,6 @@
 """The fake Binance's spot trading API, driven by the real ccxt.binance client with an API key and secret.
 
-The client is pointed at the fake exactly as ``pipeline.sources.ccxt_source`` does it (spot catalogue only, the
+The client is pointed at the fake exactly as ``pipeline.data.sources.ccxt_source`` does it (spot catalogue only, the
 spot host's REST URLs rewritten), so these tests also pin down how ccxt talks to Binance when it trades: which
 endpoints it calls, what it sends and how it reads the answers and the errors.
 """
@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import requests
 
-from pipeline.sources.ccxt_source import _point_at, _spot_markets_only
+from pipeline.data.sources.ccxt_source import _point_at, _spot_markets_only
 from tests.fakes.binance_server import (
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,

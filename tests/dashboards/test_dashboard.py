@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboards import common
 from pipeline import reports
-from pipeline.registry import ModelRegistry
+from pipeline.models.registry import ModelRegistry
 from pipeline.state import StateStore
 from tests.conftest import REPO
 from tests.fakes.populated_state import MODEL, Populated, build

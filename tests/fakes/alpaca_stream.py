@@ -85,6 +85,8 @@ class FakeAlpacaStream:
                 self._call(self._server.wait_closed(), timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()  # its self-pipe sockets go with it
 
     def __enter__(self) -> Self:
         return self.start()

@@ -1,7 +1,7 @@
 """A populated tradeforge installation for the report and dashboard tests, built by really running things.
 
 * the lake: real BTC/USDT 1m bars (30,000 from the shared data, with two planted bad rows that the quality gate
-  quarantines) and real BTC/USDT 1h bars, ingested through ``pipeline.ingest``;
+  quarantines) and real BTC/USDT 1h bars, ingested through ``pipeline.data.ingest``;
 * a model registry (SQLite MLflow store) with two small GRU versions of ``hybrid-BTC-USDT-1m``: v1 promoted,
   then v2 promoted, so the production alias is on v2 and a rollback goes back to v1;
 * the state store: a paper runtime (``runtime.node.Node``) replayed over the lake's 1m bars with three sleeves
@@ -20,20 +20,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.backtest import run_backtest, save_backtest
-from pipeline.catalog import read_bars
+from pipeline.backtest.portfolio import PortfolioConfig
+from pipeline.backtest.run import run_backtest, save_backtest
 from pipeline.clock import FixedClock, SystemClock
+from pipeline.data.catalog import read_bars
+from pipeline.data.ingest import ingest
+from pipeline.data.sources.files import FileSource
 from pipeline.domain import AssetClass, Instrument, Timeframe
 from pipeline.engine import EngineConfig
-from pipeline.features import FeatureSpec
-from pipeline.ingest import ingest
-from pipeline.labels import LabelSpec
+from pipeline.features.build import FeatureSpec
+from pipeline.features.labels import LabelSpec
 from pipeline.models import ModelConfig, Scaler, build_net
-from pipeline.portfolio import PortfolioConfig
-from pipeline.promotion import Scores, decide
-from pipeline.registry import ModelRegistry
+from pipeline.models.promotion import Scores, decide
+from pipeline.models.registry import ModelRegistry
 from pipeline.settings import Settings
-from pipeline.sources.files import FileSource
 from pipeline.state import StateStore
 from pipeline.strategies import REGISTRY
 from runtime.brokers import PaperBroker

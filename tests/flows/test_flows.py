@@ -1,5 +1,5 @@
 """Every flow end to end under Prefect's test harness, on real BTC/USDT and ETH/USDT 1h bars: ingest → features →
-train (registered, gated) → nightly and ad hoc backtests (stored, logged to MLflow, equal to pipeline.backtest)
+train (registered, gated) → nightly and ad hoc backtests (stored, logged to MLflow, equal to pipeline.backtest.run)
 → the runtime deployment (a real paper runtime process) → backups and the restore drill → the daily summary
 (stored, sent to a fake Telegram) → parity; then every deployment with its schedule, applied to the server and
 read back through the Prefect client.
@@ -30,16 +30,16 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
 from prefect.testing.utilities import prefect_test_harness
 
-from pipeline.backtest import run_backtest
-from pipeline.catalog import read_bars
+from pipeline.backtest.run import run_backtest
+from pipeline.data.catalog import read_bars
 from pipeline.domain import Timeframe
 from pipeline.engine import EngineConfig
-from pipeline.registry import ModelRegistry
+from pipeline.models.registry import ModelRegistry
 from pipeline.settings import Settings, load_settings
 from pipeline.state import StateStore
 from pipeline.strategies import REGISTRY
 from tests.conftest import PROXY_VARIABLES, shared_file
-from tests.pipeline.test_summary import TOKEN, PhotoTelegram
+from tests.pipeline.reports.test_summary import TOKEN, PhotoTelegram
 
 pytestmark = [
     pytest.mark.slow,  # every flow runs under Prefect's test harness (a temporary server)
@@ -229,7 +229,7 @@ def test_ingest_flow_fills_the_lake_and_is_incremental(empty_env: Settings) -> N
 @pytest.mark.usefixtures("ingested")
 def test_features_flow_stores_the_feature_set(env: Settings) -> None:
     from flows.features import features_flow
-    from pipeline.features import FeatureSpec, load_features
+    from pipeline.features.build import FeatureSpec, load_features
 
     built = features_flow()
     spec = FeatureSpec()
@@ -288,8 +288,8 @@ def test_nightly_backtest_stores_runs_equal_to_the_library_and_logs_them_to_mlfl
 
 
 def test_nightly_breaker_cooldown_is_a_setting(env_with_model: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.backtest.nightly import nightly_backtests
     from pipeline.clock import SystemClock
-    from pipeline.nightly import nightly_backtests
 
     monkeypatch.setenv("TRADEFORGE_UNIVERSE", env_with_model.universe[0])
     monkeypatch.setenv("TRADEFORGE_NIGHTLY_BREAKER_COOLDOWN_BARS", "24")
@@ -342,7 +342,7 @@ def test_backup_flow_backs_up_rotates_drills_and_shows_library_logs(env_own_back
     with StateStore.read_only(env_own_backups.state_url) as store:
         assert report["drill"]["rows"]["fills"] == len(store.fills())
     messages = _flow_logs(state.state_details.flow_run_id)
-    assert any(m.startswith("state backup state-") for m in messages)  # from pipeline.backup's own logger
+    assert any(m.startswith("state backup state-") for m in messages)  # from pipeline.state.backup's own logger
     assert any(m.startswith("restore drill of state-") for m in messages)
     for _ in range(3):
         backup_flow()
@@ -352,7 +352,7 @@ def test_backup_flow_backs_up_rotates_drills_and_shows_library_logs(env_own_back
 
 def test_restore_drill_flow_fails_on_a_corrupted_backup(env_with_a_backup: Settings) -> None:
     from flows.backup import restore_drill_flow
-    from pipeline.backup import list_backups
+    from pipeline.state.backup import list_backups
 
     newest = list_backups(env_with_a_backup.backup_dir)[0].path
     payload = bytearray(newest.read_bytes())

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import requests
 
+from pipeline.backtest.portfolio import PortfolioConfig
 from pipeline.domain import Timeframe
-from pipeline.portfolio import PortfolioConfig
 from pipeline.settings import Settings
 from pipeline.state import StateStore
 from runtime.brokers.alpaca import AlpacaBroker, make_trading_client

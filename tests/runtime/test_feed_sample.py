@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.clock import FixedClock
+from pipeline.data.sources.sample import SampleSource
 from pipeline.domain import Instrument, Timeframe, epoch_ms
-from pipeline.sources.sample import SampleSource
 from runtime.feeds.sample_feed import SampleFeed
 
 KEY = "sample:BTC/USDT:1m"

@@ -23,11 +23,11 @@ import pytest
 from alpaca.data.live.stock import StockDataStream
 
 from pipeline.clock import FixedClock
+from pipeline.data.sources.alpaca_source import make_client
+from pipeline.data.sources.ccxt_source import build_exchange
 from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
 from pipeline.retry import DEFAULT_JITTER
 from pipeline.settings import Settings
-from pipeline.sources.alpaca_source import make_client
-from pipeline.sources.ccxt_source import build_exchange
 from runtime.feeds import Batch, FeedError, ReplayFeed
 from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
 from runtime.feeds.ccxt_feed import CcxtFeed

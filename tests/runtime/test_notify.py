@@ -1,4 +1,4 @@
-"""The Telegram edge (runtime/notify/ and pipeline/telegram.py), driven through the real python-telegram-bot
+"""The Telegram edge (runtime/notify/ and pipeline/services/telegram.py), driven through the real python-telegram-bot
 client against a local fake Bot API server (tests/fakes/telegram_server.py)."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from urllib.parse import quote
 import pandas as pd
 import pytest
 
+from pipeline.backtest.portfolio import PortfolioConfig, run_portfolio
 from pipeline.clock import FixedClock
-from pipeline.portfolio import PortfolioConfig, run_portfolio
-from pipeline.telegram import TelegramSender
+from pipeline.services.telegram import TelegramSender
 from runtime.notify import (
     COMMAND_SOURCE,
     CommandBot,

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.backtest.portfolio import load_portfolio, run_portfolio
 from pipeline.domain import Timeframe
-from pipeline.portfolio import load_portfolio, run_portfolio
 from pipeline.state import StateStore
 from runtime.brokers import PaperBroker
 from runtime.feeds import ReplayFeed

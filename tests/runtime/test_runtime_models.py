@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.backtest.portfolio import PortfolioConfig
 from pipeline.clock import FixedClock
 from pipeline.domain import AssetClass, Timeframe
-from pipeline.features import FeatureSpec
-from pipeline.labels import LabelSpec
+from pipeline.features.build import FeatureSpec
+from pipeline.features.labels import LabelSpec
 from pipeline.models import ModelConfig, Scaler, build_net
-from pipeline.portfolio import PortfolioConfig
-from pipeline.registry import PRODUCTION, ModelRegistry
+from pipeline.models.registry import PRODUCTION, ModelRegistry
 from pipeline.state import StateStore
 from runtime.brokers import PaperBroker
 from runtime.feeds import ReplayFeed

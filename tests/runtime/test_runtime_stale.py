@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.backtest.portfolio import PortfolioConfig
 from pipeline.clock import FixedClock
+from pipeline.data.sources.ccxt_source import build_exchange
 from pipeline.domain import Timeframe
-from pipeline.portfolio import PortfolioConfig
 from pipeline.settings import Settings
-from pipeline.sources.ccxt_source import build_exchange
 from pipeline.state import StateStore
 from runtime.brokers import PaperBroker
 from runtime.feeds.ccxt_feed import CcxtFeed

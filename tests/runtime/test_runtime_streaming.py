@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.backtest.portfolio import Bar, PortfolioConfig, PortfolioStepper, run_portfolio, sleeves_of
 from pipeline.clock import FixedClock
 from pipeline.domain import AssetClass, Timeframe, epoch_ms
-from pipeline.features import build_features
-from pipeline.portfolio import Bar, PortfolioConfig, PortfolioStepper, run_portfolio, sleeves_of
-from pipeline.registry import PRODUCTION, ModelRegistry
+from pipeline.features.build import build_features
+from pipeline.models.registry import PRODUCTION, ModelRegistry
 from pipeline.state import StateStore
 from runtime.brokers import PaperBroker
 from runtime.feeds import ReplayFeed

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
-from pipeline.catalog import read_bars
+from pipeline.data.catalog import read_bars
 from pipeline.domain import bars_equal, epoch_ms
 from pipeline.settings import Settings
 from tests.conftest import lake_fingerprint, shared_file

@@ -42,7 +42,7 @@ def backtest_bars(
     from pipeline.domain import DataError, Instrument, Timeframe
 
     if data is not None:
-        from pipeline.sources.files import read_bar_series
+        from pipeline.data.sources.files import read_bar_series
 
         tf = Timeframe.parse(timeframe) if timeframe else None
         bars, tf = read_bar_series(data, tf, timestamp(start, "--start"), timestamp(end, "--end"))
@@ -50,8 +50,8 @@ def backtest_bars(
         return bars, tf, instrument
     if not symbol or not timeframe:
         raise DataError("give --data FILE.parquet, or --symbol and --timeframe to read bars from the lake")
-    from pipeline.catalog import read_bars
-    from pipeline.lake import Lake
+    from pipeline.data.catalog import read_bars
+    from pipeline.data.lake import Lake
 
     tf = Timeframe.parse(timeframe)
     bars = read_bars(settings, symbol, tf, timestamp(start, "--start"), timestamp(end, "--end"), venue)
@@ -86,7 +86,7 @@ def backtest(
     """Backtest a strategy through the engine core; prints metrics, stores the run."""
     from pydantic import ValidationError
 
-    from pipeline.backtest import run_backtest, save_backtest
+    from pipeline.backtest.run import run_backtest, save_backtest
     from pipeline.domain import DataError
     from pipeline.engine import EngineConfig
     from pipeline.strategies import REGISTRY
@@ -128,10 +128,10 @@ def backtest(
 def _backtest_portfolio(
     settings: Settings, path: Path, start: str | None, end: str | None, venue: str | None, save: bool, as_json: bool
 ) -> None:
-    from pipeline.backtest import save_portfolio
-    from pipeline.catalog import read_bars
+    from pipeline.backtest.portfolio import load_portfolio, run_portfolio
+    from pipeline.backtest.run import save_portfolio
+    from pipeline.data.catalog import read_bars
     from pipeline.domain import DataError
-    from pipeline.portfolio import load_portfolio, run_portfolio
 
     try:
         config = load_portfolio(path)

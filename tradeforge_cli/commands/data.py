@@ -15,8 +15,8 @@ from tradeforge_cli.commands.options import JsonFlag, group
 from tradeforge_cli.commands.output import emit, fail, jsonable, load_settings, pairs, progress, timestamp
 
 if TYPE_CHECKING:
+    from pipeline.data.sources.base import BarSource
     from pipeline.settings import Settings
-    from pipeline.sources.base import BarSource
 
 
 class SourceName(StrEnum):
@@ -41,18 +41,18 @@ def build_source(
 
     clock = SystemClock()
     if source is SourceName.sample:
-        from pipeline.sources.sample import SampleSource
+        from pipeline.data.sources.sample import SampleSource
 
         return SampleSource(clock, settings.sample_seed)
     if source is SourceName.ccxt:
-        from pipeline.sources.ccxt_source import CcxtSource
+        from pipeline.data.sources.ccxt_source import CcxtSource
 
         return CcxtSource(settings, clock, exchange_id=exchange)
     if source is SourceName.alpaca:
-        from pipeline.sources.alpaca_source import AlpacaSource
+        from pipeline.data.sources.alpaca_source import AlpacaSource
 
         return AlpacaSource(settings, clock)
-    from pipeline.sources.files import FileSource, parse_column_map
+    from pipeline.data.sources.files import FileSource, parse_column_map
 
     if path is None:
         raise DataError("--source files needs --path FILE_OR_DIR")
@@ -76,8 +76,8 @@ def ingest(
 ) -> None:
     """Fetch bars into the lake, through the quality gate (incremental and idempotent)."""
     from pipeline.clock import SystemClock
+    from pipeline.data.ingest import ingest as run_ingest
     from pipeline.domain import DataError, Timeframe
-    from pipeline.ingest import ingest as run_ingest
 
     settings = load_settings()
     try:
@@ -103,10 +103,10 @@ def data_health(
     as_json: JsonFlag = False,
 ) -> None:
     """Per series: rows, first, last, gaps, duplicates, quarantined, stale."""
-    from pipeline.catalog import HealthStore
     from pipeline.clock import SystemClock
+    from pipeline.data.catalog import HealthStore
+    from pipeline.data.lake import Lake
     from pipeline.domain import DataError, Timeframe, parse_symbol
-    from pipeline.lake import Lake
 
     settings = load_settings()
     try:
@@ -155,7 +155,7 @@ def data_sql(
     """Run a DuckDB query over the lake (views: bars, health, quarantine)."""
     import duckdb
 
-    from pipeline.catalog import open_duckdb
+    from pipeline.data.catalog import open_duckdb
 
     settings = load_settings()
     con = open_duckdb(settings)

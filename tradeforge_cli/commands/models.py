@@ -35,9 +35,9 @@ class PromoteChoice(StrEnum):
 def lake_series(settings: Settings, symbol: str, timeframe: str, start: str | None, end: str | None,
                 venue: str | None) -> tuple[pd.DataFrame, Timeframe, Any]:
     """A series from the lake (refused when the range holds no bar), its timeframe and instrument."""
-    from pipeline.catalog import read_bars
+    from pipeline.data.catalog import read_bars
+    from pipeline.data.lake import Lake
     from pipeline.domain import DataError, Timeframe
-    from pipeline.lake import Lake
 
     tf = Timeframe.parse(timeframe)
     bars = read_bars(settings, symbol, tf, timestamp(start, "--start"), timestamp(end, "--end"), venue)
@@ -57,7 +57,7 @@ def features_build(
 ) -> None:
     """Build the default feature set for a series and store it under <data_dir>/features/<spec hash>/."""
     from pipeline.domain import DataError
-    from pipeline.features import FeatureSpec, build_features, store_features
+    from pipeline.features.build import FeatureSpec, build_features, store_features
 
     settings = load_settings()
     try:
@@ -101,8 +101,8 @@ def train(
 
     from pipeline.domain import DataError
     from pipeline.models import ModelConfig
-    from pipeline.registry import ModelRegistry
-    from pipeline.training import TrainRequest, train_and_register
+    from pipeline.models.lifecycle import TrainRequest, train_and_register
+    from pipeline.models.registry import ModelRegistry
 
     settings = load_settings()
     try:
@@ -126,7 +126,7 @@ def train(
 
 def models_list(as_json: JsonFlag = False) -> None:
     """Registered models and versions; which one carries the production alias."""
-    from pipeline.registry import ModelRegistry
+    from pipeline.models.registry import ModelRegistry
 
     rows = ModelRegistry(load_settings().mlflow_tracking_uri).list_models()
     table = Table(title="models", box=box.SIMPLE)
@@ -146,7 +146,7 @@ def models_promote(
 ) -> None:
     """Give VERSION of NAME the production alias (a manual decision, recorded as such)."""
     from pipeline.domain import DataError
-    from pipeline.registry import ModelRegistry
+    from pipeline.models.registry import ModelRegistry
 
     registry = ModelRegistry(load_settings().mlflow_tracking_uri)
     try:
@@ -163,7 +163,7 @@ def models_rollback(
 ) -> None:
     """Give the production alias back to the previously promoted version."""
     from pipeline.domain import DataError
-    from pipeline.registry import ModelRegistry
+    from pipeline.models.registry import ModelRegistry
 
     registry = ModelRegistry(load_settings().mlflow_tracking_uri)
     try:
