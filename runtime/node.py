@@ -43,7 +43,8 @@ import pandas as pd
 
 from pipeline.backtest.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
 from pipeline.clock import Clock, SystemClock
-from pipeline.state import FillRecord, OrderRecord, StateStore
+from pipeline.domain.trading import Fill, Order
+from pipeline.state import StateStore
 from runtime.brokers.base import Broker
 from runtime.commands import apply_commands
 from runtime.decisions import SleeveDecisions
@@ -116,8 +117,8 @@ class Node:
         self.scorers = scorers or {}
         self.stepper = PortfolioStepper(portfolio, {s.key: self._reasons(s) for s in sleeves_of(portfolio)},
                                         external=broker.external_fills)
-        self._routed_orders: list[OrderRecord] = []
-        self._routed_fills: list[FillRecord] = []
+        self._routed_orders: list[Order] = []
+        self._routed_fills: list[Fill] = []
         self.cursors: dict[str, int | None] = {key: None for key in set(feed_of.values())}
         self.summary = RunSummary()
         self._stop_requested: str | None = None

@@ -11,23 +11,14 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from pipeline.domain import utc_from_ms
+from pipeline.domain.trading import Fill, Order, Position, Trade, TradeSide
 from pipeline.engine.results import EngineResult
-from pipeline.state import (
-    BreakerRecord,
-    CursorRecord,
-    EquityRecord,
-    FillRecord,
-    LedgerRecord,
-    OrderRecord,
-    PositionRecord,
-    StepRecord,
-    TradeRecord,
-)
+from pipeline.state import BreakerRecord, CursorRecord, EquityRecord, LedgerRecord, StepRecord
 from runtime.notify import breaker_event_message
 from runtime.recovery import PORTFOLIO
 
@@ -59,13 +50,13 @@ def step_record(node: Node, last_ms: int | None) -> StepRecord:
 
     It drains the engines and the routed orders (build one record per commit), counts trades and breaker
     events in the node's summary and reports each fill and breaker event through the node."""
-    orders: list[OrderRecord] = node._routed_orders
-    fills: list[FillRecord] = node._routed_fills
+    orders: list[Order] = node._routed_orders
+    fills: list[Fill] = node._routed_fills
     node._routed_orders, node._routed_fills = [], []
-    trades: list[TradeRecord] = []
+    trades: list[Trade] = []
     events: list[BreakerRecord] = []
     ledgers: list[LedgerRecord] = []
-    positions: list[PositionRecord] = []
+    positions: list[Position] = []
     equity: list[EquityRecord] = []
     now = node.clock.now().to_pydatetime()
     for sleeve in node.stepper.sleeves:
@@ -77,11 +68,11 @@ def step_record(node: Node, last_ms: int | None) -> StepRecord:
         scorer = node.scorers.get(sleeve.key)
         trades += trades_of(sleeve.key, sleeve.symbol, result, None if scorer is None else scorer.version)
         events += [BreakerRecord(sleeve=sleeve.key, at=_when(e.timestamp), rule=str(e.rule),
-                                 value=_number(e.value), threshold=_number(e.threshold), action=str(e.action))
+                                 value=_number(e.value), threshold=_number(e.threshold), action=_action(e.action))
                    for e in _rows(result.breaker_events)]
         ledger = engine.ledger
         units = ledger.units
-        positions.append(PositionRecord(sleeve=sleeve.key, symbol=sleeve.symbol, qty=_money(units),
+        positions.append(Position(sleeve=sleeve.key, symbol=sleeve.symbol, qty=_money(units),
                                         avg_price=_money(ledger.average_price), updated_at=now))
         ledgers.append(LedgerRecord(sleeve=sleeve.key, cash=_money(ledger.cash), units=_money(units),
                                     equity=_money(ledger.equity), tripped=",".join(ledger.tripped),
@@ -103,7 +94,8 @@ def step_record(node: Node, last_ms: int | None) -> StepRecord:
     for event in node.stepper.events[node._portfolio_events_saved:]:
         events.append(BreakerRecord(sleeve=PORTFOLIO, at=_when(event["timestamp"]),
                                     rule=str(event["rule"]), value=_number(event["value"]),
-                                    threshold=_number(event["threshold"]), action=str(event["action"])))
+                                    threshold=_number(event["threshold"]),
+                                    action=_action(event["action"])))
         node._emit("breaker", breaker_event_message(event, strategy=PORTFOLIO,
                                                     cooldown_bars=node.stepper.config.caps.breaker_cooldown_bars))
     node._portfolio_events_saved = len(node.stepper.events)
@@ -126,9 +118,19 @@ def step_record(node: Node, last_ms: int | None) -> StepRecord:
                       breakers=events, equity=equity, cursors=cursors, heartbeat_at=now)
 
 
-def trades_of(sleeve: str, symbol: str, result: EngineResult, model_version: str | None) -> list[TradeRecord]:
+def _action(value: object) -> Literal["trip", "release"]:
+    """A breaker event's action as the engine reports it (``trip`` or ``release``)."""
+    action = str(value)
+    if action == "trip":
+        return "trip"
+    if action == "release":
+        return "release"
+    raise ValueError(f"a breaker event's action must be trip or release, got {action!r}")
+
+
+def trades_of(sleeve: str, symbol: str, result: EngineResult, model_version: str | None) -> list[Trade]:
     return [
-        TradeRecord(sleeve=sleeve, symbol=symbol, side=str(t.side), qty=_money(t.qty),
+        Trade(sleeve=sleeve, symbol=symbol, side=TradeSide(str(t.side)), qty=_money(t.qty),
                     entry_price=_money(t.entry_price), exit_price=_money(t.exit_price), pnl=_money(t.pnl),
                     fees=_money(t.fees), entry_time=_when(t.entry_time),
                     exit_time=_when(t.exit_time), entry_reason=str(t.entry_reason),

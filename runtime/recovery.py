@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from pipeline.state import LedgerRow
-from runtime.brokers.base import open_on_record
+from pipeline.state import LedgerRecord
+from runtime.brokers.base import OPEN_STATUSES, open_on_record
 
 if TYPE_CHECKING:
     from runtime.node import Node
@@ -22,7 +22,7 @@ PORTFOLIO = "portfolio"
 """The ledger row (and breaker events) of the portfolio itself, beside the sleeves'."""
 
 
-def restore(node: Node, ledgers: dict[str, LedgerRow]) -> list[str]:
+def restore(node: Node, ledgers: dict[str, LedgerRecord]) -> list[str]:
     """Every sleeve's ledger and the portfolio's state from the ``ledgers`` on record."""
     notes: list[str] = []
     positions = {(p.sleeve, p.symbol): p for p in node.store.positions()}
@@ -72,7 +72,7 @@ def reconcile(node: Node) -> list[str]:
     """Hand the orders still open on record to the broker, then compare the venue's holdings with the
     ledgers (``compare_holdings``)."""
     notes: list[str] = []
-    open_orders = node.store.orders({"new", "partially_filled"})
+    open_orders = node.store.orders(set(OPEN_STATUSES))
     if open_orders:
         node.broker.resume(open_orders, node.store.fills())
         notes.append(f"{len(open_orders)} open order(s) taken over from the store: "
@@ -97,7 +97,7 @@ def compare_holdings(node: Node, final: bool) -> list[str]:
     if held is None:
         return []
     notes: list[str] = []
-    open_orders = node.store.orders({"new", "partially_filled"})
+    open_orders = node.store.orders(set(OPEN_STATUSES))
     pending = open_on_record(open_orders, node.store.fills()) if open_orders else []
     for symbol in symbols:
         sleeves = [s for s in node.stepper.sleeves if s.symbol == symbol]

@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline.data.lake import atomic_write_bytes
 from pipeline.domain import DataError
-from pipeline.state import PORTFOLIO, EquityRow, StateStore
+from pipeline.state import PORTFOLIO, EquityRecord, StateStore
 
 REPORTS_DIR = "reports"
 
@@ -107,7 +107,7 @@ def daily_summary(store: StateStore, day: date) -> DailySummary:
     marks = store.equity()
     known = {t.sleeve for t in store.trades()} | set(store.ledgers()) | {m.sleeve for m in marks}
     sleeves = sorted(known - {PORTFOLIO})
-    by_sleeve: dict[str, list[EquityRow]] = defaultdict(list)
+    by_sleeve: dict[str, list[EquityRecord]] = defaultdict(list)
     for mark in marks:
         by_sleeve[mark.sleeve].append(mark)
     rows = [_sleeve_day(name, [t for t in trades if t.sleeve == name], [e for e in events if e.sleeve == name],
@@ -118,7 +118,7 @@ def daily_summary(store: StateStore, day: date) -> DailySummary:
     return DailySummary(day, rows, total, {k: v for k, v in curves.items() if v})
 
 
-def _sleeve_day(name: str, trades: list[Any], events: list[Any], marks: list[EquityRow], start: datetime,
+def _sleeve_day(name: str, trades: list[Any], events: list[Any], marks: list[EquityRecord], start: datetime,
                 end: datetime) -> SleeveDay:
     before = [m for m in marks if m.at < start]
     during = [m for m in marks if start <= m.at < end]

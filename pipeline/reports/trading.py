@@ -20,7 +20,8 @@ import pandas as pd
 from sqlmodel import col, select
 
 from pipeline.domain import DataError, parse_utc
-from pipeline.state import PORTFOLIO, ControlCommand, StateStore, TradeRow
+from pipeline.domain.trading import Trade
+from pipeline.state import PORTFOLIO, ControlCommand, StateStore
 
 Outcome = Literal["all", "winners", "losers"]
 OUTCOMES: tuple[Outcome, ...] = ("all", "winners", "losers")
@@ -149,13 +150,11 @@ def sleeves(store: StateStore) -> list[str]:
     return sorted(names)
 
 
-
-
-def _trade_rows(rows: list[TradeRow]) -> pd.DataFrame:
+def _trade_rows(rows: list[tuple[int, Trade]]) -> pd.DataFrame:
     return pd.DataFrame(
-        [(t.id, t.sleeve, t.symbol, t.side, float(t.qty), pd.Timestamp(t.entry_time), float(t.entry_price),
+        [(number, t.sleeve, t.symbol, t.side, float(t.qty), pd.Timestamp(t.entry_time), float(t.entry_price),
           pd.Timestamp(t.exit_time), float(t.exit_price), float(t.pnl), float(t.fees), t.entry_reason, t.exit_reason,
-          t.model_version or "") for t in rows],
+          t.model_version or "") for number, t in rows],
         columns=list(TRADE_COLUMNS),
     )
 
@@ -191,8 +190,8 @@ def trades(
     lo, hi = parse_utc(start, "start"), parse_utc(end, "end")
     if lo is not None and hi is not None and hi <= lo:
         raise DataError(f"end {hi} must be after start {lo}")
-    kept: list[TradeRow] = []
-    for row in store.trades():
+    kept: list[tuple[int, Trade]] = []
+    for number, row in enumerate(store.trades(), 1):
         exit_time = pd.Timestamp(row.exit_time)
         if (sleeve is not None and row.sleeve != sleeve) or (symbol is not None and row.symbol != symbol):
             continue
@@ -200,15 +199,16 @@ def trades(
             continue
         if (outcome == "winners" and row.pnl <= 0) or (outcome == "losers" and row.pnl >= 0):
             continue
-        kept.append(row)
+        kept.append((number, row))
     kept.reverse()
+    trades = [t for _, t in kept]
     return TradeSelection(
         frame=_trade_rows(kept),
-        count=len(kept),
-        pnl=sum((t.pnl for t in kept), Decimal(0)),
-        fees=sum((t.fees for t in kept), Decimal(0)),
-        winners=sum(1 for t in kept if t.pnl > 0),
-        losers=sum(1 for t in kept if t.pnl < 0),
+        count=len(trades),
+        pnl=sum((t.pnl for t in trades), Decimal(0)),
+        fees=sum((t.fees for t in trades), Decimal(0)),
+        winners=sum(1 for t in trades if t.pnl > 0),
+        losers=sum(1 for t in trades if t.pnl < 0),
     )
 
 

@@ -286,7 +286,10 @@ class TelegramSender:
     def _deliver(self, what: str, call: Call) -> dict[int, bool]:
         if not self.enabled:
             return {}
-        return asyncio.run(self._deliver_all(what, call))
+        # A loop of its own, never installed as the thread's loop: whatever loop the caller's thread has is left
+        # as it is (asyncio.run would replace it, and drop it unclosed).
+        with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+            return runner.run(self._deliver_all(what, call))
 
     async def _deliver_all(self, what: str, call: Call) -> dict[int, bool]:
         assert self._token is not None

@@ -26,11 +26,11 @@ The state lives in SQLite (WAL mode, the default: ``<data_dir>/state/tradeforge.
   :meth:`StateStore.read_only` opens an existing state for the dashboard: every write is refused (by the
   store, by the session, and by the database connection itself).
 
-Where things live: ``types`` (exact money and UTC time columns, the checks, the enumerated values),
-``tables`` (the SQLModel tables), ``records`` (what a step writes), ``connection`` (URLs and the connection
-rules), ``schema`` and ``migrations/`` (Alembic), ``writes`` (the step writer, SQLAlchemy Core), ``store``
-(:class:`StateStore`), and ``backup`` and ``backup_checks`` (backups of the state, their rotation, and the
-restore drill that proves they can be used).
+Where things live: ``types`` (the enumerated values), ``records`` (what a step writes: the trading entities of
+:mod:`pipeline.domain.trading` and the state's own), ``tables`` (the SQLModel tables, which extend them),
+``connection`` (URLs and the connection rules), ``schema`` and ``migrations/`` (Alembic), ``writes`` (the step
+writer, SQLAlchemy Core), ``store`` (:class:`StateStore`), and ``backup`` and ``backup_checks`` (backups of the
+state, their rotation, and the restore drill that proves they can be used).
 """
 
 from pipeline.state.errors import ReadOnlyStateError, SchemaVersionError, StateError
@@ -38,13 +38,9 @@ from pipeline.state.records import (
     BreakerRecord,
     CursorRecord,
     EquityRecord,
-    FillRecord,
     LedgerRecord,
-    OrderRecord,
-    PositionRecord,
     StepRecord,
     StepResult,
-    TradeRecord,
 )
 from pipeline.state.schema import SCHEMA_VERSION
 from pipeline.state.store import StateStore
@@ -64,25 +60,12 @@ from pipeline.state.tables import (
     SchemaVersion,
     TradeRow,
 )
-from pipeline.state.types import (
-    BOT_STATUSES,
-    BREAKER_ACTIONS,
-    COMMAND_SOURCES,
-    COMMANDS,
-    FINAL_ORDER_STATUSES,
-    ORDER_SIDES,
-    ORDER_STATUSES,
-    PORTFOLIO,
-    TRADE_SIDES,
-    DecimalText,
-    UTCDateTime,
-)
+from pipeline.state.types import BOT_STATUSES, BREAKER_ACTIONS, COMMAND_SOURCES, COMMANDS, PORTFOLIO
 
 __all__ = [
-    "BOT_STATUSES", "BREAKER_ACTIONS", "COMMANDS", "COMMAND_SOURCES", "FINAL_ORDER_STATUSES", "ORDER_SIDES",
-    "ORDER_STATUSES", "PORTFOLIO", "SCHEMA_VERSION", "TABLES", "TRADE_SIDES", "BotState", "BreakerEventRow",
-    "BreakerRecord", "ControlCommand", "CursorRecord", "DecimalText", "EquityRecord", "EquityRow", "FeedCursor",
-    "FillRecord", "FillRow", "LedgerRecord", "LedgerRow", "ModelDeployment", "OrderRecord", "OrderRow",
-    "PositionRecord", "PositionRow", "ReadOnlyStateError", "RuntimeEvent", "SchemaVersion", "SchemaVersionError",
-    "StateError", "StateStore", "StepRecord", "StepResult", "TradeRecord", "TradeRow", "UTCDateTime",
+    "BOT_STATUSES", "BREAKER_ACTIONS", "COMMANDS", "COMMAND_SOURCES", "PORTFOLIO", "SCHEMA_VERSION", "TABLES",
+    "BotState", "BreakerEventRow", "BreakerRecord", "ControlCommand", "CursorRecord", "EquityRecord", "EquityRow",
+    "FeedCursor", "FillRow", "LedgerRecord", "LedgerRow", "ModelDeployment", "OrderRow", "PositionRow",
+    "ReadOnlyStateError", "RuntimeEvent", "SchemaVersion", "SchemaVersionError", "StateError", "StateStore",
+    "StepRecord", "StepResult", "TradeRow",
 ]

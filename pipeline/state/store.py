@@ -1,11 +1,14 @@
 """The :class:`StateStore`: opens the state (bringing its schema to the current revision), writes runtime steps
-and the operator's commands, and reads everything back as table rows (see :mod:`pipeline.state`)."""
+and the operator's commands, and reads everything back (see :mod:`pipeline.state`). What a step wrote comes
+back as the frozen entities it was written as (``Order``, ``Fill``, ``Position``, ``Trade``, ledgers, equity,
+breaker events): rows are converted here, at the store's edge."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -14,9 +17,11 @@ from sqlalchemy.orm import class_mapper
 from sqlmodel import Session, SQLModel, col, select
 
 from pipeline.clock import Clock, SystemClock
+from pipeline.domain.trading import Fill, Order, OrderStatus, Position, Trade
+from pipeline.domain.values import DecimalText, Entity, UTCDateTime, as_money, as_utc
 from pipeline.state.connection import open_engine, writer
 from pipeline.state.errors import ReadOnlyStateError, StateError
-from pipeline.state.records import StepRecord, StepResult
+from pipeline.state.records import BreakerRecord, EquityRecord, LedgerRecord, StepRecord, StepResult
 from pipeline.state.schema import open_schema, stored_version
 from pipeline.state.tables import (
     BotState,
@@ -32,16 +37,7 @@ from pipeline.state.tables import (
     RuntimeEvent,
     TradeRow,
 )
-from pipeline.state.types import (
-    BOT_STATUSES,
-    COMMAND_SOURCES,
-    COMMANDS,
-    ORDER_STATUSES,
-    DecimalText,
-    UTCDateTime,
-    as_money,
-    as_utc,
-)
+from pipeline.state.types import BOT_STATUSES, COMMAND_SOURCES, COMMANDS
 from pipeline.state.writes import beat, write_step
 
 
@@ -61,6 +57,14 @@ def _check_rows(session: OrmSession, read_only: bool, url: str) -> None:
                 as_money(name, value)
             elif isinstance(column.type, UTCDateTime):
                 as_utc(name, value)
+
+
+_E = TypeVar("_E", bound=Entity)
+
+
+def _as(kind: type[_E], rows: Iterable[Any]) -> list[_E]:
+    """Stored rows as the frozen entities they were written as (validated again on the way out)."""
+    return [kind.model_validate(row, from_attributes=True) for row in rows]
 
 
 class StateStore:
@@ -205,58 +209,60 @@ class StateStore:
             row = session.get(FeedCursor, feed)
             return None if row is None else row.last_bar
 
-    def ledgers(self) -> dict[str, LedgerRow]:
+    def ledgers(self) -> dict[str, LedgerRecord]:
         """Every sleeve's ledger, by sleeve."""
         with self._reading() as session:
-            return {row.sleeve: row for row in session.exec(select(LedgerRow).order_by(col(LedgerRow.sleeve)))}
+            rows = session.exec(select(LedgerRow).order_by(col(LedgerRow.sleeve)))
+            return {ledger.sleeve: ledger for ledger in _as(LedgerRecord, rows)}
 
-    def positions(self) -> list[PositionRow]:
+    def positions(self) -> list[Position]:
         """Every position, by sleeve then symbol."""
         with self._reading() as session:
             query = select(PositionRow).order_by(col(PositionRow.sleeve), col(PositionRow.symbol))
-            return list(session.exec(query))
+            return _as(Position, session.exec(query))
 
-    def orders(self, status: set[str] | None = None) -> list[OrderRow]:
+    def orders(self, status: set[str] | None = None) -> list[Order]:
         """Orders (only those with a status in ``status`` when given), oldest first."""
-        if status is not None and not status <= ORDER_STATUSES:
-            raise ValueError(f"unknown order status {sorted(status - ORDER_STATUSES)}: use {sorted(ORDER_STATUSES)}")
+        known = {s.value for s in OrderStatus}
+        if status is not None and not status <= known:
+            raise ValueError(f"unknown order status {sorted(status - known)}: use {sorted(known)}")
         with self._reading() as session:
             query = select(OrderRow).order_by(col(OrderRow.created_at), col(OrderRow.client_order_id))
             if status is not None:
-                query = query.where(col(OrderRow.status).in_(sorted(status)))
-            return list(session.exec(query))
+                query = query.where(col(OrderRow.status).in_(sorted(OrderStatus(s).value for s in status)))
+            return _as(Order, session.exec(query))
 
-    def fills(self, since: datetime | None = None) -> list[FillRow]:
+    def fills(self, since: datetime | None = None) -> list[Fill]:
         """Fills (those at or after ``since`` when given), in time order."""
         with self._reading() as session:
             query = select(FillRow).order_by(col(FillRow.at), col(FillRow.id))
             if since is not None:
                 query = query.where(col(FillRow.at) >= as_utc("since", since))
-            return list(session.exec(query))
+            return _as(Fill, session.exec(query))
 
     def known_fill_ids(self) -> set[str]:
         """The venue fill ids already stored (a fill with one of these ids is never applied again)."""
         with self._reading() as session:
             return set(session.exec(select(FillRow.fill_id)))
 
-    def trades(self) -> list[TradeRow]:
+    def trades(self) -> list[Trade]:
         """Closed trades in exit-time order."""
         with self._reading() as session:
-            return list(session.exec(select(TradeRow).order_by(col(TradeRow.exit_time), col(TradeRow.id))))
+            return _as(Trade, session.exec(select(TradeRow).order_by(col(TradeRow.exit_time), col(TradeRow.id))))
 
-    def equity(self, sleeve: str | None = None) -> list[EquityRow]:
-        """Equity rows (of one sleeve, or ``"portfolio"``, when given) in time order."""
+    def equity(self, sleeve: str | None = None) -> list[EquityRecord]:
+        """Equity points (of one sleeve, or ``"portfolio"``, when given) in time order."""
         with self._reading() as session:
             query = select(EquityRow).order_by(col(EquityRow.at), col(EquityRow.sleeve))
             if sleeve is not None:
                 query = query.where(col(EquityRow.sleeve) == sleeve)
-            return list(session.exec(query))
+            return _as(EquityRecord, session.exec(query))
 
-    def breaker_events(self) -> list[BreakerEventRow]:
+    def breaker_events(self) -> list[BreakerRecord]:
         """Breaker events in time order."""
         with self._reading() as session:
             query = select(BreakerEventRow).order_by(col(BreakerEventRow.at), col(BreakerEventRow.id))
-            return list(session.exec(query))
+            return _as(BreakerRecord, session.exec(query))
 
     # ---- commands
 

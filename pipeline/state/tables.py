@@ -1,17 +1,26 @@
 """The state's tables (SQLModel): the bot, feed cursors, orders, fills, positions, trades, ledgers, breaker
 events, equity, operator commands, model deployments and runtime events, plus ``schema_version``, the number of
-the schema revision for readers that do not know Alembic."""
+the schema revision for readers that do not know Alembic.
+
+The tables of the entities a step writes extend those entities (:mod:`pipeline.domain.trading`,
+:mod:`pipeline.state.records`): their columns are the entity's fields, declared once, plus a surrogate ``id``
+where the natural key is not the primary key."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Final
 
 import sqlalchemy as sa
+from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
-from pipeline.state.types import DecimalText, UTCDateTime
+from pipeline.domain.trading import Fill, Order, Position, Trade
+from pipeline.domain.values import UTCDateTime
+from pipeline.state.records import BreakerRecord, CursorRecord, EquityRecord, LedgerRecord
+
+_TABLE: Final = ConfigDict(frozen=False)
+"""A table model's rows are mutable (the ORM loads and updates them); the entity it extends stays frozen."""
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -38,126 +47,73 @@ class BotState(SQLModel, table=True):
     portfolio_hash: str = ""
 
 
-class FeedCursor(SQLModel, table=True):
-    """The open time of the last closed bar processed from one feed (e.g. ``binance:BTC/USDT:1m``)."""
+class FeedCursor(CursorRecord, table=True):
+    """The open time of the last closed bar processed from one feed."""
 
+    model_config = _TABLE  # type: ignore[assignment]
     __tablename__ = "feed_cursors"
-    feed: str = Field(primary_key=True)
-    last_bar: datetime = Field(sa_type=UTCDateTime)
 
 
-class OrderRow(SQLModel, table=True):
+class OrderRow(Order, table=True):
     """An order, keyed by its deterministic client order id."""
 
+    model_config = _TABLE  # type: ignore[assignment]
     __tablename__ = "orders"
-    client_order_id: str = Field(primary_key=True)
-    sleeve: str = Field(index=True)
-    symbol: str
-    side: str
-    qty: Decimal = Field(sa_type=DecimalText)
-    price: Decimal | None = Field(default=None, sa_type=DecimalText)
-    status: str = Field(index=True)
-    reason: str = ""
-    venue_order_id: str | None = None
-    bar: datetime = Field(sa_type=UTCDateTime)
-    created_at: datetime = Field(sa_type=UTCDateTime)
-    updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class FillRow(SQLModel, table=True):
+class FillRow(Fill, table=True):
     """A fill reported by the venue; ``fill_id`` (the venue's id) is unique: a fill is never applied twice."""
 
+    model_config = _TABLE  # type: ignore[assignment]
     __tablename__ = "fills"
     id: int | None = Field(default=None, primary_key=True)
-    fill_id: str = Field(unique=True)
-    client_order_id: str = Field(index=True)
-    sleeve: str
-    symbol: str
-    side: str
-    qty: Decimal = Field(sa_type=DecimalText)
-    price: Decimal = Field(sa_type=DecimalText)
-    fee: Decimal = Field(sa_type=DecimalText)
-    at: datetime = Field(sa_type=UTCDateTime, index=True)
-    reason: str = ""
 
 
-class PositionRow(SQLModel, table=True):
+class PositionRow(Position, table=True):
     """A sleeve's position in one symbol."""
 
+    model_config = _TABLE  # type: ignore[assignment]
     __tablename__ = "positions"
-    sleeve: str = Field(primary_key=True)
-    symbol: str = Field(primary_key=True)
-    qty: Decimal = Field(sa_type=DecimalText)
-    avg_price: Decimal = Field(sa_type=DecimalText)
-    updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class TradeRow(SQLModel, table=True):
+class TradeRow(Trade, table=True):
     """A closed round trip; one per (sleeve, entry time, exit time)."""
 
+    model_config = _TABLE  # type: ignore[assignment]
     __tablename__ = "trades"
     __table_args__ = (sa.UniqueConstraint("sleeve", "entry_time", "exit_time", name="uq_trades_sleeve_times"),)
     id: int | None = Field(default=None, primary_key=True)
-    sleeve: str
-    symbol: str
-    side: str
-    qty: Decimal = Field(sa_type=DecimalText)
-    entry_price: Decimal = Field(sa_type=DecimalText)
-    exit_price: Decimal = Field(sa_type=DecimalText)
-    pnl: Decimal = Field(sa_type=DecimalText)
-    fees: Decimal = Field(sa_type=DecimalText)
-    entry_time: datetime = Field(sa_type=UTCDateTime)
-    exit_time: datetime = Field(sa_type=UTCDateTime)
-    entry_reason: str = ""
-    exit_reason: str = ""
-    model_version: str | None = None
 
 
-class LedgerRow(SQLModel, table=True):
+class LedgerRow(LedgerRecord, table=True):
     """A sleeve's ledger: cash, units, equity, tripped breakers and the engine's opaque state (JSON text)."""
 
+    model_config = _TABLE  # type: ignore[assignment]
     __tablename__ = "ledgers"
-    sleeve: str = Field(primary_key=True)
-    cash: Decimal = Field(sa_type=DecimalText)
-    units: Decimal = Field(sa_type=DecimalText)
-    equity: Decimal = Field(sa_type=DecimalText)
-    tripped: str = ""
-    kernel_state: str = Field(sa_type=sa.Text)
-    bars_seen: int = 0
-    updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class BreakerEventRow(SQLModel, table=True):
+class BreakerEventRow(BreakerRecord, table=True):
     """A circuit breaker that tripped or was released (``action``); ``sleeve`` is ``"portfolio"`` for
     portfolio-level breakers."""
 
+    model_config = _TABLE  # type: ignore[assignment]
     __tablename__ = "breaker_events"
     __table_args__ = (
         sa.UniqueConstraint("sleeve", "at", "rule", "action", name="uq_breaker_events_sleeve_at_rule_action"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    sleeve: str
-    at: datetime = Field(sa_type=UTCDateTime)
-    rule: str
-    value: float
-    threshold: float
-    action: str = Field(default="trip", sa_column_kwargs={"server_default": "trip"})
 
 
-class EquityRow(SQLModel, table=True):
+class EquityRow(EquityRecord, table=True):
     """Equity, cash and position value of a sleeve (or ``"portfolio"``) at one time."""
 
+    model_config = _TABLE  # type: ignore[assignment]
     __tablename__ = "equity"
     __table_args__ = (
         sa.UniqueConstraint("at", "sleeve", name="uq_equity_at_sleeve"),
         sa.Index("ix_equity_sleeve_at", "sleeve", "at"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(sa_type=UTCDateTime)
-    sleeve: str
-    equity: Decimal = Field(sa_type=DecimalText)
-    cash: Decimal = Field(sa_type=DecimalText)
-    position_value: Decimal = Field(sa_type=DecimalText)
 
 
 class ControlCommand(SQLModel, table=True):

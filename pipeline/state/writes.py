@@ -7,9 +7,9 @@ heartbeat never move backwards."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -18,7 +18,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from pipeline.state.records import CursorRecord, FillRecord, OrderRecord, StepRecord, StepResult
+from pipeline.domain.trading import Fill, Order, OrderStatus
+from pipeline.domain.values import Entity
+from pipeline.state.records import CursorRecord, StepRecord, StepResult
 from pipeline.state.tables import (
     BotState,
     BreakerEventRow,
@@ -31,8 +33,6 @@ from pipeline.state.tables import (
     TradeRow,
     table_of,
 )
-
-_ORDER_RANK: Final = {"new": 0, "partially_filled": 1, "filled": 2, "rejected": 2, "canceled": 2}
 
 
 def write_step(conn: Connection, step: StepRecord) -> StepResult:
@@ -55,8 +55,10 @@ def write_step(conn: Connection, step: StepRecord) -> StepResult:
                       new_breaker_events=new_breakers)
 
 
-def _fields(record: object) -> dict[str, Any]:
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+def _fields(entity: Entity) -> dict[str, Any]:
+    """An entity's column values; enumerations as their plain text (every driver stores that the same way)."""
+    values = {name: getattr(entity, name) for name in type(entity).model_fields}
+    return {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
 
 
 _IDENTITY: Final = ("sleeve", "symbol", "side", "qty", "bar")
@@ -80,7 +82,7 @@ def _stored(conn: Connection, table: sa.Table, names: tuple[str, ...],
     return found
 
 
-def _write_orders(conn: Connection, records: Sequence[OrderRecord]) -> tuple[int, int]:
+def _write_orders(conn: Connection, records: Sequence[Order]) -> tuple[int, int]:
     table = table_of(OrderRow)
     stored = _stored(conn, table, ("client_order_id",), ((r.client_order_id,) for r in records))
     inserts: dict[str, dict[str, Any]] = {}
@@ -98,7 +100,7 @@ def _write_orders(conn: Connection, records: Sequence[OrderRecord]) -> tuple[int
                 + ": a client order id names one order"
             )
         changes: dict[str, Any] = {}
-        if _ORDER_RANK[record.status] > _ORDER_RANK[row["status"]]:
+        if record.status.rank > OrderStatus(row["status"]).rank:
             changes.update(status=record.status, reason=record.reason)
             if record.price is not None:
                 changes["price"] = record.price
@@ -117,12 +119,12 @@ def _write_orders(conn: Connection, records: Sequence[OrderRecord]) -> tuple[int
     return len(inserts), len(updates)
 
 
-def _write_fills(conn: Connection, records: Sequence[FillRecord]) -> tuple[int, int]:
+def _write_fills(conn: Connection, records: Sequence[Fill]) -> tuple[int, int]:
     fresh = _absent(conn, table_of(FillRow), ("fill_id",), records)
     return fresh, len(records) - fresh
 
 
-def _absent(conn: Connection, table: sa.Table, names: tuple[str, ...], records: Sequence[Any]) -> int:
+def _absent(conn: Connection, table: sa.Table, names: tuple[str, ...], records: Sequence[Entity]) -> int:
     """Insert each record whose natural key (the columns ``names``) is not stored yet; returns how many were."""
     keys = [tuple(getattr(r, n) for n in names) for r in records]
     seen = set(_stored(conn, table, names, keys))

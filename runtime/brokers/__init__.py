@@ -4,7 +4,8 @@ The venue brokers are imported from their modules (``runtime.brokers.ccxt``, ``r
 a paper runtime does not load the venue clients.
 """
 
-from runtime.brokers.base import Broker, VenueUnavailable, client_order_id
+from runtime.brokers.base import Broker, client_order_id
 from runtime.brokers.paper import PaperBroker
+from runtime.brokers.submission import VenueUnavailable
 
 __all__ = ["Broker", "PaperBroker", "VenueUnavailable", "client_order_id"]

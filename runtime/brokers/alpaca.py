@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 import requests
@@ -48,13 +48,13 @@ from alpaca.trading.models import Order, Position
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
 from pipeline.data.sources.alpaca_source import bounded, credentials
-from pipeline.domain import utc_from_ms
+from pipeline.domain import trading, utc_from_ms
+from pipeline.domain.trading import Fill, OrderStatus, Side
 from pipeline.engine.core import Engine, Intent
 from pipeline.retry import RetryPolicy, is_transient
 from pipeline.settings import Settings
-from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
-from runtime.brokers.base import VenueRouting, VenueUnavailable, open_on_record
-from runtime.brokers.submission import OrderRejected, OrderRequest, Submission
+from runtime.brokers.base import VenueRouting, open_on_record
+from runtime.brokers.submission import OrderRejected, OrderRequest, Submission, VenueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ class _Open:
     bar_ms: int
 
     @property
-    def side(self) -> str:
-        return "buy" if self.qty > 0 else "sell"
+    def side(self) -> Side:
+        return Side.of(self.qty)
 
 
 def make_trading_client(settings: Settings, paper: bool | None = None) -> TradingClient:
@@ -155,7 +155,7 @@ class AlpacaBroker(VenueRouting):
         self._seen_fills: set[str] = set()
 
     # ------------------------------------------------------------------ the broker protocol
-    def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
+    def resume(self, orders: Sequence[trading.Order], fills: Sequence[Fill]) -> None:
         """Take over the orders on record still open, with their stored fills (booked again never)."""
         for found in open_on_record(orders, fills):
             row = found.order
@@ -183,13 +183,14 @@ class AlpacaBroker(VenueRouting):
 
     # ------------------------------------------------------------------ orders
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
-              orders: list[OrderRecord], fills: list[FillRecord]) -> None:
-        side: Literal["buy", "sell"] = "buy" if intent.qty > 0 else "sell"
+              orders: list[trading.Order], fills: list[Fill]) -> None:
+        side = Side.of(intent.qty)
         qty = Decimal(repr(abs(intent.qty))).quantize(QTY_QUANTUM, ROUND_HALF_EVEN)
         if qty <= 0:
             engine.release(intent.qty)
-            orders.append(self._record(client_id, sleeve, symbol, side, Decimal(repr(abs(intent.qty))), "rejected",
-                                       f"{intent.reason}: below alpaca's quantity increment", None, bar_ms))
+            orders.append(self._record(client_id, sleeve, symbol, side, Decimal(repr(abs(intent.qty))),
+                                       OrderStatus.REJECTED, f"{intent.reason}: below alpaca's quantity increment",
+                                       None, bar_ms))
             return
         signed = qty if side == "buy" else -qty
         if float(signed) != intent.qty:
@@ -197,7 +198,7 @@ class AlpacaBroker(VenueRouting):
         sent = self.orders.submit(OrderRequest(client_id, symbol, side, qty))
         if sent.outcome == "rejected":
             engine.release(float(signed))
-            orders.append(self._record(client_id, sleeve, symbol, side, qty, "rejected",
+            orders.append(self._record(client_id, sleeve, symbol, side, qty, OrderStatus.REJECTED,
                                        f"{intent.reason}: {sent.reason}", None, bar_ms))
             log.warning("%s: %s %s %s rejected by alpaca: %s", sleeve, side, qty, symbol, sent.reason)
             return
@@ -206,7 +207,8 @@ class AlpacaBroker(VenueRouting):
                       sent.reason)
             self.open[client_id] = _Open(sleeve, symbol, "", client_id, signed, Decimal(0), Decimal(0), intent.reason,
                                          bar_ms)
-            orders.append(self._record(client_id, sleeve, symbol, side, qty, "new", intent.reason, None, bar_ms))
+            orders.append(self._record(client_id, sleeve, symbol, side, qty, OrderStatus.NEW, intent.reason, None,
+                                       bar_ms))
             return
         order = sent.order
         entry = _Open(sleeve, symbol, str(order.id), client_id, signed, Decimal(0), Decimal(0), intent.reason, bar_ms)
@@ -214,7 +216,7 @@ class AlpacaBroker(VenueRouting):
         if self._book(entry, order, engine, orders, fills):
             self._end(entry, order, engine)
 
-    def _follow(self, entry: _Open, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
+    def _follow(self, entry: _Open, engine: Engine, orders: list[trading.Order], fills: list[Fill]) -> None:
         """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected, expired)."""
         try:
             order = self.orders.find(entry.client_id, entry.symbol)
@@ -227,7 +229,8 @@ class AlpacaBroker(VenueRouting):
                 engine.release(float(entry.qty - (entry.filled if entry.qty > 0 else -entry.filled)))
                 del self.open[entry.client_id]
                 orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, entry.side, abs(entry.qty),
-                                           "rejected", f"{entry.reason}: never reached the venue", None, entry.bar_ms))
+                                           OrderStatus.REJECTED, f"{entry.reason}: never reached the venue", None,
+                                           entry.bar_ms))
             return
         entry.venue_id = str(order.id)
         if self._book(entry, order, engine, orders, fills):
@@ -241,15 +244,15 @@ class AlpacaBroker(VenueRouting):
                 engine.release(float(rest))
         del self.open[entry.client_id]
 
-    def _book(self, entry: _Open, order: Order, engine: Engine, orders: list[OrderRecord],
-              fills: list[FillRecord]) -> bool:
+    def _book(self, entry: _Open, order: Order, engine: Engine, orders: list[trading.Order],
+              fills: list[Fill]) -> bool:
         """Book what the order filled since it was last looked at; True when it is done at alpaca."""
         filled, average = _decimal(order.filled_qty), _decimal(order.filled_avg_price)
         if filled > entry.filled and average <= 0:  # not priced yet: booked when it is, the order stays open
             log.warning("%s: order %s reports %s filled without a price; booked when priced", entry.sleeve,
                         entry.client_id, filled)
             orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, entry.side, abs(entry.qty),
-                                       "partially_filled" if entry.filled else "new", entry.reason, entry.venue_id,
+                                       OrderStatus.working(entry.filled), entry.reason, entry.venue_id,
                                        entry.bar_ms))
             return False
         if filled > entry.filled:
@@ -261,7 +264,7 @@ class AlpacaBroker(VenueRouting):
                 self._seen_fills.add(fill_id)
                 engine.apply_fill(float(qty) if entry.qty > 0 else -float(qty), float(price), 0.0, entry.reason)
                 at = order.updated_at if isinstance(order.updated_at, datetime) else utc_from_ms(entry.bar_ms)
-                fills.append(FillRecord(fill_id=fill_id, client_order_id=entry.client_id, sleeve=entry.sleeve,
+                fills.append(Fill(fill_id=fill_id, client_order_id=entry.client_id, sleeve=entry.sleeve,
                                         symbol=entry.symbol, side=entry.side, qty=qty, price=price, fee=Decimal(0),
                                         at=at, reason=entry.reason))
             entry.filled, entry.notional = filled, notional
@@ -269,11 +272,11 @@ class AlpacaBroker(VenueRouting):
         complete = status == "filled" or entry.filled >= abs(entry.qty)
         ended = status in ENDED
         if complete:
-            recorded = "filled"
+            recorded = OrderStatus.FILLED
         elif ended:
-            recorded = "rejected" if status == "rejected" else "canceled"
+            recorded = OrderStatus.REJECTED if status == "rejected" else OrderStatus.CANCELED
         else:
-            recorded = "partially_filled" if entry.filled else "new"
+            recorded = OrderStatus.working(entry.filled)
         orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, entry.side, abs(entry.qty), recorded,
                                    entry.reason, entry.venue_id, entry.bar_ms))
         return complete or ended
@@ -286,10 +289,10 @@ class AlpacaBroker(VenueRouting):
             give_up=lambda exc, attempts: VenueUnavailable(f"{what}: {_describe(exc)} after {attempts} attempts"))
 
     @staticmethod
-    def _record(client_id: str, sleeve: str, symbol: str, side: str, qty: Decimal, status: str, reason: str,
-                venue_id: str | None, bar_ms: int) -> OrderRecord:
+    def _record(client_id: str, sleeve: str, symbol: str, side: Side, qty: Decimal, status: OrderStatus,
+                reason: str, venue_id: str | None, bar_ms: int) -> trading.Order:
         at = utc_from_ms(bar_ms)
-        return OrderRecord(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=side, qty=qty, price=None,
+        return trading.Order(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=side, qty=qty, price=None,
                            status=status, reason=reason, venue_order_id=venue_id or None, bar=at, created_at=at)
 
 

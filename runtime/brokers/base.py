@@ -17,20 +17,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
+from pipeline.domain.trading import Fill, Order, OrderStatus
 from pipeline.engine.core import Engine, Intent
-from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
 
 if TYPE_CHECKING:
     from runtime.brokers.submission import Submission
 
 log = logging.getLogger(__name__)
 
-OPEN_STATUSES = frozenset({"new", "partially_filled"})
+OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
 """Order statuses on record that a venue may still fill."""
-
-
-class VenueUnavailable(RuntimeError):
-    """The venue could not be asked (network, timeout, rate limit or outage after every retry)."""
 
 
 def client_order_id(sleeve: str, bar_ms: int, number: int) -> str:
@@ -47,7 +43,7 @@ def client_order_id(sleeve: str, bar_ms: int, number: int) -> str:
 class OpenOnRecord:
     """An order on record that a venue may still fill, with what was already booked of it."""
 
-    order: OrderRow
+    order: Order
     filled: Decimal
     """Units of it booked so far (the sum of its stored fills)."""
     notional: Decimal
@@ -58,12 +54,12 @@ class OpenOnRecord:
 
     @property
     def signed_qty(self) -> Decimal:
-        return self.order.qty if self.order.side == "buy" else -self.order.qty
+        return self.order.signed_qty
 
 
-def open_on_record(orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> list[OpenOnRecord]:
+def open_on_record(orders: Sequence[Order], fills: Sequence[Fill]) -> list[OpenOnRecord]:
     """The orders among ``orders`` still open (status new or partially filled), each with its stored fills."""
-    by_order: dict[str, list[FillRow]] = {}
+    by_order: dict[str, list[Fill]] = {}
     for fill in fills:
         by_order.setdefault(fill.client_order_id, []).append(fill)
     found = []
@@ -88,16 +84,16 @@ class Broker(Protocol):
     external_fills: bool
     """True when fills come from a venue (the engine then sends intents instead of simulating fills)."""
 
-    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
-                                                                                    list[FillRecord]]:
+    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[Order],
+                                                                                    list[Fill]]:
         """After each bar: send the engine's new orders, book the venue's fills in it; returns the records."""
         ...
 
-    def settle(self, sleeve: str, symbol: str, fills: pd.DataFrame) -> tuple[list[OrderRecord], list[FillRecord]]:
+    def settle(self, sleeve: str, symbol: str, fills: pd.DataFrame) -> tuple[list[Order], list[Fill]]:
         """Orders and fills for the engine fills of one step (columns as ``EngineResult.fills``)."""
         ...
 
-    def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
+    def resume(self, orders: Sequence[Order], fills: Sequence[Fill]) -> None:
         """After a restart: take over the orders on record still open (status new or partially filled), with
         the fills already booked (``fills``), so that their later fills are booked exactly once."""
         ...
@@ -122,11 +118,11 @@ class VenueRouting:
     open: dict[str, Any]
     orders: Submission[Any]
 
-    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
-                                                                                    list[FillRecord]]:
+    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[Order],
+                                                                                    list[Fill]]:
         """Send the engine's new intents, collect fills of earlier open orders, book all fills in the engine."""
-        orders: list[OrderRecord] = []
-        fills: list[FillRecord] = []
+        orders: list[Order] = []
+        fills: list[Fill] = []
         for entry in list(self.open.values()):
             if entry.sleeve == sleeve:
                 self._follow(entry, engine, orders, fills)
@@ -138,15 +134,15 @@ class VenueRouting:
                        fills)
         return orders, fills
 
-    def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[OrderRecord], list[FillRecord]]:
+    def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[Order], list[Fill]]:
         """Venue fills were recorded when routed; the engine's own fill frame adds nothing."""
         return [], []
 
-    def _follow(self, entry: Any, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
+    def _follow(self, entry: Any, engine: Engine, orders: list[Order], fills: list[Fill]) -> None:
         raise NotImplementedError
 
-    def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[OrderRecord],
-                         fills: list[FillRecord]) -> Intent:
+    def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[Order],
+                         fills: list[Fill]) -> Intent:
         """Cancel this sleeve's open orders on the other side before turning around.
 
         The engine sizes an order against its position *plus* the units still in flight; when an exit meets a
@@ -172,5 +168,5 @@ class VenueRouting:
         return Intent(intent.number, intent.bar, qty, intent.reference_price, intent.reason)
 
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
-              orders: list[OrderRecord], fills: list[FillRecord]) -> None:
+              orders: list[Order], fills: list[Fill]) -> None:
         raise NotImplementedError

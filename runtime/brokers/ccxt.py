@@ -28,16 +28,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import ccxt
 
 from pipeline.domain import utc_from_ms
+from pipeline.domain.trading import Fill, Order, OrderStatus, Side
 from pipeline.engine.core import Engine, Intent
 from pipeline.retry import RetryPolicy, is_transient
-from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
-from runtime.brokers.base import VenueRouting, VenueUnavailable, client_order_id, open_on_record
-from runtime.brokers.submission import OrderRejected, OrderRequest, Submission
+from runtime.brokers.base import VenueRouting, client_order_id, open_on_record
+from runtime.brokers.submission import OrderRejected, OrderRequest, Submission, VenueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ class CcxtBroker(VenueRouting):
 
     # ------------------------------------------------------------------ orders
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
-              orders: list[OrderRecord], fills: list[FillRecord]) -> None:
-        side: Literal["buy", "sell"] = "buy" if intent.qty > 0 else "sell"
+              orders: list[Order], fills: list[Fill]) -> None:
+        side = Side.of(intent.qty)
         at = utc_from_ms(bar_ms)
         try:
             if not self.exchange.markets:
@@ -124,7 +124,7 @@ class CcxtBroker(VenueRouting):
             log.warning("%s: order of %s %s cannot be sized (%s)", sleeve, intent.qty, symbol, exc)
         if amount <= 0:
             engine.release(intent.qty)
-            orders.append(self._record(client_id, sleeve, symbol, side, abs(intent.qty), "rejected",
+            orders.append(self._record(client_id, sleeve, symbol, side, abs(intent.qty), OrderStatus.REJECTED,
                                        f"{intent.reason}: below the venue's amount precision", None, at))
             return
         signed = float(amount) if side == "buy" else -float(amount)
@@ -133,7 +133,7 @@ class CcxtBroker(VenueRouting):
         sent = self.orders.submit(OrderRequest(client_id, symbol, side, amount))
         if sent.outcome == "rejected":
             engine.release(signed)
-            orders.append(self._record(client_id, sleeve, symbol, side, amount, "rejected",
+            orders.append(self._record(client_id, sleeve, symbol, side, amount, OrderStatus.REJECTED,
                                        f"{intent.reason}: {sent.reason}", None, at))
             log.warning("%s: %s %s rejected by the venue: %s", sleeve, side, symbol, sent.reason)
             return
@@ -147,14 +147,15 @@ class CcxtBroker(VenueRouting):
         if self._book(entry, order, engine, orders, fills):
             self._end(entry, order, engine)
 
-    def _unknown(self, sleeve: str, symbol: str, side: str, amount: float, client_id: str, reason: str, bar_ms: int,
-                 orders: list[OrderRecord]) -> None:
+    def _unknown(self, sleeve: str, symbol: str, side: Side, amount: float, client_id: str, reason: str, bar_ms: int,
+                 orders: list[Order]) -> None:
         """An order that may or may not be at the venue: on record as ``new`` and looked up from the next bar."""
         self.open[client_id] = _Open(sleeve, symbol, "", client_id, amount if side == "buy" else -amount, 0.0, reason,
                                      bar_ms)
-        orders.append(self._record(client_id, sleeve, symbol, side, amount, "new", reason, None, utc_from_ms(bar_ms)))
+        orders.append(self._record(client_id, sleeve, symbol, side, amount, OrderStatus.NEW, reason, None,
+                                   utc_from_ms(bar_ms)))
 
-    def _follow(self, entry: _Open, engine: Engine, orders: list[OrderRecord], fills: list[FillRecord]) -> None:
+    def _follow(self, entry: _Open, engine: Engine, orders: list[Order], fills: list[Fill]) -> None:
         """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected)."""
         try:
             order = self.orders.find(entry.client_id, entry.symbol)
@@ -166,9 +167,9 @@ class CcxtBroker(VenueRouting):
             if not entry.venue_id:  # the venue never received it: its units stop counting as in flight
                 engine.release(entry.qty)
                 del self.open[entry.client_id]
-                side = "buy" if entry.qty > 0 else "sell"
+                side = Side.of(entry.qty)
                 orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty),
-                                           "rejected", f"{entry.reason}: never reached the venue", None,
+                                           OrderStatus.REJECTED, f"{entry.reason}: never reached the venue", None,
                                            utc_from_ms(entry.bar_ms)))
             return
         entry.venue_id = str(order["id"])
@@ -181,11 +182,11 @@ class CcxtBroker(VenueRouting):
             engine.release(entry.qty - (entry.filled if entry.qty > 0 else -entry.filled))
         del self.open[entry.client_id]
 
-    def _book(self, entry: _Open, order: dict[str, Any], engine: Engine, orders: list[OrderRecord],
-              fills: list[FillRecord]) -> bool:
+    def _book(self, entry: _Open, order: dict[str, Any], engine: Engine, orders: list[Order],
+              fills: list[Fill]) -> bool:
         """Book the order's new fills; True when the order is done at the venue (filled, cancelled, ...)."""
         trades = order.get("trades") or []
-        side = "buy" if entry.qty > 0 else "sell"
+        side = Side.of(entry.qty)
         if not trades and float(order.get("filled") or 0) > entry.filled:
             try:
                 trades = self._call(
@@ -195,7 +196,7 @@ class CcxtBroker(VenueRouting):
                 log.warning("%s: trades of %s could not be read (%s); tried again next bar", entry.sleeve,
                             entry.client_id, exc)
                 orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty),
-                                           "partially_filled" if entry.filled else "new", entry.reason,
+                                           OrderStatus.working(entry.filled), entry.reason,
                                            entry.venue_id, utc_from_ms(entry.bar_ms)))
                 return False
         for trade in trades:
@@ -208,19 +209,24 @@ class CcxtBroker(VenueRouting):
             engine.apply_fill(qty if side == "buy" else -qty, price, fee, entry.reason)
             entry.filled += qty
             at = utc_from_ms(int(trade.get("timestamp") or entry.bar_ms))
-            fills.append(FillRecord(fill_id=trade_id, client_order_id=entry.client_id, sleeve=entry.sleeve,
+            fills.append(Fill(fill_id=trade_id, client_order_id=entry.client_id, sleeve=entry.sleeve,
                                     symbol=entry.symbol, side=side, qty=_decimal(qty), price=_decimal(price),
                                     fee=_decimal(fee), at=at, reason=entry.reason))
         venue_status = order.get("status")
         complete = venue_status == "closed" or entry.filled >= abs(entry.qty) * (1 - 1e-9)
         ended = venue_status in ("canceled", "rejected", "expired")
-        status = "filled" if complete else ("canceled" if ended else ("partially_filled" if entry.filled else "new"))
+        if complete:
+            status = OrderStatus.FILLED
+        elif ended:
+            status = OrderStatus.CANCELED
+        else:
+            status = OrderStatus.working(entry.filled)
         orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty), status,
                                    entry.reason, entry.venue_id, utc_from_ms(entry.bar_ms)))
         return complete or ended
 
     # ------------------------------------------------------------------ restart and reconciliation
-    def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
+    def resume(self, orders: Sequence[Order], fills: Sequence[Fill]) -> None:
         """Take over the orders on record still open, with their stored fills (booked again never)."""
         for found in open_on_record(orders, fills):
             row = found.order
@@ -261,9 +267,9 @@ class CcxtBroker(VenueRouting):
         return 0.0
 
     @staticmethod
-    def _record(client_id: str, sleeve: str, symbol: str, side: str, qty: float | Decimal, status: str, reason: str,
-                venue_id: str | None, at: Any) -> OrderRecord:
-        return OrderRecord(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=side, qty=_decimal(qty),
+    def _record(client_id: str, sleeve: str, symbol: str, side: Side, qty: float | Decimal, status: OrderStatus,
+                reason: str, venue_id: str | None, at: Any) -> Order:
+        return Order(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=side, qty=_decimal(qty),
                            price=None, status=status, reason=reason, venue_order_id=venue_id, bar=at, created_at=at)
 
 

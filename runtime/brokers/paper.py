@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline.domain import epoch_ms
+from pipeline.domain.trading import Fill, Order, OrderStatus, Side
 from pipeline.engine.core import Engine
-from pipeline.state import FillRecord, FillRow, OrderRecord, OrderRow
 
 
 def _decimal(value: Any) -> Decimal:
@@ -27,14 +27,14 @@ class PaperBroker:
     name = "paper"
     external_fills = False
 
-    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[OrderRecord],
-                                                                                    list[FillRecord]]:
+    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[Order],
+                                                                                    list[Fill]]:
         """Nothing to send: the engine filled its orders with the paper fill model; ``settle`` records them."""
         return [], []
 
-    def settle(self, sleeve: str, symbol: str, fills: pd.DataFrame) -> tuple[list[OrderRecord], list[FillRecord]]:
-        orders: list[OrderRecord] = []
-        records: list[FillRecord] = []
+    def settle(self, sleeve: str, symbol: str, fills: pd.DataFrame) -> tuple[list[Order], list[Fill]]:
+        orders: list[Order] = []
+        records: list[Fill] = []
         if fills.empty:
             return orders, records
         seen: dict[int, int] = {}
@@ -44,15 +44,15 @@ class PaperBroker:
             client_id = f"{sleeve}-{int(ms)}-{n}"
             at = pd.Timestamp(int(ms), unit="ms", tz="UTC").to_pydatetime()
             qty, price, fee = _decimal(row.qty), _decimal(row.price), _decimal(row.fee)
-            orders.append(OrderRecord(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=str(row.side),
-                                      qty=qty, price=price, status="filled", reason=str(row.reason),
+            orders.append(Order(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=Side(str(row.side)),
+                                      qty=qty, price=price, status=OrderStatus.FILLED, reason=str(row.reason),
                                       venue_order_id=client_id, bar=at, created_at=at))
-            records.append(FillRecord(fill_id=f"paper:{client_id}", client_order_id=client_id, sleeve=sleeve,
-                                      symbol=symbol, side=str(row.side), qty=qty, price=price, fee=fee, at=at,
+            records.append(Fill(fill_id=f"paper:{client_id}", client_order_id=client_id, sleeve=sleeve,
+                                      symbol=symbol, side=Side(str(row.side)), qty=qty, price=price, fee=fee, at=at,
                                       reason=str(row.reason)))
         return orders, records
 
-    def resume(self, orders: Sequence[OrderRow], fills: Sequence[FillRow]) -> None:
+    def resume(self, orders: Sequence[Order], fills: Sequence[Fill]) -> None:
         """Nothing to take over: a paper order is filled in the step that decides it."""
 
     def holdings(self, symbols: Sequence[str]) -> dict[str, Decimal] | None:

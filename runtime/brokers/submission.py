@@ -24,10 +24,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Generic, Literal, Protocol, TypeVar
 
+from pipeline.domain.trading import Side
 from pipeline.retry import RetriesExhausted, RetryPolicy, describe
-from runtime.brokers.base import VenueUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class VenueUnavailable(RuntimeError):
+    """The venue could not be asked (network, timeout, rate limit or outage after every retry)."""
 
 O = TypeVar("O")  # noqa: E741 - the venue's order object
 O_co = TypeVar("O_co", covariant=True)
@@ -41,7 +45,7 @@ class OrderRequest:
 
     client_id: str
     symbol: str
-    side: Literal["buy", "sell"]
+    side: Side
     qty: Decimal
     price: Decimal | None = None
 

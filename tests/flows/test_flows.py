@@ -210,7 +210,8 @@ def _flow_logs(flow_run_id: Any) -> list[str]:
             logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
             return [log.message for log in logs]
 
-    return asyncio.run(read())
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:  # leaves the thread's own loop alone
+        return runner.run(read())
 
 
 def test_ingest_flow_fills_the_lake_and_is_incremental(empty_env: Settings) -> None:
@@ -431,7 +432,8 @@ def test_serve_builds_every_deployment_with_its_schedule_and_the_server_keeps_th
         async with get_client() as client:
             return {name: await client.read_deployment_by_name(f"{name}/{name}") for name in expected}
 
-    stored = asyncio.run(read())
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:  # leaves the thread's own loop alone
+        stored = runner.run(read())
     for name, cron in expected.items():
         schedules = stored[name].schedules
         if cron is None:

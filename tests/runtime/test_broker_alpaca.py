@@ -19,7 +19,7 @@ from pipeline.domain import Timeframe
 from pipeline.settings import Settings
 from pipeline.state import StateStore
 from runtime.brokers.alpaca import AlpacaBroker, make_trading_client
-from runtime.brokers.base import VenueUnavailable
+from runtime.brokers.submission import VenueUnavailable
 from runtime.feeds import ReplayFeed
 from runtime.node import Node
 from tests.conftest import shared_file

@@ -186,7 +186,7 @@ def test_an_order_of_unknown_fate_is_on_record_and_found_after_a_restart(tmp_pat
 
 
 def test_holdings_read_the_base_asset_and_an_unreachable_venue_is_reported(tmp_path: Path) -> None:
-    from runtime.brokers.base import VenueUnavailable
+    from runtime.brokers.submission import VenueUnavailable
 
     with FakeBinance(balances={"USDT": Decimal(100_000), "BTC": Decimal("0.25")}) as venue:
         broker = CcxtBroker(build_exchange(_exchange_settings(tmp_path, venue), "binance"), max_retries=1,

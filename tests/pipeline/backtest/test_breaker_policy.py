@@ -19,10 +19,11 @@ from pipeline.backtest.nightly import run_line
 from pipeline.backtest.portfolio import Bar, PortfolioConfig, PortfolioStepper, run_portfolio
 from pipeline.backtest.run import run_backtest, save_backtest, save_portfolio
 from pipeline.domain import Timeframe, epoch_ms
+from pipeline.domain.values import UTCDateTime
 from pipeline.engine import Engine, EngineConfig, EngineResult, run
 from pipeline.engine.layout import LEGACY_ISTATE_SLOTS
 from pipeline.reports.summary import daily_summary, markdown
-from pipeline.state import BreakerEventRow, BreakerRecord, SchemaVersion, StateStore, StepRecord, UTCDateTime
+from pipeline.state import BreakerEventRow, BreakerRecord, SchemaVersion, StateStore, StepRecord
 from pipeline.strategies import REGISTRY, Targets
 from tests.conftest import shared_file
 from tests.pipeline.engine import test_engine
@@ -444,9 +445,12 @@ T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 
 def test_the_store_records_trips_and_releases_at_the_same_bar(open_store: Callable[..., StateStore]) -> None:
     store = open_store()
-    events = [BreakerRecord("main:BTC/USDT", T0, "daily_loss", 0.06, 0.05, "release"),
-              BreakerRecord("main:BTC/USDT", T0, "daily_loss", 0.07, 0.05, "trip"),
-              BreakerRecord("portfolio", T0 + timedelta(hours=1), "portfolio_drawdown", 0.0, 0.25, "release")]
+    events = [BreakerRecord(sleeve="main:BTC/USDT", at=T0, rule="daily_loss", value=0.06, threshold=0.05,
+                            action="release"),
+              BreakerRecord(sleeve="main:BTC/USDT", at=T0, rule="daily_loss", value=0.07, threshold=0.05,
+                            action="trip"),
+              BreakerRecord(sleeve="portfolio", at=T0 + timedelta(hours=1), rule="portfolio_drawdown", value=0.0,
+                            threshold=0.25, action="release")]
     first = store.apply_step(StepRecord(breakers=events))
     again = store.apply_step(StepRecord(breakers=events))
     assert (first.new_breaker_events, again.new_breaker_events) == (3, 0)
@@ -454,8 +458,8 @@ def test_the_store_records_trips_and_releases_at_the_same_bar(open_store: Callab
     assert sorted(stored) == sorted([("main:BTC/USDT", "daily_loss", "release", 0.06),
                                      ("main:BTC/USDT", "daily_loss", "trip", 0.07),
                                      ("portfolio", "portfolio_drawdown", "release", 0.0)])
-    with pytest.raises(ValueError, match="action must be one of release, trip"):
-        BreakerRecord("main:BTC/USDT", T0, "daily_loss", 0.06, 0.05, "latched")
+    with pytest.raises(ValueError, match=r"(?s)BreakerRecord\naction\n.*'trip' or 'release'.*input_value='latched'"):
+        BreakerRecord(sleeve="main:BTC/USDT", at=T0, rule="daily_loss", value=0.06, threshold=0.05, action="latched")
 
 
 def test_a_version_2_database_gets_breaker_actions_and_keeps_its_events(
@@ -482,7 +486,8 @@ def test_a_version_2_database_gets_breaker_actions_and_keeps_its_events(
     upgraded = open_store()
     assert upgraded.schema_version() == 3
     assert [(e.rule, e.action, e.value) for e in upgraded.breaker_events()] == [("max_drawdown", "trip", 0.25)]
-    release = BreakerRecord("main:BTC/USDT", T0, "max_drawdown", 0.25, 0.2, "release")
+    release = BreakerRecord(sleeve="main:BTC/USDT", at=T0, rule="max_drawdown", value=0.25, threshold=0.2,
+                            action="release")
     assert upgraded.apply_step(StepRecord(breakers=[release])).new_breaker_events == 1
     assert [e.action for e in upgraded.breaker_events()] == ["trip", "release"]
     columns = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("breaker_events")}
@@ -533,10 +538,14 @@ def test_the_daily_summary_counts_trips_and_releases(tmp_path: Path) -> None:
     try:
         day = T0.date()
         store.apply_step(StepRecord(breakers=[
-            BreakerRecord("main:BTC/USDT", T0 + timedelta(hours=3), "daily_loss", 0.06, 0.05, "trip"),
-            BreakerRecord("main:BTC/USDT", T0 + timedelta(hours=24), "daily_loss", 0.06, 0.05, "release"),
-            BreakerRecord("main:BTC/USDT", T0 + timedelta(hours=5), "consecutive_losses", 5.0, 5.0, "trip"),
-            BreakerRecord("main:BTC/USDT", T0 + timedelta(hours=9), "consecutive_losses", 5.0, 5.0, "release"),
+            BreakerRecord(sleeve="main:BTC/USDT", at=T0 + timedelta(hours=3), rule="daily_loss", value=0.06,
+                          threshold=0.05, action="trip"),
+            BreakerRecord(sleeve="main:BTC/USDT", at=T0 + timedelta(hours=24), rule="daily_loss", value=0.06,
+                          threshold=0.05, action="release"),
+            BreakerRecord(sleeve="main:BTC/USDT", at=T0 + timedelta(hours=5), rule="consecutive_losses", value=5.0,
+                          threshold=5.0, action="trip"),
+            BreakerRecord(sleeve="main:BTC/USDT", at=T0 + timedelta(hours=9), rule="consecutive_losses", value=5.0,
+                          threshold=5.0, action="release"),
         ]))
         summary = daily_summary(store, day)
     finally:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import psycopg
@@ -23,9 +23,12 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from pydantic import ValidationError
 from sqlmodel import select
 
 from pipeline.clock import FixedClock
+from pipeline.domain.trading import Fill, Order, Position, Trade
+from pipeline.domain.values import DecimalText, Entity, UTCDateTime
 from pipeline.settings import Settings
 from pipeline.state import (
     SCHEMA_VERSION,
@@ -34,17 +37,13 @@ from pipeline.state import (
     BreakerRecord,
     ControlCommand,
     CursorRecord,
-    DecimalText,
     EquityRecord,
     EquityRow,
     FeedCursor,
-    FillRecord,
     FillRow,
     LedgerRecord,
     LedgerRow,
-    OrderRecord,
     OrderRow,
-    PositionRecord,
     PositionRow,
     ReadOnlyStateError,
     SchemaVersion,
@@ -52,9 +51,7 @@ from pipeline.state import (
     StateError,
     StateStore,
     StepRecord,
-    TradeRecord,
     TradeRow,
-    UTCDateTime,
 )
 from pipeline.state.connection import open_engine, writer
 from pipeline.state.tables import METADATA, table_of
@@ -115,16 +112,24 @@ def store(open_store: Callable[..., StateStore]) -> StateStore:
     return open_store()
 
 
-def order(n: int = 1, status: str = "new", at: datetime = T0, **changes: Any) -> OrderRecord:
-    record = OrderRecord(
+E = TypeVar("E", bound=Entity)
+
+
+def renew(entity: E, **changes: Any) -> E:
+    """``entity`` with ``changes``, built (and so validated) afresh."""
+    return type(entity).model_validate({**entity.model_dump(), **changes})
+
+
+def order(n: int = 1, status: str = "new", at: datetime = T0, **changes: Any) -> Order:
+    record = Order(
         client_order_id=f"btc-{int(T0.timestamp() * 1000)}-{n}", sleeve="btc", symbol="BTC/USDT", side="buy",
         qty=D("0.5"), price=None, status=status, reason="golden cross", bar=T0, created_at=T0, updated_at=at,
     )
-    return dataclasses.replace(record, **changes)
+    return renew(record, **changes)
 
 
-def fill(fill_id: str, at: datetime = T0 + MINUTE, qty: str = "0.25") -> FillRecord:
-    return FillRecord(fill_id=fill_id, client_order_id=order().client_order_id, sleeve="btc", symbol="BTC/USDT",
+def fill(fill_id: str, at: datetime = T0 + MINUTE, qty: str = "0.25") -> Fill:
+    return Fill(fill_id=fill_id, client_order_id=order().client_order_id, sleeve="btc", symbol="BTC/USDT",
                       side="buy", qty=D(qty), price=D("91234.56"), fee=D("0.0912"), at=at, reason="golden cross")
 
 
@@ -138,14 +143,15 @@ def full_step(at: datetime = T0 + MINUTE) -> StepRecord:
     return StepRecord(
         orders=[order(1, "filled", at), order(2, "new", at)],
         fills=[fill("v-1", at), fill("v-2", at), fill("v-1", at)],
-        positions=[PositionRecord("btc", "BTC/USDT", D("0.5"), D("91234.56"), at)],
-        trades=[TradeRecord("btc", "BTC/USDT", "long", D("0.5"), D("90000"), D("91234.56"), D("617.28"), D("0.18"),
-                            T0 - 60 * MINUTE, at, "golden cross", "death cross", "lstm:3")],
+        positions=[Position(sleeve="btc", symbol="BTC/USDT", qty=D("0.5"), avg_price=D("91234.56"), updated_at=at)],
+        trades=[Trade(sleeve="btc", symbol="BTC/USDT", side="long", qty=D("0.5"), entry_price=D("90000"),
+                      exit_price=D("91234.56"), pnl=D("617.28"), fees=D("0.18"), entry_time=T0 - 60 * MINUTE,
+                      exit_time=at, entry_reason="golden cross", exit_reason="death cross", model_version="lstm:3")],
         ledgers=[ledger(at)],
-        breakers=[BreakerRecord("portfolio", at, "max_drawdown", 0.26, 0.25)],
-        equity=[EquityRecord(at, "btc", D("100000.01"), D("54321.0987"), D("45678.9113")),
-                EquityRecord(at, "portfolio", D("100000.01"), D("54321.0987"), D("45678.9113"))],
-        cursors=[CursorRecord("binance:BTC/USDT:1m", at - MINUTE)],
+        breakers=[BreakerRecord(sleeve="portfolio", at=at, rule="max_drawdown", value=0.26, threshold=0.25)],
+        equity=[EquityRecord(at=at, sleeve=name, equity=D("100000.01"), cash=D("54321.0987"),
+                             position_value=D("45678.9113")) for name in ("btc", "portfolio")],
+        cursors=[CursorRecord(feed="binance:BTC/USDT:1m", last_bar=at - MINUTE)],
         heartbeat_at=at,
     )
 
@@ -199,9 +205,9 @@ def legacy_database(url: str, version: int) -> None:
         with writer(engine).begin() as conn:
             metadata.create_all(conn)
             conn.execute(tables["schema_version"].insert().values(id=1, version=version))
-            conn.execute(tables["orders"].insert().values(**dataclasses.asdict(order(1, "filled"))))
-            conn.execute(tables["fills"].insert(), [dataclasses.asdict(fill(f"v-{n}")) for n in (1, 2)])
-            conn.execute(tables["ledgers"].insert().values(**dataclasses.asdict(ledger())))
+            conn.execute(tables["orders"].insert().values(**order(1, "filled").model_dump()))
+            conn.execute(tables["fills"].insert(), [fill(f"v-{n}").model_dump() for n in (1, 2)])
+            conn.execute(tables["ledgers"].insert().values(**ledger().model_dump()))
             conn.execute(tables["equity"].insert().values(at=T0, sleeve="btc", equity=D("100000.01"),
                                                           cash=D("54321.0987"), position_value=D("45678.9113")))
             conn.execute(tables["control_commands"].insert().values(command="pause", source="cli", created_at=T0))
@@ -264,7 +270,7 @@ def test_an_older_database_is_upgraded_in_place_and_keeps_its_rows(
     assert [c.command for c in upgraded.pending_commands()] == ["pause"]
     assert sorted((e.sleeve, e.rule, e.value, e.action) for e in upgraded.breaker_events()) == [
         ("btc", "daily_loss", 0.06, "trip"), ("portfolio", "max_drawdown", 0.26, "trip")]
-    release = BreakerRecord("portfolio", T0, "max_drawdown", 0.2, 0.25, "release")
+    release = BreakerRecord(sleeve="portfolio", at=T0, rule="max_drawdown", value=0.2, threshold=0.25, action="release")
     assert upgraded.apply_step(StepRecord(breakers=[release])).new_breaker_events == 1
     assert upgraded.apply_step(StepRecord(breakers=[release])).new_breaker_events == 0
     assert [e.detail for e in upgraded.events("recovery")] == ([] if version == 1 else ["restored"])
@@ -437,8 +443,8 @@ def test_decimals_round_trip_exactly(store: StateStore) -> None:
     tiny, huge, zeros = D("-0.0000000000000000000000000001"), D("1E+30"), D("2.50")
     at = T0
     store.apply_step(StepRecord(
-        positions=[PositionRecord("btc", "BTC/USDT", sum_, digits28, at)],
-        ledgers=[dataclasses.replace(ledger(at), cash=tiny, units=huge, equity=zeros)],
+        positions=[Position(sleeve="btc", symbol="BTC/USDT", qty=sum_, avg_price=digits28, updated_at=at)],
+        ledgers=[renew(ledger(at), cash=tiny, units=huge, equity=zeros)],
         fills=[fill("v-9", at, qty="0.3000000000000000000000000001")],
     ))
     (position,) = store.positions()
@@ -460,7 +466,7 @@ def test_aware_datetimes_round_trip_in_utc(store: StateStore, monkeypatch: pytes
         stamp = pd.Timestamp("2026-03-08 07:04:57.5", tz="UTC")
         store.apply_step(StepRecord(
             fills=[fill("v-a", local), fill("v-b", stamp)],
-            cursors=[CursorRecord("binance:BTC/USDT:1m", local)],
+            cursors=[CursorRecord(feed="binance:BTC/USDT:1m", last_bar=local)],
         ))
         fills = store.fills()
         assert [f.fill_id for f in fills] == ["v-a", "v-b"]  # ordered by instant, not by wall-clock text
@@ -496,7 +502,8 @@ def test_apply_step_is_idempotent(store: StateStore) -> None:
     assert bot is not None and bot.heartbeat_at == T0 + MINUTE
 
     # positions and ledgers are the latest snapshot the runtime wrote
-    store.apply_step(StepRecord(positions=[PositionRecord("btc", "BTC/USDT", D(0), D(0), T0 + 2 * MINUTE)],
+    store.apply_step(StepRecord(positions=[Position(sleeve="btc", symbol="BTC/USDT", qty=D(0), avg_price=D(0),
+                                                    updated_at=T0 + 2 * MINUTE)],
                                 ledgers=[ledger(T0 + 2 * MINUTE, "100000.01")]))
     (position,) = store.positions()
     assert (position.qty, position.updated_at, store.ledgers()["btc"].cash) == (D(0), T0 + 2 * MINUTE, D("100000.01"))
@@ -533,7 +540,8 @@ def test_failed_step_stores_nothing(store: StateStore) -> None:
     before = snapshot(store)
     later = T0 + 2 * MINUTE
     valid = dataclasses.replace(
-        full_step(later), fills=[fill("v-3", later)], cursors=[CursorRecord("binance:BTC/USDT:1m", later)],
+        full_step(later), fills=[fill("v-3", later)], cursors=[CursorRecord(feed="binance:BTC/USDT:1m",
+                                                                            last_bar=later)],
         trades=[], orders=[order(3, "new", later)],
     )
     broken = ledger(later)
@@ -554,10 +562,11 @@ def test_failed_step_stores_nothing(store: StateStore) -> None:
 def test_cursor_never_moves_backward(store: StateStore) -> None:
     feed = "binance:BTC/USDT:1m"
     assert store.cursor(feed) is None
-    store.apply_step(StepRecord(cursors=[CursorRecord(feed, T0 + 5 * MINUTE)]))
-    store.apply_step(StepRecord(cursors=[CursorRecord(feed, T0 + 2 * MINUTE)]))
+    store.apply_step(StepRecord(cursors=[CursorRecord(feed=feed, last_bar=T0 + 5 * MINUTE)]))
+    store.apply_step(StepRecord(cursors=[CursorRecord(feed=feed, last_bar=T0 + 2 * MINUTE)]))
     assert store.cursor(feed) == T0 + 5 * MINUTE
-    store.apply_step(StepRecord(cursors=[CursorRecord(feed, T0 + 6 * MINUTE), CursorRecord(feed, T0)]))
+    store.apply_step(StepRecord(cursors=[CursorRecord(feed=feed, last_bar=T0 + 6 * MINUTE), CursorRecord(feed=feed,
+                                                                                                         last_bar=T0)]))
     assert store.cursor(feed) == T0 + 6 * MINUTE
     assert store.cursor("binance:ETH/USDT:1m") is None
 
@@ -645,7 +654,7 @@ def test_read_only_store_refuses_writes(store: StateStore, open_store: Callable[
 def test_reader_sees_commits_while_a_writer_works(store: StateStore, open_store: Callable[..., StateStore]) -> None:
     reader = open_store(read_only=True)
     with store.transaction() as session:
-        session.add(FillRow(**dataclasses.asdict(fill("v-open"))))
+        session.add(FillRow(**fill("v-open").model_dump()))
         session.flush()
         assert reader.fills() == []  # uncommitted work is invisible, and the reader is not blocked
     assert [f.fill_id for f in reader.fills()] == ["v-open"]
@@ -658,7 +667,8 @@ def test_reader_sees_commits_while_a_writer_works(store: StateStore, open_store:
             for i in range(steps):
                 at = T0 + (i + 1) * MINUTE
                 store.apply_step(StepRecord(fills=[fill(f"v-{i}", at)], equity=[
-                    EquityRecord(at, "btc", D(i), D(i), D(0))], cursors=[CursorRecord("feed", at)]))
+                    EquityRecord(at=at, sleeve="btc", equity=D(i), cash=D(i),
+                                 position_value=D(0))], cursors=[CursorRecord(feed="feed", last_bar=at)]))
         except BaseException as error:
             errors.append(error)
 
@@ -678,15 +688,15 @@ def test_reader_sees_commits_while_a_writer_works(store: StateStore, open_store:
 
 def test_writers_wait_for_each_other(store: StateStore, open_store: Callable[..., StateStore]) -> None:
     other = open_store(create=False)
-    store.apply_step(StepRecord(cursors=[CursorRecord("feed", T0)]))
+    store.apply_step(StepRecord(cursors=[CursorRecord(feed="feed", last_bar=T0)]))
     finished = threading.Event()
 
     def second_writer() -> None:
-        other.apply_step(StepRecord(cursors=[CursorRecord("feed", T0 + 2 * MINUTE)], fills=[fill("v-2")]))
+        other.apply_step(StepRecord(cursors=[CursorRecord(feed="feed", last_bar=T0 + 2 * MINUTE)], fills=[fill("v-2")]))
         finished.set()
 
     with store.transaction() as session:
-        session.add(FillRow(**dataclasses.asdict(fill("v-1"))))
+        session.add(FillRow(**fill("v-1").model_dump()))
         session.flush()
         thread = threading.Thread(target=second_writer)
         thread.start()
@@ -700,14 +710,16 @@ def test_writers_wait_for_each_other(store: StateStore, open_store: Callable[...
 
 
 @pytest.mark.parametrize(("record", "row"), [
-    (OrderRecord, OrderRow), (FillRecord, FillRow), (PositionRecord, PositionRow), (TradeRecord, TradeRow),
+    (Order, OrderRow), (Fill, FillRow), (Position, PositionRow), (Trade, TradeRow),
     (LedgerRecord, LedgerRow), (BreakerRecord, BreakerEventRow), (EquityRecord, EquityRow),
     (CursorRecord, FeedCursor)])
 def test_each_record_carries_its_tables_columns(record: type[Any], row: type[Any]) -> None:
-    """The step writer stores a record's fields as they are: they must be its table's columns (its surrogate id
-    aside), money exactly where the table stores exact money and times where it stores UTC times."""
+    """The step writer stores an entity's fields as they are: they must be its table's columns (its surrogate id
+    aside), money exactly where the table stores exact money and times where it stores UTC times; the table
+    extends the entity, so its fields are declared once."""
+    assert issubclass(row, record)
     columns = {c.name: c.type for c in table_of(row).columns if c.name != "id"}
-    fields = {f.name: str(f.type) for f in dataclasses.fields(record)}
+    fields = {name: str(f.annotation) for name, f in record.model_fields.items()}
     assert set(fields) == set(columns)
     for name, annotation in fields.items():
         assert ("Decimal" in annotation) == isinstance(columns[name], DecimalText), name
@@ -716,17 +728,21 @@ def test_each_record_carries_its_tables_columns(record: type[Any], row: type[Any
 
 def test_bad_input_is_refused_with_clear_errors(store: StateStore) -> None:
     naive = datetime(2026, 11, 20, 9, 0)
-    with pytest.raises(ValueError, match=r"FillRecord\.at must be a tz-aware datetime.*naive"):
-        dataclasses.replace(fill("x"), at=naive)
-    with pytest.raises(TypeError, match=r"FillRecord\.qty must be an exact Decimal, got the float 0\.1"):
-        dataclasses.replace(fill("x"), qty=0.1)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"OrderRecord\.price must be an exact Decimal, got the float"):
+    with pytest.raises(ValueError, match=r"Fill\.at must be a tz-aware datetime.*naive"):
+        renew(fill("x"), at=naive)
+    with pytest.raises(TypeError, match=r"Fill\.qty must be an exact Decimal, got the float 0\.1"):
+        renew(fill("x"), qty=0.1)
+    with pytest.raises(ValidationError, match=r"frozen"):
+        fill("x").qty = D(1)  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"Order\.price must be an exact Decimal, got the float"):
         order(price=91234.5)
     with pytest.raises(ValueError, match=r"EquityRecord\.cash must be a finite Decimal"):
-        EquityRecord(T0, "btc", D(1), D("NaN"), D(0))
-    with pytest.raises(ValueError, match=r"OrderRecord\.side must be one of \['buy', 'sell'\], got 'hold'"):
+        EquityRecord(at=T0, sleeve="btc", equity=D(1), cash=D("NaN"), position_value=D(0))
+    with pytest.raises(ValueError, match=r"(?s)for Order\nside\n.*'buy' or 'sell'.*input_value='hold'"):
         order(side="hold")
-    with pytest.raises(TypeError, match=r"StepRecord\.fills\[0\] must be a FillRecord"):
+    with pytest.raises(ValueError, match=r"(?s)for Order\nstatus\n.*'new', 'partially_filled'.*input_value='done'"):
+        order(status="done")
+    with pytest.raises(TypeError, match=r"StepRecord\.fills\[0\] must be a Fill"):
         StepRecord(fills=[order()])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"StepRecord\.heartbeat_at must be a tz-aware"):
         StepRecord(heartbeat_at=naive)
@@ -739,7 +755,8 @@ def test_bad_input_is_refused_with_clear_errors(store: StateStore) -> None:
     before = snapshot(store)
     with pytest.raises(TypeError, match=r"PositionRow\.qty must be an exact Decimal, got the float"), \
             store.transaction() as session:
-        session.add(PositionRow(sleeve="eth", symbol="ETH/USDT", qty=0.1, avg_price=D(2), updated_at=T0))  # type: ignore[arg-type]
+        session.add(PositionRow(sleeve="eth", symbol="ETH/USDT", qty=0.1, avg_price=D(2),
+                                updated_at=T0))  # type: ignore[arg-type]
 
     def make_a_stored_time_naive() -> None:
         with store.transaction() as session:

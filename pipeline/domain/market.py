@@ -1,4 +1,4 @@
-"""The vocabulary of tradeforge: instruments, timeframes and the canonical bar frame.
+"""The market's vocabulary: instruments, timeframes and the canonical bar frame.
 
 A *bar frame* is a pandas DataFrame with exactly the columns of ``BAR_COLUMNS``:
 
