@@ -108,6 +108,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["sample:BTC/USDT:1h", "sample:ETH/USDT:1h", "sample:AAPL:1d", "sample:BTC/USDT:1m"],
         description="Series the ingest flow keeps current, comma-separated venue:SYMBOL:timeframe.",
     )
+    strategy_paths: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("strategies")],
+        description="Folders searched for your own strategies, comma-separated (relative to the working directory).",
+    )
     prefect_api_url: str = Field(
         default="http://127.0.0.1:4200/api", description="Prefect server API (flows, deployments, ad hoc runs)."
     )
@@ -141,6 +145,13 @@ class Settings(BaseSettings):
     def _split_universe(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("strategy_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(part.strip()).expanduser() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("nightly_breaker_cooldown_bars", mode="before")

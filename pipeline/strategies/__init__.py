@@ -1,17 +1,23 @@
-"""The strategies tradeforge ships, registered by name in ``REGISTRY``.
+"""The strategies: the ones tradeforge ships and a trader's own, every one found by name in ``REGISTRY``.
 
-``REGISTRY.build(name, params)`` takes parameters as ``--param k=v`` strings and refuses unknown names or bad
-values with a ``DataError`` that names the strategy and the parameter:
+Each strategy declares its parameters as a frozen pydantic model (:mod:`pipeline.strategies.params`);
+``REGISTRY.build(name, params)`` validates ``params`` (``--param k=v`` text, TOML/YAML values, Prefect
+parameters) against it once and refuses unknown names or bad values with a ``DataError`` naming the strategy,
+the parameter and its bounds. The shipped strategies:
 
 | name | parameters (default) |
 |---|---|
-| ``sma_cross`` | ``fast`` (10), ``slow`` (30) |
+| ``sma_cross`` | ``fast`` (10, >= 1), ``slow`` (30, > fast) |
 | ``golden_cross`` | none (``sma_cross`` 50/200) |
-| ``rsi_reversion`` | ``period`` (14), ``lower`` (30), ``upper`` (70) |
+| ``rsi_reversion`` | ``period`` (14, >= 2), ``lower`` (30), ``upper`` (70; 0 < lower < upper < 100) |
 | ``buy_and_hold`` | none |
-| ``hybrid`` | ``base`` (``golden_cross``), ``threshold`` (0.55), plus the base strategy's own parameters |
+| ``hybrid`` | ``base`` (``golden_cross``), ``threshold`` (0.55, 0..1), plus the base strategy's own parameters |
 
 ``hybrid`` keeps an entry of its base strategy only where the feature ``model_score`` is ``>= threshold``.
+
+A trader's own strategy is a class in their own file or package (:mod:`pipeline.strategies.loading`), found as
+``PATH.py:Class``, ``package.module:Class``, by its ``name`` in a ``strategy_paths`` folder, or through the
+``tradeforge.strategies`` entry points; ``examples/strategies/`` holds a complete one.
 
 Every strategy is also a stream (``strategy.stream()``, a ``DecisionStream``): decisions advance by the next rows
 with constant work per row, and ``targets(frame)`` is a fresh stream given the whole frame (see ``base``).
@@ -19,14 +25,16 @@ with constant work per row, and ``targets(frame)`` is a fresh stream given the w
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import ConfigDict, Field, model_validator
 
 from pipeline.domain import DataError
-from pipeline.strategies.base import REGISTRY, DecisionStream, Strategy, Targets, check_features
+from pipeline.strategies.base import DecisionStream, Strategy, Targets, check_features
 from pipeline.strategies.buy_and_hold import BuyAndHold
+from pipeline.strategies.catalog import REGISTRY, StrategySpec
 from pipeline.strategies.model_gate import ModelGated
+from pipeline.strategies.params import NoParams, StrategyParams
 from pipeline.strategies.rsi_reversion import RsiReversion
 from pipeline.strategies.sma_cross import SmaCross, golden_cross
 
@@ -35,86 +43,68 @@ __all__ = [
     "BuyAndHold",
     "DecisionStream",
     "ModelGated",
+    "NoParams",
     "RsiReversion",
     "SmaCross",
     "Strategy",
+    "StrategyParams",
+    "StrategySpec",
     "Targets",
     "check_features",
     "golden_cross",
 ]
 
 HYBRID = "hybrid"
-_INTEGER = re.compile(r"^[+-]?\d+$")
 
 
-def _known(strategy: str, params: Mapping[str, str], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        accepted = f"its parameters are {', '.join(allowed)}" if allowed else "it takes no parameters"
-        raise DataError(f"strategy {strategy!r} has no parameter {', '.join(map(repr, unknown))}; {accepted}")
+class SmaCrossParams(StrategyParams):
+    fast: int = Field(10, ge=1, description="bars in the fast mean of closes")
+    slow: int = Field(30, ge=2, description="bars in the slow mean of closes; more than fast")
+
+    @model_validator(mode="after")
+    def _slow_after_fast(self) -> Self:
+        if self.slow <= self.fast:
+            raise ValueError(f"'slow' must be greater than 'fast' ({self.fast}), got {self.slow}")
+        return self
 
 
-def _integer(strategy: str, params: Mapping[str, str], key: str, default: int) -> int:
-    if key not in params:
-        return default
-    text = str(params[key]).strip()
-    if not _INTEGER.match(text):
-        raise DataError(f"strategy {strategy!r} parameter {key!r} must be an integer, got {params[key]!r}")
-    return int(text)
+class RsiReversionParams(StrategyParams):
+    period: int = Field(14, ge=2, description="bars in Wilder's RSI")
+    lower: float = Field(30.0, gt=0, lt=100, description="buy when the RSI crosses below this level")
+    upper: float = Field(70.0, gt=0, lt=100, description="go flat when the RSI crosses above this level")
+
+    @model_validator(mode="after")
+    def _upper_above_lower(self) -> Self:
+        if self.upper <= self.lower:
+            raise ValueError(f"'upper' must be greater than 'lower' ({self.lower:g}), got {self.upper:g}")
+        return self
 
 
-def _number(strategy: str, params: Mapping[str, str], key: str, default: float) -> float:
-    if key not in params:
-        return default
+class HybridParams(StrategyParams):
+    """The gate's own parameters; any other parameter is the base strategy's."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
+    base: str = Field("golden_cross", description="the rule strategy whose entries the model confirms")
+    threshold: float = Field(0.55, ge=0, le=1, description="lowest model score that keeps an entry")
+
+
+def _hybrid(params: HybridParams) -> Strategy:
+    rules = sorted(name for name in REGISTRY.built_in if name != HYBRID)
+    if params.base not in rules:
+        raise DataError(f"strategy {HYBRID!r} parameter 'base' must be one of {', '.join(rules)}, got {params.base!r}")
+    base_params: dict[str, Any] = dict(params.model_extra or {})
     try:
-        value = float(str(params[key]).strip())
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise DataError(f"strategy {strategy!r} parameter {key!r} must be a finite number, got {params[key]!r}")
-    return value
-
-
-def _sma_cross(params: Mapping[str, str]) -> Strategy:
-    _known("sma_cross", params, ("fast", "slow"))
-    return SmaCross(_integer("sma_cross", params, "fast", 10), _integer("sma_cross", params, "slow", 30))
-
-
-def _golden_cross(params: Mapping[str, str]) -> Strategy:
-    _known("golden_cross", params, ())
-    return golden_cross()
-
-
-def _rsi_reversion(params: Mapping[str, str]) -> Strategy:
-    _known("rsi_reversion", params, ("period", "lower", "upper"))
-    return RsiReversion(
-        _integer("rsi_reversion", params, "period", 14),
-        _number("rsi_reversion", params, "lower", 30.0),
-        _number("rsi_reversion", params, "upper", 70.0),
-    )
-
-
-def _buy_and_hold(params: Mapping[str, str]) -> Strategy:
-    _known("buy_and_hold", params, ())
-    return BuyAndHold()
-
-
-def _hybrid(params: Mapping[str, str]) -> Strategy:
-    base_name = str(params.get("base", "golden_cross")).strip()
-    if base_name == HYBRID or base_name not in REGISTRY.factories:
-        rules = [name for name in REGISTRY.names() if name != HYBRID]
-        raise DataError(f"strategy {HYBRID!r} parameter 'base' must be one of {', '.join(rules)}, got {base_name!r}")
-    threshold = _number(HYBRID, params, "threshold", 0.55)
-    base_params = {key: value for key, value in params.items() if key not in ("base", "threshold")}
-    try:
-        base = REGISTRY.build(base_name, base_params)
+        base = REGISTRY.build(params.base, base_params)
     except DataError as exc:
-        raise DataError(f"strategy {HYBRID!r} with base {base_name!r}: {exc}") from exc
-    return ModelGated(base, threshold, name=HYBRID)
+        raise DataError(f"strategy {HYBRID!r} with base {params.base!r}: {exc}") from exc
+    return ModelGated(base, params.threshold, name=HYBRID)
 
 
-REGISTRY.register("sma_cross", _sma_cross)
-REGISTRY.register("golden_cross", _golden_cross)
-REGISTRY.register("rsi_reversion", _rsi_reversion)
-REGISTRY.register("buy_and_hold", _buy_and_hold)
-REGISTRY.register(HYBRID, _hybrid)
+REGISTRY.register(StrategySpec("sma_cross", SmaCrossParams, lambda p: SmaCross(p.fast, p.slow),
+                               "long when the fast mean of closes crosses above the slow one, flat when below"))
+REGISTRY.register(StrategySpec("golden_cross", NoParams, lambda _: golden_cross(), "the classic 50/200 crossover"))
+REGISTRY.register(StrategySpec("rsi_reversion", RsiReversionParams, lambda p: RsiReversion(p.period, p.lower, p.upper),
+                               "buy when Wilder's RSI crosses below lower, flat when it crosses above upper"))
+REGISTRY.register(StrategySpec("buy_and_hold", NoParams, lambda _: BuyAndHold(), "long from the first bar"))
+REGISTRY.register(StrategySpec(HYBRID, HybridParams, _hybrid,
+                               "the base strategy's entries, kept only where the model score reaches threshold"))

@@ -24,8 +24,7 @@ needs one (for example ``model_score``, the probability an ML model assigns to a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -90,30 +89,6 @@ class Strategy(Protocol):
     def stream(self) -> DecisionStream:
         """A fresh decision stream, starting at the first bar it is given."""
         ...
-
-
-StrategyFactory = Callable[[Mapping[str, str]], Strategy]
-
-
-@dataclass
-class Registry:
-    """Strategies by name; a factory builds one from ``--param k=v`` strings."""
-
-    factories: dict[str, StrategyFactory] = field(default_factory=dict)
-
-    def register(self, name: str, factory: StrategyFactory) -> None:
-        self.factories[name] = factory
-
-    def names(self) -> list[str]:
-        return sorted(self.factories)
-
-    def build(self, name: str, params: Mapping[str, str] | None = None) -> Strategy:
-        if name not in self.factories:
-            raise DataError(f"strategy {name!r} is not known; choose one of {', '.join(self.names())}")
-        return self.factories[name](dict(params or {}))
-
-
-REGISTRY = Registry()
 
 
 def check_owner(state: dict[str, Any], owner: object) -> None:

@@ -6,8 +6,10 @@ bars before now from the venue; ``batches(after)`` then
 1. extends a frame back in time when a cursor lies before its first bar (a restart after a long stop),
 2. yields every closed bar later than each cursor (the catch-up: bars missed while the node was down),
 3. starts a worker thread that asks the venue for newly closed bars and hands them over through a queue,
-4. yields them as they come, several keys merged by open time, and an empty batch at least every ``tick_s``
-   seconds while nothing closes (the node applies commands and writes its heartbeat on it).
+4. yields them as they come, several keys merged by open time, and an empty batch (a tick) once ``tick_s``
+   seconds have passed since the last batch while nothing closes (the node applies commands and writes its
+   heartbeat on it). Elapsed time is read from the feed's ``monotonic`` clock (``time.monotonic`` unless one
+   is injected), never from the market ``clock``: a tick measures the feed's waiting, not market time.
 
 Frames are changed by the ``batches`` generator only, between two batches: appended with new bars and trimmed
 to keep memory bounded. A bar is delivered at most once per key and in ascending order per key; a bar for a
@@ -37,13 +39,16 @@ from pipeline.domain import VALUE_COLUMNS, DataError, Timeframe, empty_bars, epo
 from pipeline.retry import RetriesExhausted, RetryPolicy, any_error, describe
 from runtime.feeds.frames import bars_of, check_key, floor_ms, now_ms, rows_of, stamp
 
-__all__ = ["Batch", "Feed", "FeedError", "LiveFeed", "Sleep", "Update", "bars_of", "check_key", "empty_batch",
-           "floor_ms", "now_ms", "stamp"]
+__all__ = ["Batch", "Feed", "FeedError", "LiveFeed", "Monotonic", "Sleep", "Update", "bars_of", "check_key",
+           "empty_batch", "floor_ms", "now_ms", "stamp"]
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
 """Waits the given seconds (a live feed's default returns early when the feed is stopped)."""
+
+Monotonic = Callable[[], float]
+"""Seconds on a clock that never goes back (``time.monotonic``); only differences between readings count."""
 
 _POLL_SLICE_S = 0.2
 """How often a waiting ``batches`` looks at the stop flag."""
@@ -104,6 +109,9 @@ class LiveFeed:
     A venue feed implements ``_fetch(key, start_ms, end_ms)`` (closed bars with ``start_ms <= open < end_ms``,
     paging as needed), ``_warm_up_start(key, now)`` (where ``warmup`` bars before now begin) and
     ``_poll(known)`` (newly closed bars after each key's last handed-over bar).
+
+    ``monotonic`` is the feed's clock of elapsed seconds (only differences count): ``batches`` reads it to decide
+    when a tick is due. Tests pass a fake one and drive ticks without waiting for them.
     """
 
     live = True
@@ -124,6 +132,7 @@ class LiveFeed:
         max_rows: int | None,
         batch_size: int,
         warmup_attempts: int,
+        monotonic: Monotonic = time.monotonic,
     ) -> None:
         if not keys:
             raise DataError("a live feed needs at least one series (feed key venue:SYMBOL:tf)")
@@ -147,6 +156,8 @@ class LiveFeed:
         self.max_rows = max_rows if max_rows is not None else 2 * warmup + 100
         self.batch_size = batch_size
         self.warmup_attempts = warmup_attempts
+        self.monotonic = monotonic
+        """The clock of elapsed time that decides when a tick is due (see ``_live``)."""
         self._stopping = threading.Event()
         self._sleep: Sleep = sleep if sleep is not None else self._wait
         self.retry = RetryPolicy(attempts=None, base_s=backoff_base_s, cap_s=backoff_cap_s, sleep=self._sleep,
@@ -301,14 +312,23 @@ class LiveFeed:
 
     # ------------------------------------------------------------------ live batches
     def _live(self) -> Iterator[Batch]:
-        last_yield = time.monotonic()
+        """Batches of the bars the worker hands over and, while none come, a tick once ``tick_s`` has passed.
+
+        ``monotonic`` is read once per look, after each wait for the worker (at most ``min(tick_s, _POLL_SLICE_S)``
+        seconds): a tick is yielded at the first look at which ``tick_s`` has passed since the last batch, and the
+        next one is due ``tick_s`` after that look. A stop is seen at the next look at the stop flag (between two
+        batches: before any further reading of the clock; during a wait: right after that wait's reading) and ends
+        the batches; nothing is yielded once it has been seen.
+        """
+        last_yield = self.monotonic()
         while not self.stopped:
             self._trim()
             try:
                 update = self._updates.get(timeout=min(self.tick_s, _POLL_SLICE_S))
             except queue.Empty:
-                if time.monotonic() - last_yield >= self.tick_s:
-                    last_yield = time.monotonic()
+                now = self.monotonic()
+                if now - last_yield >= self.tick_s and not self.stopped:
+                    last_yield = now
                     yield empty_batch(self.keys)
                 continue
             while True:  # merge whatever else is waiting into the same batch
@@ -321,9 +341,10 @@ class LiveFeed:
             if self.stopped:
                 return
             batch = self._accept(update)
-            if batch.empty and time.monotonic() - last_yield < self.tick_s:
+            now = self.monotonic()
+            if batch.empty and now - last_yield < self.tick_s:
                 continue
-            last_yield = time.monotonic()
+            last_yield = now
             yield batch
 
     def _accept(self, update: Update) -> Batch:

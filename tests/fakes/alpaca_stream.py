@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Self
@@ -31,6 +30,8 @@ import pandas as pd
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from tests.waiting import wait_until
 
 DEFAULT_API_KEY = "k"
 DEFAULT_API_SECRET = "s"
@@ -127,13 +128,10 @@ class FakeAlpacaStream:
         with self._lock:
             return sum(1 for c in self._clients if c.authenticated and (symbol in c.bars or "*" in c.bars))
 
-    def wait_for_subscriber(self, symbol: str, timeout: float = 10.0) -> None:
-        """Block until a connection subscribes to ``symbol``'s bars; ``TimeoutError`` naming it otherwise."""
-        deadline = time.monotonic() + timeout
-        while self.subscribers(symbol) == 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no stream client subscribed to {symbol} bars within {timeout} s")
-            time.sleep(0.01)
+    def wait_for_subscriber(self, symbol: str) -> None:
+        """Block until a connection subscribes to ``symbol``'s bars (the suite's per-test timeout ends a wait for
+        a subscription that never comes)."""
+        wait_until(lambda: self.subscribers(symbol) > 0, f"a stream client subscribed to {symbol} bars")
 
     # -- the websocket side -----------------------------------------------------------------------------------
 

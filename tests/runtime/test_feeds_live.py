@@ -7,6 +7,11 @@ the BTC/USDT bars of even minutes as ETH/USDT (the shared data has no ETH/USDT m
 Alpaca: a fake of the historical bars API (REST) and a fake of the market-data stream (websocket, msgpack).
 There are no real US stock minute bars in the shared data, so real BTC/USDT minute bars are relabelled as two
 NYSE regular sessions (Friday 2024-07-26 and Monday 2024-07-29, 09:30-16:00 New York).
+
+No test here bounds or spends wall time: a test waits for what the feed has done (bars delivered, polls
+completed, a stream subscribed, a warning logged), through ``tests.waiting.wait_until``, and the ticks and the
+stop of ``LiveFeed`` are driven by a fake ``monotonic`` clock. The worker's ``sleep`` (``Recorder``) records its
+waits and paces the worker; nothing synchronises on it.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from alpaca.data.live.stock import StockDataStream
 from pipeline.clock import FixedClock
 from pipeline.data.sources.alpaca_source import make_client
 from pipeline.data.sources.ccxt_source import build_exchange
-from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
+from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, empty_bars, epoch_ms
 from pipeline.retry import DEFAULT_JITTER
 from pipeline.settings import Settings
 from runtime.feeds import Batch, FeedError, ReplayFeed
 from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
+from runtime.feeds.base import LiveFeed, Update
 from runtime.feeds.ccxt_feed import CcxtFeed
 from tests.conftest import shared_file
 from tests.fakes.alpaca_server import AlpacaServer
@@ -40,6 +46,7 @@ from tests.waiting import wait_until
 M1 = Timeframe.parse("1m")
 MINUTE = pd.Timedelta(minutes=1)
 BTC_KEY = "binance:BTC/USDT:1m"
+ETH_KEY = "binance:ETH/USDT:1m"
 AAPL_KEY = "alpaca:AAPL:1m"
 START = pd.Timestamp("2024-07-29", tz="UTC")
 T0_ROW = 1500
@@ -67,34 +74,65 @@ def bars() -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ helpers
 class Recorder:
-    """A feed's ``sleep``: records each wait and waits briefly for real (so stop stays prompt)."""
+    """A feed's ``sleep``: records each wait and waits briefly for real, so that the worker does not spin.
+
+    The worker waits ``poll_s`` after each poll, once it has handed over what the poll found; every other wait
+    is a backoff of the retry policy.
+    """
 
     def __init__(self) -> None:
         self.waits: list[float] = []
 
     def __call__(self, seconds: float) -> None:
         self.waits.append(round(seconds, 6))
-        time.sleep(min(seconds, 0.03))
+        time.sleep(min(seconds, 0.03))  # pacing the feed's worker only: no test waits on it
 
     def backoffs(self) -> list[float]:
         return [w for w in self.waits if w != POLL_S]
 
+    def polls(self) -> int:
+        """How many polls the worker has completed."""
+        return sum(1 for w in self.waits if w == POLL_S)
+
 
 class Consumer:
-    """Pulls batches from a feed like the node does and records every delivered bar with the clock then."""
+    """Pulls batches from a feed like the node does and records every delivered bar with the clock then.
 
-    def __init__(self, feed: CcxtFeed | AlpacaFeed, after: dict[str, int | None], clock: FixedClock) -> None:
+    It never waits for a length of time: it takes batches until the feed has done what the test waits for
+    (``tests.waiting.wait_until``); the feed's ticks bring it back to look while no bar comes.
+    """
+
+    def __init__(self, feed: LiveFeed, after: dict[str, int | None], clock: FixedClock, sleep: Recorder) -> None:
         self.feed = feed
         self.clock = clock
+        self.sleep = sleep
         self.batches: Iterator[Batch] = feed.batches(after)
         self.delivered: list[tuple[str, int, tuple[float, ...], int]] = []
         self.empty = 0
 
-    def pull(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not until():
-            assert time.monotonic() < deadline, f"timed out; delivered so far: {len(self.delivered)}"
-            self.take(next(self.batches))
+    def pull(self, until: Callable[[], object], what: str) -> None:
+        """Take batches until ``until()`` holds (``what`` names it)."""
+        def done() -> bool:
+            if not until():
+                self.take(next(self.batches))
+            return bool(until())
+
+        wait_until(done, what)
+
+    def pull_bars(self, n: int) -> None:
+        """Take batches until ``n`` bars have been delivered in all."""
+        self.pull(lambda: len(self.delivered) >= n, f"{n} delivered bars")
+
+    def settle(self, polls: int = 2) -> None:
+        """Take batches until the worker has completed ``polls`` more polls, then one batch more.
+
+        The first of those polls may have begun before the test's last move (of the clock or the venue); the
+        second began after it. A poll hands over what it found before the worker records its wait, and the last
+        batch is taken after that, so whatever the polls found has been through the feed when this returns.
+        """
+        target = self.sleep.polls() + polls
+        self.pull(lambda: self.sleep.polls() >= target, f"{polls} more polls of the venue")
+        self.take(next(self.batches))
 
     def take(self, batch: Batch) -> None:
         if len(batch.times) == 0:
@@ -114,14 +152,59 @@ class Consumer:
                 values = tuple(float(bar[c]) for c in ("open", "high", "low", "close", "volume"))
                 self.delivered.append((key, int(when), values, now))
 
-    def count(self, n: int) -> Callable[[], bool]:
-        return lambda: len(self.delivered) >= n
 
-    def wait_idle(self, seconds: float) -> None:
-        """Keep pulling for ``seconds`` (ticks and whatever arrives)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.take(next(self.batches))
+class FeedClock:
+    """A fake ``monotonic`` for a feed: it answers ``times`` in turn and counts the readings.
+
+    Past the last time it stands still (``hold``) or fails the test: the feed read its clock more often than
+    the test expected.
+    """
+
+    def __init__(self, *times: float, hold: bool = False) -> None:
+        self.times = times
+        self.hold = hold
+        self.reads = 0
+
+    def __call__(self) -> float:
+        if self.reads >= len(self.times) and not self.hold:
+            raise AssertionError(f"the feed read its clock a {self.reads + 1}th time; the test expected "
+                                 f"{len(self.times)} readings")
+        value = self.times[min(self.reads, len(self.times) - 1)]
+        self.reads += 1
+        return value
+
+
+QUIET_TICK_S = 0.0625
+"""The tick of ``QuietFeed`` (a power of two, so that the scripted clock's differences are exact)."""
+
+
+class QuietFeed(LiveFeed):
+    """A live feed over a venue without bars: its worker polls and finds nothing, so it yields only ticks."""
+
+    venue = "quiet"
+
+    def __init__(self, monotonic: FeedClock) -> None:
+        super().__init__([BTC_KEY, ETH_KEY], M1, FixedClock(START), poll_s=POLL_S, warmup=1, tick_s=QUIET_TICK_S,
+                         backoff_base_s=BASE_S, backoff_cap_s=CAP_S, sleep=None, max_rows=None, batch_size=8192,
+                         warmup_attempts=1, monotonic=monotonic)
+
+    def _fetch(self, key: str, start_ms: int, end_ms: int) -> pd.DataFrame:
+        return empty_bars()
+
+    def _warm_up_start(self, key: str, now: int) -> int:
+        return now
+
+    def _poll(self, known: dict[str, int]) -> Update:
+        return {}
+
+
+def holding(feed: AlpacaFeed, key: str, bar: pd.Series) -> Callable[[], bool]:
+    """Whether the feed has received ``bar`` from the stream and holds it until it closes."""
+    return lambda: ms(bar["timestamp"]) in epoch_ms(feed._pending[key]["timestamp"]).tolist()
+
+
+def subscribed(stream: FakeAlpacaStream) -> Callable[[], bool]:
+    return lambda: stream.subscribers("AAPL") > 0
 
 
 def expected(frame: pd.DataFrame, key: str) -> list[tuple[str, int, tuple[float, ...]]]:
@@ -164,8 +247,8 @@ class Venue:
 
 
 @pytest.fixture
-def made() -> Iterator[list[CcxtFeed | AlpacaFeed]]:
-    feeds: list[CcxtFeed | AlpacaFeed] = []
+def made() -> Iterator[list[LiveFeed]]:
+    feeds: list[LiveFeed] = []
     yield feeds
     for feed in feeds:
         feed.stop()
@@ -175,7 +258,7 @@ def made() -> Iterator[list[CcxtFeed | AlpacaFeed]]:
             worker.join()
 
 
-def ccxt_feed(server: FakeBinance, clock: FixedClock, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed],
+def ccxt_feed(server: FakeBinance, clock: FixedClock, tmp_path: Path, made: list[LiveFeed],
               recorder: Recorder | None = None, **options: object) -> CcxtFeed:
     settings = Settings(_env_file=None, data_dir=tmp_path, ccxt_rest_url=server.url,  # type: ignore[call-arg]
                         http_timeout_s=0.5)
@@ -193,7 +276,7 @@ def t0(bars: pd.DataFrame) -> pd.Timestamp:
 
 
 def test_warm_up_loads_the_closed_bars_before_now_without_the_open_candle(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     market = Venue(venue, t0(bars))
 
@@ -209,21 +292,23 @@ def test_warm_up_loads_the_closed_bars_before_now_without_the_open_candle(
 
 
 def test_new_bars_arrive_in_order_as_the_clock_moves_and_the_open_candle_never(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     market = Venue(venue, t0(bars))
-    feed = ccxt_feed(venue, market.clock, tmp_path, made, max_rows=205)
-    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock)
+    sleep = Recorder()
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, sleep, max_rows=205)
+    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock, sleep)
 
-    consumer.wait_idle(0.3)  # polls while bar T0_ROW is open: nothing
+    consumer.pull(lambda: consumer.empty >= 2, "two ticks")  # while bar T0_ROW is open, the feed ticks
+    consumer.settle()  # and its polls find nothing
     assert consumer.delivered == [] and consumer.empty >= 2
     for step in range(12):
         row = T0_ROW + step
         market.at(bars["timestamp"].iloc[row] + MINUTE - pd.Timedelta(seconds=1))  # one second before its close
-        consumer.wait_idle(0.1)
+        consumer.settle()
         assert len(consumer.delivered) == step
         market.at(bars["timestamp"].iloc[row] + MINUTE + pd.Timedelta(seconds=2))
-        consumer.pull(consumer.count(step + 1))
+        consumer.pull_bars(step + 1)
 
     assert got(consumer) == expected(bars.iloc[T0_ROW : T0_ROW + 12], BTC_KEY)
     frame = feed.frames[BTC_KEY]  # trimmed between batches to the warm-up, never below it
@@ -233,7 +318,7 @@ def test_new_bars_arrive_in_order_as_the_clock_moves_and_the_open_candle_never(
 
 
 def test_a_restart_with_a_cursor_catches_up_exactly_the_missing_bars(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     market = Venue(venue, t0(bars))
     inside = ccxt_feed(venue, market.clock, tmp_path, made)
@@ -248,16 +333,17 @@ def test_a_restart_with_a_cursor_catches_up_exactly_the_missing_bars(
 
 
 def test_a_cursor_older_than_the_warm_up_loads_history_back_to_it_and_replays_from_there(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     market = Venue(venue, t0(bars))
-    feed = ccxt_feed(venue, market.clock, tmp_path, made, page_limit=100, batch_size=128, max_rows=5000)
+    sleep = Recorder()
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, sleep, page_limit=100, batch_size=128, max_rows=5000)
     cursor_row = T0_ROW - 700
-    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[cursor_row])}, market.clock)
+    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[cursor_row])}, market.clock, sleep)
 
-    consumer.pull(consumer.count(699))
+    consumer.pull_bars(699)
     market.at(bars["timestamp"].iloc[T0_ROW] + MINUTE + pd.Timedelta(seconds=1))
-    consumer.pull(consumer.count(700))
+    consumer.pull_bars(700)
 
     assert got(consumer) == expected(bars.iloc[cursor_row + 1 : T0_ROW + 1], BTC_KEY)
     frame = feed.frames[BTC_KEY]  # warm-up history before the cursor too
@@ -266,15 +352,15 @@ def test_a_cursor_older_than_the_warm_up_loads_history_back_to_it_and_replays_fr
 
 
 def test_429_500_503_timeouts_and_dropped_connections_are_survived_with_backoff(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed],
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     market = Venue(venue, t0(bars))
     sleep = Recorder()
-    feed = ccxt_feed(venue, market.clock, tmp_path, made, recorder=sleep)
-    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock)
-    consumer.wait_idle(0.1)
-    sleep.waits.clear()
+    feed = ccxt_feed(venue, market.clock, tmp_path, made, sleep)
+    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock, sleep)
+    consumer.settle()  # live: polling a venue that answers
+    asked = len(venue.requests_to("klines"))
     for status in (429, 500, 503):
         venue.fail_next(status)
     venue.fail_next(delay_s=1.0)  # longer than the client's 0.5 s timeout
@@ -283,8 +369,8 @@ def test_429_500_503_timeouts_and_dropped_connections_are_survived_with_backoff(
 
     with caplog.at_level(logging.WARNING, logger="runtime.feeds"):
         market.at(bars["timestamp"].iloc[T0_ROW + 3] + pd.Timedelta(seconds=5))
-        consumer.pull(consumer.count(3))
-        consumer.wait_idle(0.2)
+        consumer.pull_bars(3)
+        consumer.settle()  # nothing more comes: no bar twice, no further backoff
 
     assert got(consumer) == expected(bars.iloc[T0_ROW : T0_ROW + 3], BTC_KEY)  # none lost, none twice
     # exponential, capped, shortened by at most the jitter; the 429 and the 418 wait the venue's Retry-After (1 s)
@@ -292,36 +378,69 @@ def test_429_500_503_timeouts_and_dropped_connections_are_survived_with_backoff(
     assert len(waits) == 6 and waits[0] == waits[5] == 1.0, waits
     for waited, backoff in zip(waits[1:5], [0.02, 0.04, 0.08, 0.08], strict=True):
         assert backoff * (1 - DEFAULT_JITTER) <= waited <= backoff, waits
-    statuses = [r.status for r in venue.requests_to("klines")][-7:]
-    assert statuses[:3] == [429, 500, 503] and statuses[-1] == 200
+    statuses = [r.status for r in venue.requests_to("klines")][asked:]
+    first = statuses.index(429)  # a poll under way as the faults were set was answered
+    assert statuses[:first] in ([], [200])
+    assert statuses[first : first + 3] == [429, 500, 503] and set(statuses[first + 6 :]) == {200}
     assert venue.pending_faults == 0
     assert "polling failed" in caplog.text
 
 
-def test_empty_batches_tick_while_waiting_and_stop_ends_batches_promptly(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
-) -> None:
-    market = Venue(venue, t0(bars))
-    feed = ccxt_feed(venue, market.clock, tmp_path, made, tick_s=0.1)
-    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock)
-    times: list[float] = []
-    started = time.monotonic()
-    while time.monotonic() - started < 0.65:
-        batch = next(consumer.batches)
-        times.append(time.monotonic())
-        assert len(batch.times) == 0 and all(len(r) == 0 for r in batch.rows.values())
-    assert len(times) >= 4
-    assert max(np.diff(times)) < 0.3
+def test_a_tick_comes_once_tick_s_has_passed_on_the_feeds_clock_and_not_before(made: list[LiveFeed]) -> None:
+    # the feed reads its clock as it starts waiting for bars, then once after each wait for its worker
+    monotonic = FeedClock(
+        100.0,  # 1: the start
+        100.03125,  # 2: half a tick later: nothing
+        100.0625,  # 3: a tick has passed: a tick
+        100.09375,  # 4: nothing
+        100.125,  # 5: a tick after the last one: a tick
+        100.3125,  # 6: a late look, three ticks after the last one: one tick
+        100.34375,  # 7: half a tick after the late tick: nothing (the next is due a tick after it)
+        100.375,  # 8: a tick
+    )
+    feed = QuietFeed(monotonic)
+    made.append(feed)
+    batches = feed.batches({BTC_KEY: None, ETH_KEY: None})
 
-    threading.Timer(0.2, feed.stop).start()
-    stop_asked = time.monotonic() + 0.2
-    remaining = list(consumer.batches)
-    assert time.monotonic() - stop_asked < 1.0
-    assert all(len(b.times) == 0 for b in remaining)
+    for reads in (3, 5, 6, 8):
+        batch = next(batches)
+        assert batch.empty and sorted(batch.rows) == [BTC_KEY, ETH_KEY]
+        assert all(len(rows) == 0 for rows in batch.rows.values())
+        assert monotonic.reads == reads  # the tick came at that reading of the clock, not at an earlier one
+    feed.stop()
+
+    assert list(batches) == []  # nothing after the stop ...
+    assert monotonic.reads == 8  # ... which ended the batches before the clock was read again
+    worker = feed._worker
+    assert worker is not None
+    wait_until(lambda: not worker.is_alive(), "the feed's worker to end")
+
+
+def test_a_stop_from_another_thread_ends_the_batches_at_the_next_look(made: list[LiveFeed]) -> None:
+    monotonic = FeedClock(100.0, hold=True)  # the feed's clock stands still: no tick falls due
+    feed = QuietFeed(monotonic)
+    made.append(feed)
+    batches = feed.batches({BTC_KEY: None, ETH_KEY: None})
+    reads_at_stop: list[int] = []
+
+    def stop_while_waiting() -> None:
+        wait_until(lambda: monotonic.reads >= 3 or feed.stopped, "the feed to wait twice for bars")
+        feed.stop()
+        reads_at_stop.append(monotonic.reads)
+
+    stopper = threading.Thread(target=stop_while_waiting, name="stopper", daemon=True)
+    stopper.start()
+
+    assert list(batches) == []  # only the stop could end the batches, and nothing was yielded after it
+    stopper.join()
+    assert monotonic.reads <= reads_at_stop[0] + 1  # seen right after the wait the feed was in
+    worker = feed._worker
+    assert worker is not None
+    wait_until(lambda: not worker.is_alive(), "the feed's worker to end")
 
 
 def test_stop_is_prompt_while_the_venue_fails_and_the_feed_backs_off(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     market = Venue(venue, t0(bars))
     feed = ccxt_feed(venue, market.clock, tmp_path, made, sleep=None, backoff_base_s=5.0, backoff_cap_s=30.0)
@@ -343,7 +462,7 @@ def test_stop_is_prompt_while_the_venue_fails_and_the_feed_backs_off(
 
 
 def test_several_series_are_merged_by_time_in_one_batch_per_poll(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     eth = bars.loc[bars["timestamp"].dt.minute % 2 == 0].reset_index(drop=True)  # relabelled; odd minutes missing
     venue.serve_bars("ETH/USDT", "1m", eth)
@@ -370,7 +489,7 @@ def test_several_series_are_merged_by_time_in_one_batch_per_poll(
 
 
 def test_venue_down_at_start_is_a_feed_error_naming_the_series(
-    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    venue: FakeBinance, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     market = Venue(venue, t0(bars))
     venue.fail_next(503, times=3)
@@ -427,7 +546,7 @@ def stream() -> Iterator[FakeAlpacaStream]:
 
 
 def alpaca_feed(rest: AlpacaServer, stream: FakeAlpacaStream | None, clock: FixedClock, tmp_path: Path,
-                made: list[CcxtFeed | AlpacaFeed], **options: object) -> AlpacaFeed:
+                made: list[LiveFeed], **options: object) -> AlpacaFeed:
     settings = Settings(_env_file=None, data_dir=tmp_path, alpaca_api_key="k",  # type: ignore[call-arg]
                         alpaca_api_secret="s", alpaca_data_url=rest.url, http_timeout_s=0.5)
     values: dict[str, object] = {"poll_s": POLL_S, "warmup": 100, "tick_s": TICK_S, "grace_s": 5.0,
@@ -448,7 +567,7 @@ def monday(minute: int, seconds: int = 0) -> pd.Timestamp:
 
 
 def test_alpaca_warm_up_reaches_back_over_the_weekend(
-    rest: AlpacaServer, sessions: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    rest: AlpacaServer, sessions: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     clock = FixedClock(monday(60, 30))  # 10:30:30 in New York: the 10:30 bar is open
 
@@ -461,27 +580,29 @@ def test_alpaca_warm_up_reaches_back_over_the_weekend(
 @pytest.mark.parametrize("raw_data", [False, True])
 def test_the_stream_delivers_closed_bars_without_asking_rest(
     rest: AlpacaServer, stream: FakeAlpacaStream, sessions: pd.DataFrame, tmp_path: Path,
-    made: list[CcxtFeed | AlpacaFeed], caplog: pytest.LogCaptureFixture, raw_data: bool,
+    made: list[LiveFeed], caplog: pytest.LogCaptureFixture, raw_data: bool,
 ) -> None:
     clock = FixedClock(monday(60, 30))
-    feed = alpaca_feed(rest, stream, clock, tmp_path, made, raw_data=raw_data)
+    sleep = Recorder()
+    feed = alpaca_feed(rest, stream, clock, tmp_path, made, raw_data=raw_data, sleep=sleep)
     warm_up_requests = len(rest.bar_requests())
-    consumer = Consumer(feed, {AAPL_KEY: ms(monday(59))}, clock)
-    consumer.wait_idle(0.05)
-    stream.wait_for_subscriber("AAPL")
+    consumer = Consumer(feed, {AAPL_KEY: ms(monday(59))}, clock, sleep)
+    consumer.pull(subscribed(stream), "the feed's stream to subscribe to AAPL bars")
 
     for step in range(5):
         bar = sessions.iloc[390 + 60 + step]
         assert stream.publish_bar("AAPL", bar) == 1
-        consumer.wait_idle(0.1)
-        assert len(consumer.delivered) == step  # published, but still open by the clock
+        consumer.pull(holding(feed, AAPL_KEY, bar), "the feed to receive the streamed bar")
+        consumer.settle()
+        assert len(consumer.delivered) == step  # received, but still open by the clock
         clock.set(monday(61 + step, 1))
-        consumer.pull(consumer.count(step + 1))
+        consumer.pull_bars(step + 1)
     corrected = sessions.iloc[390 + 64].copy()
     corrected["close"] += 1.0
     with caplog.at_level(logging.WARNING, logger="runtime.feeds"):
         stream.publish_bar("AAPL", corrected)
-        consumer.wait_idle(0.2)
+        consumer.pull(lambda: "corrected by the venue" in caplog.text, "the feed to see the correction")
+        consumer.settle()
 
     assert got(consumer) == expected(sessions.iloc[450:455], AAPL_KEY)
     assert len(rest.bar_requests()) == warm_up_requests
@@ -491,36 +612,37 @@ def test_the_stream_delivers_closed_bars_without_asking_rest(
 
 def test_after_the_stream_drops_the_feed_reconnects_and_backfills_through_rest(
     rest: AlpacaServer, stream: FakeAlpacaStream, sessions: pd.DataFrame, tmp_path: Path,
-    made: list[CcxtFeed | AlpacaFeed],
+    made: list[LiveFeed],
 ) -> None:
     clock = FixedClock(monday(60, 30))
-    feed = alpaca_feed(rest, stream, clock, tmp_path, made)
+    sleep = Recorder()
+    feed = alpaca_feed(rest, stream, clock, tmp_path, made, sleep=sleep)
     warm_up_requests = len(rest.bar_requests())
-    consumer = Consumer(feed, {AAPL_KEY: ms(monday(59))}, clock)
-    consumer.wait_idle(0.05)
-    stream.wait_for_subscriber("AAPL")
+    consumer = Consumer(feed, {AAPL_KEY: ms(monday(59))}, clock, sleep)
+    consumer.pull(subscribed(stream), "the feed's stream to subscribe to AAPL bars")
     stream.publish_bar("AAPL", sessions.iloc[450])
     clock.set(monday(61, 1))
-    consumer.pull(consumer.count(1))
+    consumer.pull_bars(1)
 
     stream.refuse_connections()
     assert stream.drop_connections() == 1
     for row in range(451, 455):  # published while the client is away: lost on the stream
         assert stream.publish_bar("AAPL", sessions.iloc[row]) == 0
     clock.set(monday(62, 3))  # the 10:31 bar closed 3 s ago: within the grace, no request yet
-    consumer.wait_idle(0.2)
+    consumer.settle()
     assert len(consumer.delivered) == 1
     assert len(rest.bar_requests()) == warm_up_requests
     rest.fail_next(500)
     rest.fail_next(429)
     clock.set(monday(65, 1))  # the 10:31 bar is overdue
-    consumer.pull(consumer.count(5))
+    consumer.pull_bars(5)
+    consumer.pull(lambda: stream.refused >= 1, "the feed's stream to try to reconnect")
     stream.refuse_connections(False)
-    stream.wait_for_subscriber("AAPL")
+    consumer.pull(subscribed(stream), "the feed's stream to subscribe again")
     stream.publish_bar("AAPL", sessions.iloc[455])
     clock.set(monday(66, 1))
-    consumer.pull(consumer.count(6))
-    consumer.wait_idle(0.2)
+    consumer.pull_bars(6)
+    consumer.settle()
 
     assert got(consumer) == expected(sessions.iloc[450:456], AAPL_KEY)  # each once, in order
     assert stream.connections == 2 and stream.refused >= 1
@@ -530,11 +652,12 @@ def test_after_the_stream_drops_the_feed_reconnects_and_backfills_through_rest(
 
 
 def test_no_bar_is_expected_outside_nyse_sessions_and_rest_polling_resumes_at_the_open(
-    rest: AlpacaServer, sessions: pd.DataFrame, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    rest: AlpacaServer, sessions: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     saturday = pd.Timestamp("2024-07-27 15:00", tz="UTC")
     clock = FixedClock(saturday)
-    feed = alpaca_feed(rest, None, clock, tmp_path, made)
+    sleep = Recorder()
+    feed = alpaca_feed(rest, None, clock, tmp_path, made, sleep=sleep)
     assert feed.frames[AAPL_KEY]["timestamp"].iloc[-1] == FRIDAY_OPEN + 389 * MINUTE
     requests = len(rest.bar_requests())
 
@@ -550,20 +673,20 @@ def test_no_bar_is_expected_outside_nyse_sessions_and_rest_polling_resumes_at_th
     ]:
         assert feed.expects_bar(AAPL_KEY, ms(pd.Timestamp(when, tz="UTC"))) is open_, when
 
-    consumer = Consumer(feed, {AAPL_KEY: ms(FRIDAY_OPEN + 389 * MINUTE)}, clock)
+    consumer = Consumer(feed, {AAPL_KEY: ms(FRIDAY_OPEN + 389 * MINUTE)}, clock, sleep)
     for moment in ("2024-07-27 23:00", "2024-07-28 12:00", "2024-07-29 13:30:30"):
         clock.set(pd.Timestamp(moment, tz="UTC"))
-        consumer.wait_idle(0.15)
+        consumer.settle()  # the feed polls at that moment and ends with a tick
     assert consumer.delivered == [] and consumer.empty >= 3
     assert len(rest.bar_requests()) == requests  # silence outside the session is not chased
     clock.set(monday(2, 1))
-    consumer.pull(consumer.count(2))
+    consumer.pull_bars(2)
 
     assert got(consumer) == expected(sessions.iloc[390:392], AAPL_KEY)
 
 
 def test_alpaca_refuses_crypto_symbols_and_unknown_feeds(
-    rest: AlpacaServer, tmp_path: Path, made: list[CcxtFeed | AlpacaFeed]
+    rest: AlpacaServer, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path, alpaca_api_key="k",  # type: ignore[call-arg]
                         alpaca_api_secret="s", alpaca_data_url=rest.url)

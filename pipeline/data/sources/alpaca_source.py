@@ -19,11 +19,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Any
 
 import pandas as pd
 import requests
+from alpaca.common.enums import BaseURL
 from alpaca.common.exceptions import APIError
+from alpaca.common.utils import get_default_user_agent
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockBarsRequest
@@ -31,6 +34,8 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from alpaca.trading.client import TradingClient
 
 from pipeline.clock import Clock
+from pipeline.data.quality import exchange_calendar
+from pipeline.data.sources.base import ProgressCallback, closed_only
 from pipeline.domain import (
     STOCK_CALENDAR,
     AssetClass,
@@ -41,10 +46,8 @@ from pipeline.domain import (
     empty_bars,
     parse_symbol,
 )
-from pipeline.data.quality import exchange_calendar
 from pipeline.retry import RetryPolicy
 from pipeline.settings import Settings
-from pipeline.data.sources.base import ProgressCallback, closed_only
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +77,94 @@ _BAR_FIELDS: dict[str, str] = {
 _MAX_ERROR_TEXT = 300
 
 
-class TimeoutSession(requests.Session):
-    """An HTTP session whose requests give up after ``timeout_s`` seconds unless told otherwise."""
+class AlpacaHttp:
+    """Requests to one Alpaca REST API made the way alpaca-py makes them, but each once and with a timeout.
 
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
+    The same URL (base URL, API version, path), headers (the key pair and alpaca-py's user agent), query
+    parameters for GET and DELETE and a JSON body otherwise, no redirects; and the same outcomes: the decoded
+    JSON body (None when empty), alpaca-py's ``APIError`` carrying the HTTP error for an error answer (so its
+    status and ``Retry-After`` are read as before), and what ``requests`` raises for a network fault or a
+    timeout after ``timeout_s``.
+    """
+
+    def __init__(self, base_url: str, api_key: str, secret_key: str, timeout_s: float,
+                 api_version: str = "v2") -> None:
+        self.base_url = base_url
+        self.api_version = api_version
         self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self._headers = {"APCA-API-KEY-ID": api_key, "APCA-API-SECRET-KEY": secret_key,
+                         "User-Agent": get_default_user_agent()}
 
-    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout_s)
-        return super().request(method, url, *args, **kwargs)
+    def __repr__(self) -> str:
+        return f"AlpacaHttp({self.base_url!r}, timeout_s={self.timeout_s})"  # never the keys
+
+    def send(self, method: str, path: str, data: Any = None, base_url: str | None = None,
+             api_version: str | None = None) -> Any:
+        base = base_url or self.base_url
+        if isinstance(base, Enum):  # alpaca-py's BaseURL
+            base = str(base.value)
+        url = f"{base}/{api_version or self.api_version}{path}"
+        payload = {"params": data} if method in ("GET", "DELETE") else {"json": data}
+        response = self.session.request(method, url, headers=dict(self._headers), allow_redirects=False,
+                                        timeout=self.timeout_s, **payload)
+        try:
+            response.raise_for_status()
+        except requests.HTTPError as http_error:
+            raise APIError(response.text, http_error) from http_error  # type: ignore[no-untyped-call]
+        return response.json() if response.text != "" else None
+
+
+class SentOnce:
+    """The HTTP verbs of an alpaca-py REST client, sent through ``http`` (an ``AlpacaHttp``).
+
+    Why: alpaca-py (0.44) sends requests without a timeout and retries 429 and 504 answers itself, three times
+    3 s apart with blocking sleeps, and offers no public way to change either. ``StockHistoricalDataClient``
+    and ``TradingClient`` pass no retry settings on to ``RESTClient`` (whose ``retry_exception_codes`` cannot
+    be emptied anyway: an empty list means the default), no timeout reaches its session, and the transport
+    (``_request``, ``_one_request``, ``_session``) is private. The smallest public surface every request goes
+    through is the verbs ``get``, ``post``, ``put``, ``patch`` and ``delete`` (the clients' methods and their
+    paging call them), so a subclass overrides those and nothing else: every request is made once, with
+    ``http_timeout_s``, and tradeforge's retry policy (``pipeline.retry``) decides what happens next.
+    """
+
+    http: AlpacaHttp
+
+    def get(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self.http.send("GET", path, data, **kwargs)
+
+    def post(self, path: str, data: Any = None) -> Any:
+        return self.http.send("POST", path, data)
+
+    def put(self, path: str, data: Any = None) -> Any:
+        return self.http.send("PUT", path, data)
+
+    def patch(self, path: str, data: Any = None) -> Any:
+        return self.http.send("PATCH", path, data)
+
+    def delete(self, path: str, data: Any = None) -> Any:
+        return self.http.send("DELETE", path, data)
+
+
+class BoundedStockClient(SentOnce, StockHistoricalDataClient):
+    """alpaca-py's stock data client whose requests are each made once and give up after ``timeout_s``."""
+
+    def __init__(self, api_key: str, secret_key: str, *, timeout_s: float, url_override: str | None = None,
+                 raw_data: bool = True) -> None:
+        super().__init__(api_key=api_key, secret_key=secret_key, raw_data=raw_data, url_override=url_override)
+        base = url_override if url_override is not None else BaseURL.DATA.value
+        self.http = AlpacaHttp(base, api_key, secret_key, timeout_s)
+
+
+class BoundedTradingClient(SentOnce, TradingClient):
+    """alpaca-py's trading client whose requests are each made once and give up after ``timeout_s``."""
+
+    def __init__(self, api_key: str, secret_key: str, *, timeout_s: float, paper: bool = True,
+                 url_override: str | None = None, raw_data: bool = False) -> None:
+        super().__init__(api_key=api_key, secret_key=secret_key, paper=paper, raw_data=raw_data,
+                         url_override=url_override)
+        base = url_override or (BaseURL.TRADING_PAPER if paper else BaseURL.TRADING_LIVE).value
+        self.http = AlpacaHttp(base, api_key, secret_key, timeout_s)
 
 
 class AlpacaSource:
@@ -188,27 +269,28 @@ class AlpacaSource:
 
 
 def make_client(settings: Settings) -> StockHistoricalDataClient:
-    """An alpaca-py data client with tradeforge's keys, URL and timeout, and without its own retries.
-
-    alpaca-py sends requests without a timeout and retries 429/504 itself with fixed blocking sleeps
-    (3 attempts, 3 s apart); both are replaced here so that ``http_timeout_s`` and one retry policy apply.
-    """
+    """An alpaca-py data client with tradeforge's keys and URL, ``http_timeout_s`` per request and no retries of
+    its own (``BoundedStockClient``), so that one retry policy applies."""
     key, secret = credentials(settings)
     url = settings.alpaca_data_url.rstrip("/") if settings.alpaca_data_url else None
-    return bounded(StockHistoricalDataClient(api_key=key, secret_key=secret, raw_data=True, url_override=url),
-                   settings.http_timeout_s)
+    return BoundedStockClient(key, secret, timeout_s=settings.http_timeout_s, url_override=url)
 
 
-Client = TypeVar("Client", StockHistoricalDataClient, TradingClient)
+def bounded(client: TradingClient, timeout_s: float) -> TradingClient:
+    """A ``BoundedTradingClient`` with ``client``'s keys, URL and mode, and ``timeout_s`` per request.
 
-
-def bounded(client: Client, timeout_s: float) -> Client:
-    """``client`` with ``timeout_s`` on every request and without alpaca-py's own retries (429/504, three
-    attempts 3 s apart, blocking), so that tradeforge's one retry policy applies."""
-    client._session.close()
-    client._session = TimeoutSession(timeout_s)
-    client._retry_codes = []
-    return client
+    Transitional: ``runtime.brokers.alpaca.make_trading_client`` builds a ``TradingClient`` and passes it here;
+    it should build ``BoundedTradingClient`` itself. Until then this reads the settings back from ``client``'s
+    attributes (alpaca-py keeps them private; nothing of ``client`` is changed) and returns a new client.
+    """
+    if isinstance(client, BoundedTradingClient):
+        client.http.timeout_s = timeout_s
+        return client
+    base = client._base_url
+    return BoundedTradingClient(
+        str(client._api_key), str(client._secret_key), timeout_s=timeout_s, paper=bool(client._sandbox),
+        url_override=str(base.value if isinstance(base, Enum) else base), raw_data=bool(client._use_raw_data),
+    )
 
 
 def as_utc(stamp: pd.Timestamp) -> pd.Timestamp:

@@ -25,13 +25,8 @@ class BarSource(Protocol):
         """The instrument this source knows for ``symbol``; ``DataError`` when it does not know it."""
         ...
 
-    def fetch(
-        self,
-        instrument: Instrument,
-        timeframe: Timeframe,
-        since: pd.Timestamp | None,
-        progress: ProgressCallback | None = None,
-    ) -> pd.DataFrame:
+    def fetch(self, instrument: Instrument, timeframe: Timeframe, since: pd.Timestamp | None,
+              progress: ProgressCallback | None = None) -> pd.DataFrame:
         """Closed bars with open time ``>= since`` (all available history when ``since`` is None)."""
         ...
 

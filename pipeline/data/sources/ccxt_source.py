@@ -225,13 +225,8 @@ class CcxtSource:
             venue=self.exchange_id, symbol=str(market["symbol"]), tick_size=tick, lot_size=lot
         )
 
-    def fetch(
-        self,
-        instrument: Instrument,
-        timeframe: Timeframe,
-        since: pd.Timestamp | None,
-        progress: ProgressCallback | None = None,
-    ) -> pd.DataFrame:
+    def fetch(self, instrument: Instrument, timeframe: Timeframe, since: pd.Timestamp | None,
+              progress: ProgressCallback | None = None) -> pd.DataFrame:
         """Closed bars of ``instrument`` with open time ``>= since`` (all its history when ``since`` is None).
 
         Pages forward from ``since`` until the exchange has nothing newer or the next bar could not have

@@ -117,13 +117,8 @@ class FileSource:
             return found
         return [self.path]
 
-    def fetch(
-        self,
-        instrument: Instrument,
-        timeframe: Timeframe,
-        since: pd.Timestamp | None,
-        progress: ProgressCallback | None = None,
-    ) -> pd.DataFrame:
+    def fetch(self, instrument: Instrument, timeframe: Timeframe, since: pd.Timestamp | None,
+              progress: ProgressCallback | None = None) -> pd.DataFrame:
         """Every bar in the file(s) with open time ``>= since``, in file order (no filtering of bad rows)."""
         parts = []
         for path in self.files():

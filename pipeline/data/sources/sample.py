@@ -146,13 +146,8 @@ class SampleSource:
     def instrument(self, symbol: str) -> Instrument:
         return Instrument.of(SAMPLE_VENUE, symbol)
 
-    def fetch(
-        self,
-        instrument: Instrument,
-        timeframe: Timeframe,
-        since: pd.Timestamp | None,
-        progress: ProgressCallback | None = None,
-    ) -> pd.DataFrame:
+    def fetch(self, instrument: Instrument, timeframe: Timeframe, since: pd.Timestamp | None,
+              progress: ProgressCallback | None = None) -> pd.DataFrame:
         """Closed sample bars with open time ``>= since`` (from 2024-01-01 when ``since`` is None)."""
         now = self.clock.now()
         minutes = minute_path(instrument.symbol, instrument.asset_class, self.seed, now.floor("1min"))

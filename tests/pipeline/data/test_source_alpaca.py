@@ -10,19 +10,33 @@ import logging
 import math
 import os
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import requests
+from alpaca.common.enums import BaseURL
+from alpaca.common.exceptions import APIError
+from alpaca.data.enums import DataFeed
+from alpaca.data.requests import StockBarsRequest
+from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from alpaca.trading.client import TradingClient
 
 from pipeline.clock import FixedClock
-from pipeline.data.sources.alpaca_source import AlpacaSource
+from pipeline.data.sources.alpaca_source import AlpacaSource, BoundedTradingClient, bounded, make_client
 from pipeline.domain import TIMESTAMP_DTYPE, AssetClass, DataError, Instrument, Timeframe, bars_equal
 from pipeline.retry import DEFAULT_JITTER
 from pipeline.settings import Settings
 from tests.conftest import SHARED_DATA
-from tests.fakes.alpaca_server import AlpacaServer, alpaca_daily_stamps
+from tests.fakes.alpaca_server import (
+    DEFAULT_CASH,
+    DEFAULT_KEY_ID,
+    DEFAULT_SECRET_KEY,
+    AlpacaServer,
+    alpaca_daily_stamps,
+)
 
 DATA = SHARED_DATA
 AAPL_DAILY = DATA / "quandlwiki_AAPL_1d.parquet"
@@ -281,6 +295,89 @@ def test_unreachable_venue_is_retried_then_reported(tmp_path: Path, server: Alpa
     with pytest.raises(RuntimeError, match="failed after 2 attempts"):
         fetch_aapl(source)
     assert_backoff(sleeps, [0.01])
+
+
+# -- the clients: one attempt per request, within http_timeout_s ---------------------------------------------
+
+
+def daily_request() -> StockBarsRequest:
+    return StockBarsRequest(symbol_or_symbols="AAPL", timeframe=TimeFrame(1, TimeFrameUnit.Day),
+                            start=pd.Timestamp("2013-01-02", tz="UTC").to_pydatetime(),
+                            end=pd.Timestamp(AFTER_LAST_BAR).to_pydatetime(), feed=DataFeed.IEX)
+
+
+def test_the_data_client_pages_through_alpaca_pys_own_requests(
+    tmp_path: Path, server: AlpacaServer, aapl: pd.DataFrame
+) -> None:
+    server.page_size = 16
+    client = make_client(make_settings(tmp_path, server))
+
+    result = client.get_stock_bars(daily_request())
+
+    served = aapl.loc[aapl["timestamp"] >= pd.Timestamp("2013-01-02", tz="UTC")]
+    assert isinstance(result, dict) and len(result["AAPL"]) == len(served)  # raw bars, every page
+    requests_made = server.bar_requests()
+    assert len(requests_made) == math.ceil(len(served) / 16)
+    assert all(r.had_key_headers and r.params["symbols"] == "AAPL" and r.params["feed"] == "iex"
+               for r in requests_made)
+    assert all("page_token" in r.params for r in requests_made[1:])
+
+
+@pytest.mark.parametrize("status", [429, 504])  # the answers alpaca-py itself retries, three times 3 s apart
+def test_the_data_client_asks_once_and_leaves_retrying_to_the_retry_policy(
+    tmp_path: Path, server: AlpacaServer, status: int
+) -> None:
+    server.fail_next(status=status)
+    client = make_client(make_settings(tmp_path, server))
+
+    with pytest.raises(APIError) as caught:
+        client.get_stock_bars(daily_request())
+
+    assert caught.value.status_code == status
+    assert len(server.bar_requests()) == 1
+
+
+def test_the_data_client_gives_up_on_an_answer_slower_than_http_timeout_s(
+    tmp_path: Path, server: AlpacaServer
+) -> None:
+    server.delay_next(1.0)
+    client = make_client(make_settings(tmp_path, server, http_timeout_s=0.2))
+
+    with pytest.raises(requests.Timeout):
+        client.get_stock_bars(daily_request())
+    assert len(server.bar_requests()) == 1
+
+
+def test_the_trading_client_asks_once_within_the_timeout(server: AlpacaServer) -> None:
+    client = BoundedTradingClient(DEFAULT_KEY_ID, DEFAULT_SECRET_KEY, timeout_s=0.2, url_override=server.url)
+
+    assert Decimal(str(client.get_account().cash)) == DEFAULT_CASH
+    server.fail_next(status=429, endpoint="account")
+    with pytest.raises(APIError) as caught:
+        client.get_account()
+    assert caught.value.status_code == 429
+    server.delay_next(1.0, endpoint="account")
+    with pytest.raises(requests.Timeout):
+        client.get_account()
+    assert len(server.requests_to("account")) == 3
+
+
+@pytest.mark.parametrize(("paper", "url"), [(True, BaseURL.TRADING_PAPER.value), (False, BaseURL.TRADING_LIVE.value)])
+def test_bounded_turns_a_trading_client_into_one_with_the_same_keys_and_endpoint(paper: bool, url: str) -> None:
+    plain = TradingClient("k", "s", paper=paper)
+
+    client = bounded(plain, 0.5)
+
+    assert isinstance(client, BoundedTradingClient) and client is not plain
+    assert client.http.base_url == url and client.http.timeout_s == 0.5
+    assert bounded(client, 0.25) is client and client.http.timeout_s == 0.25
+
+
+def test_bounded_keeps_an_overridden_endpoint(server: AlpacaServer) -> None:
+    client = bounded(TradingClient(DEFAULT_KEY_ID, DEFAULT_SECRET_KEY, url_override=server.url), 0.5)
+
+    assert Decimal(str(client.get_account().cash)) == DEFAULT_CASH
+    assert server.requests_to("account")[0].had_key_headers
 
 
 # -- settings ------------------------------------------------------------------------------------------------

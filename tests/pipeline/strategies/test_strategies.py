@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline.domain import DataError
-from pipeline.strategies import REGISTRY, Strategy, Targets, check_features
+from pipeline.strategies import REGISTRY, NoParams, Strategy, StrategySpec, Targets, check_features
 from pipeline.strategies.buy_and_hold import BuyAndHold
 from pipeline.strategies.model_gate import ModelGated
 from pipeline.strategies.rsi_reversion import RsiReversion
@@ -162,7 +162,7 @@ class CentredMean(SmaCross):
 def test_a_planted_look_ahead_fails_the_causality_check(
     factory: object, btc: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(REGISTRY.factories, "planted_look_ahead", factory)
+    monkeypatch.setitem(REGISTRY.built_in, "planted_look_ahead", StrategySpec("planted_look_ahead", NoParams, factory))
     strategy = REGISTRY.build("planted_look_ahead")
     assert np.isfinite(strategy.targets(btc).exposure).any()
 
@@ -317,18 +317,19 @@ def test_bad_parameters_are_refused_by_name(build: object, parameter: str) -> No
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("sma_cross", {"fast": "ten"}, r"'fast' must be an integer, got 'ten'"),
-        ("sma_cross", {"fast": "10.5"}, r"'fast' must be an integer"),
+        ("sma_cross", {"fast": "ten"}, r"'fast' \(int, >= 1\): Input should be a valid integer.*got 'ten'"),
+        ("sma_cross", {"fast": "10.5"}, r"'fast' \(int, >= 1\): Input should be a valid integer"),
         ("sma_cross", {"slow": "5"}, r"'slow' must be greater than 'fast'"),
         ("sma_cross", {"fsat": "5"}, r"no parameter 'fsat'; its parameters are fast, slow"),
         ("golden_cross", {"fast": "10"}, r"'golden_cross' has no parameter 'fast'; it takes no parameters"),
-        ("rsi_reversion", {"period": "1"}, r"'period' must be at least 2"),
-        ("rsi_reversion", {"lower": "abc"}, r"'lower' must be a finite number, got 'abc'"),
-        ("rsi_reversion", {"upper": "inf"}, r"'upper' must be a finite number"),
+        ("rsi_reversion", {"period": "1"}, r"'period' \(int, >= 2\): Input should be greater than or equal to 2"),
+        ("rsi_reversion", {"lower": "abc"}, r"'lower' \(float, > 0, < 100\): Input should be a valid number.*'abc'"),
+        ("rsi_reversion", {"upper": "inf"}, r"'upper' \(float, > 0, < 100\): Input should be a finite number"),
+        ("rsi_reversion", {"lower": "nan"}, r"'lower' \(float, > 0, < 100\): Input should be a finite number"),
         ("rsi_reversion", {"lower": "80"}, r"'upper' must be greater than 'lower'"),
         ("buy_and_hold", {"size": "1"}, r"'buy_and_hold' has no parameter 'size'"),
-        ("hybrid", {"threshold": "2"}, r"'threshold' must be between 0 and 1"),
-        ("hybrid", {"threshold": "high"}, r"'threshold' must be a finite number"),
+        ("hybrid", {"threshold": "2"}, r"'threshold' \(float, >= 0, <= 1\): Input should be less than or equal to 1"),
+        ("hybrid", {"threshold": "high"}, r"'threshold' \(float, >= 0, <= 1\): Input should be a valid number"),
         ("hybrid", {"base": "hybrid"}, r"'base' must be one of buy_and_hold, golden_cross, rsi_reversion"),
         ("hybrid", {"base": "macd"}, r"'base' must be one of .*got 'macd'"),
         ("hybrid", {"base": "sma_cross", "period": "14"}, r"base 'sma_cross'.*no parameter 'period'"),
