@@ -35,8 +35,7 @@ class AdhocRequest:
     def __post_init__(self) -> None:
         from pipeline.strategies import REGISTRY
 
-        if self.strategy not in REGISTRY.names():
-            raise DataError(f"strategy {self.strategy!r} is not known; choose one of {', '.join(REGISTRY.names())}")
+        REGISTRY.spec(self.strategy)  # refuses an unknown strategy, naming the ones there are
         canonical, _ = parse_symbol(self.symbol)
         object.__setattr__(self, "symbol", canonical)
         object.__setattr__(self, "timeframe", str(Timeframe.parse(self.timeframe)))

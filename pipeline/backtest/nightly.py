@@ -134,7 +134,11 @@ def nightly_backtests(settings: Settings, clock: Clock, portfolio: Path | None =
             continue
         instrument = _instrument(settings, spec.symbol, venue)
         for name in REGISTRY.names():
-            strategy = REGISTRY.build(name)
+            try:
+                strategy = REGISTRY.build(name)
+            except DataError as exc:  # a trader's strategy that no longer loads: reported, the others still run
+                report.skipped.append(f"{name} on {spec.text}: {exc}")
+                continue
             frame, model = bars, None
             if MODEL_COLUMN in strategy.requires:
                 scored = production_scores(registry, bars, spec.symbol, spec.timeframe, spec.asset_class)
@@ -203,7 +207,7 @@ def _single_run(settings: Settings, registry: ModelRegistry, experiment: str, la
 
 def _portfolio_run(settings: Settings, registry: ModelRegistry, config: PortfolioConfig, start: pd.Timestamp,
                    end: pd.Timestamp, path: Path) -> StoredBacktest:
-    needs_model = any(MODEL_COLUMN in REGISTRY.build(s.strategy, {k: str(v) for k, v in s.params.items()}).requires
+    needs_model = any(MODEL_COLUMN in REGISTRY.build(s.strategy, s.params).requires
                       for s in config.strategies)
 
     def load(symbol: str, tf: Timeframe) -> pd.DataFrame:

@@ -99,7 +99,7 @@ def parity_report(settings: Settings, store: StateStore, config: PortfolioConfig
                   since: str | None = None, venue: str | None = None) -> ParityReport:
     """Compare the runtime's fills and trades of ``day`` with a backtest of ``config`` (module documentation)."""
     start, end = day_bounds(day)
-    needs_model = any("model_score" in REGISTRY.build(s.strategy, {k: str(v) for k, v in s.params.items()}).requires
+    needs_model = any("model_score" in REGISTRY.build(s.strategy, s.params).requires
                       for s in config.strategies)
     registry = ModelRegistry(settings.mlflow_tracking_uri) if needs_model else None
 

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipeline.domain import DataError, Timeframe, parse_symbol
 from pipeline.engine import EngineConfig
 from pipeline.strategies import REGISTRY, Strategy
+from pipeline.strategies.loading import anchor
 
 
 class Caps(BaseModel):
@@ -54,7 +55,7 @@ class StrategySpec(BaseModel):
     symbols: list[str] = Field(min_length=1)
     timeframe: str
     allocation: float = Field(gt=0, le=1)
-    params: dict[str, str | int | float] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
     engine: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -95,12 +96,17 @@ def load_portfolio(path: Path) -> PortfolioConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors())
         raise DataError(f"portfolio file {str(path)!r}: {problems}") from exc
+    anchored = [spec.model_copy(update={"strategy": anchor(spec.strategy, path.parent)}) for spec in config.strategies]
+    config = config.model_copy(update={"strategies": anchored})
     for spec in config.strategies:
-        for symbol in spec.symbols:
-            parse_symbol(symbol)
-        Timeframe.parse(spec.timeframe)
-        REGISTRY.build(spec.strategy, {k: str(v) for k, v in spec.params.items()})
-        _engine_config(spec, 1.0)
+        try:
+            for symbol in spec.symbols:
+                parse_symbol(symbol)
+            Timeframe.parse(spec.timeframe)
+            REGISTRY.build(spec.strategy, spec.params)
+            _engine_config(spec, 1.0)
+        except DataError as exc:
+            raise DataError(f"portfolio file {str(path)!r}, strategy {spec.id!r}: {exc}") from exc
     return config
 
 
@@ -129,6 +135,6 @@ def sleeves_of(config: PortfolioConfig) -> list[Sleeve]:
         share = config.cash * spec.allocation / len(spec.symbols)
         for symbol in spec.symbols:
             canonical, _ = parse_symbol(symbol)
-            strategy = REGISTRY.build(spec.strategy, {k: str(v) for k, v in spec.params.items()})
+            strategy = REGISTRY.build(spec.strategy, spec.params)
             sleeves.append(Sleeve(f"{spec.id}:{canonical}", spec, canonical, strategy, _engine_config(spec, share)))
     return sleeves

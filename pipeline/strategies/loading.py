@@ -138,12 +138,26 @@ def _class_of(module: ModuleType, attribute: str, origin: str) -> type[Any]:
     return value  # type: ignore[no-any-return]
 
 
+def _file_target(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def anchor(reference: str, folder: Path) -> str:
+    """``reference`` with a relative ``PATH.py`` made absolute against ``folder`` (a portfolio file's folder, or
+    the working directory where a command was typed), so that it names the same file from any process; any
+    other name is returned as it is."""
+    target, separator, attribute = reference.strip().rpartition(":")
+    if not separator or not _file_target(target) or Path(target).expanduser().is_absolute():
+        return reference
+    return f"{(folder / target).resolve()}:{attribute}"
+
+
 def load_reference(reference: str) -> Found:
     """The class named by ``PATH.py:Class`` or ``package.module:Class``."""
     target, _, attribute = reference.rpartition(":")
     if not target or not attribute:
         raise DataError(f"strategy {reference!r} is not PATH.py:Class or package.module:Class")
-    if target.endswith(".py") or "/" in target or "\\" in target:
+    if _file_target(target):
         path = Path(target).expanduser().resolve()
         return Found(_class_of(import_file(path), attribute, str(path)), "path", str(path))
     try:

@@ -61,7 +61,8 @@ def backtest_bars(
 
 def backtest(
     strategy: Annotated[
-        str | None, typer.Option(help="Registered strategy name (sma_cross, golden_cross, ...).")
+        str | None, typer.Option(help="A strategy name (see `tradeforge strategies list`), PATH.py:Class or "
+                                      "package.module:Class.")
     ] = None,
     portfolio: Annotated[
         Path | None, typer.Option(help="Portfolio file (TOML/YAML): several strategies, each with a sub-ledger.")
@@ -90,6 +91,7 @@ def backtest(
     from pipeline.domain import DataError
     from pipeline.engine import EngineConfig
     from pipeline.strategies import REGISTRY
+    from pipeline.strategies.loading import anchor
     from runtime.config import parse_params
 
     settings = load_settings()
@@ -100,6 +102,7 @@ def backtest(
         if strategy is None:
             raise DataError("give --strategy NAME (or --portfolio FILE)")
         params = parse_params(param or [])
+        strategy = anchor(strategy, Path.cwd())  # a relative PATH.py:Class names the file where the command ran
         chosen = REGISTRY.build(strategy, params)
         try:
             config = EngineConfig(

@@ -47,7 +47,8 @@ def runtime(
     context: typer.Context,
     mode: Annotated[Mode, typer.Option(help="paper (the engine's fill model) or live (real money).")] = Mode.paper,
     portfolio: Annotated[Path | None, typer.Option(help="Portfolio file (TOML/YAML).")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Single-strategy run: the strategy name.")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="Single-strategy run: a strategy name, PATH.py:Class or package.module:Class.")] = None,
     symbol: Annotated[str | None, typer.Option(help="Single-strategy run: the symbol.")] = None,
     timeframe: Annotated[str, typer.Option(help="Bar timeframe.")] = "1m",
     venue: VenueOption = None,
@@ -82,11 +83,14 @@ def runtime(
     if context.invoked_subcommand is not None:
         return
     from pipeline.domain import DataError
+    from pipeline.strategies.loading import anchor
     from runtime import wiring
     from runtime.config import RuntimeConfig
     from runtime.node import StartupError
 
     settings = load_settings()
+    if strategy is not None:
+        strategy = anchor(strategy, Path.cwd())  # a relative PATH.py:Class names the file where the command ran
     try:
         config = RuntimeConfig.of(
             mode=mode.value, portfolio=portfolio, strategy=strategy, symbol=symbol, timeframe=timeframe, venue=venue,

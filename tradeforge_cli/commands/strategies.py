@@ -1,0 +1,68 @@
+"""``tradeforge strategies``: every strategy (shipped, in a ``strategy_paths`` folder, from an installed package)
+with where it comes from and its parameters, and the files that could not be loaded."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from tradeforge_cli.commands.options import JsonFlag, group
+from tradeforge_cli.commands.output import emit, fail, out, say
+
+
+def _parameters_text(parameters: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{p['name']}={p['default']!r}" for p in parameters) or "none"
+
+
+def strategies_list(as_json: JsonFlag = False) -> None:
+    """Every strategy: its name, where it comes from, its parameters (defaults) and what it does."""
+    from pipeline.strategies import REGISTRY
+
+    specs = [spec.describe() for spec in REGISTRY.specs()]
+    _, problems = REGISTRY.user()
+    document = {"strategies": specs, "problems": [str(problem) for problem in problems]}
+    table = Table(title="strategies", box=box.SIMPLE)
+    for column in ("name", "source", "parameters", "summary"):
+        table.add_column(column)
+    for spec in specs:
+        table.add_row(escape(spec["name"]), escape(spec["source"]), escape(_parameters_text(spec["parameters"])),
+                      escape(spec["summary"]))
+    emit(document, as_json, table)
+    if not as_json:
+        for problem in problems:
+            say(f"could not load {problem}")
+
+
+def strategies_show(
+    name: Annotated[str, typer.Argument(help="A strategy name, PATH.py:Class or package.module:Class.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """One strategy: where it comes from and each parameter's type, default, bounds and description."""
+    from pipeline.domain import DataError
+    from pipeline.strategies import REGISTRY
+
+    try:
+        spec = REGISTRY.spec(name)
+    except DataError as exc:
+        raise fail(str(exc)) from exc
+    document = spec.describe()
+    table = Table(title=f"{spec.name} ({spec.source}{': ' + spec.origin if spec.origin else ''})", box=box.SIMPLE)
+    for column in ("parameter", "type", "default", "bounds", "description"):
+        table.add_column(column)
+    for parameter in document["parameters"]:
+        table.add_row(escape(parameter["name"]), escape(parameter["type"]), escape(repr(parameter["default"])),
+                      escape(parameter["bounds"]), escape(parameter["description"]))
+    if not as_json and spec.summary:
+        out.print(escape(spec.summary), highlight=False)
+    emit(document, as_json, table)
+
+
+def register(app: typer.Typer) -> None:
+    strategies_app = group("Strategies: the shipped ones and your own, with their parameters.")
+    strategies_app.command("list")(strategies_list)
+    strategies_app.command("show")(strategies_show)
+    app.add_typer(strategies_app, name="strategies")
