@@ -33,7 +33,8 @@ class RuntimeConfig(BaseModel):
 
     mode: Mode = Field("paper", description="paper (the engine's fill model) or live (real money).")
     portfolio: Path | None = Field(None, description="Portfolio file (TOML/YAML).")
-    strategy: str | None = Field(None, description="Single-strategy run: the strategy name.")
+    strategy: str | None = Field(None, description="Single-strategy run: a strategy name, PATH.py:Class or "
+                                                   "package.module:Class.")
     symbol: str | None = Field(None, description="Single-strategy run: the symbol.")
     timeframe: str = Field("1m", description="Bar timeframe.")
     venue: str | None = Field(None, description="Venue, when several hold the symbol.")
@@ -59,6 +60,8 @@ class RuntimeConfig(BaseModel):
         None, ge=1, description="Drawdown and loss-streak breakers release by themselves after this many bars, as "
                                 "an operator's reset would (default: they wait for the operator). Daily breakers "
                                 "release at the next trading day.")
+    allow_unchecked: bool = Field(False, description="Trade a strategy of your own even when it fails `tradeforge "
+                                                      "strategies check` (recorded as a runtime event).")
     fresh: bool = Field(False, description="Start a new runtime (refused if state exists).")
     restore: bool = Field(False, description="Restore the saved state (the default).")
     verbose: bool = Field(False, description="Print every fill, breaker and command.")

@@ -18,6 +18,7 @@ from pipeline.domain import DataError, Timeframe, parse_symbol, parse_utc
 from pipeline.settings import Settings
 from runtime.config import RuntimeConfig
 from runtime.safety import Route, VenueAccess, safe_route
+from runtime.vetting import UNCHECKED, vet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -226,6 +227,7 @@ def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> W
 
     portfolio = portfolio_of(config)
     route = route_of(config, portfolio, settings)
+    unchecked = vet(portfolio, settings.warmup_bars, config.allow_unchecked)
     order_router = make_broker(settings, config.mode, route.broker, config.venue)
     bar_feed: Feed
     if route.feed == "replay":
@@ -234,6 +236,9 @@ def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> W
     else:
         bar_feed, feed_of, tf = live_feed(settings, route.feed, portfolio, config.venue)
     store = StateStore(settings.state_url)
+    for allowed in unchecked:
+        store.record_event(UNCHECKED, f"traded although it failed its check (--allow-unchecked):\n{allowed.report}",
+                           sleeve=allowed.sleeve)
     edge = telegram(settings, store)
     verbose = say if config.verbose else None
 

@@ -51,7 +51,7 @@ class StrategySpec:
     @classmethod
     def of(cls, found: Found, name: str | None = None) -> StrategySpec:
         doc = (found.cls.__doc__ or "").strip().splitlines()
-        return cls(name or found.name, found.params, found.cls, doc[0] if doc else "", found.source, found.origin)
+        return cls(name or found.name, found.params, found.build, doc[0] if doc else "", found.source, found.origin)
 
 
 def _default_paths() -> list[Path]:

@@ -2,8 +2,9 @@
 ``strategy_paths``, or through the ``tradeforge.strategies`` entry-point group of installed packages.
 
 A user strategy is a class with a ``name`` (the name it is found by), a ``Params`` model (a subclass of
-:class:`~pipeline.strategies.params.StrategyParams`; none means no parameters) and a constructor that takes
-those parameters; the instances it builds are :class:`~pipeline.strategies.base.Strategy` objects. It is named:
+:class:`~pipeline.strategies.params.StrategyParams`) and a constructor that takes those parameters, or no
+``Params`` and a constructor without arguments; the instances it builds are
+:class:`~pipeline.strategies.base.Strategy` objects. It is named:
 
 * ``PATH.py:Class`` — the class ``Class`` of the file at ``PATH``;
 * ``package.module:Class`` — the class ``Class`` of an importable module;
@@ -74,6 +75,16 @@ class Found:
     def params(self) -> type[StrategyParams]:
         model = getattr(self.cls, "Params", None) or NoParams
         return model
+
+    def build(self, params: StrategyParams) -> Any:
+        """An instance: ``cls(params)`` when the class declares ``Params``, else ``cls()``; an exception of the
+        constructor is a ``StrategyLoadError`` naming the class and the line."""
+        try:
+            return self.cls(params) if getattr(self.cls, "Params", None) is not None else self.cls()
+        except Exception as exc:
+            problem = _problem(self.origin, exc)
+            raise StrategyLoadError(LoadProblem(f"{problem.origin} ({self.cls.__name__})", problem.line,
+                                                problem.problem)) from exc
 
 
 def is_strategy_class(value: object) -> bool:

@@ -74,6 +74,9 @@ def runtime(
     max_position: MaxPositionOption = 0.25,
     no_breakers: NoBreakersOption = False,
     breaker_cooldown_bars: CooldownOption = None,
+    allow_unchecked: Annotated[bool, typer.Option(
+        "--allow-unchecked", help="Trade a strategy of your own even when it fails `tradeforge strategies check` "
+                                  "(recorded as a runtime event).")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start a new runtime (refused if state exists).")] = False,
     restore: Annotated[bool, typer.Option("--restore", help="Restore the saved state (the default).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Print every fill, breaker and command.")] = False,
@@ -97,7 +100,7 @@ def runtime(
             feed=feed, broker=broker, data=data, speed=speed, batch=batch, start=start, end=end,
             params=tuple(param or ()), fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill, cash=cash,
             max_position=max_position, no_breakers=no_breakers, breaker_cooldown_bars=breaker_cooldown_bars,
-            fresh=fresh, restore=restore, verbose=verbose, as_json=as_json)
+            allow_unchecked=allow_unchecked, fresh=fresh, restore=restore, verbose=verbose, as_json=as_json)
         summary = wiring.run(config, settings, say)
     except (DataError, StartupError) as exc:
         raise fail(str(exc)) from exc

@@ -3,6 +3,8 @@ with where it comes from and its parameters, and the files that could not be loa
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,7 +12,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from tradeforge_cli.commands.options import JsonFlag, group
+from tradeforge_cli.commands.options import JsonFlag, ParamOption, group
 from tradeforge_cli.commands.output import emit, fail, out, say
 
 
@@ -61,8 +63,40 @@ def strategies_show(
     emit(document, as_json, table)
 
 
+def strategies_check(
+    name: Annotated[str, typer.Argument(help="A strategy name, PATH.py:Class or package.module:Class.")],
+    param: ParamOption = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Bars to check on (Parquet/CSV); default: 3000 bars of the sample market, BTC/USDT 1h.")] = None,
+    history: Annotated[int, typer.Option(
+        min=1, help="Bars of history a decision may depend on (a live runtime loads warmup_bars).")] = 1000,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a strategy for look-ahead, warm-up dependence and an inexact stream; exit 1 when it fails."""
+    from pipeline.data.sources.files import read_bar_series
+    from pipeline.domain import DataError
+    from pipeline.strategies import REGISTRY
+    from pipeline.strategies.checks import check_strategy, sample_bars
+    from pipeline.strategies.loading import anchor
+    from runtime.config import parse_params
+
+    try:
+        strategy = REGISTRY.build(anchor(name, Path.cwd()), parse_params(param or []))
+        bars = sample_bars() if data is None else read_bar_series(data, None, None, None)[0]
+        report = check_strategy(strategy, bars, history)
+    except DataError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps(report.to_json()))
+    else:
+        out.print(escape(report.text()), highlight=False)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     strategies_app = group("Strategies: the shipped ones and your own, with their parameters.")
     strategies_app.command("list")(strategies_list)
     strategies_app.command("show")(strategies_show)
+    strategies_app.command("check")(strategies_check)
     app.add_typer(strategies_app, name="strategies")
