@@ -174,6 +174,24 @@ def test_backtests_page_lists_runs_and_reports_a_silent_prefect(app: AppTest, po
     assert any("Not launched: timeframe '7m'" in e.value for e in app.error)
 
 
+def test_the_launch_form_takes_a_strategy_of_your_own(app: AppTest, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "my_strategies"
+    folder.mkdir()
+    (folder / "breakout.py").write_text((REPO / "examples" / "strategies" / "band_breakout.py").read_text())
+    monkeypatch.setenv("TRADEFORGE_STRATEGY_PATHS", str(folder))
+    _open(app, "views/backtests.py")
+    assert "band_breakout" in app.selectbox(key="launch_strategy").options
+    app.selectbox(key="launch_strategy").select("band_breakout")
+    app.text_input(key="launch_params").input("window=1")
+    app.button(key="FormSubmitter:launch-Launch").click().run()
+    assert any("Not launched: strategy 'band_breakout' parameter 'window' (int, >= 2, <= 10000)" in e.value
+               for e in app.error), [e.value for e in app.error]
+    app.text_input(key="launch_params").input("window=24, band=0.02")
+    app.button(key="FormSubmitter:launch-Launch").click().run()
+    assert any("does not answer" in e.value for e in app.error)  # validated, then sent to the (silent) Prefect
+
+
 @pytest.mark.usefixtures("registry_restored")
 def test_models_page_promotes_and_rolls_back_after_confirmation(app: AppTest, populated: Populated) -> None:
     settings = populated.settings
