@@ -15,17 +15,18 @@ if TYPE_CHECKING:
 def apply_commands(node: Node) -> None:
     """Apply and acknowledge the pending commands (``sleeve`` None: every sleeve, and the portfolio)."""
     for command in node.store.pending_commands():
-        targets = [e for key, e in node.stepper.engines.items() if command.sleeve in (None, key)]
+        keys = [key for key in node.stepper.engines if command.sleeve in (None, key)]
+        targets = [node.stepper.engines[key] for key in keys]
+        if command.command in ("pause", "resume"):  # the operator decides now: fresh data no longer resumes them
+            node._stale_paused.difference_update(keys)
         if command.command == "pause":
             for engine in targets:
                 engine.ledger.pause()
-            node._stale_paused -= {key for key in node.stepper.engines if command.sleeve in (None, key)}
             node.store.set_status("paused", f"paused by {command.source}", mode=node.mode)
             result = "paused: no new entries"
         elif command.command == "resume":
             for engine in targets:
                 engine.ledger.resume()
-            node._stale_paused -= {key for key in node.stepper.engines if command.sleeve in (None, key)}
             node.store.set_status("running", f"resumed by {command.source}", mode=node.mode)
             result = "resumed"
         elif command.command == "flatten":

@@ -47,7 +47,7 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.models import Order, Position
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
-from pipeline.data.sources.alpaca_source import bounded, credentials
+from pipeline.data.sources.alpaca_source import BoundedTradingClient, credentials
 from pipeline.domain import trading, utc_from_ms
 from pipeline.domain.trading import Fill, OrderStatus, Side
 from pipeline.engine.core import Engine, Intent
@@ -126,8 +126,9 @@ class _Open:
         return Side.of(self.qty)
 
 
-def make_trading_client(settings: Settings, paper: bool | None = None) -> TradingClient:
-    """A ``TradingClient`` with the settings' keys and URL, ``http_timeout_s`` per request and no retries of its own.
+def make_trading_client(settings: Settings, paper: bool | None = None) -> BoundedTradingClient:
+    """A ``TradingClient`` with the settings' keys and URL, ``http_timeout_s`` per request and no retries of its own
+    (``pipeline.data.sources.alpaca_source.BoundedTradingClient``).
 
     ``paper`` defaults to True unless live trading is confirmed (``live_confirm`` = ``yes``);
     ``alpaca_trading_url``, when set, overrides the endpoint either way. Raises ``ValueError`` naming the
@@ -135,9 +136,8 @@ def make_trading_client(settings: Settings, paper: bool | None = None) -> Tradin
     """
     key, secret = credentials(settings, "trading")
     url = settings.alpaca_trading_url.rstrip("/") if settings.alpaca_trading_url else None
-    client = TradingClient(key, secret, paper=settings.live_confirm != "yes" if paper is None else paper,
-                           url_override=url)
-    return bounded(client, settings.http_timeout_s)
+    return BoundedTradingClient(key, secret, timeout_s=settings.http_timeout_s, url_override=url,
+                                paper=settings.live_confirm != "yes" if paper is None else paper)
 
 
 class AlpacaBroker(VenueRouting):
@@ -210,31 +210,10 @@ class AlpacaBroker(VenueRouting):
             orders.append(self._record(client_id, sleeve, symbol, side, qty, OrderStatus.NEW, intent.reason, None,
                                        bar_ms))
             return
-        order = sent.order
-        entry = _Open(sleeve, symbol, str(order.id), client_id, signed, Decimal(0), Decimal(0), intent.reason, bar_ms)
+        entry = _Open(sleeve, symbol, str(sent.order.id), client_id, signed, Decimal(0), Decimal(0), intent.reason,
+                      bar_ms)
         self.open[client_id] = entry
-        if self._book(entry, order, engine, orders, fills):
-            self._end(entry, order, engine)
-
-    def _follow(self, entry: _Open, engine: Engine, orders: list[trading.Order], fills: list[Fill]) -> None:
-        """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected, expired)."""
-        try:
-            order = self.orders.find(entry.client_id, entry.symbol)
-        except VenueUnavailable as exc:
-            log.warning("%s: order %s could not be looked up (%s); tried again next bar", entry.sleeve,
-                        entry.client_id, exc)
-            return
-        if order is None:
-            if not entry.venue_id:  # it never reached alpaca: its units stop counting as in flight
-                engine.release(float(entry.qty - (entry.filled if entry.qty > 0 else -entry.filled)))
-                del self.open[entry.client_id]
-                orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, entry.side, abs(entry.qty),
-                                           OrderStatus.REJECTED, f"{entry.reason}: never reached the venue", None,
-                                           entry.bar_ms))
-            return
-        entry.venue_id = str(order.id)
-        if self._book(entry, order, engine, orders, fills):
-            self._end(entry, order, engine)
+        self._track(entry, sent.order, engine, orders, fills)
 
     def _end(self, entry: _Open, order: Order, engine: Engine) -> None:
         """The order is done at alpaca: what it will never fill stops counting as in flight."""
@@ -251,9 +230,7 @@ class AlpacaBroker(VenueRouting):
         if filled > entry.filled and average <= 0:  # not priced yet: booked when it is, the order stays open
             log.warning("%s: order %s reports %s filled without a price; booked when priced", entry.sleeve,
                         entry.client_id, filled)
-            orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, entry.side, abs(entry.qty),
-                                       OrderStatus.working(entry.filled), entry.reason, entry.venue_id,
-                                       entry.bar_ms))
+            orders.append(self._record_of(entry, OrderStatus.working(entry.filled), entry.reason))
             return False
         if filled > entry.filled:
             notional = filled * average
@@ -277,9 +254,15 @@ class AlpacaBroker(VenueRouting):
             recorded = OrderStatus.REJECTED if status == "rejected" else OrderStatus.CANCELED
         else:
             recorded = OrderStatus.working(entry.filled)
-        orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, entry.side, abs(entry.qty), recorded,
-                                   entry.reason, entry.venue_id, entry.bar_ms))
+        orders.append(self._record_of(entry, recorded, entry.reason))
         return complete or ended
+
+    def _venue_id(self, order: Order) -> str:
+        return str(order.id)
+
+    def _record_of(self, entry: _Open, status: OrderStatus, reason: str) -> trading.Order:
+        return self._record(entry.client_id, entry.sleeve, entry.symbol, entry.side, abs(entry.qty), status, reason,
+                            entry.venue_id, entry.bar_ms)
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         """``call`` through the retry policy (429, 5xx, timeouts, connection errors are retried); other API errors

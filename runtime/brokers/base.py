@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.domain.trading import Fill, Order, OrderStatus
 from pipeline.engine.core import Engine, Intent
+from runtime.brokers.submission import VenueUnavailable
 
 if TYPE_CHECKING:
     from runtime.brokers.submission import Submission
@@ -111,8 +112,10 @@ class VenueRouting:
     send the engine's new intents under deterministic client ids, cancelling opposing open orders first.
 
     A venue broker provides ``open`` (its open orders by client id, each with ``sleeve``, ``symbol``,
-    ``client_id``, ``venue_id``, a signed ``qty`` and the ``filled`` units booked), ``orders`` (its idempotent
-    submission, ``runtime.brokers.submission``), ``_follow`` and ``_send``.
+    ``client_id``, ``venue_id``, a signed ``qty``, the ``filled`` units booked and the ``reason``), ``orders`` (its
+    idempotent submission, ``runtime.brokers.submission``), ``_send`` (a new order), ``_book`` and ``_end`` (the
+    fills and the end of an order the venue answered with), ``_venue_id`` (that order's id at the venue) and
+    ``_record_of`` (an open order's record).
     """
 
     open: dict[str, Any]
@@ -139,7 +142,26 @@ class VenueRouting:
         return [], []
 
     def _follow(self, entry: Any, engine: Engine, orders: list[Order], fills: list[Fill]) -> None:
-        raise NotImplementedError
+        """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected, expired)."""
+        try:
+            order = self.orders.find(entry.client_id, entry.symbol)
+        except VenueUnavailable as exc:
+            log.warning("%s: order %s could not be looked up (%s); tried again next bar", entry.sleeve,
+                        entry.client_id, exc)
+            return
+        if order is None:
+            if not entry.venue_id:  # it never reached the venue: its units stop counting as in flight
+                engine.release(float(entry.qty - (entry.filled if entry.qty > 0 else -entry.filled)))
+                del self.open[entry.client_id]
+                orders.append(self._record_of(entry, OrderStatus.REJECTED, f"{entry.reason}: never reached the venue"))
+            return
+        self._track(entry, order, engine, orders, fills)
+
+    def _track(self, entry: Any, order: Any, engine: Engine, orders: list[Order], fills: list[Fill]) -> None:
+        """Take the venue's answer about an open order: its venue id, its new fills and, once done, its end."""
+        entry.venue_id = self._venue_id(order)
+        if self._book(entry, order, engine, orders, fills):
+            self._end(entry, order, engine)
 
     def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[Order],
                          fills: list[Fill]) -> Intent:
@@ -169,4 +191,16 @@ class VenueRouting:
 
     def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
               orders: list[Order], fills: list[Fill]) -> None:
+        raise NotImplementedError
+
+    def _book(self, entry: Any, order: Any, engine: Engine, orders: list[Order], fills: list[Fill]) -> bool:
+        raise NotImplementedError
+
+    def _end(self, entry: Any, order: Any, engine: Engine) -> None:
+        raise NotImplementedError
+
+    def _venue_id(self, order: Any) -> str:
+        raise NotImplementedError
+
+    def _record_of(self, entry: Any, status: OrderStatus, reason: str) -> Order:
         raise NotImplementedError

@@ -141,11 +141,9 @@ class CcxtBroker(VenueRouting):
             log.error("%s: %s %s could not be sent (%s); looked up again next bar", sleeve, side, symbol, sent.reason)
             self._unknown(sleeve, symbol, side, float(amount), client_id, intent.reason, bar_ms, orders)
             return
-        order = sent.order
-        entry = _Open(sleeve, symbol, str(order["id"]), client_id, signed, 0.0, intent.reason, bar_ms)
+        entry = _Open(sleeve, symbol, str(sent.order["id"]), client_id, signed, 0.0, intent.reason, bar_ms)
         self.open[client_id] = entry
-        if self._book(entry, order, engine, orders, fills):
-            self._end(entry, order, engine)
+        self._track(entry, sent.order, engine, orders, fills)
 
     def _unknown(self, sleeve: str, symbol: str, side: Side, amount: float, client_id: str, reason: str, bar_ms: int,
                  orders: list[Order]) -> None:
@@ -154,27 +152,6 @@ class CcxtBroker(VenueRouting):
                                      bar_ms)
         orders.append(self._record(client_id, sleeve, symbol, side, amount, OrderStatus.NEW, reason, None,
                                    utc_from_ms(bar_ms)))
-
-    def _follow(self, entry: _Open, engine: Engine, orders: list[Order], fills: list[Fill]) -> None:
-        """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected)."""
-        try:
-            order = self.orders.find(entry.client_id, entry.symbol)
-        except VenueUnavailable as exc:
-            log.warning("%s: order %s could not be looked up (%s); tried again next bar", entry.sleeve,
-                        entry.client_id, exc)
-            return
-        if order is None:
-            if not entry.venue_id:  # the venue never received it: its units stop counting as in flight
-                engine.release(entry.qty)
-                del self.open[entry.client_id]
-                side = Side.of(entry.qty)
-                orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty),
-                                           OrderStatus.REJECTED, f"{entry.reason}: never reached the venue", None,
-                                           utc_from_ms(entry.bar_ms)))
-            return
-        entry.venue_id = str(order["id"])
-        if self._book(entry, order, engine, orders, fills):
-            self._end(entry, order, engine)
 
     def _end(self, entry: _Open, order: dict[str, Any], engine: Engine) -> None:
         """The order is done at the venue: what it will never fill stops counting as in flight."""
@@ -195,9 +172,7 @@ class CcxtBroker(VenueRouting):
             except ccxt.BaseError as exc:  # its fills are booked when they can be read; the order stays open
                 log.warning("%s: trades of %s could not be read (%s); tried again next bar", entry.sleeve,
                             entry.client_id, exc)
-                orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty),
-                                           OrderStatus.working(entry.filled), entry.reason,
-                                           entry.venue_id, utc_from_ms(entry.bar_ms)))
+                orders.append(self._record_of(entry, OrderStatus.working(entry.filled), entry.reason))
                 return False
         for trade in trades:
             trade_id = f"{self.exchange.id}:{trade['id']}"
@@ -221,9 +196,15 @@ class CcxtBroker(VenueRouting):
             status = OrderStatus.CANCELED
         else:
             status = OrderStatus.working(entry.filled)
-        orders.append(self._record(entry.client_id, entry.sleeve, entry.symbol, side, abs(entry.qty), status,
-                                   entry.reason, entry.venue_id, utc_from_ms(entry.bar_ms)))
+        orders.append(self._record_of(entry, status, entry.reason))
         return complete or ended
+
+    def _venue_id(self, order: dict[str, Any]) -> str:
+        return str(order["id"])
+
+    def _record_of(self, entry: _Open, status: OrderStatus, reason: str) -> Order:
+        return self._record(entry.client_id, entry.sleeve, entry.symbol, Side.of(entry.qty), abs(entry.qty), status,
+                            reason, entry.venue_id or None, utc_from_ms(entry.bar_ms))
 
     # ------------------------------------------------------------------ restart and reconciliation
     def resume(self, orders: Sequence[Order], fills: Sequence[Fill]) -> None:

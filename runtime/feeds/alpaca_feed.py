@@ -26,7 +26,7 @@ import math
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,7 @@ from pipeline.data.quality import exchange_calendar
 from pipeline.data.sources.alpaca_source import alpaca_timeframe_of, bar_frame, closed_bars, credentials
 from pipeline.domain import STOCK_CALENDAR, AssetClass, DataError, Timeframe, empty_bars, epoch_ms, parse_symbol
 from pipeline.settings import Settings
-from runtime.feeds.base import LiveFeed, Sleep, Update
+from runtime.feeds.base import LiveFeed, LiveOptions, Update
 from runtime.feeds.frames import bars_of, floor_ms, now_ms, stamp
 
 log = logging.getLogger(__name__)
@@ -92,36 +92,17 @@ class AlpacaFeed(LiveFeed):
     ``data_client`` is an alpaca-py ``StockHistoricalDataClient`` (``pipeline.data.sources.alpaca_source.make_client``
     gives one with tradeforge's timeout and no retries of its own); ``stream`` a ``StockDataStream``
     (``alpaca_stream``) used for ``1m`` bars, or None to poll REST for minute bars too. ``grace_s`` is how
-    long after its close a bar may take to arrive before REST is asked for it.
+    long after its close a bar may take to arrive before REST is asked for it. The other keyword ``options``
+    (``LiveOptions``: ``poll_s``, ``warmup``, ``tick_s``, the backoff, ``sleep``, ``monotonic``...) are
+    ``LiveFeed``'s, with its defaults.
     """
 
     venue = "alpaca"
 
-    def __init__(
-        self,
-        data_client: StockHistoricalDataClient,
-        stream: StockDataStream | None,
-        symbols_by_key: dict[str, str],
-        timeframe: Timeframe,
-        clock: Clock,
-        poll_s: float = 2.0,
-        warmup: int = 1000,
-        *,
-        feed: str = "iex",
-        grace_s: float = 10.0,
-        tick_s: float = 1.0,
-        backoff_base_s: float = 1.0,
-        backoff_cap_s: float = 60.0,
-        sleep: Sleep | None = None,
-        max_rows: int | None = None,
-        batch_size: int = 8192,
-        warmup_attempts: int = 5,
-    ) -> None:
-        super().__init__(
-            list(symbols_by_key), timeframe, clock, poll_s=poll_s, warmup=warmup, tick_s=tick_s,
-            backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s, sleep=sleep, max_rows=max_rows,
-            batch_size=batch_size, warmup_attempts=warmup_attempts,
-        )
+    def __init__(self, data_client: StockHistoricalDataClient, stream: StockDataStream | None,
+                 symbols_by_key: dict[str, str], timeframe: Timeframe, clock: Clock, *, feed: str = "iex",
+                 grace_s: float = 10.0, **options: Unpack[LiveOptions]) -> None:
+        super().__init__(list(symbols_by_key), timeframe, clock, **options)
         if feed not in _FEEDS:
             raise DataError(f"alpaca feed {feed!r} is not valid: use one of {', '.join(_FEEDS)}")
         if grace_s < 0:
@@ -148,10 +129,9 @@ class AlpacaFeed(LiveFeed):
         self._verified: dict[str, int] = {}
         self._stream_thread: threading.Thread | None = None
         if self.stream is not None:
+            # alpaca-py reconnects the stream on its own backoff (1 to 30 s; it offers no public setting of it);
+            # bars missed meanwhile come through REST once they are grace_s overdue
             self.stream.subscribe_bars(self._on_bar, *sorted(self._keys_of))
-            for name, value in (("_reconnect_min_backoff", backoff_base_s), ("_reconnect_max_backoff", backoff_cap_s)):
-                if hasattr(self.stream, name):  # alpaca-py's own reconnect backoff bounds
-                    setattr(self.stream, name, value)
         self._warm_up()
 
     # ------------------------------------------------------------------ calendar

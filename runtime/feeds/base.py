@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,7 @@ from pipeline.domain import VALUE_COLUMNS, DataError, Timeframe, empty_bars, epo
 from pipeline.retry import RetriesExhausted, RetryPolicy, any_error, describe
 from runtime.feeds.frames import bars_of, check_key, floor_ms, now_ms, rows_of, stamp
 
-__all__ = ["Batch", "Feed", "FeedError", "LiveFeed", "Monotonic", "Sleep", "Update", "bars_of", "check_key",
-           "empty_batch", "floor_ms", "now_ms", "stamp"]
+__all__ = ["Batch", "Feed", "FeedError", "LiveFeed", "LiveOptions", "Monotonic", "Sleep", "Update", "empty_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -103,37 +102,37 @@ Update = dict[str, pd.DataFrame]
 """Closed bars per feed key handed from a worker to ``batches`` (canonical frames, ascending)."""
 
 
+class LiveOptions(TypedDict, total=False):
+    """The options of ``LiveFeed`` that a venue feed takes as keywords and passes on (defaults: ``LiveFeed``'s)."""
+
+    poll_s: float
+    warmup: int
+    tick_s: float
+    backoff_base_s: float
+    backoff_cap_s: float
+    sleep: Sleep | None
+    max_rows: int | None
+    batch_size: int
+    warmup_attempts: int
+    monotonic: Monotonic
+
+
 class LiveFeed:
     """The shared part of the live feeds: frames, cursors, the worker thread, catch-up, ticks and stop.
 
     A venue feed implements ``_fetch(key, start_ms, end_ms)`` (closed bars with ``start_ms <= open < end_ms``,
-    paging as needed), ``_warm_up_start(key, now)`` (where ``warmup`` bars before now begin) and
-    ``_poll(known)`` (newly closed bars after each key's last handed-over bar).
-
-    ``monotonic`` is the feed's clock of elapsed seconds (only differences count): ``batches`` reads it to decide
-    when a tick is due. Tests pass a fake one and drive ticks without waiting for them.
+    paging as needed) and ``_warm_up_start(key, now)`` (where ``warmup`` bars before now begin), and may replace
+    ``_poll(known)`` (newly closed bars after each key's last handed-over bar). ``monotonic`` is the feed's clock of
+    elapsed seconds (only differences count), read to decide when a tick is due; tests drive ticks with a fake one.
     """
 
     live = True
     venue = "venue"
 
-    def __init__(
-        self,
-        keys: list[str],
-        timeframe: Timeframe,
-        clock: Clock,
-        *,
-        poll_s: float,
-        warmup: int,
-        tick_s: float,
-        backoff_base_s: float,
-        backoff_cap_s: float,
-        sleep: Sleep | None,
-        max_rows: int | None,
-        batch_size: int,
-        warmup_attempts: int,
-        monotonic: Monotonic = time.monotonic,
-    ) -> None:
+    def __init__(self, keys: list[str], timeframe: Timeframe, clock: Clock, *, poll_s: float = 2.0,
+                 warmup: int = 1000, tick_s: float = 1.0, backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0,
+                 sleep: Sleep | None = None, max_rows: int | None = None, batch_size: int = 8192,
+                 warmup_attempts: int = 5, monotonic: Monotonic = time.monotonic) -> None:
         if not keys:
             raise DataError("a live feed needs at least one series (feed key venue:SYMBOL:tf)")
         for name, value in (("poll_s", poll_s), ("tick_s", tick_s), ("backoff_base_s", backoff_base_s)):
@@ -157,7 +156,6 @@ class LiveFeed:
         self.batch_size = batch_size
         self.warmup_attempts = warmup_attempts
         self.monotonic = monotonic
-        """The clock of elapsed time that decides when a tick is due (see ``_live``)."""
         self._stopping = threading.Event()
         self._sleep: Sleep = sleep if sleep is not None else self._wait
         self.retry = RetryPolicy(attempts=None, base_s=backoff_base_s, cap_s=backoff_cap_s, sleep=self._sleep,
@@ -176,7 +174,10 @@ class LiveFeed:
         raise NotImplementedError
 
     def _poll(self, known: dict[str, int]) -> Update:
-        raise NotImplementedError
+        """By default, each key's bars from the one after its last handed-over bar, once that one has closed."""
+        step = self.timeframe.millis
+        now = now_ms(self.clock)
+        return {key: self._fetch(key, known[key] + step, now) for key in self.keys if known[key] + 2 * step <= now}
 
     def _started(self) -> None:
         """Called in the worker thread before the first poll (a stream connects here)."""
@@ -207,10 +208,7 @@ class LiveFeed:
             if self.stopped:
                 return
             yield from self._catch_up(after)
-            known = {}
-            for key in self.keys:
-                delivered = self._delivered[key]
-                known[key] = delivered if delivered is not None else self._empty_start(key)
+            known = {key: self._empty_start(key) if last is None else last for key, last in self._delivered.items()}
             self._worker = threading.Thread(
                 target=self._run_worker, args=(known,), name=f"feed-{self.venue}", daemon=True
             )

@@ -14,7 +14,7 @@ another REST base, such as a local test server).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Unpack
 
 import ccxt
 import pandas as pd
@@ -23,7 +23,7 @@ from pipeline.clock import Clock
 from pipeline.data.sources.ccxt_source import Candle, candles_frame, parse_candles
 from pipeline.domain import DataError, Timeframe, parse_symbol
 from pipeline.retry import describe
-from runtime.feeds.base import FeedError, LiveFeed, Sleep, Update
+from runtime.feeds.base import FeedError, LiveFeed, LiveOptions
 from runtime.feeds.frames import floor_ms, now_ms, stamp
 
 log = logging.getLogger(__name__)
@@ -34,34 +34,16 @@ class CcxtFeed(LiveFeed):
 
     ``warmup`` bars before now are loaded at construction (retried ``warmup_attempts`` times, then
     ``FeedError``); unknown symbols and timeframes the exchange does not offer are a ``DataError``.
-    ``sleep`` waits between polls and backoff attempts (default: a wait that ``stop()`` cuts short).
+    ``sleep`` waits between polls and backoff attempts (default: a wait that ``stop()`` cuts short). These and
+    the other keyword ``options`` (``LiveOptions``: ``poll_s``, ``tick_s``, the backoff, ``monotonic``...) are
+    ``LiveFeed``'s, with its defaults.
     """
 
-    def __init__(
-        self,
-        exchange: Any,
-        symbols_by_key: dict[str, str],
-        timeframe: Timeframe,
-        clock: Clock,
-        poll_s: float = 2.0,
-        warmup: int = 1000,
-        *,
-        tick_s: float = 1.0,
-        page_limit: int = 1000,
-        backoff_base_s: float = 1.0,
-        backoff_cap_s: float = 60.0,
-        sleep: Sleep | None = None,
-        max_rows: int | None = None,
-        batch_size: int = 8192,
-        warmup_attempts: int = 5,
-    ) -> None:
+    def __init__(self, exchange: Any, symbols_by_key: dict[str, str], timeframe: Timeframe, clock: Clock, *,
+                 page_limit: int = 1000, **options: Unpack[LiveOptions]) -> None:
         if page_limit < 1:
             raise DataError(f"page limit {page_limit} is not valid: it must be at least 1")
-        super().__init__(
-            list(symbols_by_key), timeframe, clock, poll_s=poll_s, warmup=warmup, tick_s=tick_s,
-            backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s, sleep=sleep, max_rows=max_rows,
-            batch_size=batch_size, warmup_attempts=warmup_attempts,
-        )
+        super().__init__(list(symbols_by_key), timeframe, clock, **options)
         self.exchange = exchange
         self.venue = str(getattr(exchange, "id", "ccxt"))
         self.page_limit = page_limit
@@ -126,14 +108,3 @@ class CcxtFeed(LiveFeed):
         log.debug("%s: %d closed %s candles of %s from %s", self.venue, len(candles), self._interval, symbol,
                   stamp(start_ms))
         return candles_frame(candles)
-
-    def _poll(self, known: dict[str, int]) -> Update:
-        step = self.timeframe.millis
-        now = now_ms(self.clock)
-        update: Update = {}
-        for key in self.keys:
-            start = known[key] + step
-            if start + step > now:
-                continue  # the next candle has not closed yet
-            update[key] = self._fetch(key, start, now)
-        return update

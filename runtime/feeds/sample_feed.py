@@ -8,13 +8,15 @@ those ``tradeforge ingest --source sample`` stores under the venue ``sample``.
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 
 from pipeline.clock import Clock
 from pipeline.data.sources.sample import SampleSource
 from pipeline.domain import SAMPLE_VENUE, AssetClass, Instrument, Timeframe, empty_bars, epoch_ms
-from runtime.feeds.base import LiveFeed, Sleep, Update
-from runtime.feeds.frames import floor_ms, now_ms
+from runtime.feeds.base import LiveFeed, Monotonic, Sleep
+from runtime.feeds.frames import floor_ms
 
 
 class SampleFeed(LiveFeed):
@@ -34,11 +36,11 @@ class SampleFeed(LiveFeed):
         tick_s: float = 1.0,
         sleep: Sleep | None = None,
         max_rows: int | None = None,
+        monotonic: Monotonic = time.monotonic,
     ) -> None:
         super().__init__(
-            list(symbols_by_key), timeframe, clock, poll_s=poll_s, warmup=warmup, tick_s=tick_s,
-            backoff_base_s=1.0, backoff_cap_s=30.0, sleep=sleep, max_rows=max_rows, batch_size=8192,
-            warmup_attempts=1,
+            list(symbols_by_key), timeframe, clock, poll_s=poll_s, warmup=warmup, tick_s=tick_s, backoff_cap_s=30.0,
+            sleep=sleep, max_rows=max_rows, warmup_attempts=1, monotonic=monotonic,
         )
         self.source = SampleSource(clock, seed)
         self.instruments: dict[str, Instrument] = {
@@ -58,13 +60,3 @@ class SampleFeed(LiveFeed):
         if bars.empty:
             return empty_bars()
         return bars.loc[epoch_ms(bars["timestamp"]) < end_ms].reset_index(drop=True)
-
-    def _poll(self, known: dict[str, int]) -> Update:
-        step = self.timeframe.millis
-        now = now_ms(self.clock)
-        update: Update = {}
-        for key in self.keys:
-            start = known[key] + step
-            if start + step <= now:
-                update[key] = self._fetch(key, start, now)
-        return update

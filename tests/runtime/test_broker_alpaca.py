@@ -13,8 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
+from alpaca.common.enums import BaseURL
 
 from pipeline.backtest.portfolio import PortfolioConfig
+from pipeline.data.sources.alpaca_source import BoundedTradingClient
 from pipeline.domain import Timeframe
 from pipeline.settings import Settings
 from pipeline.state import StateStore
@@ -319,6 +321,32 @@ def test_the_fake_speaks_the_trading_api_to_the_real_client(tmp_path: Path) -> N
         assert refused.value.status_code == 403
         assert requests.get(f"{venue.url}/v2/account", timeout=5).status_code == 401  # no key headers at all
         assert len(venue.orders) == 2
+
+
+@pytest.mark.parametrize(("live_confirm", "paper", "url"), [
+    ("", None, BaseURL.TRADING_PAPER.value),
+    ("yes", None, BaseURL.TRADING_LIVE.value),
+    ("yes", True, BaseURL.TRADING_PAPER.value),
+    ("", False, BaseURL.TRADING_LIVE.value),
+])
+def test_the_client_trades_on_paper_unless_live_is_confirmed_with_the_settings_timeout(
+        tmp_path: Path, live_confirm: str, paper: bool | None, url: str) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, alpaca_api_key="k", alpaca_api_secret="s",  # type: ignore[call-arg]
+                        live_confirm=live_confirm, http_timeout_s=0.25)
+
+    client = make_trading_client(settings, paper=paper)
+
+    assert isinstance(client, BoundedTradingClient)
+    assert (client.http.base_url, client.http.timeout_s) == (url, 0.25)
+
+
+def test_the_trading_url_overrides_the_endpoint_either_way(tmp_path: Path) -> None:
+    with AlpacaServer(cash=CASH) as venue:
+        for paper in (True, False):
+            client = make_trading_client(_settings(tmp_path, venue, alpaca_trading_url=venue.url + "/"), paper=paper)
+            assert client.http.base_url == venue.url
+            assert Decimal(str(client.get_account().cash)) == CASH
+        assert [r.had_key_headers for r in venue.requests_to("account")] == [True, True]
 
 
 def test_a_client_needs_both_keys(tmp_path: Path) -> None:

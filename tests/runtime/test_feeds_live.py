@@ -37,6 +37,7 @@ from runtime.feeds import Batch, FeedError, ReplayFeed
 from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
 from runtime.feeds.base import LiveFeed, Update
 from runtime.feeds.ccxt_feed import CcxtFeed
+from runtime.feeds.sample_feed import SampleFeed
 from tests.conftest import shared_file
 from tests.fakes.alpaca_server import AlpacaServer
 from tests.fakes.alpaca_stream import FakeAlpacaStream
@@ -696,6 +697,30 @@ def test_alpaca_refuses_crypto_symbols_and_unknown_feeds(
     with pytest.raises(DataError, match=r"alpaca feed 'nasdaq' is not valid"):
         AlpacaFeed(make_client(settings), None, {AAPL_KEY: "AAPL"}, M1, clock, feed="nasdaq")
     assert rest.bar_requests() == []
+
+
+# ------------------------------------------------------------------------------------------------ every live feed
+def test_every_live_feed_ticks_by_the_monotonic_clock_it_is_given(
+    venue: FakeBinance, rest: AlpacaServer, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
+) -> None:
+    clocks = [FeedClock(100.0, 100.03125, 100.0625, hold=True) for _ in range(3)]  # a tick at the third reading
+    market = Venue(venue, t0(bars))  # no venue moves: no bar closes, only ticks come
+    sample = SampleFeed({"sample:BTC/USDT:1m": "BTC/USDT"}, M1, FixedClock(START), seed=7, warmup=10,
+                        tick_s=QUIET_TICK_S, sleep=Recorder(), monotonic=clocks[2])
+    made.append(sample)
+    feeds = [
+        ccxt_feed(venue, market.clock, tmp_path, made, tick_s=QUIET_TICK_S, monotonic=clocks[0]),
+        alpaca_feed(rest, None, FixedClock(monday(60, 30)), tmp_path, made, tick_s=QUIET_TICK_S, monotonic=clocks[1]),
+        sample,
+    ]
+
+    for feed, monotonic in zip(feeds, clocks, strict=True):
+        assert feed.monotonic is monotonic
+        batches = feed.batches(dict.fromkeys(feed.keys))
+        assert next(batches).empty, feed.venue
+        assert monotonic.reads == 3, feed.venue  # the tick came when the given clock said tick_s had passed
+        feed.stop()
+        assert list(batches) == []
 
 
 # ------------------------------------------------------------------------------------------------ replay

@@ -276,23 +276,6 @@ def make_client(settings: Settings) -> StockHistoricalDataClient:
     return BoundedStockClient(key, secret, timeout_s=settings.http_timeout_s, url_override=url)
 
 
-def bounded(client: TradingClient, timeout_s: float) -> TradingClient:
-    """A ``BoundedTradingClient`` with ``client``'s keys, URL and mode, and ``timeout_s`` per request.
-
-    Transitional: ``runtime.brokers.alpaca.make_trading_client`` builds a ``TradingClient`` and passes it here;
-    it should build ``BoundedTradingClient`` itself. Until then this reads the settings back from ``client``'s
-    attributes (alpaca-py keeps them private; nothing of ``client`` is changed) and returns a new client.
-    """
-    if isinstance(client, BoundedTradingClient):
-        client.http.timeout_s = timeout_s
-        return client
-    base = client._base_url
-    return BoundedTradingClient(
-        str(client._api_key), str(client._secret_key), timeout_s=timeout_s, paper=bool(client._sandbox),
-        url_override=str(base.value if isinstance(base, Enum) else base), raw_data=bool(client._use_raw_data),
-    )
-
-
 def as_utc(stamp: pd.Timestamp) -> pd.Timestamp:
     """``stamp`` in UTC; a naive stamp is taken as UTC."""
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

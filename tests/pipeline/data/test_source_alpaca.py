@@ -22,10 +22,9 @@ from alpaca.common.exceptions import APIError
 from alpaca.data.enums import DataFeed
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
-from alpaca.trading.client import TradingClient
 
 from pipeline.clock import FixedClock
-from pipeline.data.sources.alpaca_source import AlpacaSource, BoundedTradingClient, bounded, make_client
+from pipeline.data.sources.alpaca_source import AlpacaSource, BoundedTradingClient, make_client
 from pipeline.domain import TIMESTAMP_DTYPE, AssetClass, DataError, Instrument, Timeframe, bars_equal
 from pipeline.retry import DEFAULT_JITTER
 from pipeline.settings import Settings
@@ -363,18 +362,16 @@ def test_the_trading_client_asks_once_within_the_timeout(server: AlpacaServer) -
 
 
 @pytest.mark.parametrize(("paper", "url"), [(True, BaseURL.TRADING_PAPER.value), (False, BaseURL.TRADING_LIVE.value)])
-def test_bounded_turns_a_trading_client_into_one_with_the_same_keys_and_endpoint(paper: bool, url: str) -> None:
-    plain = TradingClient("k", "s", paper=paper)
+def test_the_trading_client_speaks_to_the_paper_or_the_live_endpoint(paper: bool, url: str) -> None:
+    client = BoundedTradingClient("k", "s", timeout_s=0.5, paper=paper)
 
-    client = bounded(plain, 0.5)
-
-    assert isinstance(client, BoundedTradingClient) and client is not plain
     assert client.http.base_url == url and client.http.timeout_s == 0.5
-    assert bounded(client, 0.25) is client and client.http.timeout_s == 0.25
+    assert client.http.api_version == "v2"
 
 
-def test_bounded_keeps_an_overridden_endpoint(server: AlpacaServer) -> None:
-    client = bounded(TradingClient(DEFAULT_KEY_ID, DEFAULT_SECRET_KEY, url_override=server.url), 0.5)
+def test_the_trading_client_keeps_an_overridden_endpoint(server: AlpacaServer) -> None:
+    client = BoundedTradingClient(DEFAULT_KEY_ID, DEFAULT_SECRET_KEY, timeout_s=0.5, paper=False,
+                                  url_override=server.url)
 
     assert Decimal(str(client.get_account().cash)) == DEFAULT_CASH
     assert server.requests_to("account")[0].had_key_headers
