@@ -27,10 +27,10 @@ from pipeline.state import BreakerEventRow, BreakerRecord, SchemaVersion, StateS
 from pipeline.strategies import REGISTRY, Targets
 from tests.conftest import shared_file
 from tests.pipeline.engine import test_engine
-from tests.pipeline.state import test_state
+from tests.pipeline.state import stores
 
-db_url = test_state.db_url  # the store fixtures: a fresh database on SQLite and on PostgreSQL
-open_store = test_state.open_store
+db_url = stores.db_url  # the store fixtures: a fresh database on SQLite and on PostgreSQL
+open_store = stores.open_store
 
 NO_BREAKERS = {"max_drawdown": None, "daily_loss": None, "max_consecutive_losses": None, "max_trades_per_day": None}
 
