@@ -1,7 +1,8 @@
 """Backtest flows.
 
-* ``nightly-backtest``: the portfolio file when one is given, else every built-in strategy on every universe
-  series, over the last ``nightly_backtest_days`` days, with the current production model for ``hybrid``;
+* ``nightly-backtest``: the portfolio file when one is given, else every strategy (the shipped ones and your
+  own) on every universe series, over the last ``nightly_backtest_days`` days, with the current production
+  model for ``hybrid``;
   stored under ``<data_dir>/backtests/`` and logged to the MLflow experiment ``nightly-backtests``; each run is
   logged in one line (trades, return, breaker trips and releases, paused bars).
 * ``adhoc-backtest``: one backtest with typed parameters (the Prefect UI shows them as a form; the dashboard
