@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
+
+from tests.fakes.local_http import MethodHandler
 
 if TYPE_CHECKING:
     from tests.fakes.alpaca_server import AlpacaServer
@@ -87,19 +88,10 @@ class Reply:
         return cls(status, fault.body or {"code": code, "message": message}, fault.delay_s)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(MethodHandler):
     """Hands each request to ``AlpacaServer.answer`` and writes its reply (or closes the connection unanswered)."""
 
     protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
         fake: AlpacaServer = self.server.fake  # type: ignore[attr-defined]

@@ -16,11 +16,11 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.fakes.binance_records import BAD_SIGNATURE, INVALID_API_KEY, Rejection, error_body, int_param, missing
+from tests.fakes.local_http import MethodHandler
 
 if TYPE_CHECKING:
     from tests.fakes.binance_server import FakeBinance
@@ -163,19 +163,10 @@ def authenticate(
         raise Rejection(BAD_SIGNATURE)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(MethodHandler):
     """Hands each request to ``FakeBinance.answer`` and writes its reply (or closes the connection unanswered)."""
 
     server_version = "fake-binance/1.0"
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
         fake: FakeBinance = self.server.fake  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""The lifecycle every local fake server shares: a threaded HTTP server on 127.0.0.1 at a free port."""
+"""What every local fake server shares: a threaded HTTP server on 127.0.0.1 at a free port, and a handler that
+hands each method to the fake."""
 
 from __future__ import annotations
 
@@ -6,6 +7,22 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
+
+
+class MethodHandler(BaseHTTPRequestHandler):
+    """Hands every GET, POST and DELETE to ``_serve(method)``, which the fake's handler writes."""
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        raise NotImplementedError
 
 
 class LocalHttpServer:

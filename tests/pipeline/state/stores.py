@@ -17,7 +17,7 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @cache
-def _postgres_error() -> str | None:
+def postgres_error() -> str | None:
     try:
         with psycopg.connect(PG_URL, connect_timeout=2) as conn:
             conn.execute("SELECT 1")
@@ -32,7 +32,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield Settings(data_dir=tmp_path / "data", _env_file=None).state_url
         return
-    error = _postgres_error()
+    error = postgres_error()
     if error is not None:
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {error}")
     schema = f"tf_test_{uuid.uuid4().hex[:12]}"

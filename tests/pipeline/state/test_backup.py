@@ -9,7 +9,6 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -36,8 +35,8 @@ from runtime.brokers import PaperBroker
 from runtime.feeds import ReplayFeed
 from runtime.node import Node, RunSummary
 from tests.conftest import NOW, shared_file
+from tests.pipeline.state.stores import PG_URL, postgres_error
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 H1 = Timeframe.parse("1h")
 FEED = "binance:BTC/USDT:1h"
 
@@ -180,19 +179,9 @@ def test_no_state_is_a_clear_error(tmp_path: Path) -> None:
         restore_drill(settings)
 
 
-@cache
-def _postgres_error() -> str | None:
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=2) as conn:
-            conn.execute("SELECT 1")
-    except Exception as error:
-        return str(error).strip() or type(error).__name__
-    return None
-
-
 @pytest.fixture
 def pg_settings(tmp_path: Path) -> Iterator[Settings]:
-    error = _postgres_error()
+    error = postgres_error()
     if error is not None:
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {error}")
     if shutil.which("pg_dump") is None or shutil.which("psql") is None:
