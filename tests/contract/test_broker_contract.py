@@ -1,23 +1,22 @@
-"""The contract every broker keeps, checked on paper, ccxt (a fake Binance) and Alpaca (a fake Alpaca) alike.
+"""The contract every broker keeps, checked on paper, ccxt (a fake Binance) and Alpaca (a fake Alpaca) alike."""
 
-One scenario: a sleeve trades the same real bars (AAPL daily closes, replayed one bar at a time; a venue's price
-follows each close) through the runtime node, with a partial fill, a rejection and two crashes:
-
-* crash A, between batches, while an order is partly filled: the node and the broker are dropped, new ones are
-  built on the same store, started with ``start(fresh=False)`` and the broker takes over the open order;
-* crash B, inside a batch that sends an order: the batch's changes are never committed (the store is put back
-  as it was before the batch), but its order reached the venue; the restarted node processes the batch again.
-
-What must hold: each order has a unique, deterministic client id and reaches the venue once; every stored fill
-belongs to a stored order and is booked once (a partial fill once, its rest once when it completes, also across
-a restart); a rejected order leaves no units in flight; the ledger's units equal the stored position, the venue's
-own ledger and what ``holdings()`` reports.
-"""
+# One scenario: a sleeve trades the same real bars (AAPL daily closes, replayed one bar at a time; a venue's price
+# follows each close) through the runtime node, with a partial fill, a rejection and two crashes:
+#
+# * crash A, between batches, while an order is partly filled: the node and the broker are dropped, new ones are
+#   built on the same store, started with ``start(fresh=False)`` and the broker takes over the open order;
+# * crash B, inside a batch that sends an order: the batch's changes are never committed (the store is put back
+#   as it was before the batch), but its order reached the venue; the restarted node processes the batch again.
+#
+# What must hold: each order has a unique, deterministic client id and reaches the venue once; every stored fill
+# belongs to a stored order and is booked once (a partial fill once, its rest once when it completes, also across
+# a restart); a rejected order leaves no units in flight; the ledger's units equal the stored position, the venue's
+# own ledger and what ``holdings()`` reports.
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
@@ -27,22 +26,13 @@ import pandas as pd
 import pytest
 
 from pipeline.backtest.portfolio import PortfolioConfig, run_portfolio
-from pipeline.data.sources.ccxt_source import build_exchange
 from pipeline.domain import Timeframe, epoch_ms
-from pipeline.settings import Settings
 from pipeline.state import StateStore
-from runtime.brokers import PaperBroker, client_order_id
-from runtime.brokers.alpaca import AlpacaBroker, make_trading_client
-from runtime.brokers.base import Broker
-from runtime.brokers.ccxt import CcxtBroker
-from runtime.brokers.submission import OrderRequest, Submission
 from runtime.feeds import Batch, ReplayFeed
 from runtime.node import Node
 from tests.conftest import shared_file
-from tests.fakes.alpaca_server import DEFAULT_KEY_ID, DEFAULT_SECRET_KEY, AlpacaServer
-from tests.fakes.binance_server import DEFAULT_API_KEY, DEFAULT_API_SECRET, FakeBinance
+from tests.contract.broker_venues import CASH, VENUES, PaperVenue
 
-CASH = 50_000
 PARTIAL_FROM = 60
 """The first order from this bar on fills in part; crash A follows it."""
 REJECT_FROM = 120
@@ -54,173 +44,6 @@ CRASH_B_FROM = 200
 @pytest.fixture(scope="module")
 def bars() -> pd.DataFrame:
     return pd.read_parquet(shared_file("quandlwiki_AAPL_1d.parquet")).iloc[-300:].reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------------------- the venues
-
-
-class PaperVenue:
-    """No venue: the engine's own fill model. Venue faults do not apply; there are no holdings to read."""
-
-    name = "paper"
-    symbol = "AAPL"
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-
-    def __enter__(self) -> PaperVenue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def broker(self) -> Broker:
-        return PaperBroker()
-
-    def expected_id(self, sleeve: str, bar_ms: int, number: int) -> str:
-        return f"{sleeve}-{bar_ms}-{number}"
-
-    def set_price(self, price: Decimal) -> None:
-        return None
-
-    def arm_partial(self) -> None:
-        return None
-
-    def arm_reject(self) -> None:
-        return None
-
-    def client_ids(self) -> list[str]:
-        return []
-
-    def posted(self) -> list[str]:
-        """The client id of every order placement the venue received (placed or refused)."""
-        return []
-
-    def held(self) -> Decimal | None:
-        return None
-
-    def filled(self) -> dict[str, Decimal]:
-        return {}
-
-    def fail_placements(self) -> None:
-        """The next order placement is answered with a 503 (nothing placed)."""
-
-    def lose_next_answer(self) -> None:
-        """The next order is placed, but its answer is lost."""
-
-    def fail_look_ups(self, times: int) -> None:
-        """The next ``times`` order look-ups are answered with a 503."""
-
-    def quantity(self, client_id: str) -> Decimal:
-        """The quantity of the venue's order ``client_id``."""
-        raise NotImplementedError
-
-
-class BinanceVenue(PaperVenue):
-    name = "ccxt"
-    symbol = "BTC/USDT"  # the fake Binance lists it; the bars are the same AAPL closes as everywhere
-
-    def __enter__(self) -> BinanceVenue:
-        self.fake = FakeBinance(balances={"USDT": Decimal(CASH)}).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.fake.stop()
-
-    def broker(self) -> Broker:
-        settings = Settings(data_dir=self.tmp_path, ccxt_api_key=DEFAULT_API_KEY, ccxt_api_secret=DEFAULT_API_SECRET,
-                            ccxt_rest_url=self.fake.url, http_timeout_s=2.0, _env_file=None)  # type: ignore[call-arg]
-        return CcxtBroker(build_exchange(settings, "binance"), max_retries=2, backoff_s=0.0, sleep=lambda _s: None)
-
-    def expected_id(self, sleeve: str, bar_ms: int, number: int) -> str:
-        return client_order_id(sleeve, bar_ms, number)
-
-    def set_price(self, price: Decimal) -> None:
-        self.fake.set_price(self.symbol, price)
-
-    def arm_partial(self) -> None:
-        self.fake.partial_fill_next("0.5")
-
-    def arm_reject(self) -> None:
-        self.fake.reject_next(-2010, "Account has insufficient balance for requested action.")
-
-    def client_ids(self) -> list[str]:
-        return [order.client_order_id for order in self.fake.orders]
-
-    def posted(self) -> list[str]:
-        return [r.params["newClientOrderId"] for r in self.fake.requests_to("order", "POST")]
-
-    def held(self) -> Decimal | None:
-        return self.fake.balances()["BTC"].total
-
-    def filled(self) -> dict[str, Decimal]:
-        return {order.client_order_id: order.executed_qty for order in self.fake.orders}
-
-    def fail_placements(self) -> None:
-        self.fake.fail_next(503, endpoint="order", method="POST")
-
-    def lose_next_answer(self) -> None:
-        self.fake.lose_response_next()
-
-    def fail_look_ups(self, times: int) -> None:
-        self.fake.fail_next(503, endpoint="order", method="GET", times=times)
-
-    def quantity(self, client_id: str) -> Decimal:
-        return next(o.quantity for o in self.fake.orders if o.client_order_id == client_id)
-
-
-class AlpacaVenue(BinanceVenue):
-    name = "alpaca"
-    symbol = "AAPL"
-
-    def __enter__(self) -> AlpacaVenue:
-        self.server = AlpacaServer(cash=CASH).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.close()
-
-    def broker(self) -> Broker:
-        settings = Settings(data_dir=self.tmp_path, alpaca_api_key=DEFAULT_KEY_ID,  # type: ignore[call-arg]
-                            alpaca_api_secret=DEFAULT_SECRET_KEY, alpaca_trading_url=self.server.url,
-                            http_timeout_s=2.0, _env_file=None)
-        return AlpacaBroker(make_trading_client(settings), max_retries=2, backoff_s=0.0, sleep=lambda _s: None)
-
-    def set_price(self, price: Decimal) -> None:
-        self.server.set_price(self.symbol, price)
-
-    def arm_partial(self) -> None:
-        self.server.partial_fill_next("0.5")
-
-    def arm_reject(self) -> None:
-        self.server.reject_next(403, "insufficient buying power")
-
-    def client_ids(self) -> list[str]:
-        return [order.client_order_id for order in self.server.orders]
-
-    def posted(self) -> list[str]:
-        return [r.body["client_order_id"] for r in self.server.requests_to("orders", "POST")]
-
-    def held(self) -> Decimal | None:
-        return self.server.positions.get(self.symbol, Decimal(0))
-
-    def filled(self) -> dict[str, Decimal]:
-        return {order.client_order_id: order.filled_qty for order in self.server.orders}
-
-    def fail_placements(self) -> None:
-        self.server.fail_next(503, endpoint="orders", method="POST")
-
-    def lose_next_answer(self) -> None:
-        self.server.lose_response_next()
-
-    def fail_look_ups(self, times: int) -> None:
-        self.server.fail_next(503, endpoint="orders", method="GET", times=times)
-
-    def quantity(self, client_id: str) -> Decimal:
-        return next(o.qty for o in self.server.orders if o.client_order_id == client_id)
-
-
-VENUES: dict[str, Callable[[Path], PaperVenue]] = {"paper": PaperVenue, "ccxt": BinanceVenue, "alpaca": AlpacaVenue}
 
 
 # ---------------------------------------------------------------------------------------------- the runtime
@@ -369,50 +192,3 @@ def test_every_broker_keeps_the_contract(kind: str, tmp_path: Path, bars: pd.Dat
         assert engine.ledger.inflight == 0.0
         assert node.summary.duplicate_fills == 0
         store.close()
-
-
-# ---------------------------------------------------------------------------------------------- the submission
-
-
-@pytest.mark.parametrize("kind", ["ccxt", "alpaca"])
-def test_every_venue_broker_submits_an_order_once(kind: str, tmp_path: Path) -> None:
-    """The shared submission, through each venue broker's own calls: an order is looked up by its client id before
-    it is sent and before any resend, a refusal is final, and an exact quantity reaches the venue exactly."""
-    attempts = 3  # the brokers above: max_retries=2
-    with VENUES[kind](tmp_path) as venue:
-        venue.set_price(Decimal(30_000) if kind == "ccxt" else Decimal(100))
-        orders: Submission[Any] = venue.broker().orders  # type: ignore[attr-defined]
-        qty = Decimal("0.01234") if kind == "ccxt" else Decimal("1.234567891")
-
-        def submit(client_id: str) -> Any:
-            return orders.submit(OrderRequest(client_id, venue.symbol, "buy", qty))
-
-        def posts(client_id: str) -> int:
-            return venue.posted().count(client_id)
-
-        clean = submit("tf-clean")
-        assert (clean.outcome, posts("tf-clean"), venue.quantity("tf-clean")) == ("placed", 1, qty)
-
-        again = submit("tf-clean")  # the same order again (a bar processed twice): found, never sent again
-        assert again.outcome == "placed" and posts("tf-clean") == 1
-
-        venue.lose_next_answer()  # placed, answer lost: the look-up finds it
-        lost = submit("tf-lost")
-        assert (lost.outcome, posts("tf-lost"), venue.client_ids().count("tf-lost")) == ("placed", 1, 1)
-
-        venue.fail_placements()  # a 503: the look-up finds nothing, so it is sent again
-        retried = submit("tf-retried")
-        assert (retried.outcome, posts("tf-retried"), venue.client_ids().count("tf-retried")) == ("placed", 2, 1)
-
-        venue.arm_reject()  # a refusal is final: not sent again
-        refused = submit("tf-refused")
-        assert (refused.outcome, posts("tf-refused")) == ("rejected", 1)
-        assert "tf-refused" not in venue.client_ids() and refused.reason
-
-        venue.fail_look_ups(attempts)  # the venue cannot be asked before sending: nothing is sent
-        unknown = submit("tf-unknown")
-        assert (unknown.outcome, unknown.order, posts("tf-unknown")) == ("unknown", None, 0)
-        assert orders.find("tf-unknown", venue.symbol) is None  # it never reached the venue
-
-        assert orders.find("tf-clean", venue.symbol) is not None
-        assert len(venue.client_ids()) == len(set(venue.client_ids())) == 3

@@ -1,174 +1,23 @@
-"""Strategies: causality on real data (truncated prefixes), the crossover maths against an independent
-reference, Wilder's RSI, parameter checks, the golden-cross preset, the model gate and buy-and-hold."""
+"""Strategy rules: sma_cross and Wilder's RSI against references, golden cross, model gate and buy-and-hold."""
 
 from __future__ import annotations
-
-import time
-from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.domain import DataError
-from pipeline.strategies import REGISTRY, NoParams, Strategy, StrategySpec, Targets, check_features
-from pipeline.strategies.buy_and_hold import BuyAndHold
+from pipeline.strategies import REGISTRY, check_features
 from pipeline.strategies.model_gate import ModelGated
 from pipeline.strategies.rsi_reversion import RsiReversion
 from pipeline.strategies.sma_cross import SmaCross, golden_cross
 from tests.conftest import shared_file
+from tests.pipeline.strategies import strategy_helpers
+from tests.pipeline.strategies.strategy_helpers import AAPL_D1, BTC_H1, decisions
 
-BTC_H1 = "binance_BTC-USDT_1h.parquet"
-AAPL_D1 = "quandlwiki_AAPL_1d.parquet"
-SLICE = 3_000
-SMALL_SLICE = 600
-TAIL = 300
-STRIDE = 7
-
-# Every registered strategy with its defaults, plus hybrids over each kind of rule.
-CASES: list[tuple[str, dict[str, str]]] = [(name, {}) for name in REGISTRY.names()] + [
-    ("hybrid", {"base": "sma_cross", "fast": "5", "slow": "20"}),
-    ("hybrid", {"base": "rsi_reversion", "threshold": "0.3"}),
-    ("hybrid", {"base": "buy_and_hold", "threshold": "0.5"}),
-]
-
-
-def with_model_score(bars: pd.DataFrame) -> pd.DataFrame:
-    """Bars plus a deterministic, causal ``model_score``: the rank of the latest return among the last 50."""
-    frame = bars.copy()
-    frame["model_score"] = frame["close"].pct_change().rolling(50).rank(pct=True)
-    return frame
-
-
-def real_bars(name: str, rows: int) -> pd.DataFrame:
-    return with_model_score(pd.read_parquet(shared_file(name)).iloc[-rows:].reset_index(drop=True))
-
-
-@pytest.fixture(scope="module")
-def btc() -> pd.DataFrame:
-    return real_bars(BTC_H1, SLICE)
-
-
-@pytest.fixture(scope="module")
-def aapl() -> pd.DataFrame:
-    return real_bars(AAPL_D1, SLICE)
-
-
-@pytest.fixture(scope="module")
-def btc_full() -> pd.DataFrame:
-    return pd.read_parquet(shared_file(BTC_H1))
-
-
-def same_decision(left: Targets, i: int, right: Targets, j: int) -> bool:
-    a, b = left.exposure[i], right.exposure[j]
-    same_exposure = bool(np.isnan(a) and np.isnan(b)) or a == b
-    return same_exposure and left.reason_text(int(left.reason[i])) == right.reason_text(int(right.reason[j]))
-
-
-def truncation_mismatches(strategy: Strategy, features: pd.DataFrame, lengths: Iterable[int]) -> list[int]:
-    """Prefix lengths whose last decision (exposure and reason) differs from the full run's at the same bar."""
-    full = strategy.targets(features)
-    mismatches = []
-    for length in lengths:
-        prefix = strategy.targets(features.iloc[:length])
-        assert prefix.exposure.shape == prefix.reason.shape == (length,)
-        if not same_decision(prefix, length - 1, full, length - 1):
-            mismatches.append(length)
-    return mismatches
-
-
-def sampled_lengths(rows: int, warmup: int) -> list[int]:
-    """Every prefix length over the last ``TAIL`` bars, and every ``STRIDE``-th one from the warmup on."""
-    start = max(warmup, 1)
-    return sorted(set(range(start, rows - TAIL, STRIDE)) | set(range(max(start, rows - TAIL), rows + 1)))
-
-
-def decisions(targets: Targets) -> list[tuple[int, float, str]]:
-    rows = np.flatnonzero(~np.isnan(targets.exposure))
-    return [(int(i), float(targets.exposure[i]), targets.reason_text(int(targets.reason[i]))) for i in rows]
-
-
-# --- (a) causality: truncated prefixes of real data --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("data", ["btc", "aapl"])
-@pytest.mark.parametrize(("name", "params"), CASES, ids=[f"{n}{p or ''}" for n, p in CASES])
-def test_decisions_do_not_change_when_later_bars_arrive(
-    name: str, params: dict[str, str], data: str, request: pytest.FixtureRequest
-) -> None:
-    features: pd.DataFrame = request.getfixturevalue(data)
-    strategy = REGISTRY.build(name, params)
-    full = strategy.targets(features)
-    assert np.isfinite(full.exposure[strategy.warmup :]).any(), "the check must cover real decisions"
-    if name == "hybrid" and params.get("base") != "buy_and_hold":
-        assert any("+ml(" in text for _, _, text in decisions(full)), "the check must cover confirmed entries"
-
-    lengths = sampled_lengths(len(features), strategy.warmup)
-    assert set(range(len(features) - TAIL, len(features) + 1)) <= set(lengths)
-    assert truncation_mismatches(strategy, features, lengths) == []
-
-
-@pytest.mark.parametrize("data", ["btc", "aapl"])
-@pytest.mark.parametrize(("name", "params"), CASES, ids=[f"{n}{p or ''}" for n, p in CASES])
-def test_decisions_do_not_change_on_any_prefix_of_a_small_slice(
-    name: str, params: dict[str, str], data: str, request: pytest.FixtureRequest
-) -> None:
-    features: pd.DataFrame = request.getfixturevalue(data).iloc[-SMALL_SLICE:].reset_index(drop=True)
-    strategy = REGISTRY.build(name, params)
-    assert truncation_mismatches(strategy, features, range(1, SMALL_SLICE + 1)) == []
-
-
-@pytest.mark.parametrize(("name", "params"), CASES, ids=[f"{n}{p or ''}" for n, p in CASES])
-def test_an_empty_frame_gets_no_decisions(name: str, params: dict[str, str], btc: pd.DataFrame) -> None:
-    targets = REGISTRY.build(name, params).targets(btc.iloc[:0])
-    assert targets.exposure.shape == targets.reason.shape == (0,)
-
-
-def test_every_registered_strategy_is_covered_by_the_causality_check() -> None:
-    assert {"sma_cross", "golden_cross", "rsi_reversion", "buy_and_hold", "hybrid"} <= set(REGISTRY.names())
-    assert {name for name, _ in CASES} == set(REGISTRY.names())
-
-
-# --- (b) a planted look-ahead is caught ----------------------------------------------------------------------------
-
-
-class PeekAhead:
-    """Long when the *next* close is higher: uses a bar it cannot have seen."""
-
-    name = "peek_ahead"
-    requires: tuple[str, ...] = ()
-    warmup = 0
-    reasons = ("peek up", "peek down")
-
-    def targets(self, features: pd.DataFrame) -> Targets:
-        close = features["close"]
-        up = (close.shift(-1) > close).to_numpy()
-        return Targets(np.where(up, 1.0, 0.0), np.where(up, 0, 1).astype(np.int64), self.reasons)
-
-
-class CentredMean(SmaCross):
-    """A crossover whose slow mean is centred on the bar, so it reads half a window into the future."""
-
-    def targets(self, features: pd.DataFrame) -> Targets:
-        close = features["close"].astype("float64")
-        d = (close.rolling(self.fast).mean() - close.rolling(self.slow, center=True).mean()).to_numpy()
-        previous = np.r_[np.nan, d[:-1]]
-        return Targets.from_signals((previous < 0.0) & (d > 0.0), (previous > 0.0) & (d < 0.0), self.reasons)
-
-
-@pytest.mark.parametrize(
-    "factory", [lambda params: PeekAhead(), lambda params: CentredMean(10, 30, name="centred")], ids=["next", "centred"]
-)
-def test_a_planted_look_ahead_fails_the_causality_check(
-    factory: object, btc: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(REGISTRY.built_in, "planted_look_ahead", StrategySpec("planted_look_ahead", NoParams, factory))
-    strategy = REGISTRY.build("planted_look_ahead")
-    assert np.isfinite(strategy.targets(btc).exposure).any()
-
-    assert truncation_mismatches(strategy, btc, sampled_lengths(len(btc), strategy.warmup)) != []
-    small = btc.iloc[-SMALL_SLICE:].reset_index(drop=True)
-    assert truncation_mismatches(strategy, small, range(1, SMALL_SLICE + 1)) != []
+btc = strategy_helpers.btc  # module-scoped slices of real bars, with a model score
+aapl = strategy_helpers.aapl
+btc_full = strategy_helpers.btc_full
 
 
 # --- (c) sma_cross against an independent reference ----------------------------------------------------------------
@@ -283,82 +132,6 @@ def test_rsi_refuses_a_missing_close() -> None:
         RsiReversion(3).targets(pd.DataFrame({"close": [1.0, 2.0, np.nan, 4.0, 5.0]}))
 
 
-# --- (d) parameters ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("build", "parameter"),
-    [
-        (lambda: SmaCross(0, 10), "fast"),
-        (lambda: SmaCross(-3, 10), "fast"),
-        (lambda: SmaCross(10, 10), "slow"),
-        (lambda: SmaCross(30, 10), "slow"),
-        (lambda: SmaCross(10.0, 30), "fast"),  # type: ignore[arg-type]
-        (lambda: SmaCross(10, "30"), "slow"),  # type: ignore[arg-type]
-        (lambda: SmaCross(True, 30), "fast"),
-        (lambda: RsiReversion(1), "period"),
-        (lambda: RsiReversion(14.5), "period"),  # type: ignore[arg-type]
-        (lambda: RsiReversion(14, 0, 70), "lower"),
-        (lambda: RsiReversion(14, 30, 100), "upper"),
-        (lambda: RsiReversion(14, 70, 30), "upper"),
-        (lambda: RsiReversion(14, 50, 50), "upper"),
-        (lambda: RsiReversion(14, float("nan"), 70), "lower"),
-        (lambda: ModelGated(BuyAndHold(), 1.5), "threshold"),
-        (lambda: ModelGated(BuyAndHold(), float("nan")), "threshold"),
-        (lambda: ModelGated(BuyAndHold(), column=""), "column"),
-    ],
-)
-def test_bad_parameters_are_refused_by_name(build: object, parameter: str) -> None:
-    assert callable(build)
-    with pytest.raises(DataError, match=f"'{parameter}'"):
-        build()
-
-
-@pytest.mark.parametrize(
-    ("name", "params", "message"),
-    [
-        ("sma_cross", {"fast": "ten"}, r"'fast' \(int, >= 1\): Input should be a valid integer.*got 'ten'"),
-        ("sma_cross", {"fast": "10.5"}, r"'fast' \(int, >= 1\): Input should be a valid integer"),
-        ("sma_cross", {"slow": "5"}, r"'slow' must be greater than 'fast'"),
-        ("sma_cross", {"fsat": "5"}, r"no parameter 'fsat'; its parameters are fast, slow"),
-        ("golden_cross", {"fast": "10"}, r"'golden_cross' has no parameter 'fast'; it takes no parameters"),
-        ("rsi_reversion", {"period": "1"}, r"'period' \(int, >= 2\): Input should be greater than or equal to 2"),
-        ("rsi_reversion", {"lower": "abc"}, r"'lower' \(float, > 0, < 100\): Input should be a valid number.*'abc'"),
-        ("rsi_reversion", {"upper": "inf"}, r"'upper' \(float, > 0, < 100\): Input should be a finite number"),
-        ("rsi_reversion", {"lower": "nan"}, r"'lower' \(float, > 0, < 100\): Input should be a finite number"),
-        ("rsi_reversion", {"lower": "80"}, r"'upper' must be greater than 'lower'"),
-        ("buy_and_hold", {"size": "1"}, r"'buy_and_hold' has no parameter 'size'"),
-        ("hybrid", {"threshold": "2"}, r"'threshold' \(float, >= 0, <= 1\): Input should be less than or equal to 1"),
-        ("hybrid", {"threshold": "high"}, r"'threshold' \(float, >= 0, <= 1\): Input should be a valid number"),
-        ("hybrid", {"base": "hybrid"}, r"'base' must be one of buy_and_hold, golden_cross, rsi_reversion"),
-        ("hybrid", {"base": "macd"}, r"'base' must be one of .*got 'macd'"),
-        ("hybrid", {"base": "sma_cross", "period": "14"}, r"base 'sma_cross'.*no parameter 'period'"),
-        ("hybrid", {"fast": "10"}, r"base 'golden_cross'.*no parameter 'fast'"),
-        ("momentum", {}, r"strategy 'momentum' is not known"),
-    ],
-)
-def test_bad_cli_parameters_are_refused_by_name(name: str, params: dict[str, str], message: str) -> None:
-    with pytest.raises(DataError, match=message):
-        REGISTRY.build(name, params)
-
-
-def test_cli_parameters_are_parsed_into_typed_values() -> None:
-    sma = REGISTRY.build("sma_cross", {"fast": " 5 ", "slow": "+20"})
-    rsi = REGISTRY.build("rsi_reversion", {"period": "7", "lower": "25.5", "upper": "80"})
-    hybrid = REGISTRY.build("hybrid", {"base": "rsi_reversion", "threshold": "0.6", "period": "9"})
-    assert isinstance(sma, SmaCross)
-    assert (sma.fast, sma.slow, sma.warmup) == (5, 20, 20)
-    assert isinstance(rsi, RsiReversion)
-    assert (rsi.period, rsi.lower, rsi.upper, rsi.warmup) == (7, 25.5, 80.0, 8)
-    assert rsi.reasons == ("rsi_reversion oversold (<25.5)", "rsi_reversion overbought (>80)")
-    assert isinstance(hybrid, ModelGated)
-    assert isinstance(hybrid.base, RsiReversion)
-    assert (hybrid.base.period, hybrid.threshold, hybrid.warmup) == (9, 0.6, 10)
-    default = REGISTRY.build("sma_cross")
-    assert isinstance(default, SmaCross)
-    assert (default.fast, default.slow) == (10, 30)
-
-
 # --- (e) golden cross -------------------------------------------------------------------------------------------------
 
 
@@ -439,25 +212,3 @@ def test_buy_and_hold_decides_long_on_every_bar(aapl: pd.DataFrame) -> None:
     assert strategy.warmup == 0
     assert (targets.exposure == 1.0).all()
     assert {targets.reason_text(int(code)) for code in targets.reason} == {"buy_and_hold"}
-
-
-# --- speed ----------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def million_bars() -> pd.DataFrame:
-    frames = [pd.read_parquet(shared_file(name)) for name in ("binance_BTC-USDT_1m.parquet", BTC_H1, AAPL_D1)]
-    bars = pd.concat(frames * 2, ignore_index=True).iloc[:1_000_000]
-    assert len(bars) == 1_000_000
-    return with_model_score(bars)
-
-
-@pytest.mark.parametrize("name", REGISTRY.names())
-def test_a_million_bars_take_well_under_a_fifth_of_a_second(name: str, million_bars: pd.DataFrame) -> None:
-    strategy = REGISTRY.build(name)
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        strategy.targets(million_bars)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.2, f"{name}: {min(timings):.3f} s for 1M bars"
