@@ -46,7 +46,7 @@ so features computed bar by bar in the runtime equal the batch ones bit for bit,
 its ``state()`` continues exactly (``tests/pipeline/features/test_streaming.py``).
 
 Causality: every value at bar ``i`` uses bars ``<= i`` only, so appending bars never changes an earlier row
-(``tests/pipeline/features/test_features.py`` checks every column on truncated prefixes of real data).
+(``tests/pipeline/features/test_feature_causality.py`` checks every column on truncated prefixes of real data).
 
 Warm-up: ``spec.warmup`` is the largest look-back (bars before the current one that a feature reads for its
 first full-window value): ``h`` for an ``h``-bar return, ``w - 1`` for an SMA, Bollinger band or volume

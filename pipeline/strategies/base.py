@@ -14,7 +14,7 @@ make the same decisions by construction (``tests/pipeline/features/test_streamin
 real data).
 
 Every strategy is causal: its decision at bar i uses rows ``<= i`` only.
-``tests/pipeline/strategies/test_strategies.py`` checks this on every registered strategy by recomputing on
+``tests/pipeline/strategies/test_strategy_causality.py`` checks this on every shipped strategy by recomputing on
 truncated prefixes of real data.
 
 The feature frame is a canonical bar frame (``pipeline.domain``) plus optional extra columns; a strategy that
