@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.backtest.portfolio_config import PortfolioConfig, sleeves_of
-from pipeline.domain import DataError
+from pipeline.domain import DataError, Timeframe
 from pipeline.strategies import REGISTRY
 from pipeline.strategies.catalog import BUILT_IN
 from pipeline.strategies.checks import check_strategy, sample_bars
@@ -55,6 +55,4 @@ def vet(portfolio: PortfolioConfig, history: int, allow_unchecked: bool) -> list
 def _short(timeframe: str) -> bool:
     """Whether the sample market is checked at the sleeve's own timeframe (up to 1h; longer ones at 1h, which
     spares generating years of minutes)."""
-    from pipeline.domain import Timeframe
-
     return Timeframe.parse(timeframe).seconds <= 3600

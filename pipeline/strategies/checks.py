@@ -18,7 +18,6 @@ trader's own strategy that fails it, unless told ``--allow-unchecked``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -112,23 +111,22 @@ def check_frame(strategy: Strategy, bars: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _compare(check: str, times: pd.Series, expected: Targets, got: Targets, rows: Iterable[tuple[int, int]]
-             ) -> list[Finding]:
-    """Findings for pairs ``(i, j)``: the decision at row ``i`` of ``expected`` against row ``j`` of ``got``."""
-    pairs = list(rows)
+def _texts(targets: Targets) -> np.ndarray:
+    """Each bar's reason as text (reason codes index each run's own reasons, so runs compare their texts)."""
+    return np.array([targets.reason_text(int(code)) for code in targets.reason], dtype=object)
+
+
+def _compare(check: str, times: pd.Series, rows: np.ndarray, expected: tuple[np.ndarray, np.ndarray],
+             got: tuple[np.ndarray, np.ndarray]) -> list[Finding]:
+    """Findings for the frame rows ``rows``: the decisions ``expected`` against ``got`` (exposure and reason
+    text, one of each per row compared)."""
+    (exposure, reason), (other_exposure, other_reason) = expected, got
+    same_exposure = (exposure == other_exposure) | (np.isnan(exposure) & np.isnan(other_exposure))
     found = []
-    for column in ("exposure", "reason"):
-        differing = []
-        for i, j in pairs:
-            if column == "exposure":
-                a, b = expected.exposure[i], got.exposure[j]
-                same = (np.isnan(a) and np.isnan(b)) or a == b
-            else:
-                same = expected.reason_text(int(expected.reason[i])) == got.reason_text(int(got.reason[j]))
-            if not same:
-                differing.append(i)
-        first = None if not differing else str(pd.Timestamp(times.iloc[differing[0]]))
-        found.append(Finding(check, column, len(pairs), len(differing), first))
+    for column, same in (("exposure", same_exposure), ("reason", reason == other_reason)):
+        differing = rows[~np.asarray(same, dtype=bool)]
+        first = str(pd.Timestamp(times.iloc[differing[0]])) if len(differing) else None
+        found.append(Finding(check, column, len(rows), len(differing), first))
     return found
 
 
@@ -140,46 +138,42 @@ def _prefix_lengths(rows: int, warmup: int) -> list[int]:
 
 
 def _look_ahead(strategy: Strategy, frame: pd.DataFrame, full: Targets) -> list[Finding]:
-    pairs, decisions = [], []
-    for length in _prefix_lengths(len(frame), strategy.warmup):
-        prefix = strategy.targets(frame.iloc[:length])
-        decisions.append(prefix)
-        pairs.append(length - 1)
-    last = Targets(np.array([d.exposure[-1] for d in decisions]), np.array([d.reason[-1] for d in decisions]),
-                   decisions[0].reasons if decisions else full.reasons)
-    reasons_match = all(d.reasons == full.reasons for d in decisions)
-    if not reasons_match:  # reason codes index each run's own reasons: compare them as text
-        last = Targets(last.exposure, np.arange(len(decisions)), tuple(
-            d.reason_text(int(d.reason[-1])) for d in decisions))
-    return _compare("look-ahead", frame["timestamp"], full, last, zip(pairs, range(len(pairs)), strict=True))
+    rows = np.array(_prefix_lengths(len(frame), strategy.warmup), dtype=np.int64) - 1
+    exposure, reason = np.empty(len(rows)), np.empty(len(rows), dtype=object)
+    for k, row in enumerate(rows):
+        prefix = strategy.targets(frame.iloc[:row + 1])
+        exposure[k], reason[k] = prefix.exposure[-1], prefix.reason_text(int(prefix.reason[-1]))
+    return _compare("look-ahead", frame["timestamp"], rows, (full.exposure[rows], _texts(full)[rows]),
+                    (exposure, reason))
 
 
 def _warm_up(strategy: Strategy, frame: pd.DataFrame, full: Targets, history: int) -> list[Finding]:
     history = max(history, strategy.warmup)
     cut = max(1, len(frame) - 2 * history)
-    if cut + history >= len(frame):
-        return _compare("warm-up", frame["timestamp"], full, full, [])
-    later = strategy.targets(frame.iloc[cut:].reset_index(drop=True))
-    rows = ((i, i - cut) for i in range(cut + history, len(frame)))
-    return _compare("warm-up", frame["timestamp"], full, later, rows)
+    rows = np.arange(cut + history, len(frame))
+    later = strategy.targets(frame.iloc[cut:].reset_index(drop=True)) if len(rows) else full
+    return _compare("warm-up", frame["timestamp"], rows, (full.exposure[rows], _texts(full)[rows]),
+                    (later.exposure[rows - cut], _texts(later)[rows - cut]))
 
 
 def _stream(strategy: Strategy, frame: pd.DataFrame, full: Targets) -> list[Finding]:
     stream = strategy.stream()
     exposures, reasons, start, n = [], [], 0, 0
     while start < len(frame):
-        size = CHUNKS[n % len(CHUNKS)]
-        part = stream.update(frame.iloc[start:start + size])
+        rows = frame.iloc[start:start + CHUNKS[n % len(CHUNKS)]]
+        part = stream.update(rows)
+        if len(part.exposure) != len(rows):
+            raise DataError(f"strategy {strategy.name!r}: its stream returned {len(part.exposure)} decisions for "
+                            f"{len(rows)} rows")
         exposures.append(part.exposure)
-        reasons.append([part.reason_text(int(r)) for r in part.reason])
-        start, n = start + size, n + 1
+        reasons.append(_texts(part))
+        start, n = start + len(rows), n + 1
         if n == len(CHUNKS):  # save and continue from the saved state, as a restarted runtime does
             saved = json.loads(json.dumps(stream.state()))
             stream = strategy.stream()
             stream.restore(saved)
-    texts = tuple(text for chunk in reasons for text in chunk)
-    fed = Targets(np.concatenate(exposures) if exposures else np.array([]), np.arange(len(texts)), texts)
-    return _compare("stream", frame["timestamp"], full, fed, ((i, i) for i in range(len(frame))))
+    fed = (np.concatenate(exposures), np.concatenate(reasons)) if exposures else (np.empty(0), np.empty(0, object))
+    return _compare("stream", frame["timestamp"], np.arange(len(frame)), (full.exposure, _texts(full)), fed)
 
 
 def check_strategy(strategy: Strategy, bars: pd.DataFrame, history: int = 1000) -> CheckReport:

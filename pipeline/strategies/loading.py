@@ -81,6 +81,8 @@ class Found:
         constructor is a ``StrategyLoadError`` naming the class and the line."""
         try:
             return self.cls(params) if getattr(self.cls, "Params", None) is not None else self.cls()
+        except DataError:
+            raise  # the strategy's own refusal, already worded for the user
         except Exception as exc:
             problem = _problem(self.origin, exc)
             raise StrategyLoadError(LoadProblem(f"{problem.origin} ({self.cls.__name__})", problem.line,
@@ -154,9 +156,9 @@ def _file_target(target: str) -> bool:
 
 
 def anchor(reference: str, folder: Path) -> str:
-    """``reference`` with a relative ``PATH.py`` made absolute against ``folder`` (a portfolio file's folder, or
-    the working directory where a command was typed), so that it names the same file from any process; any
-    other name is returned as it is."""
+    """``reference`` with a relative ``PATH.py`` made absolute against ``folder`` (a portfolio file's folder), so
+    that it names the same file from any working directory; any other name is returned as it is. (A reference
+    typed on a command line needs nothing: a relative path is read from the working directory.)"""
     target, separator, attribute = reference.strip().rpartition(":")
     if not separator or not _file_target(target) or Path(target).expanduser().is_absolute():
         return reference

@@ -91,7 +91,6 @@ def backtest(
     from pipeline.domain import DataError
     from pipeline.engine import EngineConfig
     from pipeline.strategies import REGISTRY
-    from pipeline.strategies.loading import anchor
     from runtime.config import parse_params
 
     settings = load_settings()
@@ -102,7 +101,6 @@ def backtest(
         if strategy is None:
             raise DataError("give --strategy NAME (or --portfolio FILE)")
         params = parse_params(param or [])
-        strategy = anchor(strategy, Path.cwd())  # a relative PATH.py:Class names the file where the command ran
         chosen = REGISTRY.build(strategy, params)
         try:
             config = EngineConfig(

@@ -86,14 +86,11 @@ def runtime(
     if context.invoked_subcommand is not None:
         return
     from pipeline.domain import DataError
-    from pipeline.strategies.loading import anchor
     from runtime import wiring
     from runtime.config import RuntimeConfig
     from runtime.node import StartupError
 
     settings = load_settings()
-    if strategy is not None:
-        strategy = anchor(strategy, Path.cwd())  # a relative PATH.py:Class names the file where the command ran
     try:
         config = RuntimeConfig.of(
             mode=mode.value, portfolio=portfolio, strategy=strategy, symbol=symbol, timeframe=timeframe, venue=venue,

@@ -77,11 +77,10 @@ def strategies_check(
     from pipeline.domain import DataError
     from pipeline.strategies import REGISTRY
     from pipeline.strategies.checks import check_strategy, sample_bars
-    from pipeline.strategies.loading import anchor
     from runtime.config import parse_params
 
     try:
-        strategy = REGISTRY.build(anchor(name, Path.cwd()), parse_params(param or []))
+        strategy = REGISTRY.build(name, parse_params(param or []))
         bars = sample_bars() if data is None else read_bar_series(data, None, None, None)[0]
         report = check_strategy(strategy, bars, history)
     except DataError as exc:
