@@ -3,8 +3,10 @@
 Data: 100k and 1M bars of deterministic synthetic 1-minute bars (geometric Brownian motion, seed 42) and the
 real BTC/USDT 1m file. For each: bars/s of the engine run with breakers off (the standard workload), and
 again with every risk check and breaker switched on at thresholds just beyond what the run reaches (so they
-are evaluated on every bar but do not trip); bars/s of a trader's own strategy that reads a higher timeframe
-(``examples/strategies/daily_filtered.py``), its decisions included; and the peak memory of a 1M-bar run.
+are evaluated on every bar but do not trip); bars/s of a trader's own strategies, their decisions included: one
+that reads a higher timeframe (``examples/strategies/daily_filtered.py``) and one that also enters with a limit
+order and protects the position with a stop-loss and a trailing stop (``pullback_entry.py``); and the peak
+memory of a 1M-bar run.
 
     python bench/backtest.py [--repeat 5]
 """
@@ -89,17 +91,26 @@ def main() -> None:
         print(f"{label:<20} {len(bars):>10,} {len(bars) / seconds:>16,.0f} {len(bars) / guarded_seconds:>19,.0f} "
               f"{guarded_seconds / seconds:>5.2f}x {len(result.trades):>7,} {len(guarded_result.breaker_events):>6}"
               f"{'' if same else '  (fills differ!)'}")
-    example = REPO / "examples" / "strategies" / "daily_filtered.py"
-    if example.exists():  # a strategy of a trader's own reading a higher timeframe, decisions included
-        own = REGISTRY.build(f"{example}:DailyFiltered", {"fast": 10, "slow": 30, "higher": "1h"})
+    examples = (  # strategies of a trader's own, decisions included
+        ("daily_filtered.py:DailyFiltered", {}, "daily_filtered (1h higher timeframe)"),
+        ("pullback_entry.py:PullbackEntry", {"offset": 0.0005, "stop_loss": 0.005, "trailing_stop": 0.01},
+         "pullback_entry (limit entry, stop-loss, trailing stop, 1h higher timeframe)"),
+    )
+    for reference, extra, what in examples:
+        example = REPO / "examples" / "strategies" / reference.split(":")[0]
+        if not example.exists():
+            continue
+        own = REGISTRY.build(f"{REPO / 'examples' / 'strategies' / reference}",
+                             {"fast": 10, "slow": 30, "higher": "1h", **extra})
         for label, bars in datasets:
             timings = []
             for _ in range(args.repeat):
                 started = time.perf_counter()
                 targets = own.targets(bars)
-                result = run(bars, targets.exposure, targets.reason, targets.reasons, STANDARD)
+                result = run(bars, targets.exposure, targets.reason, targets.reasons, STANDARD,
+                             orders=getattr(targets, "orders", None))
                 timings.append(time.perf_counter() - started)
-            print(f"{label:<20} daily_filtered (1h higher timeframe), decisions + engine: "
+            print(f"{label:<20} {what}, decisions + engine: "
                   f"{len(bars) / statistics.median(timings):,.0f} bars/s, {len(result.trades):,} trades")
     bars = datasets[1][1]
     strategy = REGISTRY.build("sma_cross", {"fast": "10", "slow": "30"})

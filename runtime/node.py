@@ -16,7 +16,8 @@ Each batch of closed bars (one bar when live; up to a few thousand when replayin
 
 1. control commands from the store (pause, resume, flatten, reset_breaker, stop) are applied and acknowledged;
 2. every sleeve's decision stream (``runtime.decisions``: strategy, and model score for an ML sleeve) advances
-   by the batch's bars, in constant work per bar whatever the uptime;
+   by the batch's bars, in constant work per bar whatever the uptime (the other series a strategy reads are
+   feed keys of their own, ``series_keys``, with cursors and staleness like the sleeves' own);
 3. the portfolio stepper advances every sleeve bar by bar through the engine core (``pipeline.engine``);
 4. the broker turns the engine's fills into orders and fills on record;
 5. everything the batch changed is written in ONE transaction: orders, fills (de-duplicated by fill id),
@@ -43,12 +44,16 @@ import pandas as pd
 
 from pipeline.backtest.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
 from pipeline.clock import Clock, SystemClock
+from pipeline.domain import Timeframe
 from pipeline.domain.trading import Fill, Order
+from pipeline.engine.core import MARKET_ORDERS
 from pipeline.state import StateStore
+from pipeline.strategies.other_series import empty_columns
 from runtime.brokers.base import Broker
 from runtime.commands import apply_commands
-from runtime.decisions import SleeveDecisions
+from runtime.decisions import Decided, SleeveDecisions
 from runtime.feeds import Batch, Feed
+from runtime.feeds.frames import key_timeframe
 from runtime.models import ModelScorer
 from runtime.persist import step_record
 from runtime.recovery import PORTFOLIO, compare_holdings, reconcile, restore, restore_decisions
@@ -105,6 +110,7 @@ class Node:
         scorers: dict[str, ModelScorer] | None = None,
         stale_after_bars: int = 3,
         heartbeat_s: float = 5.0,
+        series_keys: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.store = store
         self.portfolio = portfolio
@@ -119,7 +125,11 @@ class Node:
                                         external=broker.external_fills)
         self._routed_orders: list[Order] = []
         self._routed_fills: list[Fill] = []
-        self.cursors: dict[str, int | None] = {key: None for key in set(feed_of.values())}
+        self._own_keys = set(feed_of.values())
+        self.series_keys = series_keys or {}
+        """The feed keys of the other series each sleeve's strategy reads (``pipeline.strategies.other_series``)."""
+        self.cursors: dict[str, int | None] = {
+            key: None for key in set(feed_of.values()).union(*self.series_keys.values())}
         self.summary = RunSummary()
         self._stop_requested: str | None = None
         self._portfolio_events_saved = 0
@@ -130,7 +140,8 @@ class Node:
         self._stale_paused: set[str] = set()
         """Sleeves whose entries were paused because their feed went stale (lifted when bars return)."""
         self._last_beat = 0.0
-        self.decisions = {s.key: SleeveDecisions(s.strategy, self.scorers.get(s.key)) for s in self.stepper.sleeves}
+        self.decisions = {s.key: SleeveDecisions(s.strategy, self.scorers.get(s.key), Timeframe.parse(s.spec.timeframe),
+                                                 self.series_keys.get(s.key, ())) for s in self.stepper.sleeves}
         self._saved_decisions: dict[str, Any] = {}
         self._recheck_holdings = False
         """A start-up found the venue holding less than the ledgers: compare again after the first batch."""
@@ -205,7 +216,7 @@ class Node:
         """The strategy's reason texts (from a run on no bars, with every column it reads present)."""
         empty = self.feed.history(self.feed_of[sleeve.key], -1)
         empty = empty.assign(**{column: np.nan for column in sleeve.strategy.requires if column not in empty})
-        return sleeve.strategy.targets(empty).reasons
+        return sleeve.strategy.targets(empty_columns(sleeve.strategy, empty)).reasons
 
     def _poll_models(self) -> None:
         """Swap to the version carrying the production alias, at this bar boundary, and record it."""
@@ -221,7 +232,7 @@ class Node:
 
     def _process(self, batch: Batch) -> None:
         self._poll_models()
-        decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        decisions: dict[str, Decided] = {}
         ohlc: dict[str, tuple[np.ndarray, ...]] = {}
         for sleeve in self.stepper.sleeves:
             key = self.feed_of[sleeve.key]
@@ -231,20 +242,23 @@ class Node:
             frame = self.feed.frames[key]
             if key not in ohlc:
                 ohlc[key] = tuple(frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
-            aims, reasons = self.decisions[sleeve.key].decide(frame, rows)
-            decisions[sleeve.key] = (rows, aims, reasons)
-        if self.broker.external_fills:
+            decisions[sleeve.key] = self.decisions[sleeve.key].decide(frame, rows, self.feed.frames)
+        if not decisions:  # only bars of other series: nothing to step
+            pass
+        elif self.broker.external_fills:
             self._step_bar_by_bar(batch, decisions, ohlc)
         else:
             self._step_batch(batch, decisions, ohlc)
-        self.summary.bars += len(batch.times)
+        own = [rows >= 0 for key, rows in batch.rows.items() if key in self._own_keys]
+        stepped = batch.times[np.logical_or.reduce(own)] if own else batch.times[:0]  # not other series' times
+        self.summary.bars += len(stepped)
         for key, rows in batch.rows.items():
             present = batch.times[rows >= 0]
             if len(present):
                 self.cursors[key] = int(present[-1])
                 if key in self.stale:
                     self._fresh_again(key)
-        self._persist(int(batch.times[-1]))
+        self._persist(int(stepped[-1]) if len(stepped) else None)
         self._last_beat = self.clock.now().timestamp()
         if self._recheck_holdings:
             self._recheck_holdings = False
@@ -252,8 +266,7 @@ class Node:
                 self.store.record_event("recovery", note)
             self._persist(None)  # a pause it set is committed before the next bar
 
-    def _step_batch(self, batch: Batch, decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    ohlc: dict[str, tuple[np.ndarray, ...]]) -> None:
+    def _step_batch(self, batch: Batch, decisions: dict[str, Decided], ohlc: dict[str, tuple[np.ndarray, ...]]) -> None:
         """Every sleeve through the whole batch in one compiled call (the paper broker fills in the engine)."""
         sleeves = self.stepper.sleeves
         n, times = len(sleeves), len(batch.times)
@@ -261,33 +274,40 @@ class Node:
         prices = np.full((4, n, times), np.nan)
         aims = np.full((n, times), np.nan)
         reasons = np.full((n, times), -1, dtype=np.int64)
+        ordered = any(d.orders is not None for d in decisions.values())
+        orders = np.repeat(np.repeat(MARKET_ORDERS[np.newaxis], n, axis=0), times if ordered else 1, axis=1)
         for s, sleeve in enumerate(sleeves):
             if sleeve.key not in decisions:
                 continue
-            rows, aim, reason = decisions[sleeve.key]
-            here = rows >= 0
+            decided = decisions[sleeve.key]
+            here = decided.rows >= 0
             present[s] = here
             for c, column in enumerate(ohlc[self.feed_of[sleeve.key]]):
-                prices[c, s, here] = column[rows[here]]
-            aims[s, here] = aim[here]
-            reasons[s, here] = reason[here]
+                prices[c, s, here] = column[decided.rows[here]]
+            aims[s, here] = decided.exposure[here]
+            reasons[s, here] = decided.reason[here]
+            if decided.orders is not None:
+                orders[s, here] = decided.orders[here]
         due = present.any(axis=0)  # bar times at which no sleeve has a bar are not stepped
         if not due.all():
             present, prices, aims, reasons = present[:, due], prices[:, :, due], aims[:, due], reasons[:, due]
-        self.stepper.run(batch.times[due], present, prices[0], prices[1], prices[2], prices[3], aims, reasons)
+            orders = orders[:, due] if ordered else orders
+        self.stepper.run(batch.times[due], present, prices[0], prices[1], prices[2], prices[3], aims, reasons,
+                         orders)
 
-    def _step_bar_by_bar(self, batch: Batch, decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    def _step_bar_by_bar(self, batch: Batch, decisions: dict[str, Decided],
                          ohlc: dict[str, tuple[np.ndarray, ...]]) -> None:
         """One bar time at a time, the venue broker routing each sleeve's orders between bars."""
         for position, ms in enumerate(batch.times):
             due: dict[str, Bar] = {}
-            for sleeve_key, (rows, aims, reasons) in decisions.items():
-                row = int(rows[position])
+            for sleeve_key, decided in decisions.items():
+                row = int(decided.rows[position])
                 if row < 0:
                     continue
                 o, h, low, c = ohlc[self.feed_of[sleeve_key]]
                 due[sleeve_key] = Bar(float(o[row]), float(h[row]), float(low[row]), float(c[row]),
-                                      float(aims[position]), int(reasons[position]))
+                                      float(decided.exposure[position]), int(decided.reason[position]),
+                                      None if decided.orders is None else decided.orders[position])
             if not due:
                 continue
             self.stepper.step(int(ms), due)
@@ -312,14 +332,14 @@ class Node:
         if not self.feed.live:
             return
         now_ms = int(self.clock.now().value // 1_000_000)
-        bar_ms = self.feed.timeframe.seconds * 1000
         for key, cursor in self.cursors.items():
             if key in self.stale:
                 continue
+            bar_ms = key_timeframe(key, self.feed.timeframe).millis
             frame = self.feed.frames.get(key)
-            last = cursor
-            if last is None and frame is not None and len(frame):
-                last = int(frame["timestamp"].iloc[-1].value // 1_000_000)
+            last = cursor  # or the feed's last bar: a bar held back for another series is not silence
+            if frame is not None and len(frame):
+                last = max(last or 0, int(frame["timestamp"].iloc[-1].value // 1_000_000))
             if last is None or not self.feed.expects_bar(key, now_ms):
                 continue
             waited = now_ms - (last + bar_ms)
@@ -334,8 +354,9 @@ class Node:
                     self._stale_paused.add(sleeve.key)
                     paused.append(sleeve.key)
             text = (f"stale data: {key} has had no closed bar for {waited / bar_ms:.1f} bars (last opened "
-                    f"{pd.Timestamp(last, unit='ms', tz='UTC')}); new entries paused"
-                    + (f" for {', '.join(paused)}" if paused else ""))
+                    f"{pd.Timestamp(last, unit='ms', tz='UTC')}); "
+                    + (f"new entries paused for {', '.join(paused)}" if paused else "new entries paused"
+                       if key in self._own_keys else "another series read by strategies: their rows go on with it"))
             self.store.record_event("stale", text, at=self.clock.now().to_pydatetime())
             self._persist(None)  # the stale pause must survive a crash before the next bar
             self._emit("stale", text)

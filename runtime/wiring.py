@@ -70,13 +70,20 @@ def _timeframe(portfolio: PortfolioConfig) -> Timeframe:
     return Timeframe.parse(timeframes.pop())
 
 
+SeriesKeys = dict[str, tuple[str, ...]]
+"""Per sleeve, the feed keys of the other series its strategy reads (``pipeline.strategies.other_series``)."""
+
+
 def replay_bars(
     settings: Settings, portfolio: PortfolioConfig, data: Path | None, venue: str | None, start: str | None,
     end: str | None,
-) -> tuple[dict[str, pd.DataFrame], dict[str, str], Timeframe]:
+) -> tuple[dict[str, pd.DataFrame], dict[str, str], Timeframe, SeriesKeys]:
     """The bars a replay feed plays (from the file ``data``, or the lake), keyed by feed; the feed key of each
-    sleeve; the portfolio's timeframe."""
+    sleeve; the portfolio's timeframe; the feed keys of the other series each sleeve reads, whose bars come from
+    the lake over the same span, exactly as a backtest reads them (``pipeline.backtest.series``)."""
     from pipeline.backtest.portfolio import sleeves_of
+    from pipeline.backtest.series import lake_venue, read_series
+    from pipeline.strategies.other_series import series_of
 
     sleeves = sleeves_of(portfolio)
     tf = _timeframe(portfolio)
@@ -102,12 +109,43 @@ def replay_bars(
         if bars.empty:
             raise DataError(f"no {sleeve.symbol} {tf} bars to replay in the selected range")
         frames[key] = bars
-    return frames, feed_of, tf
+    series_keys: SeriesKeys = {}
+    for sleeve in sleeves:
+        own = venue if data is not None else lake_venue(settings, sleeve.symbol, venue)
+        keys = []
+        for spec in series_of(sleeve.strategy):
+            keys.append(f"{spec.venue or own or 'lake'}:{spec.symbol}:{spec.timeframe}")
+            if keys[-1] not in frames:
+                frames[keys[-1]] = read_series(settings, f"sleeve {sleeve.key!r} ({sleeve.strategy.name})", spec, own,
+                                               lo, hi)
+        series_keys[sleeve.key] = tuple(keys)
+    return frames, feed_of, tf, series_keys
+
+
+def live_series(portfolio: PortfolioConfig, prefix: str) -> tuple[SeriesKeys, dict[str, str]]:
+    """The feed keys of the other series each sleeve reads from a live feed of venue ``prefix``, and the symbol
+    of each such key; a series on another venue is a ``DataError`` (a live feed reads one venue)."""
+    from pipeline.backtest.portfolio import sleeves_of
+    from pipeline.strategies.other_series import series_of
+
+    series_keys: SeriesKeys = {}
+    symbols: dict[str, str] = {}
+    for sleeve in sleeves_of(portfolio):
+        keys = []
+        for spec in series_of(sleeve.strategy):
+            if spec.venue is not None and spec.venue != prefix:
+                raise DataError(f"sleeve {sleeve.key!r} reads {spec.text()}, but this live feed reads {prefix!r}: "
+                                "a live runtime reads every series from the venue of its feed")
+            keys.append(f"{prefix}:{spec.symbol}:{spec.timeframe}")
+            symbols[keys[-1]] = spec.symbol
+        series_keys[sleeve.key] = tuple(keys)
+    return series_keys, symbols
 
 
 def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig,
-              venue: str | None) -> tuple[Feed, dict[str, str], Timeframe]:
-    """A live feed (sample, ccxt or alpaca) for every sleeve's symbol, and the feed key of each sleeve."""
+              venue: str | None) -> tuple[Feed, dict[str, str], Timeframe, SeriesKeys]:
+    """A live feed (sample, ccxt or alpaca) for every sleeve's symbol and every other series a sleeve reads, the
+    feed key of each sleeve and the feed keys of the other series each reads."""
     from pipeline.backtest.portfolio import sleeves_of
     from pipeline.clock import SystemClock
 
@@ -115,25 +153,42 @@ def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig,
     tf = _timeframe(portfolio)
     prefix = {"sample": "sample", "ccxt": venue or settings.ccxt_exchange, "alpaca": "us"}[name]
     feed_of = {s.key: f"{prefix}:{s.symbol}:{tf}" for s in sleeves}
-    symbols = {f"{prefix}:{s.symbol}:{tf}": s.symbol for s in sleeves}
+    series_keys, others = live_series(portfolio, prefix)
+    symbols = {**others, **{f"{prefix}:{s.symbol}:{tf}": s.symbol for s in sleeves}}
     clock = SystemClock()
-    common: dict[str, Any] = {"poll_s": settings.feed_poll_seconds, "warmup": settings.warmup_bars}
+    common: dict[str, Any] = {"poll_s": settings.feed_poll_seconds, "warmup": settings.warmup_bars,
+                              "series": sorted(set(others) - set(feed_of.values()))}
     if name == "sample":
         from runtime.feeds.sample_feed import SampleFeed
 
-        return SampleFeed(symbols, tf, clock, settings.sample_seed, **common), feed_of, tf
+        return SampleFeed(symbols, tf, clock, settings.sample_seed, **common), feed_of, tf, series_keys
     if name == "ccxt":
         from pipeline.data.sources.ccxt_source import build_exchange
         from runtime.feeds.ccxt_feed import CcxtFeed
 
         return (CcxtFeed(build_exchange(settings, prefix), symbols, tf, clock, backoff_base_s=max(
-            settings.retry_backoff_s, 0.1), **common), feed_of, tf)
+            settings.retry_backoff_s, 0.1), **common), feed_of, tf, series_keys)
     from pipeline.data.sources.alpaca_source import make_client
     from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
 
     stream = alpaca_stream(settings, settings.alpaca_stream_url) if str(tf) == "1m" else None
     return (AlpacaFeed(make_client(settings), stream, symbols, tf, clock, feed=settings.alpaca_feed,
-                       backoff_base_s=max(settings.retry_backoff_s, 0.1), **common), feed_of, tf)
+                       backoff_base_s=max(settings.retry_backoff_s, 0.1), **common), feed_of, tf, series_keys)
+
+
+def waiting_feed(feed: Feed, feed_of: dict[str, str], series_keys: SeriesKeys, settings: Settings,
+                 store: StateStore) -> Feed:
+    """``feed`` whose bars wait for the other series read with them (``runtime.feeds.waiting``); a bar decided
+    without one is recorded as a runtime event ``late_series``."""
+    from pipeline.clock import SystemClock
+    from runtime.feeds.waiting import LATE, WaitingFeed
+
+    needs: dict[str, set[str]] = {}
+    for sleeve, key in feed_of.items():
+        needs.setdefault(key, set()).update(series_keys.get(sleeve, ()))
+    clock = getattr(feed, "clock", None) or SystemClock()  # the live feed's own clock
+    return WaitingFeed(feed, {key: tuple(sorted(others)) for key, others in needs.items()}, clock,
+                       settings.stale_after_bars, on_late=lambda text: store.record_event(LATE, text))
 
 
 def make_broker(settings: Settings, mode: str, name: str, venue: str | None) -> Broker:
@@ -231,11 +286,14 @@ def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> W
     order_router = make_broker(settings, config.mode, route.broker, config.venue)
     bar_feed: Feed
     if route.feed == "replay":
-        frames, feed_of, tf = replay_bars(settings, portfolio, config.data, config.venue, config.start, config.end)
+        frames, feed_of, tf, series_keys = replay_bars(settings, portfolio, config.data, config.venue, config.start,
+                                                       config.end)
         bar_feed = ReplayFeed(frames, tf, speed=config.pace, batch_size=config.batch)
     else:
-        bar_feed, feed_of, tf = live_feed(settings, route.feed, portfolio, config.venue)
+        bar_feed, feed_of, tf, series_keys = live_feed(settings, route.feed, portfolio, config.venue)
     store = StateStore(settings.state_url)
+    if bar_feed.live and any(series_keys.values()):  # a live venue may deliver another series a little later
+        bar_feed = waiting_feed(bar_feed, feed_of, series_keys, settings, store)
     for allowed in unchecked:
         store.record_event(UNCHECKED, f"traded although it failed its check (--allow-unchecked):\n{allowed.report}",
                            sleeve=allowed.sleeve)
@@ -250,7 +308,8 @@ def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> W
 
     node = Node(store, portfolio, bar_feed, feed_of, order_router,
                 mode=config.mode, on_event=on_event, scorers=scorers(settings, portfolio, tf),
-                stale_after_bars=settings.stale_after_bars, heartbeat_s=settings.heartbeat_seconds)
+                stale_after_bars=settings.stale_after_bars, heartbeat_s=settings.heartbeat_seconds,
+                series_keys=series_keys)
     return WiredRuntime(node, store, edge)
 
 

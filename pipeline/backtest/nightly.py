@@ -34,6 +34,7 @@ import pandas as pd
 from pipeline.backtest.adhoc import AdhocRequest
 from pipeline.backtest.portfolio import PortfolioConfig, load_portfolio, run_portfolio
 from pipeline.backtest.run import run_backtest, save_backtest, save_portfolio
+from pipeline.backtest.series import lake_series_loader, lake_venue, with_lake_series
 from pipeline.clock import Clock
 from pipeline.data.catalog import read_bars
 from pipeline.data.lake import Lake
@@ -146,9 +147,14 @@ def nightly_backtests(settings: Settings, clock: Clock, portfolio: Path | None =
                     report.skipped.append(f"{name} on {spec.text}: no production model")
                     continue
                 frame, model = bars.assign(**{MODEL_COLUMN: scored[0]}), scored[1]
+            try:
+                frame = with_lake_series(settings, strategy, frame, spec.timeframe, venue, start, end)
+            except DataError as exc:  # another series it reads is not in the lake: reported, the others run
+                report.skipped.append(f"{name} on {spec.text}: {exc}")
+                continue
             label = f"{name} {venue}:{spec.symbol}:{spec.timeframe}"
-            report.runs.append(_single_run(settings, registry, NIGHTLY_EXPERIMENT, label, strategy, {}, config,
-                                           frame, spec.timeframe, instrument, model))
+            report.runs.append(_single_run(settings, registry, NIGHTLY_EXPERIMENT, label, strategy, name, {},
+                                           config, frame, spec.timeframe, instrument, model))
     if not report.runs:
         raise DataError("the nightly backtest ran nothing: " + "; ".join(report.skipped))
     return report
@@ -181,19 +187,22 @@ def adhoc_backtest(settings: Settings, request: AdhocRequest) -> StoredBacktest:
         if scored is None:
             raise DataError(f"strategy {request.strategy!r} needs a production model for {request.symbol} {tf}")
         frame, model = bars.assign(**{MODEL_COLUMN: scored[0]}), scored[1]
+    frame = with_lake_series(settings, strategy, frame, tf, lake_venue(settings, request.symbol, request.venue),
+                             parse_utc(request.start, "start"), parse_utc(request.end, "end"))
     label = f"{request.strategy} {request.symbol} {tf}"
-    return _single_run(settings, registry, ADHOC_EXPERIMENT, label, strategy, params, config, frame, tf, instrument,
-                       model)
+    return _single_run(settings, registry, ADHOC_EXPERIMENT, label, strategy, request.strategy, params, config, frame,
+                       tf, instrument, model)
 
 
 def _single_run(settings: Settings, registry: ModelRegistry, experiment: str, label: str, strategy: Strategy,
-                params: dict[str, str], config: EngineConfig, frame: pd.DataFrame, timeframe: Timeframe,
-                instrument: Instrument | None, model: str | None) -> StoredBacktest:
+                reference: str, params: dict[str, str], config: EngineConfig, frame: pd.DataFrame,
+                timeframe: Timeframe, instrument: Instrument | None, model: str | None) -> StoredBacktest:
     bars = frame[["timestamp", "open", "high", "low", "close", "volume"]]
-    result = run_backtest(bars, strategy, config, timeframe, instrument, features=frame, params=params)
+    result = run_backtest(bars, strategy, config, timeframe, instrument, features=frame, params=params,
+                          reference=reference)
     folder = save_backtest(result, settings.data_dir / "backtests")
     summary = result.summary()
-    logged = {"strategy": strategy.name, "timeframe": str(timeframe), "params": params,
+    logged = {"strategy": strategy.name, "strategy_ref": reference, "timeframe": str(timeframe), "params": params,
               "symbol": instrument.symbol if instrument else "", "venue": instrument.venue if instrument else "",
               "first": summary["first"], "last": summary["last"], "bars": summary["bars"],
               "engine": config.model_dump(), "backtest_run_id": result.run_id, "model": model or ""}
@@ -219,7 +228,7 @@ def _portfolio_run(settings: Settings, registry: ModelRegistry, config: Portfoli
             raise DataError(f"portfolio {str(path)!r} has a model sleeve on {symbol} {tf} but no production model")
         return bars.assign(**{MODEL_COLUMN: scored[0]})
 
-    result = run_portfolio(config, load)
+    result = run_portfolio(config, load, lake_series_loader(settings, None, start, end))
     summary, folder = save_portfolio(result, settings.data_dir / "backtests")
     assert folder is not None
     label = f"portfolio {path.name}"

@@ -25,7 +25,7 @@ strategy was allocated).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,10 @@ from pipeline.backtest.portfolio_config import (
 )
 from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
 from pipeline.engine import Engine, EngineResult
+from pipeline.engine.core import MARKET_ORDERS
 from pipeline.engine.portfolio_ledger import PortfolioLedger, PortfolioMarks
 from pipeline.strategies import Targets, check_features
+from pipeline.strategies.other_series import OtherSeries, check_series, series_of, with_series
 
 __all__ = [
     "Bar",
@@ -73,6 +75,8 @@ class PortfolioResult:
 
 
 BarLoader = Callable[[str, Timeframe], pd.DataFrame]
+SeriesLoader = Callable[[OtherSeries, Sleeve], pd.DataFrame]
+"""The bars of an other series a sleeve's strategy reads (the sleeve's own symbol gives the venue)."""
 EVENT_COLUMNS = ["timestamp", "rule", "value", "threshold", "action", "released_by", "bars_tripped"]
 PORTFOLIO_RULE = "portfolio_drawdown"
 
@@ -87,6 +91,8 @@ class Bar:
     c: float
     aim: float
     reason: int
+    order: np.ndarray | None = None
+    """How the decision is executed: a row of the strategy's order table (None: a market order)."""
 
 
 class PortfolioStepper:
@@ -155,13 +161,15 @@ class PortfolioStepper:
 
     # ------------------------------------------------------------------ stepping
     def run(self, times: np.ndarray, present: np.ndarray, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray,
-            closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray) -> PortfolioMarks:
+            closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray,
+            orders: np.ndarray | None = None) -> PortfolioMarks:
         """Step the bar times ``times`` (epoch ms, ascending) in one compiled call per buffer fill.
 
         The other arrays are (sleeves, times) in ``self.sleeves`` order; ``present[s, t]`` says whether sleeve
-        ``s`` has a bar at ``times[t]``. Returns the portfolio's marks per time.
+        ``s`` has a bar at ``times[t]``; ``orders`` (sleeves, times, order columns) how their decisions are
+        executed (None: market orders). Returns the portfolio's marks per time.
         """
-        marks, events = self.ledger.run(times, present, opens, highs, lows, closes, aims, reasons)
+        marks, events = self.ledger.run(times, present, opens, highs, lows, closes, aims, reasons, orders)
         threshold = self.config.caps.max_drawdown or 0.0
         for event in events:
             self.events.append({"timestamp": pd.Timestamp(int(times[event.time_index]), unit="ms", tz="UTC"),
@@ -177,27 +185,49 @@ class PortfolioStepper:
         present = np.zeros((n, 1), dtype=np.bool_)
         columns = np.zeros((5, n, 1))
         reasons = np.full((n, 1), -1, dtype=np.int64)
+        orders = np.repeat(MARKET_ORDERS[np.newaxis], n, axis=0)
         for s, sleeve in enumerate(self.sleeves):
             bar = bars.get(sleeve.key)
             if bar is not None:
                 present[s, 0] = True
                 columns[:, s, 0] = (bar.o, bar.h, bar.low, bar.c, bar.aim)
                 reasons[s, 0] = bar.reason
+                if bar.order is not None:
+                    orders[s, 0] = bar.order
         marks = self.run(np.array([at], dtype=np.int64), present, columns[0], columns[1], columns[2], columns[3],
-                         columns[4], reasons)
+                         columns[4], reasons, orders)
         return marks.at(0)
 
 
-def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioResult:
-    """Run every sleeve through the engine step in time order, applying the portfolio caps."""
+def order_tables(targets: Sequence[Targets], positions: Sequence[np.ndarray], times: int) -> np.ndarray | None:
+    """The sleeves' order tables on a common clock (sleeves, times, order columns): each sleeve's rows at
+    ``positions``; None when every sleeve trades market orders only."""
+    if all(t.orders is None for t in targets):
+        return None
+    orders = np.repeat(np.repeat(MARKET_ORDERS[np.newaxis], len(targets), axis=0), times, axis=1)
+    for s, (sleeve_targets, at) in enumerate(zip(targets, positions, strict=True)):
+        if sleeve_targets.orders is not None:
+            orders[s, at] = sleeve_targets.orders if sleeve_targets.orders.shape[0] > 1 else sleeve_targets.orders[0]
+    return orders
+
+
+def run_portfolio(config: PortfolioConfig, load_bars: BarLoader,
+                  load_series: SeriesLoader | None = None) -> PortfolioResult:
+    """Run every sleeve through the engine step in time order, applying the portfolio caps (``load_series``
+    brings the other series a sleeve's strategy reads, ``pipeline.backtest.series``)."""
     sleeves = sleeves_of(config)
     histories: dict[str, tuple[pd.DataFrame, Targets]] = {}
     for sleeve in sleeves:
-        bars = load_bars(sleeve.symbol, Timeframe.parse(sleeve.spec.timeframe))
+        tf = Timeframe.parse(sleeve.spec.timeframe)
+        bars = load_bars(sleeve.symbol, tf)
         if bars.empty:
             raise DataError(f"sleeve {sleeve.key!r} has no bars in the selected range")
         check_features(sleeve.strategy, bars)
-        histories[sleeve.key] = (bars, sleeve.strategy.targets(bars))
+        specs = series_of(sleeve.strategy)
+        frame = bars if load_series is None or not specs else with_series(
+            bars, tf, {spec: load_series(spec, sleeve) for spec in specs})
+        check_series(sleeve.strategy, frame)
+        histories[sleeve.key] = (bars, sleeve.strategy.targets(frame))
     stepper = PortfolioStepper(config, {key: targets.reasons for key, (_, targets) in histories.items()})
     clock = np.unique(np.concatenate([epoch_ms(bars["timestamp"]) for bars, _ in histories.values()]))
     n, times = len(stepper.sleeves), len(clock)
@@ -205,6 +235,9 @@ def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioRes
     prices = np.full((4, n, times), np.nan)
     aims = np.full((n, times), np.nan)
     reasons = np.full((n, times), -1, dtype=np.int64)
+    orders = order_tables([targets for _, targets in (histories[s.key] for s in stepper.sleeves)],
+                          [np.searchsorted(clock, epoch_ms(bars["timestamp"]))
+                           for bars, _ in (histories[s.key] for s in stepper.sleeves)], times)
     hold = np.empty((n, times))
     for s, sleeve in enumerate(stepper.sleeves):
         bars, targets = histories[sleeve.key]
@@ -218,7 +251,7 @@ def run_portfolio(config: PortfolioConfig, load_bars: BarLoader) -> PortfolioRes
         latest = np.maximum.accumulate(np.where(present[s], np.arange(times), -1))  # last bar at or before t
         value = np.concatenate([[sleeve.config.cash], sleeve.config.cash * close / float(close[0])])
         hold[s] = value[np.where(latest >= 0, np.searchsorted(at, latest) + 1, 0)]
-    marks = stepper.run(clock, present, prices[0], prices[1], prices[2], prices[3], aims, reasons)
+    marks = stepper.run(clock, present, prices[0], prices[1], prices[2], prices[3], aims, reasons, orders)
     buy_and_hold = np.zeros(times)
     for s in range(n):
         buy_and_hold = buy_and_hold + hold[s]

@@ -38,6 +38,7 @@ from pipeline.data.quality import exchange_calendar
 from pipeline.domain import CALENDAR_24_7, DataError, Instrument, Timeframe, epoch_ms, parse_symbol
 from pipeline.engine import EngineConfig, EngineResult, run
 from pipeline.strategies import Strategy, check_features
+from pipeline.strategies.other_series import check_series
 
 TABLES = ("fills", "trades", "equity", "rejections", "breaker_events")
 
@@ -56,6 +57,8 @@ class BacktestResult:
     run_id: str
     strategy: str
     params: dict[str, Any]
+    reference: str
+    """How the strategy was named when the run was asked for: a name, ``PATH.py:Class`` or ``module:Class``."""
     config: EngineConfig
     engine: EngineResult
     metrics: dict[str, Any]
@@ -72,6 +75,7 @@ class BacktestResult:
         return {
             "run_id": self.run_id,
             "strategy": self.strategy,
+            "strategy_ref": self.reference,
             "params": self.params,
             "config": self.config.model_dump(),
             "bars": self.bars,
@@ -127,20 +131,23 @@ def run_backtest(
     features: pd.DataFrame | None = None,
     params: dict[str, Any] | None = None,
     clock: Clock | None = None,
+    reference: str | None = None,
 ) -> BacktestResult:
     """Run ``strategy`` over ``bars`` (canonical frame) through the engine and compute its metrics (``clock``
-    stamps the run id; wall time by default)."""
+    stamps the run id; wall time by default). ``features`` is the strategy's frame when it reads more than
+    ``bars`` (a model score, the columns of other series: ``pipeline.backtest.series``)."""
     if bars.empty:
         raise DataError("no bars to backtest: the selected range is empty")
     frame = bars if features is None else features
     check_features(strategy, frame)
+    check_series(strategy, frame)
     warmup_seconds = warm_up()
     started = time.perf_counter()
     targets = strategy.targets(frame)
     strategy_seconds = time.perf_counter() - started
     sessions = in_session(bars, instrument, timeframe)
     started = time.perf_counter()
-    result = run(bars, targets.exposure, targets.reason, targets.reasons, config, sessions)
+    result = run(bars, targets.exposure, targets.reason, targets.reasons, config, sessions, targets.orders)
     seconds = time.perf_counter() - started
     asset_class = instrument.asset_class.value if instrument is not None else "crypto"
     metrics = compute_metrics(
@@ -152,6 +159,7 @@ def run_backtest(
         run_id=run_id,
         strategy=strategy.name,
         params=parameters,
+        reference=reference or strategy.name,
         config=config,
         engine=result,
         metrics=metrics,

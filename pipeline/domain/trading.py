@@ -1,5 +1,5 @@
-"""The trading vocabulary: sides, order statuses, and the entities a runtime trades with — ``Order``, ``Fill``,
-``Position`` and ``Trade``.
+"""The trading vocabulary: sides, order types and statuses, and the entities a runtime trades with — ``Order``,
+``Fill``, ``Position`` and ``Trade``.
 
 Every entity is frozen, its money exact and its times UTC (:class:`~pipeline.domain.values.Entity`); sides and
 statuses are enumerations (a string outside them is refused, naming the field). The state's tables extend these
@@ -42,6 +42,16 @@ class TradeSide(StrEnum):
     SHORT = "short"
 
 
+class OrderType(StrEnum):
+    """How an order executes at its venue (the names of ``pipeline.domain.orders.KINDS``)."""
+
+    MARKET = "market"
+    LIMIT = "limit"
+    """At its limit ``price`` or better."""
+    STOP = "stop"
+    """A stop-market order: a market order once the market trades at its ``stop_price``."""
+
+
 class OrderStatus(StrEnum):
     """Where an order is in its life; a status only moves forward (:attr:`rank`)."""
 
@@ -69,7 +79,11 @@ class OrderStatus(StrEnum):
 
 class Order(Entity):
     """An order as the runtime knows it now, keyed by its deterministic client order id; ``updated_at``
-    defaults to ``created_at``."""
+    defaults to ``created_at``.
+
+    ``kind`` says how it executes: ``price`` is a limit order's limit (a paper order's fill price), ``stop_price``
+    a stop order's trigger (a resting protective stop: "sell 0.5 at 41,200 stop", reason ``stop_loss`` or
+    ``trailing_stop``); ``expires_at`` is when a day order is cancelled (None: good till cancelled)."""
 
     client_order_id: str = Field(primary_key=True)
     sleeve: str = Field(index=True)
@@ -83,6 +97,9 @@ class Order(Entity):
     bar: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(default=None, sa_type=UTCDateTime, nullable=False)
+    kind: OrderType = Field(default=OrderType.MARKET, sa_type=AutoString)
+    stop_price: Decimal | None = Field(default=None, sa_type=DecimalText)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,5 +1,9 @@
 """Booking fills in a sleeve's ledger: cash, position, trade accounting, stops and the breakers fills can trip.
 
+An opening fill sets the position's stop-loss and take-profit levels from the average entry price, with the
+protections of the order that opened it (``F_POS_*``) or the configured ones, and starts the trailing stop's
+best price at the fill price.
+
 ``fill`` books a simulated fill (the fee a fraction of notional, ``P_FEE``); ``apply_fill`` books what a venue
 reported (the fee in quote currency; a reversal is booked as a close and an open). Both go through ``book``, the
 one place the ledger's cash and position change.
@@ -18,7 +22,10 @@ from pipeline.engine.layout import (
     F_ENTRY_VALUE,
     F_EXIT_UNITS,
     F_EXIT_VALUE,
+    F_EXTREME,
     F_INFLIGHT,
+    F_POS_STOP_LOSS,
+    F_POS_TAKE_PROFIT,
     F_STOP,
     F_TAKE,
     F_TRADE_FEES,
@@ -120,8 +127,12 @@ def book(i: int, qty: float, price: float, fee_amount: float, cash_delta: float,
         fs[F_TRADE_QTY] = max(fs[F_TRADE_QTY], abs(units_after))
         average = fs[F_ENTRY_VALUE] / fs[F_ENTRY_UNITS]
         direction = 1.0 if units_after > 0.0 else -1.0
-        fs[F_STOP] = average * (1.0 - direction * p[P_STOP_LOSS]) if p[P_STOP_LOSS] > 0 else np.nan
-        fs[F_TAKE] = average * (1.0 + direction * p[P_TAKE_PROFIT]) if p[P_TAKE_PROFIT] > 0 else np.nan
+        stop = fs[F_POS_STOP_LOSS] if not np.isnan(fs[F_POS_STOP_LOSS]) else p[P_STOP_LOSS]
+        take = fs[F_POS_TAKE_PROFIT] if not np.isnan(fs[F_POS_TAKE_PROFIT]) else p[P_TAKE_PROFIT]
+        fs[F_STOP] = average * (1.0 - direction * stop) if stop > 0 else np.nan
+        fs[F_TAKE] = average * (1.0 + direction * take) if take > 0 else np.nan
+        if units_before == 0.0:
+            fs[F_EXTREME] = price
     else:
         fs[F_EXIT_VALUE] += notional
         fs[F_EXIT_UNITS] += abs(qty)
@@ -143,6 +154,7 @@ def book(i: int, qty: float, price: float, fee_amount: float, cash_delta: float,
         fs[F_TRADE_FEES] = 0.0
         fs[F_STOP] = np.nan
         fs[F_TAKE] = np.nan
+        fs[F_EXTREME] = np.nan
         if pnl < 0.0:
             st[I_CONSECUTIVE_LOSSES] += 1
             limit = p[P_MAX_CONSECUTIVE_LOSSES]

@@ -41,6 +41,8 @@ from pipeline.engine.layout import (
     F_PEAK,
     F_PENDING,
     F_UNITS,
+    F_WORK_EXPIRES,
+    F_WORK_KIND,
     I_CONSECUTIVE_LOSSES,
     I_FILLS_TODAY,
     I_N_EVENTS,
@@ -87,6 +89,8 @@ def trip(i: int, rule: int, value: float, threshold: float, p: np.ndarray, fs: n
     record_event(i, rule, value, threshold, ACTION_TRIP, 0, st, events)
     if p[P_FLATTEN_ON_TRIP] > 0 and fs[F_UNITS] != 0.0:
         fs[F_PENDING] = 0.0
+        fs[F_WORK_KIND] = 0.0  # a market order
+        fs[F_WORK_EXPIRES] = np.nan
         st[I_PENDING_REASON] = REASON_BREAKER_FLATTEN
 
 

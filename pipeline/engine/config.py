@@ -36,6 +36,12 @@ class EngineConfig(BaseModel):
     min_notional: float = Field(0.0, ge=0, description="Smallest order value; smaller orders are rejected.")
     stop_loss: float | None = Field(None, gt=0, lt=1, description="Stop-loss distance from the entry price.")
     take_profit: float | None = Field(None, gt=0, description="Take-profit distance from the entry price.")
+    trailing_stop: float | None = Field(
+        None, gt=0, lt=1, description="Trailing stop distance from the best price since entry (highest high of a "
+                                      "long, lowest low of a short).")
+    intrabar: Literal["stop_first", "target_first"] = Field(
+        "stop_first", description="When a position's stop and its take-profit are both inside one bar (and the "
+                                  "open gapped through neither), which fills: the adverse stop, or the target.")
     max_drawdown: float | None = Field(
         0.20, gt=0, lt=1,
         description="Breaker: drawdown from the equity peak. Waits for an operator's reset (or the cool-down); "
@@ -99,4 +105,6 @@ class EngineConfig(BaseModel):
         p[layout.P_SESSION_WAIT] = 1.0 if self.session_orders == "wait" else 0.0
         p[layout.P_COOLDOWN] = float(self.breaker_cooldown_bars or 0)
         p[layout.P_DAILY_RELEASE] = 1.0 if self.daily_release else 0.0
+        p[layout.P_TRAILING] = self.trailing_stop or 0.0
+        p[layout.P_TARGET_FIRST] = 1.0 if self.intrabar == "target_first" else 0.0
         return p

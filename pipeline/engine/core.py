@@ -8,19 +8,21 @@ equity; ``tests/pipeline/engine/test_engine.py`` checks it bar by bar on real da
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from pipeline.domain import epoch_ms
-from pipeline.engine import booking, kernel, layout
+from pipeline.domain.orders import KIND_NAMES, MARKET, OrderKind, market_orders
+from pipeline.engine import booking, kernel, layout, working
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.ledger import Ledger
 from pipeline.engine.marks import Marks
 from pipeline.engine.results import ENGINE_REASONS, EngineResult
 
 MS_PER_DAY = 86_400_000
+MARKET_ORDERS = market_orders()
 
 
 def day_ids(timestamps: pd.Series, boundary_hour: int) -> np.ndarray:
@@ -35,8 +37,10 @@ def run(
     reasons: tuple[str, ...],
     config: EngineConfig,
     sessions: np.ndarray | None = None,
+    orders: np.ndarray | None = None,
 ) -> EngineResult:
-    """Drive the kernel over a whole history (the backtest's fast path)."""
+    """Drive the kernel over a whole history (the backtest's fast path); ``orders`` is the strategy's order
+    table (``pipeline.domain.orders``; None: market orders)."""
     n = len(bars)
     ledger = Ledger(config)
     days = day_ids(bars["timestamp"], config.day_boundary_hour)
@@ -45,6 +49,7 @@ def run(
     in_session = np.ones(n, dtype=np.bool_) if sessions is None else np.ascontiguousarray(sessions, dtype=np.bool_)
     aims = np.ascontiguousarray(aims, dtype=np.float64)
     codes = np.ascontiguousarray(reason_codes, dtype=np.int64)
+    table = MARKET_ORDERS if orders is None else np.ascontiguousarray(orders, dtype=np.float64)
     equity = np.empty(n)
     cash = np.empty(n)
     units = np.empty(n)
@@ -52,7 +57,7 @@ def run(
     position = 0
     while position < n:
         position = kernel.run_range(
-            position, n, days, opens, highs, lows, closes, in_session, aims, codes, ledger.params,
+            position, n, days, opens, highs, lows, closes, in_session, aims, codes, table, ledger.params,
             ledger.fstate, ledger.istate, ledger.fills, ledger.trades, ledger.events, ledger.rejects,
             ledger.intents, equity, cash, units, paused,
         )
@@ -62,12 +67,31 @@ def run(
 
 @dataclass(frozen=True)
 class Intent:
-    """An order the engine wants sent to a venue now: ``qty`` signed units, a market order."""
+    """An order the engine wants sent to a venue now: ``qty`` signed units of a ``kind`` order
+    (``pipeline.domain.orders``: ``market``, ``limit`` at ``price`` or better, ``stop`` triggered at ``price``),
+    working until it fills, the strategy decides again, or ``expires_ms`` (epoch ms; None: good till
+    cancelled)."""
 
     number: int
     bar: int
     qty: float
     reference_price: float
+    reason: str
+    kind: OrderKind = "market"
+    price: float | None = None
+    expires_ms: int | None = None
+
+    def resized(self, qty: float) -> Intent:
+        return replace(self, qty=qty)
+
+
+@dataclass(frozen=True)
+class ProtectiveStop:
+    """The stop that must rest at the venue while a position is held: sell (or buy back) ``qty`` signed units
+    when the market trades at ``price``; ``reason`` is ``stop_loss`` or ``trailing_stop``."""
+
+    qty: float
+    price: float
     reason: str
 
 
@@ -130,9 +154,11 @@ class Engine:
         aim: float,
         reason: int,
         in_session: bool = True,
+        order: np.ndarray | None = None,
     ) -> float:
         """Process one closed bar (``timestamp``: its open time, a Timestamp or epoch ms) and the strategy's
-        decision at its close; returns equity at the close."""
+        decision at its close (executed as ``order``, a row of an order table; None: a market order); returns
+        equity at the close."""
         ledger = self.ledger
         ledger.ensure_room()
         # an int is epoch milliseconds; Timestamp.value is in nanoseconds
@@ -140,7 +166,8 @@ class Engine:
         day = (ms - ledger.config.day_boundary_hour * 3_600_000) // MS_PER_DAY
         equity: float = kernel.step(
                 self.bars_seen, day, float(o), float(h), float(low), float(c), bool(in_session), float(aim),
-                int(reason), ledger.params, ledger.fstate, ledger.istate, ledger.fills, ledger.trades,
+                int(reason), MARKET_ORDERS[0] if order is None else order, ledger.params, ledger.fstate,
+                ledger.istate, ledger.fills, ledger.trades,
                 ledger.events, ledger.rejects, ledger.intents,
         )
         self._marks.append(ms, equity, ledger.cash, ledger.units, float(c), ledger.tripped_mask != 0)
@@ -156,25 +183,52 @@ class Engine:
         count = self.ledger.counts()[4]
         rows = self.ledger.intents[self._intents_taken:count]
         intents = []
+        boundary = self.ledger.config.day_boundary_hour * 3_600_000
         for offset, row in enumerate(rows):
             code = int(row[3])
             text = ENGINE_REASONS[code] if code < 0 else (self.reasons[code] if code < len(self.reasons) else "")
-            intents.append(Intent(self._intents_taken + offset, int(row[0]), float(row[1]), float(row[2]), text))
+            kind = int(row[4])
+            expires = None if np.isnan(row[6]) else int(row[6]) * MS_PER_DAY + boundary
+            intents.append(Intent(self._intents_taken + offset, int(row[0]), float(row[1]), float(row[2]), text,
+                                  KIND_NAMES[kind], None if kind == MARKET else float(row[5]), expires))
         self._intents_taken = count
         return intents
 
-    def apply_fill(self, qty: float, price: float, fee: float, reason: str) -> None:
-        """Book a venue fill of ``qty`` signed units at ``price`` with ``fee`` (quote currency) in this bar."""
+    def protective_stop(self) -> ProtectiveStop | None:
+        """The stop the venue must hold for the open position (external mode), None when flat or unprotected.
+
+        Its level is the position's stop-loss or, when higher (lower for a short), its trailing stop; it moves
+        as the trailing stop follows the market, bar by bar.
+        """
+        units = self.ledger.units
+        if units == 0.0:
+            return None
+        level, code = working.stop_level(self.ledger.params, self.ledger.fstate)
+        if np.isnan(level):
+            return None
+        return ProtectiveStop(-units, float(level), ENGINE_REASONS[code])
+
+    def apply_fill(self, qty: float, price: float, fee: float, reason: str, *, counted: bool = True) -> None:
+        """Book a venue fill of ``qty`` signed units at ``price`` with ``fee`` (quote currency) in this bar;
+        ``counted=False``: a fill of an order the engine never counted in flight (the venue's protective stop)."""
         self.ledger.ensure_room()
         code = self._reason_code(reason)
+        inflight = self.ledger.inflight
         booking.apply_fill(self.bars_seen - 1, float(qty), float(price), float(fee), code, self.ledger.params,
                      self.ledger.fstate, self.ledger.istate, self.ledger.fills, self.ledger.trades,
                      self.ledger.events)
+        if not counted:
+            self.ledger.inflight = inflight
 
-    def release(self, qty: float) -> None:
-        """Units ordered but never to be filled (rejected or cancelled) stop counting as in flight."""
+    def release(self, qty: float, *, unreached: bool = False) -> None:
+        """Units ordered but never to be filled (refused, trimmed to the venue's precision, cancelled) stop
+        counting as in flight. ``unreached``: the order ended at the venue unfilled (cancelled or expired there),
+        so the exposure it aimed at is not taken as reached and the strategy's next decision for it is sent, as
+        a day order that expires in a backtest."""
         inflight = self.ledger.inflight
         self.ledger.inflight = 0.0 if abs(qty) >= abs(inflight) else inflight - qty
+        if unreached and qty != 0.0:
+            self.ledger.forget_aim()
 
     def _reason_code(self, reason: str) -> int:
         for code, text in ENGINE_REASONS.items():

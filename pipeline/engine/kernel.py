@@ -6,14 +6,26 @@ it in a compiled loop; the runtime calls it once per closed bar. There is no oth
 Order of events inside ``step`` for bar i (open o, high h, low l, close c):
 
 1. a new trading day (``day`` changed) resets the day's fill count and takes the previous close's equity as
-   the day's opening equity;
-2. the order decided at the previous close fills at ``o`` (mode ``next_open``); out of session it waits for
-   the next in-session bar or is rejected (``session_wait``);
-3. stop-loss / take-profit are checked against the bar's range (a stop is assumed hit before a take-profit
-   in the same bar; a gap through a level fills at the open);
+   the day's opening equity; a pending ``day`` order placed on an earlier day is cancelled (a rejection
+   ``cancelled: day order expired``);
+2. the order decided at an earlier close executes when this bar reaches it (``pipeline.engine.working``): a
+   market order at ``o``; a limit order at ``o`` when the bar opens through its price, else at its price when
+   the bar trades through it (a touch is not a fill), without slippage; a stop order at ``o`` when the bar
+   opens through its trigger, else at the trigger when the bar reaches it, with slippage. Out of session a
+   market order waits for the next in-session bar or is rejected (``session_wait``); limit and stop orders wait;
+3. the position's stop (stop-loss, or the trailing stop when tighter) and take-profit are checked against the
+   bar's range: a gap through a level fills at the open; when both levels are inside the bar the stop (the
+   adverse one) fills, unless ``intrabar`` is ``target_first``. A position opened inside this bar by a limit or
+   stop order is checked from the next bar (the order of prices within a bar is unknown). The trailing stop's
+   base then moves to the bar's high (low for a short; the close for an entry's own bar);
 4. the ledger is marked at ``c``; the drawdown and daily-loss breakers are checked;
-5. the strategy's decision at this close (``aim``, NaN for none) becomes an order when it differs from the
-   exposure currently aimed at: it fills at the next open, or at ``c`` in mode ``close``.
+5. the strategy's decision at this close (``aim``, NaN for none) becomes the working order when it differs from
+   the exposure aimed at, or asks for another order type or price: a market order fills at the next open, or
+   at ``c`` in mode ``close``; a limit or stop order works from the next bar until it fills, the strategy
+   decides again or (``day``) the trading day ends. The position it opens takes the order's protections.
+
+In external mode (a venue fills) the order goes out at once as an intent of its kind and price, the position's
+stop rests at the venue (``Engine.protective_stop``), and only a take-profit is sent from here.
 
 Breakers whose release is due are released before step 1 and tripped as their limits are crossed
 (``pipeline.engine.breakers``); the state layout and codes live in ``pipeline.engine.layout``.
@@ -34,6 +46,7 @@ import math
 import numpy as np
 from numba import njit
 
+from pipeline.domain.orders import LIMIT, MARKET, O_KIND, O_PRICE
 from pipeline.engine.booking import fill
 from pipeline.engine.breakers import releases, trip
 from pipeline.engine.layout import (
@@ -43,13 +56,17 @@ from pipeline.engine.layout import (
     F_CASH,
     F_DAY_OPEN,
     F_EQUITY,
+    F_EXTREME,
     F_INFLIGHT,
     F_LAST_RANGE,
     F_PEAK,
     F_PENDING,
-    F_STOP,
     F_TAKE,
     F_UNITS,
+    F_WORK_EXPIRES,
+    F_WORK_KIND,
+    F_WORK_PRICE,
+    F_WORK_SIDE,
     I_DAY,
     I_FILLS_TODAY,
     I_N_EVENTS,
@@ -74,10 +91,11 @@ from pipeline.engine.layout import (
     P_SESSION_WAIT,
     P_SLIPPAGE,
     P_SLIPPAGE_VOL,
+    P_TARGET_FIRST,
     P_TICK,
-    REASON_STOP_LOSS,
     REASON_TAKE_PROFIT,
     REJECT_BREAKER,
+    REJECT_EXPIRED,
     REJECT_LEVERAGE,
     REJECT_MAX_POSITION,
     REJECT_MIN_NOTIONAL,
@@ -87,6 +105,7 @@ from pipeline.engine.layout import (
     RULE_DRAWDOWN,
     SPARE_ROWS,
 )
+from pipeline.engine.working import adopt_protections, place, replaces, side_towards, stop_level, trigger_price
 
 
 @njit(cache=True, inline="always")
@@ -102,13 +121,16 @@ def _reject(i: int, code: int, aim: float, units: float, reason: int, st: np.nda
 
 
 @njit(cache=True, inline="always")
-def _intent(i: int, qty: float, reference: float, reason: int, fs: np.ndarray, st: np.ndarray,
-            intents: np.ndarray) -> None:  # pragma: no cover - compiled
+def _intent(i: int, qty: float, reference: float, reason: int, kind: float, price: float, expires: float,
+            fs: np.ndarray, st: np.ndarray, intents: np.ndarray) -> None:  # pragma: no cover - compiled
     k = st[I_N_INTENTS]
     intents[k, 0] = i
     intents[k, 1] = qty
     intents[k, 2] = reference
     intents[k, 3] = reason
+    intents[k, 4] = kind
+    intents[k, 5] = price
+    intents[k, 6] = expires
     st[I_N_INTENTS] = k + 1
     fs[F_INFLIGHT] += qty
 
@@ -122,10 +144,14 @@ def _round_price(price: float, tick: float, buy: bool) -> float:  # pragma: no c
 
 
 @njit(cache=True)
-def _execute(i: int, aim: float, reference: float, reason: int, p: np.ndarray, fs: np.ndarray, st: np.ndarray,
-             fills: np.ndarray, trades: np.ndarray, events: np.ndarray, rejects: np.ndarray,
+def _execute(i: int, aim: float, reference: float, reason: int, slipped: bool, p: np.ndarray, fs: np.ndarray,
+             st: np.ndarray, fills: np.ndarray, trades: np.ndarray, events: np.ndarray, rejects: np.ndarray,
              intents: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Move the position towards ``aim`` (fraction of equity) at ``reference`` price, after risk checks."""
+    """Move the position towards ``aim`` (fraction of equity) at ``reference`` price, after risk checks.
+
+    ``slipped``: the fill carries slippage and tick rounding (market and stop orders), else it is at
+    ``reference`` exactly (a limit order). A venue order (external mode) is the working order's kind and price.
+    """
     units = fs[F_UNITS] + fs[F_INFLIGHT]
     target = aim
     if target < 0.0 and p[P_ALLOW_SHORT] <= 0:
@@ -136,9 +162,9 @@ def _execute(i: int, aim: float, reference: float, reason: int, p: np.ndarray, f
         _reject(i, REJECT_MAX_POSITION, aim, 0.0, reason, st, rejects)
         target = cap if target > 0 else -cap
     fee = p[P_FEE]
-    equity = fs[F_CASH] + units * reference
+    equity = fs[F_CASH] + fs[F_UNITS] * reference  # units in flight are not paid for yet: not in the equity
     buy_side = target * equity / (reference * (1.0 + fee)) > units
-    slip = p[P_SLIPPAGE] + p[P_SLIPPAGE_VOL] * fs[F_LAST_RANGE]
+    slip = p[P_SLIPPAGE] + p[P_SLIPPAGE_VOL] * fs[F_LAST_RANGE] if slipped else 0.0
     estimate = reference * (1.0 + slip) if buy_side else reference * (1.0 - slip)
     desired = target * equity / (estimate * (1.0 + fee))
     limit_units = p[P_LEVERAGE] * equity / (estimate * (1.0 + fee))
@@ -158,14 +184,14 @@ def _execute(i: int, aim: float, reference: float, reason: int, p: np.ndarray, f
     delta = desired - units
     if delta == 0.0:
         return
-    price = _round_price(estimate, p[P_TICK], delta > 0.0)
+    price = _round_price(estimate, p[P_TICK], delta > 0.0) if slipped else estimate
     if abs(delta) * price <= DUST_VALUE and desired != 0.0:
         return
     if desired != 0.0 and abs(delta) * price < p[P_MIN_NOTIONAL]:
         _reject(i, REJECT_MIN_NOTIONAL, aim, desired, reason, st, rejects)
         return
     if p[P_EXTERNAL] > 0:
-        _intent(i, delta, price, reason, fs, st, intents)
+        _intent(i, delta, price, reason, fs[F_WORK_KIND], fs[F_WORK_PRICE], fs[F_WORK_EXPIRES], fs, st, intents)
         return
     if units != 0.0 and desired * units < 0.0:  # a reversal: close, then open the other side
         fill(i, -units, price, reason, p, fs, st, fills, trades, events)
@@ -177,10 +203,40 @@ def _execute(i: int, aim: float, reference: float, reason: int, p: np.ndarray, f
 
 
 @njit(cache=True)
+def _protect(i: int, o: float, h: float, low: float, p: np.ndarray, fs: np.ndarray, st: np.ndarray,
+             fills: np.ndarray, trades: np.ndarray, events: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Close the position at its stop (stop-loss or trailing) or its take-profit when this bar reaches one."""
+    units = fs[F_UNITS]
+    level, code = stop_level(p, fs)
+    take = fs[F_TAKE]
+    long = units > 0.0
+    stop_hit = not math.isnan(level) and (low <= level if long else h >= level)
+    take_hit = not math.isnan(take) and (h >= take if long else low <= take)
+    if not stop_hit and not take_hit:
+        return
+    use_stop = stop_hit
+    if stop_hit and take_hit:
+        if (o <= level) if long else (o >= level):  # the open gapped through the stop: it came first
+            use_stop = True
+        elif (o >= take) if long else (o <= take):  # ... or through the target
+            use_stop = False
+        else:
+            use_stop = p[P_TARGET_FIRST] <= 0
+    if use_stop:
+        fill(i, -units, min(o, level) if long else max(o, level), code, p, fs, st, fills, trades, events)
+    else:
+        fill(i, -units, max(o, take) if long else min(o, take), REASON_TAKE_PROFIT, p, fs, st, fills, trades,
+             events)
+
+
+@njit(cache=True)
 def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session: bool, aim: float, reason: int,
-         p: np.ndarray, fs: np.ndarray, st: np.ndarray, fills: np.ndarray, trades: np.ndarray, events: np.ndarray,
-         rejects: np.ndarray, intents: np.ndarray) -> float:  # pragma: no cover - compiled
-    """Advance the ledger by bar ``i`` and return the equity at its close (see the module docstring)."""
+         order: np.ndarray, p: np.ndarray, fs: np.ndarray, st: np.ndarray, fills: np.ndarray, trades: np.ndarray,
+         events: np.ndarray, rejects: np.ndarray, intents: np.ndarray) -> float:  # pragma: no cover - compiled
+    """Advance the ledger by bar ``i`` and return the equity at its close (see the module docstring).
+
+    ``order`` is the row of the strategy's order table (``pipeline.domain.orders``) that says how ``aim`` is to be
+    executed."""
     first = st[I_DAY] == np.iinfo(np.int64).min
     new_day = day != st[I_DAY] and not first
     if st[I_RESET_PENDING] != 0 or (st[I_TRIPPED] & ENGINE_RULES_MASK != 0 and (new_day or p[P_COOLDOWN] > 0)):
@@ -193,42 +249,46 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
             fs[F_DAY_OPEN] = fs[F_EQUITY]
         st[I_DAY] = day
         st[I_FILLS_TODAY] = 0
+    external = p[P_EXTERNAL] > 0
     pending = fs[F_PENDING]
+    if not math.isnan(pending) and not math.isnan(fs[F_WORK_EXPIRES]) and day >= fs[F_WORK_EXPIRES]:
+        fs[F_PENDING] = np.nan  # a day order the day ended on
+        fs[F_AIM] = np.nan
+        _reject(i, REJECT_EXPIRED, pending, 0.0, st[I_PENDING_REASON], st, rejects)
+        pending = np.nan
+    inside = False  # a position opened inside this bar (a limit or stop order), not at its open
     if not math.isnan(pending):
+        kind = fs[F_WORK_KIND]
         if in_session:
-            fs[F_PENDING] = np.nan
-            _execute(i, pending, o, st[I_PENDING_REASON], p, fs, st, fills, trades, events, rejects, intents)
-        elif p[P_SESSION_WAIT] <= 0:
+            price = trigger_price(kind, fs[F_WORK_SIDE], fs[F_WORK_PRICE], o, h, low)
+            if not math.isnan(price):
+                fs[F_PENDING] = np.nan
+                adopt_protections(fs)
+                before = fs[F_UNITS]
+                _execute(i, pending, price, st[I_PENDING_REASON], kind != LIMIT, p, fs, st, fills, trades, events,
+                         rejects, intents)
+                after = fs[F_UNITS]
+                inside = price != o and after != 0.0 and after * before <= 0.0
+        elif kind == MARKET and p[P_SESSION_WAIT] <= 0:
             fs[F_PENDING] = np.nan
             _reject(i, REJECT_SESSION, pending, 0.0, st[I_PENDING_REASON], st, rejects)
-    external = p[P_EXTERNAL] > 0
     units = fs[F_UNITS]
-    if external:
+    if external:  # the stop rests at the venue (``Engine.protective_stop``); a take-profit is sent from here
         position = units + fs[F_INFLIGHT]  # an exit already ordered is not ordered again
-        if position != 0.0 and position * units > 0.0:
-            stop = fs[F_STOP]
-            take = fs[F_TAKE]
-            if position > 0.0 and not math.isnan(stop) and low <= stop:
-                _intent(i, -position, min(o, stop), REASON_STOP_LOSS, fs, st, intents)
-            elif position > 0.0 and not math.isnan(take) and h >= take:
-                _intent(i, -position, max(o, take), REASON_TAKE_PROFIT, fs, st, intents)
-            elif position < 0.0 and not math.isnan(stop) and h >= stop:
-                _intent(i, -position, max(o, stop), REASON_STOP_LOSS, fs, st, intents)
-            elif position < 0.0 and not math.isnan(take) and low <= take:
-                _intent(i, -position, min(o, take), REASON_TAKE_PROFIT, fs, st, intents)
-    elif units != 0.0:
-        stop = fs[F_STOP]
         take = fs[F_TAKE]
-        if units > 0.0:
-            if not math.isnan(stop) and low <= stop:
-                fill(i, -units, min(o, stop), REASON_STOP_LOSS, p, fs, st, fills, trades, events)
-            elif not math.isnan(take) and h >= take:
-                fill(i, -units, max(o, take), REASON_TAKE_PROFIT, p, fs, st, fills, trades, events)
-        else:
-            if not math.isnan(stop) and h >= stop:
-                fill(i, -units, max(o, stop), REASON_STOP_LOSS, p, fs, st, fills, trades, events)
-            elif not math.isnan(take) and low <= take:
-                fill(i, -units, min(o, take), REASON_TAKE_PROFIT, p, fs, st, fills, trades, events)
+        if position != 0.0 and position * units > 0.0 and not math.isnan(take):
+            if position > 0.0 and h >= take:
+                _intent(i, -position, max(o, take), REASON_TAKE_PROFIT, MARKET, np.nan, np.nan, fs, st, intents)
+            elif position < 0.0 and low <= take:
+                _intent(i, -position, min(o, take), REASON_TAKE_PROFIT, MARKET, np.nan, np.nan, fs, st, intents)
+    elif units != 0.0 and not inside:
+        _protect(i, o, h, low, p, fs, st, fills, trades, events)
+    units = fs[F_UNITS]
+    if units != 0.0:  # the trailing stop's base: the best price since entry (only the close of an entry's bar)
+        best = (c if inside else h) if units > 0.0 else (c if inside else low)
+        extreme = fs[F_EXTREME]
+        if math.isnan(extreme) or (units > 0.0 and best > extreme) or (units < 0.0 and best < extreme):
+            fs[F_EXTREME] = best
     equity = fs[F_CASH] + fs[F_UNITS] * c
     fs[F_EQUITY] = equity
     if equity > fs[F_PEAK]:
@@ -241,23 +301,31 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
         loss = 1.0 - equity / fs[F_DAY_OPEN]
         if loss > p[P_DAILY_LOSS]:
             trip(i, RULE_DAILY_LOSS, loss, p[P_DAILY_LOSS], p, fs, st, events)
-    close_now = p[P_FILL_CLOSE] > 0 or external  # a venue order goes out at once, as a market order
-    if not math.isnan(aim) and aim != fs[F_AIM]:
+    if not math.isnan(aim) and (aim != fs[F_AIM] or replaces(order, fs)):
         fs[F_AIM] = aim
-        if close_now:
+        kind = order[O_KIND]
+        place(order, aim, day, side_towards(aim, c, fs, fs[F_CASH]), fs)
+        st[I_PENDING_REASON] = reason
+        if external or (kind == MARKET and p[P_FILL_CLOSE] > 0):  # a venue order goes out at once
+            fs[F_PENDING] = np.nan
             if in_session:
-                _execute(i, aim, c, reason, p, fs, st, fills, trades, events, rejects, intents)
+                adopt_protections(fs)
+                sent = st[I_N_INTENTS]
+                reference = c if kind == MARKET else order[O_PRICE]
+                _execute(i, aim, reference, reason, kind != LIMIT, p, fs, st, fills, trades, events, rejects,
+                         intents)
+                if external and st[I_N_INTENTS] == sent and kind != MARKET and fs[F_INFLIGHT] != 0.0:
+                    # the same exposure at a new price: the venue's working order is replaced by its rest
+                    _intent(i, 0.0, reference, reason, kind, fs[F_WORK_PRICE], fs[F_WORK_EXPIRES], fs, st, intents)
                 equity = fs[F_CASH] + fs[F_UNITS] * c
                 fs[F_EQUITY] = equity
             else:
                 _reject(i, REJECT_SESSION, aim, 0.0, reason, st, rejects)
-        else:
-            fs[F_PENDING] = aim
-            st[I_PENDING_REASON] = reason
-    elif close_now and not math.isnan(fs[F_PENDING]) and in_session:
+    elif (p[P_FILL_CLOSE] > 0 or external) and not math.isnan(fs[F_PENDING]) and fs[F_WORK_KIND] == MARKET \
+            and in_session:
         pending = fs[F_PENDING]
         fs[F_PENDING] = np.nan
-        _execute(i, pending, c, st[I_PENDING_REASON], p, fs, st, fills, trades, events, rejects, intents)
+        _execute(i, pending, c, st[I_PENDING_REASON], True, p, fs, st, fills, trades, events, rejects, intents)
         equity = fs[F_CASH] + fs[F_UNITS] * c
         fs[F_EQUITY] = equity
     fs[F_LAST_RANGE] = (h - low) / c if c > 0 else 0.0
@@ -266,25 +334,27 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
 
 @njit(cache=True)
 def run_range(start: int, end: int, days: np.ndarray, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray,
-              closes: np.ndarray, sessions: np.ndarray, aims: np.ndarray, reasons: np.ndarray, p: np.ndarray,
+              closes: np.ndarray, sessions: np.ndarray, aims: np.ndarray, reasons: np.ndarray, orders: np.ndarray,
+              p: np.ndarray,
               fs: np.ndarray, st: np.ndarray, fills: np.ndarray, trades: np.ndarray, events: np.ndarray,
               rejects: np.ndarray, intents: np.ndarray, equity: np.ndarray, cash: np.ndarray,
               units: np.ndarray, paused: np.ndarray) -> int:  # pragma: no cover - compiled
     """Step bars ``start..end-1``; stop early (returning the next bar) when an output buffer runs low.
 
     Per bar it writes the equity, cash and units at the close, and whether the bar is paused (a rule tripped
-    at its close)."""
+    at its close). ``orders`` is the strategy's order table: one row per bar, or one row for every bar."""
     fills_cap = fills.shape[0] - SPARE_ROWS
     trades_cap = trades.shape[0] - SPARE_ROWS
     events_cap = events.shape[0] - SPARE_ROWS
     rejects_cap = rejects.shape[0] - SPARE_ROWS
     intents_cap = intents.shape[0] - SPARE_ROWS
+    per_bar = orders.shape[0] > 1
     for i in range(start, end):
         if st[I_N_FILLS] > fills_cap or st[I_N_TRADES] > trades_cap or st[I_N_EVENTS] > events_cap \
                 or st[I_N_REJECTS] > rejects_cap or st[I_N_INTENTS] > intents_cap:
             return i
         equity[i] = step(i, days[i], opens[i], highs[i], lows[i], closes[i], sessions[i], aims[i], reasons[i],
-                         p, fs, st, fills, trades, events, rejects, intents)
+                         orders[i if per_bar else 0], p, fs, st, fills, trades, events, rejects, intents)
         cash[i] = fs[F_CASH]
         units[i] = fs[F_UNITS]
         paused[i] = st[I_TRIPPED] != 0

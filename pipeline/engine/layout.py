@@ -38,7 +38,12 @@ P_COOLDOWN = 19
 """Bars after which a rule that waits for an operator releases by itself; 0 waits for the operator."""
 P_DAILY_RELEASE = 20
 """1: ``daily_loss`` and ``trades_per_day`` release at the next trading day; 0: they wait like the others."""
-N_PARAMS = 21
+P_TARGET_FIRST = 21
+"""1: when a position's stop and its take-profit are both inside one bar, the take-profit fills (default 0: the
+stop, the adverse one)."""
+P_TRAILING = 22
+"""The configured trailing stop (fraction of the best price since entry); 0 for none."""
+N_PARAMS = 23
 
 # ----------------------------------------------------------------------------------------------- float state
 F_CASH = 0
@@ -59,7 +64,27 @@ F_STOP = 14
 F_TAKE = 15
 F_LAST_RANGE = 16
 F_INFLIGHT = 17
-N_FSTATE = 18
+F_WORK_KIND = 18
+"""The pending order's kind (``pipeline.domain.orders``: market, limit, stop)."""
+F_WORK_PRICE = 19
+"""The pending limit or stop order's price (NaN for a market order)."""
+F_WORK_EXPIRES = 20
+"""The trading day at whose start the pending order is cancelled (NaN: good till cancelled)."""
+F_WORK_STOP_LOSS = 21
+F_WORK_TAKE_PROFIT = 22
+F_WORK_TRAILING = 23
+"""The protections the pending order gives the position it opens (NaN: the configured ones)."""
+F_POS_STOP_LOSS = 24
+F_POS_TAKE_PROFIT = 25
+F_POS_TRAILING = 26
+"""The protections of the position being opened or held (NaN: the configured ones)."""
+F_EXTREME = 27
+"""The best price since the position was opened (highest high long, lowest low short): the trailing stop's base."""
+F_WORK_SIDE = 28
+"""The pending order's side: +1 buys, -1 sells (a limit or stop order triggers by its side)."""
+N_FSTATE = 29
+LEGACY_FSTATE_SLOTS = F_WORK_KIND
+"""The float state's length before order types; ``Ledger.restore`` completes a snapshot of it."""
 
 # ----------------------------------------------------------------------------------------------- int state
 I_DAY = 0
@@ -90,6 +115,7 @@ REASON_TAKE_PROFIT = -3
 REASON_BREAKER_FLATTEN = -4
 REASON_NONE = -1
 REASON_OPERATOR_FLATTEN = -5
+REASON_TRAILING_STOP = -6
 
 RULE_DRAWDOWN = 1
 RULE_DAILY_LOSS = 2
@@ -114,12 +140,13 @@ REJECT_SESSION = 3
 REJECT_MIN_NOTIONAL = 4
 REJECT_BREAKER = 5
 REJECT_SHORT = 6
+REJECT_EXPIRED = 7
 
 FILL_COLUMNS = 6  # bar, side, qty, price, fee, reason
 TRADE_COLUMNS = 10  # entry_bar, exit_bar, side, qty, entry_price, exit_price, pnl, fees, entry_reason, exit_reason
 EVENT_COLUMNS = 6  # bar, rule, value, threshold, action, bars_tripped
 REJECT_COLUMNS = 5  # bar, code, aim, requested_units, reason
-INTENT_COLUMNS = 4  # bar, signed qty, reference price, reason
+INTENT_COLUMNS = 7  # bar, signed qty, reference price, reason, kind, limit or stop price, expiry day
 DUST_VALUE = 1e-9
 """Orders worth less than this (in quote currency) are not sent: they are rounding noise."""
 SPARE_ROWS = 8
@@ -132,6 +159,8 @@ def new_state() -> tuple[np.ndarray, np.ndarray]:
     fstate = np.zeros(N_FSTATE)
     istate = np.zeros(N_ISTATE, dtype=np.int64)
     fstate[F_PENDING] = np.nan
+    fstate[LEGACY_FSTATE_SLOTS:] = np.nan
+    fstate[F_WORK_KIND] = 0.0
     istate[I_DAY] = np.iinfo(np.int64).min
     istate[I_PENDING_REASON] = REASON_NONE
     return fstate, istate

@@ -77,12 +77,17 @@ class Ledger:
     def restore(self, snapshot: str, next_bar: int = 0) -> None:
         """Load a ``snapshot``; the output buffers start empty (what they held was already stored).
 
-        A snapshot of the earlier, shorter state layout (without release bookkeeping) is completed: the rules
-        it has tripped count their cool-down from ``next_bar``.
+        A snapshot of the float state before order types is completed: its pending order is a market order and
+        its position keeps the configured protections. A snapshot of the earlier, shorter int state (without
+        release bookkeeping) is completed: the rules it has tripped count their cool-down from ``next_bar``.
         """
         data = json.loads(snapshot)
         fstate = np.array([float.fromhex(x) for x in data["f"]])
         istate = np.array(data["i"], dtype=np.int64)
+        if fstate.shape == (layout.LEGACY_FSTATE_SLOTS,):  # before order types: a market order, no protections
+            fresh_f, _ = layout.new_state()
+            fresh_f[: layout.LEGACY_FSTATE_SLOTS] = fstate
+            fstate = fresh_f
         if istate.shape == (layout.LEGACY_ISTATE_SLOTS,):
             _, fresh = layout.new_state()
             fresh[: layout.LEGACY_ISTATE_SLOTS] = istate
@@ -96,6 +101,10 @@ class Ledger:
         self.fstate[:] = fstate
         self.istate[:] = istate
 
+    def forget_aim(self) -> None:
+        """The exposure aimed at was not reached (its order ended unfilled): any next decision acts."""
+        self.fstate[layout.F_AIM] = np.nan
+
     def pause(self) -> None:
         """Block new entries until ``resume`` (exits, stops and take-profits still run)."""
         self.istate[layout.I_TRIPPED] |= 1 << layout.RULE_MANUAL_PAUSE
@@ -107,6 +116,8 @@ class Ledger:
         """Close the position at the next fill opportunity (the next bar's open, or this close)."""
         self.fstate[layout.F_PENDING] = 0.0
         self.fstate[layout.F_AIM] = 0.0
+        self.fstate[layout.F_WORK_KIND] = 0.0  # a market order
+        self.fstate[layout.F_WORK_EXPIRES] = np.nan
         self.istate[layout.I_PENDING_REASON] = reason
 
     def reset_breakers(self) -> None:

@@ -98,13 +98,16 @@ def _event(t: int, action: int, released_by: int, value: float, bars: int, pi: n
 
 @njit(cache=True)
 def run_times(start: int, end: int, present: np.ndarray, days: np.ndarray, opens: np.ndarray, highs: np.ndarray,
-              lows: np.ndarray, closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray, bar_index: np.ndarray,
+              lows: np.ndarray, closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray, orders: np.ndarray,
+              bar_index: np.ndarray,
               params: Arrays, fstates: Arrays, istates: Arrays, fills: Arrays, trades: Arrays, events: Arrays,
               rejects: Arrays, intents: Arrays, base_position: np.ndarray, caps: np.ndarray, pf: np.ndarray,
               pi: np.ndarray, pevents: np.ndarray, sleeve_equity: np.ndarray, sleeve_value: np.ndarray,
               out_equity: np.ndarray, out_cash: np.ndarray, out_units: np.ndarray, out_paused: np.ndarray,
               marks: np.ndarray) -> int:  # pragma: no cover - compiled
-    """Step bar times ``start..end-1`` (arrays are (sleeves, times); ``present[s, t]``: sleeve s has a bar)."""
+    """Step bar times ``start..end-1`` (arrays are (sleeves, times); ``present[s, t]``: sleeve s has a bar;
+    ``orders`` is (sleeves, times or 1, order columns): each sleeve's order table)."""
+    per_bar = orders.shape[1] > 1
     n_sleeves = present.shape[0]
     gross_cap = caps[CAP_GROSS]
     drawdown_cap = caps[CAP_DRAWDOWN]
@@ -147,7 +150,8 @@ def run_times(start: int, end: int, present: np.ndarray, days: np.ndarray, opens
             fs = fstates[s]
             st = istates[s]
             sleeve_equity[s] = kernel.step(bar_index[s], days[s, t], opens[s, t], highs[s, t], lows[s, t], closes[s, t],
-                                      True, aims[s, t], reasons[s, t], params[s], fs, st, fills[s], trades[s],
+                                      True, aims[s, t], reasons[s, t], orders[s, t if per_bar else 0], params[s], fs,
+                                      st, fills[s], trades[s],
                                       events[s], rejects[s], intents[s])
             bar_index[s] += 1
             sleeve_value[s] = fs[layout.F_UNITS] * closes[s, t]

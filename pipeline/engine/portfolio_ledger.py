@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.domain.orders import ORDER_COLUMNS
 from pipeline.engine import portfolio_kernel as pk
-from pipeline.engine.core import MS_PER_DAY, Engine
+from pipeline.engine.core import MARKET_ORDERS, MS_PER_DAY, Engine
 
 RELEASED_BY = {pk.RELEASED_BY_OPERATOR: "operator", pk.RELEASED_BY_COOLDOWN: "cooldown"}
 Arrays = tuple[np.ndarray, ...]
@@ -137,12 +138,17 @@ class PortfolioLedger:
         return self._lists
 
     def run(self, times: np.ndarray, present: np.ndarray, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray,
-            closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray) -> tuple[PortfolioMarks, list[PortfolioEvent]]:
+            closes: np.ndarray, aims: np.ndarray, reasons: np.ndarray,
+            orders: np.ndarray | None = None) -> tuple[PortfolioMarks, list[PortfolioEvent]]:
         """Step the bar times ``times`` (epoch ms, ascending) in one compiled call per buffer fill.
 
         The other arrays are (sleeves, times) in the engines' order; ``present[s, t]`` says whether sleeve ``s``
-        has a bar at ``times[t]``. Every engine records the marks of its bars.
+        has a bar at ``times[t]``; ``orders`` (sleeves, times, order columns) their order tables (None: market
+        orders). Every engine records the marks of its bars.
         """
+        if orders is None:
+            orders = np.broadcast_to(MARKET_ORDERS, (present.shape[0], 1, ORDER_COLUMNS))
+        orders = np.ascontiguousarray(orders, dtype=np.float64)
         n_sleeves, n_times = present.shape
         days = ((times[np.newaxis, :] - self._hours[:, np.newaxis] * 3_600_000) // MS_PER_DAY).astype(np.int64)
         bar_index = np.array([engine.bars_seen for engine in self.engines], dtype=np.int64)
@@ -161,7 +167,7 @@ class PortfolioLedger:
                 grown[: self._pevents.shape[0]] = self._pevents
                 self._pevents = grown
             params, fstates, istates, fills, trades, events, rejects, intents = self._kernel_lists()
-            start = pk.run_times(start, n_times, present, days, opens, highs, lows, closes, aims, reasons,
+            start = pk.run_times(start, n_times, present, days, opens, highs, lows, closes, aims, reasons, orders,
                                  bar_index, params, fstates, istates, fills, trades, events, rejects, intents,
                                  self._base_position, self._caps, self._pf, self._pi, self._pevents, self._equity,
                                  self._value, out_equity, out_cash, out_units, out_paused, marks)

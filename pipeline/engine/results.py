@@ -21,6 +21,7 @@ ENGINE_REASONS = {
     layout.REASON_TAKE_PROFIT: "take_profit",
     layout.REASON_BREAKER_FLATTEN: "breaker_flatten",
     layout.REASON_OPERATOR_FLATTEN: "operator_flatten",
+    layout.REASON_TRAILING_STOP: "trailing_stop",
     layout.REASON_NONE: "",
 }
 RULES = {
@@ -45,6 +46,7 @@ REJECTIONS = {
     layout.REJECT_MIN_NOTIONAL: "rejected: below minimum notional",
     layout.REJECT_BREAKER: "blocked: circuit breaker tripped",
     layout.REJECT_SHORT: "resized: short selling not allowed",
+    layout.REJECT_EXPIRED: "cancelled: day order expired unfilled",
 }
 
 @dataclass(frozen=True)

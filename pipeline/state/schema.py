@@ -42,10 +42,12 @@ from sqlalchemy.engine import Connection, Engine
 from pipeline.state.errors import SchemaVersionError, StateError
 from pipeline.state.tables import SchemaVersion, table_of
 
-SCHEMA_VERSION: Final = 3
-"""The version of the tables in :mod:`pipeline.state.tables` (its Alembic revision is ``0003``). Version 1 had
+SCHEMA_VERSION: Final = 4
+"""The version of the tables in :mod:`pipeline.state.tables` (its Alembic revision is ``0004``). Version 1 had
 no runtime events; version 2 added them; version 3 gave breaker events their ``action`` (a trip or a release;
-stored events are trips) and made it part of their natural key (sleeve, time, rule, action)."""
+stored events are trips) and made it part of their natural key (sleeve, time, rule, action); version 4 gave
+orders their ``kind`` (market, limit or stop; stored orders are market orders), ``stop_price`` and
+``expires_at``."""
 
 HEAD: Final = f"{SCHEMA_VERSION:04d}"
 """The current revision."""

@@ -19,6 +19,10 @@ A trader's own strategy is a class in their own file or package (:mod:`pipeline.
 ``PATH.py:Class``, ``package.module:Class``, by its ``name`` in a ``strategy_paths`` folder, or through the
 ``tradeforge.strategies`` entry points; ``examples/strategies/`` holds a complete one.
 
+A strategy may read a higher timeframe of its own bars (:mod:`pipeline.strategies.series`) and other symbols'
+bars (an optional ``series`` attribute of :class:`pipeline.strategies.other_series.OtherSeries`, whose aligned
+columns the backtest and the runtime add to its frame).
+
 Every strategy is also a stream (``strategy.stream()``, a ``DecisionStream``): decisions advance by the next rows
 with constant work per row, and ``targets(frame)`` is a fresh stream given the whole frame (see ``base``).
 """

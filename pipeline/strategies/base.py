@@ -3,7 +3,9 @@
 A strategy returns ``Targets``: for every bar, either NaN (no decision on this bar) or the desired exposure as
 a fraction of the strategy's equity (``1.0`` all in long, ``0.0`` flat, ``-1.0`` all in short), with a reason
 code. Decisions are events, not levels: the engine acts when a decision differs from the exposure it is
-currently aiming for.
+currently aiming for. ``Targets.with_orders`` says how they are executed: market (the default), limit or stop
+orders with a time in force, and the stop-loss, take-profit and trailing stop of the positions they open
+(``pipeline.domain.orders``; the engine's intrabar conventions are in ``pipeline.engine.kernel``).
 
 Decisions are a stream (DESIGN.md, section 2): ``strategy.stream()`` is a ``DecisionStream`` from the first bar;
 its ``update(rows)`` takes the next rows of the feature frame and returns the decisions for exactly those rows,
@@ -24,13 +26,14 @@ needs one (for example ``model_score``, the probability an ML model assigns to a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from pipeline.domain import DataError
+from pipeline.domain.orders import KINDS, MARKET, ORDER_COLUMNS, Column, OrderKind, TimeInForce, order_table
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,51 @@ class Targets:
     exposure: np.ndarray  # float64, one per bar
     reason: np.ndarray  # int64, one per bar; -1 where exposure is NaN
     reasons: tuple[str, ...]
+    orders: np.ndarray | None = None
+    """How each decision is executed (``pipeline.domain.orders``): one row per bar, or one row for all; None:
+    market orders with the engine's configured protections."""
 
     def __post_init__(self) -> None:
         if self.exposure.shape != self.reason.shape:
             raise ValueError("exposure and reason must have one entry per bar")
+        if self.orders is not None and (self.orders.ndim != 2 or self.orders.shape[1] != ORDER_COLUMNS
+                                        or self.orders.shape[0] not in (1, len(self.exposure))):
+            raise ValueError(f"an order table has one row per bar ({len(self.exposure)}) or one row, and "
+                             f"{ORDER_COLUMNS} columns; got shape {self.orders.shape}")
+
+    def with_orders(
+        self,
+        *,
+        kind: OrderKind | np.ndarray = "market",
+        price: Column = None,
+        tif: TimeInForce = "gtc",
+        stop_loss: Column = None,
+        take_profit: Column = None,
+        trailing_stop: Column = None,
+    ) -> Targets:
+        """These decisions executed as ``kind`` orders (``market``, ``limit`` or ``stop`` at ``price``, one per
+        bar or one for all) with a time in force, giving the positions they open a stop-loss, a take-profit
+        and a trailing stop (fractions of the entry price; None: the engine's configured ones; 0: none).
+
+        Only the rows with a decision are validated: a limit or stop order needs a price where it decides."""
+        n = len(self.exposure)
+        decided = ~np.isnan(self.exposure)
+        if isinstance(price, np.ndarray) and price.shape == (n,):
+            price = np.where(decided, price, np.nan)
+        if isinstance(kind, np.ndarray) and kind.shape == (n,):
+            kind = np.where(decided, kind, MARKET)
+        if isinstance(price, np.ndarray) and not isinstance(kind, np.ndarray) and kind != "market":
+            kind = np.where(decided, KINDS[kind], MARKET)
+        table = order_table(n, kind=kind, price=price, tif=tif, stop_loss=stop_loss, take_profit=take_profit,
+                            trailing_stop=trailing_stop)
+        return replace(self, orders=table)
+
+    def slice(self, start: int, stop: int) -> Targets:
+        """The decisions of rows ``start..stop-1`` (with their orders)."""
+        orders = self.orders
+        if orders is not None and orders.shape[0] > 1:
+            orders = orders[start:stop]
+        return Targets(self.exposure[start:stop], self.reason[start:stop], self.reasons, orders)
 
     @classmethod
     def from_signals(cls, enter: np.ndarray, leave: np.ndarray, reasons: tuple[str, ...]) -> Targets:

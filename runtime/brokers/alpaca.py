@@ -1,11 +1,20 @@
-"""The Alpaca broker: the engine's orders as market orders at Alpaca (US stocks), its fills booked from the venue.
+"""The Alpaca broker: the engine's orders as market, limit and stop orders at Alpaca (US stocks), the position's
+protective stop resting there, and the fills booked from the venue.
 
-Every order carries the deterministic client order id of ``runtime.brokers.base.client_order_id``, and before an
-order is sent Alpaca is asked whether it already holds that id (``GET /v2/orders:by_client_order_id``). So an
-order whose answer was lost, or that was sent just before a crash, is found instead of being sent twice.
+Every order carries the deterministic client order id of ``runtime.brokers.base.client_order_id`` (a protective
+stop ``…-s``), and before an order is sent Alpaca is asked whether it already holds that id
+(``GET /v2/orders:by_client_order_id``). So an order whose answer was lost, or that was sent just before a crash,
+is found instead of being sent twice.
 
-Orders: market, ``time_in_force`` DAY (Alpaca's rule for fractional quantities), the quantity rounded to
-Alpaca's 9 decimals (the rounding difference stops counting as in flight).
+Orders (alpaca-py's ``MarketOrderRequest``, ``LimitOrderRequest`` with ``limit_price`` and ``StopOrderRequest``
+with ``stop_price``): the quantity rounded to Alpaca's 9 decimals (the rounding difference stops counting as in
+flight), prices on Alpaca's grid (whole cents from $1, hundredths of a cent below; a limit never worse than the
+engine asked, a stop never later: a sell's price rounded up, a buy's down). A market order is DAY (the
+``time_in_force`` given, Alpaca's rule for fractional quantities); a limit or stop order is GTC unless it is a day
+order or its quantity is fractional (Alpaca takes fractional orders as DAY only): a day order the venue expires at
+the session's end is followed to its end like any other, and a protective stop that expired is placed again on
+the next bar. A stop the market has already crossed is refused (``422 stop price must be less than current
+price``): the position is then closed with a market order.
 
 Fills: an Alpaca order carries only its cumulative ``filled_qty`` and ``filled_avg_price``. Each time an order is
 looked at, the increase since the last look is booked as one fill: its quantity is the change of the filled
@@ -13,8 +22,10 @@ quantity, its price the change of the filled notional (quantity times average pr
 by that quantity, its id ``alpaca:<order id>:<cumulative filled qty>`` (deterministic, so the state store never
 books it twice). Alpaca charges no commission: the fee is 0.
 
-Orders go out through the shared idempotent submission (``runtime.brokers.submission``); this module supplies
-the venue calls (``AlpacaVenue``: place, find by client id, cancel) and the conversions.
+Orders go out through the shared idempotent submission (``runtime.brokers.submission``) and the shared order flow
+(``runtime.brokers.routing.VenueRouting``: a new decision replaces the sleeve's working orders, day orders are
+cancelled when their day ends, one protective stop rests per position); this module supplies the venue calls
+(``AlpacaVenue``: place, find by client id, cancel) and the conversions.
 
 Errors: ``403`` (insufficient buying power or quantity) and ``422`` (an invalid order) and other refusals →
 the order is rejected and its units stop counting as in flight; ``429``, ``5xx``, timeouts and connection errors
@@ -22,8 +33,8 @@ the order is rejected and its units stop counting as in flight; ``429``, ``5xx``
 the order up by its client id before any resend; still unknown after the retries → on record as ``new`` without
 a venue id and looked up again on the next bar (and after a restart). Nothing here raises into the runtime loop.
 
-Before an exit, this sleeve's open orders on the other side are cancelled (``runtime.brokers.base.VenueRouting``).
-``resume`` takes over the orders on record still open after a restart; ``holdings`` reads the positions.
+``resume`` takes over the orders on record still open after a restart (the protective stop among them);
+``holdings`` reads the positions.
 
 ``make_trading_client`` builds the ``TradingClient`` from the settings: with ``http_timeout_s`` on every request
 and without alpaca-py's own blocking retries, so that one retry policy (``pipeline.retry``) applies.
@@ -32,11 +43,11 @@ and without alpaca-py's own blocking retries, so that one retry policy (``pipeli
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any, TypeVar
 
 import pydantic
@@ -45,21 +56,24 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.models import Order, Position
-from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, StopOrderRequest
+from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
 
 from pipeline.data.sources.alpaca_source import BoundedTradingClient, credentials
-from pipeline.domain import trading, utc_from_ms
-from pipeline.domain.trading import Fill, OrderStatus, Side
-from pipeline.engine.core import Engine, Intent
+from pipeline.domain import utc_from_ms
+from pipeline.domain.trading import OrderStatus, OrderType, Side
 from pipeline.retry import RetryPolicy, is_transient
 from pipeline.settings import Settings
-from runtime.brokers.base import VenueRouting, open_on_record
+from runtime.brokers.base import Working
+from runtime.brokers.routing import Step, VenueRouting
 from runtime.brokers.submission import OrderRejected, OrderRequest, Submission, VenueUnavailable
 
 log = logging.getLogger(__name__)
 
 QTY_QUANTUM = Decimal("0.000000001")
 """Alpaca takes quantities to 9 decimals."""
+PENNY, SUB_PENNY = Decimal("0.01"), Decimal("0.0001")
+"""Alpaca's price grid: whole cents from $1, hundredths of a cent below."""
 ENDED = frozenset({"canceled", "expired", "rejected", "replaced", "done_for_day"})
 """Alpaca order statuses after which nothing more fills."""
 UNREADABLE: tuple[type[BaseException], ...] = (requests.exceptions.JSONDecodeError, pydantic.ValidationError)
@@ -81,17 +95,31 @@ class AlpacaVenue:
         return is_transient(exc) or isinstance(exc, UNREADABLE)
 
     def place(self, order: OrderRequest) -> Order:
-        common = {"symbol": order.symbol, "qty": float(order.qty), "side": OrderSide(order.side),
-                  "time_in_force": self.time_in_force, "client_order_id": order.client_id}
-        request = (MarketOrderRequest(**common) if order.price is None else
-                   LimitOrderRequest(**common, limit_price=float(order.price)))
+        common: dict[str, Any] = {"symbol": order.symbol, "qty": float(order.qty), "side": OrderSide(order.side),
+                                  "time_in_force": self._time_in_force(order), "client_order_id": order.client_id}
+        request: AlpacaOrderRequest
+        if order.kind is OrderType.LIMIT:
+            request = LimitOrderRequest(**common, limit_price=float(order.price or 0))
+        elif order.kind is OrderType.STOP:
+            request = StopOrderRequest(**common, stop_price=float(order.stop_price or 0))
+        else:
+            request = MarketOrderRequest(**common)
         try:
             return _order(self.client.submit_order(request))
         except APIError as exc:
             if self.transient(exc):
                 raise
-            duplicate = exc.status_code == 422 and "unique" in _message(exc)
-            raise OrderRejected(_describe(exc), duplicate=duplicate) from exc
+            message = _message(exc)
+            raise OrderRejected(_describe(exc), duplicate=exc.status_code == 422 and "unique" in message,
+                                triggered=exc.status_code == 422 and "stop price must be" in message) from exc
+
+    def _time_in_force(self, order: OrderRequest) -> TimeInForce:
+        """A market order's is the one given; a limit or stop order is GTC unless it is a day order or its
+        quantity is fractional (Alpaca takes those as DAY only)."""
+        if order.kind is OrderType.MARKET:
+            return self.time_in_force
+        whole = order.qty == order.qty.to_integral_value()
+        return TimeInForce.GTC if order.tif == "gtc" and whole else TimeInForce.DAY
 
     def find(self, client_id: str, symbol: str) -> Order | None:
         try:
@@ -109,23 +137,6 @@ class AlpacaVenue:
                 raise
 
 
-@dataclass
-class _Open:
-    sleeve: str
-    symbol: str
-    venue_id: str
-    client_id: str
-    qty: Decimal  # signed, as ordered
-    filled: Decimal  # cumulative filled quantity booked
-    notional: Decimal  # cumulative filled notional booked
-    reason: str
-    bar_ms: int
-
-    @property
-    def side(self) -> Side:
-        return Side.of(self.qty)
-
-
 def make_trading_client(settings: Settings, paper: bool | None = None) -> BoundedTradingClient:
     """A ``TradingClient`` with the settings' keys and URL, ``http_timeout_s`` per request and no retries of its own
     (``pipeline.data.sources.alpaca_source.BoundedTradingClient``).
@@ -141,7 +152,8 @@ def make_trading_client(settings: Settings, paper: bool | None = None) -> Bounde
 
 
 class AlpacaBroker(VenueRouting):
-    """Market orders through an alpaca-py ``TradingClient`` (built by the caller, see ``make_trading_client``)."""
+    """Market, limit and stop orders through an alpaca-py ``TradingClient`` (built by the caller, see
+    ``make_trading_client``)."""
 
     name = "alpaca"
     external_fills = True
@@ -151,20 +163,8 @@ class AlpacaBroker(VenueRouting):
         self.client = client
         self.retry = RetryPolicy.from_settings(max_retries, backoff_s, sleep=sleep)
         self.orders: Submission[Order] = Submission(AlpacaVenue(client, time_in_force), self.retry)
-        self.open: dict[str, _Open] = {}
-        self._seen_fills: set[str] = set()
-
-    # ------------------------------------------------------------------ the broker protocol
-    def resume(self, orders: Sequence[trading.Order], fills: Sequence[Fill]) -> None:
-        """Take over the orders on record still open, with their stored fills (booked again never)."""
-        for found in open_on_record(orders, fills):
-            row = found.order
-            if row.client_order_id in self.open:
-                continue
-            self.open[row.client_order_id] = _Open(row.sleeve, row.symbol, row.venue_order_id or "",
-                                                   row.client_order_id, found.signed_qty, found.filled,
-                                                   found.notional, row.reason, found.bar_ms)
-            self._seen_fills |= found.fill_ids
+        self.open: dict[str, Working] = {}
+        self.seen: set[str] = set()
 
     def holdings(self, symbols: Sequence[str]) -> dict[str, Decimal]:
         """The position of each symbol (negative when short, 0 when none); ``VenueUnavailable`` when the
@@ -181,88 +181,47 @@ class AlpacaBroker(VenueRouting):
             held[position.symbol] = -qty if position.side.value == "short" else qty
         return {symbol: held.get(symbol, held.get(symbol.replace("/", ""), Decimal(0))) for symbol in symbols}
 
-    # ------------------------------------------------------------------ orders
-    def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
-              orders: list[trading.Order], fills: list[Fill]) -> None:
-        side = Side.of(intent.qty)
-        qty = Decimal(repr(abs(intent.qty))).quantize(QTY_QUANTUM, ROUND_HALF_EVEN)
-        if qty <= 0:
-            engine.release(intent.qty)
-            orders.append(self._record(client_id, sleeve, symbol, side, Decimal(repr(abs(intent.qty))),
-                                       OrderStatus.REJECTED, f"{intent.reason}: below alpaca's quantity increment",
-                                       None, bar_ms))
-            return
-        signed = qty if side == "buy" else -qty
-        if float(signed) != intent.qty:
-            engine.release(intent.qty - float(signed))  # rounded to alpaca's 9 decimals
-        sent = self.orders.submit(OrderRequest(client_id, symbol, side, qty))
-        if sent.outcome == "rejected":
-            engine.release(float(signed))
-            orders.append(self._record(client_id, sleeve, symbol, side, qty, OrderStatus.REJECTED,
-                                       f"{intent.reason}: {sent.reason}", None, bar_ms))
-            log.warning("%s: %s %s %s rejected by alpaca: %s", sleeve, side, qty, symbol, sent.reason)
-            return
-        if sent.order is None:
-            log.error("%s: %s %s %s could not be sent (%s); looked up again next bar", sleeve, side, qty, symbol,
-                      sent.reason)
-            self.open[client_id] = _Open(sleeve, symbol, "", client_id, signed, Decimal(0), Decimal(0), intent.reason,
-                                         bar_ms)
-            orders.append(self._record(client_id, sleeve, symbol, side, qty, OrderStatus.NEW, intent.reason, None,
-                                       bar_ms))
-            return
-        entry = _Open(sleeve, symbol, str(sent.order.id), client_id, signed, Decimal(0), Decimal(0), intent.reason,
-                      bar_ms)
-        self.open[client_id] = entry
-        self._track(entry, sent.order, engine, orders, fills)
+    # ------------------------------------------------------------------ conversions
+    def _size(self, symbol: str, qty: float) -> Decimal:
+        if not math.isfinite(qty) or qty <= 0:
+            return Decimal(0)
+        return Decimal(repr(qty)).quantize(QTY_QUANTUM, ROUND_HALF_EVEN)
 
-    def _end(self, entry: _Open, order: Order, engine: Engine) -> None:
-        """The order is done at alpaca: what it will never fill stops counting as in flight."""
-        if _status(order) in ENDED:
-            rest = entry.qty - (entry.filled if entry.qty > 0 else -entry.filled)
-            if rest:
-                engine.release(float(rest))
-        del self.open[entry.client_id]
+    def _tick(self, symbol: str, price: float, side: Side, kind: OrderType) -> Decimal | None:
+        if not math.isfinite(price) or price <= 0:
+            return None
+        exact = Decimal(repr(float(price)))
+        tick = PENNY if exact >= 1 else SUB_PENNY
+        # a sell's limit and stop round up, a buy's down: a limit never worse than asked, a stop never later
+        return (exact / tick).to_integral_value(ROUND_CEILING if side == "sell" else ROUND_FLOOR) * tick
 
-    def _book(self, entry: _Open, order: Order, engine: Engine, orders: list[trading.Order],
-              fills: list[Fill]) -> bool:
-        """Book what the order filled since it was last looked at; True when it is done at alpaca."""
+    def _venue_id(self, order: Order) -> str:
+        return str(order.id)
+
+    # ------------------------------------------------------------------ booking
+    def _book(self, entry: Working, order: Order, step: Step) -> OrderStatus:
+        """Book what the order filled since it was last looked at; returns its status (final once it is done)."""
         filled, average = _decimal(order.filled_qty), _decimal(order.filled_avg_price)
         if filled > entry.filled and average <= 0:  # not priced yet: booked when it is, the order stays open
             log.warning("%s: order %s reports %s filled without a price; booked when priced", entry.sleeve,
                         entry.client_id, filled)
-            orders.append(self._record_of(entry, OrderStatus.working(entry.filled), entry.reason))
-            return False
+            return OrderStatus.working(entry.filled)
         if filled > entry.filled:
             notional = filled * average
             qty = filled - entry.filled
             price = (notional - entry.notional) / qty
             fill_id = f"alpaca:{order.id}:{_text(filled)}"
-            if fill_id not in self._seen_fills:
-                self._seen_fills.add(fill_id)
-                engine.apply_fill(float(qty) if entry.qty > 0 else -float(qty), float(price), 0.0, entry.reason)
+            if fill_id not in self.seen:
+                self.seen.add(fill_id)
                 at = order.updated_at if isinstance(order.updated_at, datetime) else utc_from_ms(entry.bar_ms)
-                fills.append(Fill(fill_id=fill_id, client_order_id=entry.client_id, sleeve=entry.sleeve,
-                                        symbol=entry.symbol, side=entry.side, qty=qty, price=price, fee=Decimal(0),
-                                        at=at, reason=entry.reason))
+                self._fill(entry, step, qty, price, Decimal(0), fill_id, at)
             entry.filled, entry.notional = filled, notional
         status = _status(order)
-        complete = status == "filled" or entry.filled >= abs(entry.qty)
-        ended = status in ENDED
-        if complete:
-            recorded = OrderStatus.FILLED
-        elif ended:
-            recorded = OrderStatus.REJECTED if status == "rejected" else OrderStatus.CANCELED
-        else:
-            recorded = OrderStatus.working(entry.filled)
-        orders.append(self._record_of(entry, recorded, entry.reason))
-        return complete or ended
-
-    def _venue_id(self, order: Order) -> str:
-        return str(order.id)
-
-    def _record_of(self, entry: _Open, status: OrderStatus, reason: str) -> trading.Order:
-        return self._record(entry.client_id, entry.sleeve, entry.symbol, entry.side, abs(entry.qty), status, reason,
-                            entry.venue_id, entry.bar_ms)
+        if status == "filled" or entry.filled >= abs(entry.qty):
+            return OrderStatus.FILLED
+        if status in ENDED:
+            return OrderStatus.REJECTED if status == "rejected" else OrderStatus.CANCELED
+        return OrderStatus.working(entry.filled)
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         """``call`` through the retry policy (429, 5xx, timeouts, connection errors are retried); other API errors
@@ -270,13 +229,6 @@ class AlpacaBroker(VenueRouting):
         return self.retry.call(
             call, what=f"alpaca {what}", transient=self.orders.venue.transient,
             give_up=lambda exc, attempts: VenueUnavailable(f"{what}: {_describe(exc)} after {attempts} attempts"))
-
-    @staticmethod
-    def _record(client_id: str, sleeve: str, symbol: str, side: Side, qty: Decimal, status: OrderStatus,
-                reason: str, venue_id: str | None, bar_ms: int) -> trading.Order:
-        at = utc_from_ms(bar_ms)
-        return trading.Order(client_order_id=client_id, sleeve=sleeve, symbol=symbol, side=side, qty=qty, price=None,
-                           status=status, reason=reason, venue_order_id=venue_id or None, bar=at, created_at=at)
 
 
 def _order(answer: Any) -> Order:

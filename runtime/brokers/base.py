@@ -1,33 +1,36 @@
-"""The broker protocol: how fills decided by the engine become orders and fills on record.
+"""The broker protocol: how orders decided by the engine become orders and fills on record.
 
-Shared by every broker: the deterministic client order id, the error a venue that cannot be asked raises
-(``VenueUnavailable``), and ``open_on_record``, which turns the orders and fills a state store holds into what a
-broker needs to take over its open orders after a restart; and ``VenueRouting``, the order flow of the venue
-brokers.
+Shared by every broker: the deterministic client order ids (``client_order_id`` for the engine's orders,
+``protective_order_id`` for a position's resting stop), the error a venue that cannot be asked raises
+(``VenueUnavailable``), ``open_on_record``, which turns the orders and fills a state store holds into what a
+broker needs to take over its open orders after a restart, and ``Working``, an order a venue broker follows.
+``VenueRouting``, the one order flow of the venue brokers, lives in ``runtime.brokers.routing``.
 """
 
 from __future__ import annotations
 
-import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 import pandas as pd
 
-from pipeline.domain.trading import Fill, Order, OrderStatus
-from pipeline.engine.core import Engine, Intent
-from runtime.brokers.submission import VenueUnavailable
-
-if TYPE_CHECKING:
-    from runtime.brokers.submission import Submission
-
-log = logging.getLogger(__name__)
+from pipeline.domain import utc_from_ms
+from pipeline.domain.trading import Fill, Order, OrderStatus, OrderType, Side
+from pipeline.engine.core import Engine
 
 OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
 """Order statuses on record that a venue may still fill."""
+PROTECTIVE_STOP, PROTECTIVE_EXIT = "s", "x"
+"""The last part of a protective stop's client order id, and of the market exit sent instead of a stop the
+market had already crossed when it was placed."""
+
+
+def _sleeve_tag(sleeve: str) -> str:
+    return f"tf{zlib.crc32(sleeve.encode()):08x}"
 
 
 def client_order_id(sleeve: str, bar_ms: int, number: int) -> str:
@@ -37,7 +40,20 @@ def client_order_id(sleeve: str, bar_ms: int, number: int) -> str:
     the order is found rather than sent a second one; at most 36 characters of ``[A-Za-z0-9_-]`` (Binance's
     rule; Alpaca allows 128).
     """
-    return f"tf{zlib.crc32(sleeve.encode()):08x}-{bar_ms}-{number}"
+    return f"{_sleeve_tag(sleeve)}-{bar_ms}-{number}"
+
+
+def protective_order_id(sleeve: str, bar_ms: int, *, exit_now: bool = False) -> str:
+    """The id of the protective stop a sleeve places after the bar opening at ``bar_ms`` (``…-s``), or, with
+    ``exit_now``, of the market exit sent instead when the market has already crossed the stop (``…-x``).
+
+    At most one is placed per sleeve and bar, so the id is deterministic like ``client_order_id``'s."""
+    return f"{_sleeve_tag(sleeve)}-{bar_ms}-{PROTECTIVE_EXIT if exit_now else PROTECTIVE_STOP}"
+
+
+def is_protective(client_id: str) -> bool:
+    """Whether ``client_id`` names a protective order (a resting stop or the market exit that replaced it)."""
+    return client_id.rpartition("-")[2] in (PROTECTIVE_STOP, PROTECTIVE_EXIT)
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,63 @@ def open_on_record(orders: Sequence[Order], fills: Sequence[Fill]) -> list[OpenO
     return found
 
 
+@dataclass
+class Working:
+    """An order a venue broker follows until it ends: what was ordered (``qty`` signed units of ``kind``, at
+    ``price`` for a limit or ``stop_price`` for a stop, cancelled by the broker at ``expires_ms`` when set) and
+    what of it was booked (``filled`` units for ``notional``). ``venue_id`` is empty while its fate is unknown."""
+
+    sleeve: str
+    symbol: str
+    venue_id: str
+    client_id: str
+    qty: Decimal
+    reason: str
+    bar_ms: int
+    kind: OrderType = OrderType.MARKET
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    expires_ms: int | None = None
+    filled: Decimal = Decimal(0)
+    notional: Decimal = Decimal(0)
+
+    @property
+    def side(self) -> Side:
+        return Side.of(self.qty)
+
+    @property
+    def rest(self) -> Decimal:
+        """The signed units still to fill."""
+        return self.qty - self.filled if self.qty > 0 else self.qty + self.filled
+
+    @property
+    def protective(self) -> bool:
+        """A position's resting stop (or the exit that replaced it): never counted by the engine in flight."""
+        return is_protective(self.client_id)
+
+    def record(self, status: OrderStatus, reason: str | None = None) -> Order:
+        """This order on record with ``status`` (and ``reason``, its own by default)."""
+        at = utc_from_ms(self.bar_ms)
+        expires = None if self.expires_ms is None else utc_from_ms(self.expires_ms)
+        return Order(client_order_id=self.client_id, sleeve=self.sleeve, symbol=self.symbol, side=self.side,
+                     qty=abs(self.qty), price=self.price, status=status, reason=self.reason if reason is None else
+                     reason, venue_order_id=self.venue_id or None, bar=at, created_at=at, kind=self.kind,
+                     stop_price=self.stop_price, expires_at=expires)
+
+    @classmethod
+    def of_record(cls, found: OpenOnRecord) -> Working:
+        """An order on record still open, taken over after a restart with what was booked of it."""
+        row = found.order
+        expires = None if row.expires_at is None else _epoch_ms(row.expires_at)
+        return cls(row.sleeve, row.symbol, row.venue_order_id or "", row.client_order_id, found.signed_qty,
+                   row.reason, found.bar_ms, row.kind, row.price, row.stop_price, expires, found.filled,
+                   found.notional)
+
+
+def _epoch_ms(at: datetime) -> int:
+    return int(pd.Timestamp(at).value // 1_000_000)
+
+
 class Broker(Protocol):
     """Where a sleeve's orders go and where its fills come from."""
 
@@ -105,102 +178,3 @@ class Broker(Protocol):
         Raises ``VenueUnavailable`` when the venue cannot be asked.
         """
         ...
-
-
-class VenueRouting:
-    """The order flow every venue broker shares: follow the sleeve's open orders (new fills, their end), then
-    send the engine's new intents under deterministic client ids, cancelling opposing open orders first.
-
-    A venue broker provides ``open`` (its open orders by client id, each with ``sleeve``, ``symbol``,
-    ``client_id``, ``venue_id``, a signed ``qty``, the ``filled`` units booked and the ``reason``), ``orders`` (its
-    idempotent submission, ``runtime.brokers.submission``), ``_send`` (a new order), ``_book`` and ``_end`` (the
-    fills and the end of an order the venue answered with), ``_venue_id`` (that order's id at the venue) and
-    ``_record_of`` (an open order's record).
-    """
-
-    open: dict[str, Any]
-    orders: Submission[Any]
-
-    def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[Order],
-                                                                                    list[Fill]]:
-        """Send the engine's new intents, collect fills of earlier open orders, book all fills in the engine."""
-        orders: list[Order] = []
-        fills: list[Fill] = []
-        for entry in list(self.open.values()):
-            if entry.sleeve == sleeve:
-                self._follow(entry, engine, orders, fills)
-        for number, intent in enumerate(engine.take_intents()):
-            intent = self._cancel_opposing(sleeve, intent, engine, orders, fills)
-            if intent.qty == 0.0:
-                continue
-            self._send(sleeve, symbol, intent, engine, client_order_id(sleeve, bar_ms, number), bar_ms, orders,
-                       fills)
-        return orders, fills
-
-    def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[Order], list[Fill]]:
-        """Venue fills were recorded when routed; the engine's own fill frame adds nothing."""
-        return [], []
-
-    def _follow(self, entry: Any, engine: Engine, orders: list[Order], fills: list[Fill]) -> None:
-        """Look at an order placed earlier: new fills, or its end (filled, cancelled, rejected, expired)."""
-        try:
-            order = self.orders.find(entry.client_id, entry.symbol)
-        except VenueUnavailable as exc:
-            log.warning("%s: order %s could not be looked up (%s); tried again next bar", entry.sleeve,
-                        entry.client_id, exc)
-            return
-        if order is None:
-            if not entry.venue_id:  # it never reached the venue: its units stop counting as in flight
-                engine.release(float(entry.qty - (entry.filled if entry.qty > 0 else -entry.filled)))
-                del self.open[entry.client_id]
-                orders.append(self._record_of(entry, OrderStatus.REJECTED, f"{entry.reason}: never reached the venue"))
-            return
-        self._track(entry, order, engine, orders, fills)
-
-    def _track(self, entry: Any, order: Any, engine: Engine, orders: list[Order], fills: list[Fill]) -> None:
-        """Take the venue's answer about an open order: its venue id, its new fills and, once done, its end."""
-        entry.venue_id = self._venue_id(order)
-        if self._book(entry, order, engine, orders, fills):
-            self._end(entry, order, engine)
-
-    def _cancel_opposing(self, sleeve: str, intent: Intent, engine: Engine, orders: list[Order],
-                         fills: list[Fill]) -> Intent:
-        """Cancel this sleeve's open orders on the other side before turning around.
-
-        The engine sizes an order against its position *plus* the units still in flight; when an exit meets a
-        buy that is only partly filled, the unfilled rest is cancelled at the venue instead, and the exit shrinks
-        by that rest (so only what is held is sold, and nothing unfilled can arrive afterwards).
-        """
-        qty = intent.qty
-        for entry in [e for e in self.open.values() if e.sleeve == sleeve and float(e.qty) * intent.qty < 0]:
-            if not entry.venue_id:
-                continue
-            failure = self.orders.cancel(entry.venue_id, entry.symbol)  # gone meanwhile: following it books that
-            if failure is not None:
-                log.warning("%s: could not cancel %s (%s); the exit is sent as decided", sleeve, entry.client_id,
-                            failure)
-                continue
-            before = entry.filled
-            self._follow(entry, engine, orders, fills)
-            rest = float(abs(entry.qty) - max(entry.filled, before))
-            if entry.client_id not in self.open and rest > 0:
-                qty += rest if entry.qty > 0 else -rest  # the exit no longer covers units that will not come
-        if qty * intent.qty <= 0:
-            return Intent(intent.number, intent.bar, 0.0, intent.reference_price, intent.reason)
-        return Intent(intent.number, intent.bar, qty, intent.reference_price, intent.reason)
-
-    def _send(self, sleeve: str, symbol: str, intent: Intent, engine: Engine, client_id: str, bar_ms: int,
-              orders: list[Order], fills: list[Fill]) -> None:
-        raise NotImplementedError
-
-    def _book(self, entry: Any, order: Any, engine: Engine, orders: list[Order], fills: list[Fill]) -> bool:
-        raise NotImplementedError
-
-    def _end(self, entry: Any, order: Any, engine: Engine) -> None:
-        raise NotImplementedError
-
-    def _venue_id(self, order: Any) -> str:
-        raise NotImplementedError
-
-    def _record_of(self, entry: Any, status: OrderStatus, reason: str) -> Order:
-        raise NotImplementedError

@@ -13,8 +13,9 @@ can always be asked:
 4. When the venue cannot be asked, or the attempts run out, the outcome is ``unknown``: the broker keeps the order on
    record without a venue id and looks it up again on the next bar (and after a restart).
 
-Quantities and prices are exact ``Decimal`` here. A broker provides a ``Venue``: its calls (place, find by client
-id, cancel) through its own client, with its conversions, and which of its errors are transient.
+Quantities and prices are exact ``Decimal`` here. An order is a market, limit or stop(-market) order
+(``OrderRequest``), good till cancelled or for the day. A broker provides a ``Venue``: its calls (place, find by
+client id, cancel) through its own client, with its conversions, and which of its errors are transient.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Generic, Literal, Protocol, TypeVar
 
-from pipeline.domain.trading import Side
+from pipeline.domain.orders import TimeInForce
+from pipeline.domain.trading import OrderType, Side
 from pipeline.retry import RetriesExhausted, RetryPolicy, describe
 
 log = logging.getLogger(__name__)
@@ -40,27 +42,50 @@ Outcome = Literal["placed", "rejected", "unknown"]
 
 @dataclass(frozen=True)
 class OrderRequest:
-    """An order as the broker decided it: ``qty`` units (positive, exact) on ``side``; a market order unless it
-    has a limit ``price``."""
+    """An order as the broker decided it: ``qty`` units (positive, exact) on ``side``, of ``kind``: a market
+    order, a limit order at ``price`` or better, or a stop(-market) order triggered at ``stop_price``; ``tif``
+    ``gtc`` (good till cancelled) or ``day``.
+
+    A limit order needs a positive ``price`` and no ``stop_price``, a stop order a positive ``stop_price`` and no
+    ``price``, a market order neither; ``ValueError`` names the order and what is wrong.
+    """
 
     client_id: str
     symbol: str
     side: Side
     qty: Decimal
     price: Decimal | None = None
+    kind: OrderType = OrderType.MARKET
+    stop_price: Decimal | None = None
+    tif: TimeInForce = "gtc"
 
     def __post_init__(self) -> None:
         if self.qty <= 0:
             raise ValueError(f"order {self.client_id}: quantity {self.qty} is not valid: it must be positive")
+        try:
+            object.__setattr__(self, "kind", OrderType(self.kind))
+        except ValueError:
+            raise ValueError(f"order {self.client_id}: kind {self.kind!r} is not one of market, limit, stop") from None
+        if self.tif not in ("gtc", "day"):
+            raise ValueError(f"order {self.client_id}: time in force {self.tif!r} is not gtc or day")
+        wants = {"price": self.kind == OrderType.LIMIT, "stop_price": self.kind == OrderType.STOP}
+        for name, needed in wants.items():
+            value = getattr(self, name)
+            if needed and (value is None or not value.is_finite() or value <= 0):
+                raise ValueError(f"order {self.client_id}: a {self.kind} order needs a positive {name}, got {value}")
+            if not needed and value is not None:
+                raise ValueError(f"order {self.client_id}: a {self.kind} order takes no {name}, got {value}")
 
 
 class OrderRejected(Exception):
-    """The venue refused the order and placed nothing (``duplicate``: it already holds an order with its id)."""
+    """The venue refused the order and placed nothing (``duplicate``: it already holds an order with its id;
+    ``triggered``: a stop the market has already reached, which would have filled at once)."""
 
-    def __init__(self, reason: str, *, duplicate: bool = False) -> None:
+    def __init__(self, reason: str, *, duplicate: bool = False, triggered: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.duplicate = duplicate
+        self.triggered = triggered
 
 
 class Venue(Protocol[O_co]):
@@ -89,11 +114,13 @@ class Venue(Protocol[O_co]):
 
 @dataclass(frozen=True)
 class Submitted(Generic[O]):
-    """What became of an order: ``placed`` (``order`` is the venue's), ``rejected`` or ``unknown`` (``reason``)."""
+    """What became of an order: ``placed`` (``order`` is the venue's), ``rejected`` or ``unknown`` (``reason``);
+    ``triggered``: rejected as a stop the market has already reached."""
 
     outcome: Outcome
     order: O | None = None
     reason: str = ""
+    triggered: bool = False
 
 
 class Submission(Generic[O]):
@@ -131,7 +158,7 @@ class Submission(Generic[O]):
                                      f"{order.qty} {order.symbol} ({order.client_id})", transient=self.venue.transient)
         except OrderRejected as exc:
             if not exc.duplicate:
-                return Submitted("rejected", reason=exc.reason)
+                return Submitted("rejected", reason=exc.reason, triggered=exc.triggered)
             try:  # an earlier attempt arrived after all
                 found = self.find(order.client_id, order.symbol)
             except VenueUnavailable as unavailable:

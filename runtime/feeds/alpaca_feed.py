@@ -113,17 +113,17 @@ class AlpacaFeed(LiveFeed):
             if asset_class is not AssetClass.STOCK:
                 raise DataError(f"feed {key!r}: symbol {symbol!r} is not a US stock; alpaca serves US stocks only")
             self.symbols[key] = ticker
-        self._keys_of: dict[str, list[str]] = {}
-        for key, ticker in self.symbols.items():
-            self._keys_of.setdefault(ticker, []).append(key)
         self.client = data_client
         self.feed = feed
         self.grace_ms = int(grace_s * 1000)
-        self._alpaca_timeframe = alpaca_timeframe_of(timeframe)
         self.calendar = SessionCalendar()
         self.stream = stream if timeframe.seconds == 60 else None
         if stream is not None and self.stream is None:
             log.info("alpaca: %s bars are polled through REST; the stream serves minute bars only", timeframe)
+        self._keys_of: dict[str, list[str]] = {}  # ticker -> the keys of its streamed minute bars
+        for key, ticker in self.symbols.items():
+            if self.stream is not None and self.timeframe_of(key).seconds == 60:
+                self._keys_of.setdefault(ticker, []).append(key)
         self._streamed: queue.Queue[tuple[str, pd.DataFrame]] = queue.Queue()
         self._pending: dict[str, pd.DataFrame] = {key: empty_bars() for key in self.keys}
         self._verified: dict[str, int] = {}
@@ -139,10 +139,10 @@ class AlpacaFeed(LiveFeed):
         """True while the NYSE is in session (a bar of ``key`` is due), False when it is closed."""
         return self.calendar.in_session(now_ms)
 
-    def _next_bar(self, after_ms: int) -> _Expected | None:
-        """The first bar the market can make after the bar opening at ``after_ms``."""
-        step = self.timeframe.millis
-        if self.timeframe.is_daily:
+    def _next_bar(self, key: str, after_ms: int) -> _Expected | None:
+        """The first bar of ``key`` the market can make after the bar opening at ``after_ms``."""
+        step = self.timeframe_of(key).millis
+        if self.timeframe_of(key).is_daily:
             index = int(np.searchsorted(self.calendar.dates, after_ms, side="right"))
             if index >= len(self.calendar.dates):
                 return None
@@ -153,32 +153,33 @@ class AlpacaFeed(LiveFeed):
         start = floor_ms(minute, step)
         return _Expected(start, start + step)
 
-    def _settled_through(self, now: int) -> int:
-        """The open time of the last bar that closed at least ``grace_s`` ago: REST holds it for good."""
-        settled = now - self.grace_ms
-        if self.timeframe.is_daily:
+    def _settled_through(self, key: str, now: int) -> int:
+        """The open time of the last bar of ``key`` that closed at least ``grace_s`` ago: REST holds it for good."""
+        settled, frame = now - self.grace_ms, self.timeframe_of(key)
+        if frame.is_daily:
             index = int(np.searchsorted(self.calendar.closes, settled, side="right")) - 1
             return int(self.calendar.dates[max(index, 0)])
-        return floor_ms(settled, self.timeframe.millis) - self.timeframe.millis
+        return floor_ms(settled, frame.millis) - frame.millis
 
     def _warm_up_start(self, key: str, now: int) -> int:
-        if self.timeframe.is_daily:
+        frame = self.timeframe_of(key)
+        if frame.is_daily:
             index = int(np.searchsorted(self.calendar.dates, now, side="right")) - 1
             return int(self.calendar.dates[max(0, index - self.warmup)])
-        sessions = math.ceil(self.warmup * self.timeframe.seconds / 60 / MINUTES_PER_SESSION) + 1
+        sessions = math.ceil(self.warmup * frame.seconds / 60 / MINUTES_PER_SESSION) + 1
         index = self.calendar.session_at_or_before(now)
-        return floor_ms(int(self.calendar.opens[max(0, index - sessions)]), self.timeframe.millis)
+        return floor_ms(int(self.calendar.opens[max(0, index - sessions)]), frame.millis)
 
     # ------------------------------------------------------------------ REST
-    def _rest(self, tickers: list[str], start_ms: int, now: int) -> dict[str, pd.DataFrame]:
-        """Closed bars of ``tickers`` with open time ``>= start_ms`` (one request, all pages)."""
+    def _rest(self, tickers: list[str], start_ms: int, now: int, timeframe: Timeframe) -> dict[str, pd.DataFrame]:
+        """Closed ``timeframe`` bars of ``tickers`` with open time ``>= start_ms`` (one request, all pages)."""
         start = pd.Timestamp(start_ms, unit="ms", tz="UTC")
         end = pd.Timestamp(now, unit="ms", tz="UTC")
         if start > end:
             return {ticker: empty_bars() for ticker in tickers}
         request = StockBarsRequest(
             symbol_or_symbols=tickers,
-            timeframe=self._alpaca_timeframe,
+            timeframe=alpaca_timeframe_of(timeframe),
             start=start.to_pydatetime(),
             end=end.to_pydatetime(),
             feed=_FEEDS[self.feed],
@@ -189,15 +190,15 @@ class AlpacaFeed(LiveFeed):
         out: dict[str, pd.DataFrame] = {}
         for ticker in tickers:
             bars = raw.get(ticker) or []
-            frame = bar_frame(list(bars), self.timeframe, ticker)
+            frame = bar_frame(list(bars), timeframe, ticker)
             frame = frame.loc[frame["timestamp"] >= start].reset_index(drop=True)
-            out[ticker] = closed_bars(frame, self.timeframe, end)
-        log.debug("alpaca: REST %s bars of %s from %s", self.timeframe, ",".join(tickers), stamp(start_ms))
+            out[ticker] = closed_bars(frame, timeframe, end)
+        log.debug("alpaca: REST %s bars of %s from %s", timeframe, ",".join(tickers), stamp(start_ms))
         return out
 
     def _fetch(self, key: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         ticker = self.symbols[key]
-        bars = self._rest([ticker], start_ms, now_ms(self.clock))[ticker]
+        bars = self._rest([ticker], start_ms, now_ms(self.clock), self.timeframe_of(key))[ticker]
         return bars.loc[bars["timestamp"] < pd.Timestamp(end_ms, unit="ms", tz="UTC")].reset_index(drop=True)
 
     # ------------------------------------------------------------------ the stream
@@ -260,13 +261,14 @@ class AlpacaFeed(LiveFeed):
         due: list[str] = []
         for key in self.keys:
             pending = bars_of(self._pending[key]) if len(self._pending[key]) else self._pending[key]
-            closed = pending.loc[pending["timestamp"] + self.timeframe.delta <= pd.Timestamp(now, unit="ms", tz="UTC")]
+            closed = pending.loc[pending["timestamp"] + self.timeframe_of(key).delta <= pd.Timestamp(now, unit="ms",
+                                                                                                    tz="UTC")]
             streamed[key] = closed
             mark = max(known[key], self._verified.get(key, known[key]))
-            expected = self._next_bar(mark)
+            expected = self._next_bar(key, mark)
             if expected is None:
                 continue
-            if self.stream is None:
+            if key not in self._keys_of.get(self.symbols[key], ()):  # polled through REST
                 if expected.close_ms <= now:
                     due.append(key)
                 continue
@@ -278,19 +280,19 @@ class AlpacaFeed(LiveFeed):
             if gap or overdue:
                 due.append(key)
         fetched: dict[str, pd.DataFrame] = {}
-        if due:
-            start = min(max(known[k], self._verified.get(k, known[k])) for k in due)
-            start += _DAY_MS if self.timeframe.is_daily else self.timeframe.millis
-            tickers = sorted({self.symbols[k] for k in due})
-            rest = self._rest(tickers, start, now)
-            settled = self._settled_through(now)
-            for key in due:
+        for frame in sorted({self.timeframe_of(k) for k in due}, key=lambda t: t.seconds):
+            group = [k for k in due if self.timeframe_of(k) == frame]
+            start = min(max(known[k], self._verified.get(k, known[k])) for k in group)
+            start += _DAY_MS if frame.is_daily else frame.millis
+            rest = self._rest(sorted({self.symbols[k] for k in group}), start, now, frame)
+            for key in group:
+                settled = self._settled_through(key, now)
                 bars = rest[self.symbols[key]]
                 fetched[key] = bars.loc[epoch_ms(bars["timestamp"]) > known[key]].reset_index(drop=True)
                 last = int(epoch_ms(fetched[key]["timestamp"])[-1]) if len(fetched[key]) else settled
                 self._verified[key] = max(self._verified.get(key, known[key]), settled, last)
-            log.info("alpaca: REST backfill of %s from %s: %s", ", ".join(due), stamp(start),
-                     ", ".join(f"{k} {len(fetched[k])}" for k in due))
+            log.info("alpaca: REST backfill of %s from %s: %s", ", ".join(group), stamp(start),
+                     ", ".join(f"{k} {len(fetched[k])}" for k in group))
         update: Update = {}
         for key in self.keys:
             parts = [frame for frame in (streamed[key], fetched.get(key)) if frame is not None and len(frame)]
@@ -298,7 +300,7 @@ class AlpacaFeed(LiveFeed):
                 update[key] = bars_of(pd.concat(parts, ignore_index=True))  # REST wins over the stream
             pending = self._pending[key]
             if len(pending):
-                close_by = pending["timestamp"] + self.timeframe.delta
+                close_by = pending["timestamp"] + self.timeframe_of(key).delta
                 self._pending[key] = pending.loc[close_by > pd.Timestamp(now, unit="ms", tz="UTC")]
         return update
 

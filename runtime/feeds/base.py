@@ -27,9 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from collections.abc import Collection, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,84 +35,15 @@ import pandas as pd
 from pipeline.clock import Clock
 from pipeline.domain import VALUE_COLUMNS, DataError, Timeframe, empty_bars, epoch_ms
 from pipeline.retry import RetriesExhausted, RetryPolicy, any_error, describe
-from runtime.feeds.frames import bars_of, check_key, floor_ms, now_ms, rows_of, stamp
+from runtime.feeds.frames import bars_of, check_key, floor_ms, key_timeframe, now_ms, rows_of, stamp
+from runtime.feeds.protocol import Batch, Feed, FeedError, LiveOptions, Monotonic, Sleep, Update, empty_batch
 
 __all__ = ["Batch", "Feed", "FeedError", "LiveFeed", "LiveOptions", "Monotonic", "Sleep", "Update", "empty_batch"]
 
 log = logging.getLogger(__name__)
 
-Sleep = Callable[[float], None]
-"""Waits the given seconds (a live feed's default returns early when the feed is stopped)."""
-
-Monotonic = Callable[[], float]
-"""Seconds on a clock that never goes back (``time.monotonic``); only differences between readings count."""
-
 _POLL_SLICE_S = 0.2
 """How often a waiting ``batches`` looks at the stop flag."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Bar times (epoch ms, ascending) and, per feed key, the history row of each time (-1: no bar then)."""
-
-    times: np.ndarray
-    rows: dict[str, np.ndarray]
-
-    @property
-    def empty(self) -> bool:
-        return len(self.times) == 0
-
-
-def empty_batch(keys: list[str]) -> Batch:
-    """A batch without bars: a tick that lets the node apply commands and write its heartbeat."""
-    return Batch(np.empty(0, np.int64), {key: np.empty(0, np.int64) for key in keys})
-
-
-class Feed(Protocol):
-    """What the node consumes: bar frames per feed key and batches of newly closed bars."""
-
-    timeframe: Timeframe
-    live: bool
-    frames: dict[str, pd.DataFrame]
-
-    def history(self, key: str, through_row: int) -> pd.DataFrame:
-        """``frames[key].iloc[:through_row + 1]``."""
-        ...
-
-    def batches(self, after: dict[str, int | None]) -> Iterator[Batch]:
-        """Batches of bars later than each key's cursor (last processed open time, epoch ms)."""
-        ...
-
-    def stop(self) -> None:
-        """Make ``batches`` return promptly; safe to call from any thread."""
-        ...
-
-    def expects_bar(self, key: str, now_ms: int) -> bool:
-        """Whether a new bar of ``key`` is expected around ``now_ms`` (False while its market is closed)."""
-        ...
-
-
-class FeedError(RuntimeError):
-    """A live feed could not get what it needs from its venue; the message names the venue and the series."""
-
-
-Update = dict[str, pd.DataFrame]
-"""Closed bars per feed key handed from a worker to ``batches`` (canonical frames, ascending)."""
-
-
-class LiveOptions(TypedDict, total=False):
-    """The options of ``LiveFeed`` that a venue feed takes as keywords and passes on (defaults: ``LiveFeed``'s)."""
-
-    poll_s: float
-    warmup: int
-    tick_s: float
-    backoff_base_s: float
-    backoff_cap_s: float
-    sleep: Sleep | None
-    max_rows: int | None
-    batch_size: int
-    warmup_attempts: int
-    monotonic: Monotonic
 
 
 class LiveFeed:
@@ -124,6 +53,9 @@ class LiveFeed:
     paging as needed) and ``_warm_up_start(key, now)`` (where ``warmup`` bars before now begin), and may replace
     ``_poll(known)`` (newly closed bars after each key's last handed-over bar). ``monotonic`` is the feed's clock of
     elapsed seconds (only differences count), read to decide when a tick is due; tests drive ticks with a fake one.
+
+    ``series`` are keys among ``keys`` of other series a strategy reads (``pipeline.strategies.other_series``):
+    each is at the timeframe its key names (``timeframe_of``), which may differ from the feed's ``timeframe``.
     """
 
     live = True
@@ -132,7 +64,7 @@ class LiveFeed:
     def __init__(self, keys: list[str], timeframe: Timeframe, clock: Clock, *, poll_s: float = 2.0,
                  warmup: int = 1000, tick_s: float = 1.0, backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0,
                  sleep: Sleep | None = None, max_rows: int | None = None, batch_size: int = 8192,
-                 warmup_attempts: int = 5, monotonic: Monotonic = time.monotonic) -> None:
+                 warmup_attempts: int = 5, monotonic: Monotonic = time.monotonic, series: Collection[str] = ()) -> None:
         if not keys:
             raise DataError("a live feed needs at least one series (feed key venue:SYMBOL:tf)")
         for name, value in (("poll_s", poll_s), ("tick_s", tick_s), ("backoff_base_s", backoff_base_s)):
@@ -145,9 +77,10 @@ class LiveFeed:
         if max_rows is not None and max_rows <= warmup:
             raise DataError(f"max_rows {max_rows} is not valid: it must exceed warmup ({warmup})")
         for key in keys:
-            check_key(key, timeframe)
+            check_key(key, key_timeframe(key, timeframe) if key in series else timeframe)
         self.keys = list(keys)
         self.timeframe = timeframe
+        self.timeframes = {key: key_timeframe(key, timeframe) if key in series else timeframe for key in keys}
         self.clock = clock
         self.poll_s = poll_s
         self.warmup = warmup
@@ -173,11 +106,16 @@ class LiveFeed:
     def _warm_up_start(self, key: str, now: int) -> int:
         raise NotImplementedError
 
+    def timeframe_of(self, key: str) -> Timeframe:
+        """The timeframe of ``key``'s bars (the feed's, but for an other series' key)."""
+        return self.timeframes[key]
+
     def _poll(self, known: dict[str, int]) -> Update:
         """By default, each key's bars from the one after its last handed-over bar, once that one has closed."""
-        step = self.timeframe.millis
         now = now_ms(self.clock)
-        return {key: self._fetch(key, known[key] + step, now) for key in self.keys if known[key] + 2 * step <= now}
+        step = {key: self.timeframes[key].millis for key in self.keys}
+        return {key: self._fetch(key, known[key] + step[key], now) for key in self.keys
+                if known[key] + 2 * step[key] <= now}
 
     def _started(self) -> None:
         """Called in the worker thread before the first poll (a stream connects here)."""
@@ -245,7 +183,7 @@ class LiveFeed:
             if cursor is None or (first is not None and cursor >= first):
                 continue
             end = first if first is not None else now_ms(self.clock)
-            start = self._warm_up_start(key, cursor + self.timeframe.millis)
+            start = self._warm_up_start(key, cursor + self.timeframes[key].millis)
             older: pd.DataFrame | None = None
             try:
                 for attempt in self.retry.attempts_of(what=f"{self.venue}: loading {key} from {stamp(start)}",
@@ -279,11 +217,11 @@ class LiveFeed:
         times = np.unique(np.concatenate(list(later.values())))
         for first in range(0, len(times), self.batch_size):
             chunk = times[first : first + self.batch_size]
-            yield Batch(chunk, {key: rows_of(stamps[key], chunk) for key in self.keys})
+            yield Batch(chunk, {key: _only(rows_of(stamps[key], chunk), chunk, later[key]) for key in self.keys})
 
     def _empty_start(self, key: str) -> int:
         """Where a key without any bar starts: just before the bar now open (it is delivered once closed)."""
-        step = self.timeframe.millis
+        step = self.timeframes[key].millis
         return floor_ms(now_ms(self.clock), step) - step
 
     # ------------------------------------------------------------------ the worker thread
@@ -365,7 +303,8 @@ class LiveFeed:
         if not appended:
             return empty_batch(self.keys)
         times = np.unique(np.concatenate(list(appended.values())))
-        rows = {key: rows_of(epoch_ms(self.frames[key]["timestamp"]), times) for key in self.keys}
+        rows = {key: _only(rows_of(epoch_ms(self.frames[key]["timestamp"]), times), times, appended[key])
+                if key in appended else np.full(len(times), -1, dtype=np.int64) for key in self.keys}
         return Batch(times, rows)
 
     def _check_known(self, key: str, bars: pd.DataFrame) -> None:
@@ -397,3 +336,9 @@ class LiveFeed:
     def _last_ms(self, key: str) -> int | None:
         frame = self.frames[key]
         return None if frame.empty else int(epoch_ms(frame["timestamp"].iloc[-1:])[0])
+
+
+def _only(rows: np.ndarray, times: np.ndarray, mine: np.ndarray) -> np.ndarray:
+    """``rows`` (a key's row at each of ``times``) kept only at the times in ``mine`` (what that key delivers now):
+    a bar another key's later bar shares its time with was delivered before and is not delivered again."""
+    return np.where(np.isin(times, mine), rows, -1)

@@ -48,15 +48,15 @@ class CcxtFeed(LiveFeed):
         self.venue = str(getattr(exchange, "id", "ccxt"))
         self.page_limit = page_limit
         self.symbols = {key: parse_symbol(symbol)[0] for key, symbol in symbols_by_key.items()}
-        self._interval = self._check_timeframe()
+        self._intervals = {key: self._check_timeframe(self.timeframe_of(key)) for key in self.keys}
         self._check_symbols()
         self._warm_up()
 
     # ------------------------------------------------------------------ checks at construction
-    def _check_timeframe(self) -> str:
+    def _check_timeframe(self, timeframe: Timeframe) -> str:
         if not self.exchange.has.get("fetchOHLCV"):
             raise DataError(f"exchange {self.venue!r} does not serve OHLCV bars")
-        interval = str(self.timeframe)
+        interval = str(timeframe)
         offered = self.exchange.timeframes or {}
         if offered and interval not in offered:
             raise DataError(
@@ -85,18 +85,18 @@ class CcxtFeed(LiveFeed):
 
     # ------------------------------------------------------------------ venue access
     def _warm_up_start(self, key: str, now: int) -> int:
-        step = self.timeframe.millis
+        step = self.timeframe_of(key).millis
         return floor_ms(now, step) - self.warmup * step
 
     def _fetch(self, key: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         """Closed candles of ``key`` with ``start_ms <= open < end_ms``, paged forward."""
-        step = self.timeframe.millis
+        step = self.timeframe_of(key).millis
         now = now_ms(self.clock)
         symbol = self.symbols[key]
         candles: list[Candle] = []
         cursor = max(0, start_ms)
         while cursor < end_ms and cursor + step <= now:
-            raw = self.exchange.fetch_ohlcv(symbol, timeframe=self._interval, since=cursor, limit=self.page_limit)
+            raw = self.exchange.fetch_ohlcv(symbol, timeframe=self._intervals[key], since=cursor, limit=self.page_limit)
             page = [candle for candle in parse_candles(raw) if candle[0] >= cursor]
             if not page:
                 break
@@ -105,6 +105,6 @@ class CcxtFeed(LiveFeed):
             if len(kept) < len(page) or len(page) < self.page_limit:
                 break  # reached the open candle, the end, or everything the venue has
             cursor = page[-1][0] + step
-        log.debug("%s: %d closed %s candles of %s from %s", self.venue, len(candles), self._interval, symbol,
+        log.debug("%s: %d closed %s candles of %s from %s", self.venue, len(candles), self._intervals[key], symbol,
                   stamp(start_ms))
         return candles_frame(candles)

@@ -49,3 +49,12 @@ def check_key(key: str, timeframe: Timeframe) -> None:
         raise DataError(f"feed key {key!r} is not valid: use venue:SYMBOL:timeframe (e.g. binance:BTC/USDT:1m)")
     if Timeframe.parse(parts[1]) != timeframe:
         raise DataError(f"feed key {key!r} names timeframe {parts[1]!r}, but this feed delivers {timeframe} bars")
+
+
+def key_timeframe(key: str, default: Timeframe) -> Timeframe:
+    """The timeframe a feed key ``venue:SYMBOL:tf`` names (``default`` when it names none)."""
+    parts = key.rsplit(":", 1)
+    try:
+        return Timeframe.parse(parts[1]) if len(parts) == 2 and parts[1] else default
+    except DataError:
+        return default

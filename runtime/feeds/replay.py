@@ -67,8 +67,9 @@ class ReplayFeed:
                 if cursor is not None:
                     found &= times > cursor
                 rows[key] = np.where(found, index, -1)
-            if self.speed is not None:
-                self.sleep(self.timeframe.seconds / self.speed)
+            if self.speed is not None:  # a bar's length, or less up to a finer other series' next bar
+                elapsed = self.timeframe.millis if first == start else int(times[0] - self.clock[first - 1])
+                self.sleep(min(elapsed, self.timeframe.millis) / 1000 / self.speed)
                 if self._stopping.is_set():
                     return
             yield Batch(times, rows)

@@ -9,6 +9,7 @@ those ``tradeforge ingest --source sample`` stores under the venue ``sample``.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 import pandas as pd
 
@@ -37,10 +38,11 @@ class SampleFeed(LiveFeed):
         sleep: Sleep | None = None,
         max_rows: int | None = None,
         monotonic: Monotonic = time.monotonic,
+        series: Collection[str] = (),
     ) -> None:
         super().__init__(
             list(symbols_by_key), timeframe, clock, poll_s=poll_s, warmup=warmup, tick_s=tick_s, backoff_cap_s=30.0,
-            sleep=sleep, max_rows=max_rows, warmup_attempts=1, monotonic=monotonic,
+            sleep=sleep, max_rows=max_rows, warmup_attempts=1, monotonic=monotonic, series=series,
         )
         self.source = SampleSource(clock, seed)
         self.instruments: dict[str, Instrument] = {
@@ -49,14 +51,14 @@ class SampleFeed(LiveFeed):
         self._warm_up()
 
     def _warm_up_start(self, key: str, now: int) -> int:
-        step = self.timeframe.millis
+        step = self.timeframe_of(key).millis
         # stocks trade about a quarter of the day: reach back far enough to find ``warmup`` bars in session
         reach = 5 if self.instruments[key].asset_class is AssetClass.STOCK else 1
         return floor_ms(now, step) - reach * self.warmup * step
 
     def _fetch(self, key: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         since = pd.Timestamp(max(start_ms, 0), unit="ms", tz="UTC")
-        bars = self.source.fetch(self.instruments[key], self.timeframe, since)
+        bars = self.source.fetch(self.instruments[key], self.timeframe_of(key), since)
         if bars.empty:
             return empty_bars()
         return bars.loc[epoch_ms(bars["timestamp"]) < end_ms].reset_index(drop=True)

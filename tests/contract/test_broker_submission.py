@@ -54,3 +54,26 @@ def test_every_venue_broker_submits_an_order_once(kind: str, tmp_path: Path) -> 
 
         assert orders.find("tf-clean", venue.symbol) is not None
         assert len(venue.client_ids()) == len(set(venue.client_ids())) == 3
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"kind": "limit"}, "a limit order needs a positive price"),
+    ({"kind": "limit", "price": Decimal(0)}, "a limit order needs a positive price"),
+    ({"kind": "stop"}, "a stop order needs a positive stop_price"),
+    ({"kind": "stop", "stop_price": Decimal(-1)}, "a stop order needs a positive stop_price"),
+    ({"kind": "stop", "stop_price": Decimal(1), "price": Decimal(1)}, "a stop order takes no price"),
+    ({"stop_price": Decimal(1)}, "a market order takes no stop_price"),
+    ({"kind": "trailing"}, "kind 'trailing' is not one of market, limit, stop"),
+    ({"tif": "ioc"}, "time in force 'ioc' is not gtc or day"),
+])
+def test_an_order_request_says_what_is_wrong_with_it(fields: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match=f"order t-1: {problem}"):
+        OrderRequest("t-1", "BTC/USDT", "buy", Decimal(1), **fields)
+
+
+def test_an_order_request_takes_a_limit_or_a_stop_price() -> None:
+    limit = OrderRequest("t-1", "BTC/USDT", "buy", Decimal(1), Decimal("29000.5"), "limit")
+    stop = OrderRequest("t-2", "BTC/USDT", "sell", Decimal(1), kind="stop", stop_price=Decimal(28_000),
+                        tif="day")
+    assert (limit.kind, limit.price, limit.tif) == ("limit", Decimal("29000.5"), "gtc")
+    assert (stop.kind, stop.stop_price, stop.tif) == ("stop", Decimal(28_000), "day")

@@ -68,6 +68,11 @@ class VenueOrder:
     filled_notional: Decimal = Decimal(0)
     filled_at: str | None = None
     canceled_at: str | None = None
+    stop_price: Decimal | None = None
+    """A ``stop`` order's trigger."""
+    triggered: bool = False
+    """A stop the price has reached: what it has not filled fills as a market order."""
+    expired_at: str | None = None
 
     @property
     def remaining(self) -> Decimal:
@@ -93,7 +98,7 @@ class VenueOrder:
             "updated_at": self.updated_at,
             "submitted_at": self.created_at,
             "filled_at": self.filled_at,
-            "expired_at": None,
+            "expired_at": self.expired_at,
             "expires_at": None,
             "canceled_at": self.canceled_at,
             "failed_at": None,
@@ -114,7 +119,7 @@ class VenueOrder:
             "position_intent": "buy_to_open" if self.side == "buy" else "sell_to_close",
             "time_in_force": self.time_in_force,
             "limit_price": None if self.limit_price is None else text(self.limit_price),
-            "stop_price": None,
+            "stop_price": None if self.stop_price is None else text(self.stop_price),
             "status": self.status,
             "extended_hours": False,
             "legs": None,

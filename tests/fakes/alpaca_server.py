@@ -13,7 +13,9 @@ method): ``fail_next`` (an HTTP status with Alpaca's error body, e.g. 429 or 5xx
 ``delay_next`` (a slow answer, the request handled: a client that times out cannot know an order was placed),
 ``lose_response_next`` (the order is placed, then the connection closes without an answer), ``reject_next``
 (``403`` / ``422`` with Alpaca's body, nothing placed), ``partial_fill_next`` (the next market order fills in
-part and stays ``partially_filled`` until the next ``set_price`` of its symbol). Every request is recorded;
+part and stays ``partially_filled`` until the next ``set_price`` of its symbol), ``partial_fill_resting_next``
+(the same for the next limit or stop order a ``set_price`` reaches). The market moves with ``set_price`` (which
+fills limits and triggers stops) and the session ends with ``expire_day_orders``. Every request is recorded;
 ``orders``, ``executions``, ``positions`` and ``cash`` read the ledger back.
 """
 
@@ -102,14 +104,34 @@ class AlpacaServer(LocalHttpServer):
         with self._lock:
             self._ledger.queue_partial(value)
 
+    def partial_fill_resting_next(self, fraction: Decimal | float | str) -> None:
+        """Fill only ``fraction`` (0 < fraction < 1, rounded down to 9 decimals) of the next resting order a
+        ``set_price`` reaches: a limit order, or a stop that triggers.
+
+        It stays ``partially_filled``: a limit's rest fills when a later ``set_price`` reaches its limit again, a
+        triggered stop's rest (a market order now) at the next ``set_price``; or it is cancelled.
+        """
+        value = Decimal(str(fraction))
+        if not 0 < value < 1:
+            raise ValueError(f"a partial fill fraction must be between 0 and 1, not {fraction}")
+        with self._lock:
+            self._ledger.queue_partial(value, resting=True)
+
     def set_price(self, symbol: str, price: Decimal | float | str | int) -> None:
-        """Set ``symbol``'s current price, then fill what it reaches, oldest order first: open market-order
-        remainders at ``price``, buy limits at or above it and sell limits at or below it at their limit."""
+        """Set ``symbol``'s current price, then fill what it reaches, oldest order first: open market-order and
+        triggered-stop remainders at ``price``, buy limits at or above it and sell limits at or below it at their
+        limit, sell stops at or above it and buy stops at or below it (triggered) at ``price``."""
         value = Decimal(str(price))
         if value <= 0:
             raise ValueError(f"a price must be positive, not {price}")
         with self._lock:
             self._ledger.set_price(symbol, value)
+
+    def expire_day_orders(self) -> None:
+        """The session's end: every open order with ``time_in_force`` DAY becomes ``expired`` (what it filled
+        stays filled)."""
+        with self._lock:
+            self._ledger.expire_day_orders()
 
     # -- introspection ---------------------------------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 ``Order``, ``Position`` and ``TradeAccount`` models read.
 
 * ``GET /v2/account`` — cash, buying power, equity;
-* ``POST /v2/orders`` — ``market`` and ``limit`` orders by ``qty`` (fractional, up to 9 decimals, DAY only),
-  ``time_in_force``, ``client_order_id`` (at most 128 characters, unique: a second order with one already used
-  is ``422 client_order_id must be unique``);
+* ``POST /v2/orders`` — ``market``, ``limit`` (``limit_price``) and ``stop`` (``stop_price``, a stop-market order)
+  orders by ``qty`` (fractional, up to 9 decimals, DAY only; whole quantities also GTC), ``time_in_force``,
+  ``client_order_id`` (at most 128 characters, unique: a second order with one already used is ``422
+  client_order_id must be unique``); prices in whole cents (hundredths of a cent below $1: ``422 sub-penny
+  increment``); a stop the price has already reached is ``422 stop price must be less (greater) than current
+  price``;
 * ``GET /v2/orders`` (``status`` open / closed / all; newest first, at most 50), ``GET /v2/orders/{id}``,
   ``GET /v2/orders:by_client_order_id?client_order_id=``, ``DELETE /v2/orders/{id}`` (``204``; ``422`` when the
   order can no longer be cancelled);
@@ -12,11 +15,15 @@
 
 The ledger: starting ``cash``, positions with their average entry price, a current price per symbol
 (``set_price``), no commission (as at Alpaca). A market order fills at once at the current price; a limit
-order fills at its limit price when the current price reaches it (at once or on a later ``set_price``).
+order fills at its limit price when the current price reaches it (at once or on a later ``set_price``); a stop
+order rests until a ``set_price`` reaches its trigger (a sell stop at or below it, a buy stop at or above it),
+then fills at that price. ``expire_day_orders`` ends the session: every open DAY order is ``expired``.
 Buying more than the buying power (cash less what open buys reserve) is ``403 insufficient buying power``;
 selling more than is held (less what open sells reserve) is ``403 insufficient qty available for order``.
 A market order can be made to fill in part (``queue_partial``): it stays ``partially_filled`` until the next
-``set_price`` of its symbol fills the rest at that price, or it is cancelled.
+``set_price`` of its symbol fills the rest at that price, or it is cancelled. So can the next resting order a
+``set_price`` reaches (``queue_partial(resting=True)``): a limit's rest fills when a price reaches it again, a
+triggered stop's rest at the next price.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from tests.fakes.alpaca_records import Execution, Refused, VenueOrder, asset_id,
 
 QTY_QUANTUM = Decimal("0.000000001")
 """Alpaca takes quantities to 9 decimals."""
+PENNY, SUB_PENNY = Decimal("0.01"), Decimal("0.0001")
+"""Alpaca's price increments: whole cents from $1, hundredths of a cent below."""
 TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 INSUFFICIENT_BUYING_POWER = (403, 40310000, "insufficient buying power")
 NOT_UNIQUE = (422, 40010001, "client_order_id must be unique")
@@ -56,16 +65,24 @@ class TradingLedger:
         self._account_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fake-alpaca-account:{api_key}"))
         self._prices: dict[str, Decimal] = {}
         self._partials: deque[Decimal] = deque()
+        self._resting_partials: deque[Decimal] = deque()
         self._order_numbers = itertools.count(1)
 
-    def queue_partial(self, fraction: Decimal) -> None:
-        self._partials.append(fraction)
+    def queue_partial(self, fraction: Decimal, *, resting: bool = False) -> None:
+        (self._resting_partials if resting else self._partials).append(fraction)
 
     def set_price(self, symbol: str, price: Decimal) -> None:
         self._prices[symbol] = price
         for order in self.orders:
             if order.is_open and order.symbol == symbol:
-                self._fill_if_reached(order, order.remaining)
+                self._fill_if_reached(order, order.remaining, resting=True)
+
+    def expire_day_orders(self) -> None:
+        now = now_text()
+        for order in self.orders:
+            if order.is_open and order.time_in_force == "day":
+                order.status = "expired"
+                order.expired_at = order.updated_at = now
 
     def answer(self, method: str, path: str, params: dict[str, str], body: Any) -> tuple[int, Any]:
         """The status and JSON body answering one trading request (``Refused`` for a refusal)."""
@@ -110,7 +127,7 @@ class TradingLedger:
         side, kind, tif = body.get("side"), body.get("type"), body.get("time_in_force")
         if side not in ("buy", "sell"):
             raise Refused(422, 40010001, f"invalid side: {side!r}")
-        if kind not in ("market", "limit"):
+        if kind not in ("market", "limit", "stop"):
             raise Refused(422, 40010001, f"order type {kind!r} is not served by the fake Alpaca")
         if tif not in TIME_IN_FORCE:
             raise Refused(422, 40010001, f"invalid time_in_force: {tif!r}")
@@ -120,17 +137,17 @@ class TradingLedger:
         qty = _quantity(body)
         if qty != qty.to_integral_value() and tif != "day":
             raise Refused(422, 40010001, "fractional orders must be DAY orders")
-        limit = None
-        if kind == "limit":
-            limit = decimal_field(body, "limit_price")
-            if limit is None or limit <= 0:
-                raise Refused(422, 40010001, "limit_price is required for limit orders and must be > 0")
+        limit = _priced(body, "limit_price", kind == "limit")
+        stop = _priced(body, "stop_price", kind == "stop")
+        if stop is not None and (price <= stop if side == "sell" else price >= stop):
+            raise Refused(422, 42210000, f"stop price must be {'less' if side == 'sell' else 'greater'} than "
+                                         "current price")
         client_id = body.get("client_order_id") or str(uuid.uuid4())
         if not isinstance(client_id, str) or len(client_id) > 128:
             raise Refused(422, 40010001, "client_order_id must be a string of at most 128 characters")
         if self._by_client_id(client_id) is not None:
             raise Refused(*NOT_UNIQUE)
-        if side == "buy" and qty * (limit or price) > self._buying_power():
+        if side == "buy" and qty * (limit or stop or price) > self._buying_power():
             raise Refused(*INSUFFICIENT_BUYING_POWER)
         if side == "sell":
             held = self.holdings.get(symbol, _Holding()).qty
@@ -141,7 +158,7 @@ class TradingLedger:
                                              f"available: {text(available)})")
         now = now_text()
         order = VenueOrder(str(uuid.UUID(int=next(self._order_numbers))), client_id, symbol, side, kind, tif, qty,
-                           limit, now, now)
+                           limit, now, now, stop_price=stop)
         self.orders.append(order)
         share = qty
         if kind == "market" and self._partials:
@@ -150,14 +167,29 @@ class TradingLedger:
             self._fill_if_reached(order, share)
         return order
 
-    def _fill_if_reached(self, order: VenueOrder, qty: Decimal) -> None:
+    def _fill_if_reached(self, order: VenueOrder, qty: Decimal, *, resting: bool = False) -> None:
+        """Fill ``qty`` of ``order`` if the current price reaches it; ``resting``: a price move reached an order
+        placed earlier, which a queued resting fraction fills in part."""
         price = self._prices[order.symbol]
-        if order.type == "market":
+        if order.type == "market" or order.triggered:
             self._fill(order, qty, price)
+            return
+        if order.type == "stop":
+            assert order.stop_price is not None
+            if not (price <= order.stop_price if order.side == "sell" else price >= order.stop_price):
+                return
+            order.triggered = True
+            at = price
         elif order.limit_price is not None and (
             price <= order.limit_price if order.side == "buy" else price >= order.limit_price
         ):
-            self._fill(order, qty, order.limit_price)
+            at = order.limit_price
+        else:
+            return
+        if resting and self._resting_partials:
+            qty = (qty * self._resting_partials.popleft()).quantize(QTY_QUANTUM, ROUND_DOWN)
+        if qty > 0:
+            self._fill(order, qty, at)
 
     def _fill(self, order: VenueOrder, qty: Decimal, price: Decimal) -> None:
         now = now_text()
@@ -182,7 +214,7 @@ class TradingLedger:
                                          order.filled_qty, now))
 
     def _buying_power(self) -> Decimal:
-        reserved = sum((o.remaining * (o.limit_price or self._prices[o.symbol]) for o in self.orders
+        reserved = sum((o.remaining * (o.limit_price or o.stop_price or self._prices[o.symbol]) for o in self.orders
                         if o.is_open and o.side == "buy"), Decimal(0))
         return self.cash - reserved
 
@@ -264,6 +296,23 @@ class TradingLedger:
 
     def _by_client_id(self, client_id: str) -> VenueOrder | None:
         return next((o for o in self.orders if o.client_order_id == client_id), None)
+
+
+def _priced(body: dict[str, Any], name: str, required: bool) -> Decimal | None:
+    """An order's ``limit_price`` or ``stop_price``: positive, in whole cents (hundredths of a cent below $1)."""
+    value = decimal_field(body, name)
+    if value is None:
+        if required:
+            raise Refused(422, 40010001, f"{name} is required for this order type and must be > 0")
+        return None
+    if not required:
+        raise Refused(422, 40010001, f"{name} is not allowed for this order type")
+    if value <= 0:
+        raise Refused(422, 40010001, f"{name} must be > 0")
+    if value != value.quantize(PENNY if value >= 1 else SUB_PENNY, ROUND_DOWN):
+        raise Refused(422, 42210000, f"invalid {name} {text(value)}. sub-penny increment does not fulfill minimum "
+                                     "pricing criteria")
+    return value
 
 
 def _quantity(body: dict[str, Any]) -> Decimal:

@@ -7,8 +7,12 @@ quote, a sell receives ``qty * price - commission`` quote. Amounts are kept to 8
 half up). Market orders fill at once at the current price (as taker). A limit order that is marketable when
 placed fills at once at the current price (taker); otherwise it rests, locking ``qty * price + commission`` of
 the quote (a buy) or ``qty`` of the base (a sell), and fills in full at its limit price (maker) once
-``set_price`` crosses it. A market order can be made to fill in part (``queue_partial``): it stays open, its
-remainder's funds locked, until ``complete_partial`` or the next ``set_price`` of its symbol.
+``set_price`` crosses it. A stop-market order (``STOP_LOSS``) rests, locking funds as a limit order at its trigger
+would, until ``set_price`` reaches its trigger (a sell stop at or below it, a buy stop at or above it); it then
+fills in full at that price (taker). A market order can be made to fill in part (``queue_partial``): it stays
+open, its remainder's funds locked, until ``complete_partial`` or the next ``set_price`` of its symbol. So can the
+next resting order a price reaches (``queue_resting_partial``): a limit order's rest fills at the next price that
+reaches it again, a triggered stop's rest at the next price whatever it is.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Ledger:
         self.trades: list[VenueTrade] = []
         self._prices: dict[str, Decimal] = {}
         self._partial_fractions: list[Decimal] = []
+        self._resting_fractions: list[Decimal] = []
         self._order_ids = itertools.count(1001)
         self._trade_ids = itertools.count(5001)
         self._generated_ids = itertools.count(1)
@@ -56,15 +61,16 @@ class Ledger:
             self.orders.clear()
             self.trades.clear()
             self._partial_fractions.clear()
+            self._resting_fractions.clear()
 
     # --- scripting --------------------------------------------------------------------------------
 
-    def queue_partial(self, fraction: float | Decimal | str) -> None:
+    def queue_partial(self, fraction: float | Decimal | str, *, resting: bool = False) -> None:
         value = Decimal(str(fraction))
         if not 0 < value < 1:
             raise ValueError(f"a partial fill fraction must be between 0 and 1, not {fraction}")
         with self._lock:
-            self._partial_fractions.append(value)
+            (self._resting_fractions if resting else self._partial_fractions).append(value)
 
     def set_price(self, symbol: str, price: Decimal | float | str | int) -> None:
         market_id = self.market.market_id(symbol)
@@ -76,17 +82,29 @@ class Ledger:
             for order in self.orders:
                 if not order.is_open or order.symbol != market_id:
                     continue
-                if order.type == "MARKET":
+                if order.type == "MARKET" or order.triggered:
                     self._fill(order, order.remaining, value, is_maker=False)
+                elif order.type == "STOP_LOSS":
+                    if value <= order.stop_price if order.side == "SELL" else value >= order.stop_price:
+                        order.triggered = True
+                        self._fill_resting(order, value, is_maker=False)
                 elif (order.side == "BUY" and value <= order.price) or (order.side == "SELL" and value >= order.price):
-                    self._fill(order, order.remaining, order.price, is_maker=True)
+                    self._fill_resting(order, order.price, is_maker=True)
+
+    def _fill_resting(self, order: VenueOrder, price: Decimal, *, is_maker: bool) -> None:
+        """A resting order the price reached: filled in full, or in the part a queued resting fraction says."""
+        qty = order.remaining
+        if self._resting_fractions:
+            qty = self.market.listings[order.symbol].floor_to_step(qty * self._resting_fractions.pop(0))
+        if qty > 0:
+            self._fill(order, qty, price, is_maker=is_maker)
 
     def complete_partial(self, ref: str) -> VenueOrder:
         with self._lock:
             target = self.find(ref)
             if target is None or not target.is_open:
                 raise ValueError(f"order {ref!r} is not open on the fake exchange")
-            if target.type == "MARKET":
+            if target.type == "MARKET" or target.type == "STOP_LOSS":
                 price = self.current_price(target.symbol)
                 if price is None:
                     raise ValueError(f"no price for {target.symbol}: call set_price first")
@@ -154,6 +172,8 @@ class Ledger:
                 if partial > 0:
                     self._fill(order, partial, current, is_maker=False)
                 self._lock_funds(order, current)
+        elif order.type == "STOP_LOSS":  # placement refuses a stop the price has reached: it rests
+            self._lock_funds(order, order.stop_price)
         elif current is not None and (
             (order.side == "BUY" and current <= order.price) or (order.side == "SELL" and current >= order.price)
         ):

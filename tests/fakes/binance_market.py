@@ -60,19 +60,20 @@ class Listing:
     def filter_failure(self, order_type: str, quantity: Decimal, price: Decimal) -> str | None:
         """The first filter an order breaks (``"LOT_SIZE"``, ``"NOTIONAL"``, ...), or ``None``.
 
-        ``price`` is the limit price of a limit order and the current price for a market order (Binance checks
-        the notional of market orders against a recent average price; the fake uses the current price).
-        PRICE_FILTER applies to limit orders only, MARKET_LOT_SIZE (a maximum) to market orders only, and
-        the notional maximum to limit orders only (``applyMaxToMarket`` is false).
+        ``price`` is the limit price of a limit order, the trigger of a stop (``STOP_LOSS``) and the current price
+        for a market order (Binance checks the notional of market orders against a recent average price; the fake
+        uses the current price). PRICE_FILTER applies to limit prices and stop triggers, MARKET_LOT_SIZE (a
+        maximum) to market and stop orders (a stop becomes a market order), and the notional maximum to limit
+        orders only (``applyMaxToMarket`` is false).
         """
         tick, step, min_qty = Decimal(self.tick_size), Decimal(self.step_size), Decimal(self.min_qty)
-        if order_type == "LIMIT" and (
+        if order_type in ("LIMIT", "STOP_LOSS") and (
             price < tick or price > Decimal(self.max_price) or price % tick != 0
         ):
             return "PRICE_FILTER"
         if quantity < min_qty or quantity > Decimal(self.max_qty) or (quantity - min_qty) % step != 0:
             return "LOT_SIZE"
-        if order_type == "MARKET" and quantity > Decimal(self.market_max_qty):
+        if order_type in ("MARKET", "STOP_LOSS") and quantity > Decimal(self.market_max_qty):
             return "MARKET_LOT_SIZE"
         notional = quantity * price
         if notional < Decimal(self.min_notional) or (

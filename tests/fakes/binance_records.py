@@ -150,7 +150,7 @@ class VenueOrder:
     side: str
     """``BUY`` or ``SELL``."""
     type: str
-    """``MARKET`` or ``LIMIT``."""
+    """``MARKET``, ``LIMIT`` or ``STOP_LOSS`` (a stop-market order: a market order once triggered)."""
     time_in_force: str
     quantity: Decimal
     price: Decimal
@@ -165,6 +165,10 @@ class VenueOrder:
     """The quote amount filled so far (Binance's ``cummulativeQuoteQty``), commission not included."""
     locked: Decimal = Decimal(0)
     """What this order still holds locked: quote for a buy, base for a sell."""
+    stop_price: Decimal = Decimal(0)
+    """A ``STOP_LOSS`` order's trigger (``stopPrice``); 0 for other types."""
+    triggered: bool = False
+    """A ``STOP_LOSS`` order the price has reached: what it has not filled fills as a market order."""
 
     @property
     def remaining(self) -> Decimal:
@@ -189,6 +193,7 @@ class VenueOrder:
             "timeInForce": self.time_in_force,
             "type": self.type,
             "side": self.side,
+            **({"stopPrice": amount(self.stop_price)} if self.type == "STOP_LOSS" else {}),
         }
 
     def as_query(self) -> dict[str, Any]:
@@ -199,11 +204,11 @@ class VenueOrder:
             "orderListId": -1,
             "clientOrderId": self.client_order_id,
             **self.summary(),
-            "stopPrice": amount(Decimal(0)),
+            "stopPrice": amount(self.stop_price),
             "icebergQty": amount(Decimal(0)),
             "time": self.time_ms,
             "updateTime": self.update_ms,
-            "isWorking": True,
+            "isWorking": self.type != "STOP_LOSS" or self.triggered,
             "workingTime": self.time_ms,
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }

@@ -4,15 +4,17 @@ It serves what ccxt's ``binance`` class calls on spot markets, the parts in thei
 
 * market data (``binance_market``) — ``exchangeInfo``, ``time`` and ``klines``, from bar frames handed to the
   server, with the venue's clock (``set_now``);
-* the signed trading endpoints (``binance_trading``) — ``account``, ``order`` (place, query, cancel),
-  ``openOrders``, ``allOrders``, ``myTrades`` — over a ledger of the fake account (``binance_account``): balances,
-  current prices, resting orders and the fills they book, with a commission charged in the quote asset;
+* the signed trading endpoints (``binance_trading``) — ``account``, ``order`` (place ``MARKET``, ``LIMIT`` GTC
+  and ``STOP_LOSS`` stop-market orders, query, cancel), ``openOrders``, ``allOrders``, ``myTrades`` — over a ledger
+  of the fake account (``binance_account``): balances, current prices, resting orders and the fills they book,
+  with a commission charged in the quote asset;
 * the HTTP side (``binance_http``) — the API key and signature checks, Binance's error bodies and the scripted
   faults; the orders, trades and balances it keeps are written as Binance writes them (``binance_records``).
 
 Tests script trouble with ``fail_next`` on any endpoint (HTTP errors with Binance's error bodies, slow answers
 that outlast the client's timeout, a connection closed without an answer), ``reject_next`` (a Binance error
-for the next order), ``partial_fill_next`` (the next market order fills in part and stays open) and
+for the next order), ``partial_fill_next`` (the next market order fills in part and stays open),
+``partial_fill_resting_next`` (so does the next resting limit or stop order a price reaches) and
 ``lose_response_next`` (the order is placed, then the connection is closed without an answer); they set the
 venue's clock with ``set_now`` and read back every request the server received, the ``orders``, the ``trades``
 and the ``balances()``.
@@ -28,7 +30,7 @@ Usage::
     with FakeBinance(balances={"USDT": Decimal(10_000)}) as server:
         server.set_price("BTC/USDT", Decimal("30000"))
         ...  # a ccxt.binance client with apiKey=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET
-        server.set_price("BTC/USDT", Decimal("29000"))  # fills resting buy limits at or above 29000
+        server.set_price("BTC/USDT", Decimal("29000"))  # fills buy limits at or above 29000, triggers sell stops
         assert server.balances()["BTC"].free == Decimal("0.01")
 """
 
@@ -150,11 +152,22 @@ class FakeBinance(LocalHttpServer):
         """
         self.ledger.queue_partial(fraction)
 
+    def partial_fill_resting_next(self, fraction: float | Decimal | str) -> None:
+        """Fill only ``fraction`` (0 < fraction < 1) of the next resting order a ``set_price`` reaches (a limit, or
+        a stop that triggers), rounded down to its step.
+
+        The order stays ``PARTIALLY_FILLED``: a limit's rest fills at the next ``set_price`` that reaches its limit
+        again, a triggered stop's rest (a market order now) at the next ``set_price``; or it is cancelled. Queued
+        calls apply to successive resting fills.
+        """
+        self.ledger.queue_partial(fraction, resting=True)
+
     def set_price(self, symbol: str, price: Decimal | float | str | int) -> None:
         """Set ``symbol``'s current price and fill what it crosses, oldest order first.
 
         Resting buy limits at or above ``price`` and sell limits at or below it fill in full at their limit
-        price (maker); open market-order remainders fill at ``price`` (taker).
+        price (maker); sell stops at or above ``price`` and buy stops at or below it trigger and fill at ``price``
+        (taker), as do open market-order and triggered-stop remainders.
         """
         self.ledger.set_price(symbol, price)
 

@@ -1,9 +1,12 @@
 """The fake Binance's signed spot endpoints, the ones ccxt's ``binance`` class calls to trade, over the ``Ledger``:
 
 * ``GET /api/v3/account`` — balances, ``free`` and ``locked`` per asset (``omitZeroBalances`` honoured);
-* ``POST /api/v3/order`` — ``MARKET`` (``quantity`` or ``quoteOrderQty``) and ``LIMIT`` (``quantity``,
-  ``price``, ``timeInForce`` GTC) orders, ``newClientOrderId``; answered as ``newOrderRespType`` FULL (ccxt's
-  choice, and Binance's default for these types: the order and its ``fills``), the only answer type served;
+* ``POST /api/v3/order`` — ``MARKET`` (``quantity`` or ``quoteOrderQty``), ``LIMIT`` (``quantity``,
+  ``price``, ``timeInForce`` GTC) and ``STOP_LOSS`` (``quantity``, ``stopPrice``; no ``price`` and no
+  ``timeInForce``: a stop-market order, what ccxt sends for a ``market`` order with a ``stopPrice`` or
+  ``triggerPrice`` param on a spot market) orders, ``newClientOrderId``; answered as ``newOrderRespType`` FULL
+  (ccxt's choice, and Binance's default for these types: the order and its ``fills``), the only answer type
+  served;
 * ``GET /api/v3/order`` (by ``orderId`` or ``origClientOrderId``), ``DELETE /api/v3/order``,
   ``GET /api/v3/openOrders`` and ``DELETE /api/v3/openOrders`` (cancel all) of a symbol, ``GET /api/v3/allOrders``
   (a symbol's latest 500 orders);
@@ -12,7 +15,8 @@
 Orders are checked as Binance does: unknown symbol ``-1121``, missing parameters ``-1102``, PRICE_FILTER /
 LOT_SIZE / MARKET_LOT_SIZE / NOTIONAL violations ``-1013 Filter failure: <FILTER>``, a ``newClientOrderId``
 already used by an open or filled order ``-2010 Duplicate order sent.``, too little free balance ``-2010 Account
-has insufficient balance for requested action.`` (all HTTP 400).
+has insufficient balance for requested action.`` (all HTTP 400), and a stop the current price has already reached
+``-2010 Stop price would trigger immediately.`` (a sell stop at or above the price, a buy stop at or below it).
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class SignedEndpoints:
         order_type = params.get("type", "")
         if not order_type:
             raise missing("type")
-        if order_type not in ("MARKET", "LIMIT"):
+        if order_type not in ("MARKET", "LIMIT", "STOP_LOSS"):
             raise Rejection((-1116, "Invalid orderType."))
         if params.get("newOrderRespType", "FULL") != "FULL":
             raise Rejection((-1100, "Illegal characters found in parameter 'newOrderRespType'; the fake answers FULL."))
@@ -121,8 +125,11 @@ class SignedEndpoints:
 
         quantity = decimal_param(params, "quantity")
         current = self.ledger.current_price(listing.market_id)
-        orig_quote_qty = Decimal(0)
-        if order_type == "LIMIT":
+        orig_quote_qty = stop_price = Decimal(0)
+        if order_type == "STOP_LOSS":
+            time_in_force, price, stop_price = "GTC", Decimal(0), _stop_price(params, quantity, side, current)
+            reference = stop_price
+        elif order_type == "LIMIT":
             time_in_force = params.get("timeInForce", "")
             if not time_in_force:
                 raise missing("timeInForce")
@@ -173,6 +180,7 @@ class SignedEndpoints:
             time_ms=now,
             update_ms=now,
             orig_quote_qty=orig_quote_qty,
+            stop_price=stop_price,
         )
         return self._placement(order, self.ledger.submit(order, current))
 
@@ -268,6 +276,22 @@ class SignedEndpoints:
         if client_id and found.client_order_id != client_id:
             return None
         return found
+
+
+def _stop_price(params: Mapping[str, str], quantity: Decimal | None, side: str, current: Decimal | None) -> Decimal:
+    """A ``STOP_LOSS`` order's checked ``stopPrice``: sent with a quantity, without a price or time in force, and
+    not already reached by the current price."""
+    for name in ("price", "timeInForce"):
+        if params.get(name):
+            raise Rejection((-1106, f"Parameter '{name}' sent when not required."))
+    stop_price = decimal_param(params, "stopPrice")
+    if stop_price is None:
+        raise missing("stopPrice")
+    if quantity is None:
+        raise missing("quantity")
+    if current is not None and (current <= stop_price if side == "SELL" else current >= stop_price):
+        raise Rejection((-2010, "Stop price would trigger immediately."))
+    return stop_price
 
 
 def _limit(params: Mapping[str, str]) -> int:

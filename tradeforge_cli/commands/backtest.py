@@ -59,6 +59,16 @@ def backtest_bars(
     return bars, tf, series[0].instrument if series else None
 
 
+def strategy_frame(settings: Settings, strategy: Any, bars: pd.DataFrame, tf: Timeframe, symbol: str | None,
+                   venue: str | None, start: str | None, end: str | None) -> pd.DataFrame:
+    """``bars`` plus the other series the strategy reads, from the lake over the same span (the venue of the
+    strategy's own bars: ``venue``, or where the lake holds ``symbol``; for a file, ``venue`` or any)."""
+    from pipeline.backtest.series import lake_venue, with_lake_series
+
+    own = lake_venue(settings, symbol, venue) if symbol is not None else venue
+    return with_lake_series(settings, strategy, bars, tf, own, timestamp(start, "--start"), timestamp(end, "--end"))
+
+
 def backtest(
     strategy: Annotated[
         str | None, typer.Option(help="A strategy name (see `tradeforge strategies list`), PATH.py:Class or "
@@ -113,7 +123,9 @@ def backtest(
         if no_breakers:
             config = config.without_breakers()
         bars, tf, instrument = backtest_bars(settings, data, symbol, timeframe, start, end, venue)
-        result = run_backtest(bars, chosen, config, tf, instrument, params=params)
+        frame = strategy_frame(settings, chosen, bars, tf, symbol if data is None else None, venue, start, end)
+        result = run_backtest(bars, chosen, config, tf, instrument, features=frame, params=params,
+                              reference=strategy)
     except DataError as exc:
         raise fail(str(exc)) from exc
     folder = save_backtest(result, settings.data_dir / "backtests") if save else None
@@ -131,13 +143,15 @@ def _backtest_portfolio(
 ) -> None:
     from pipeline.backtest.portfolio import load_portfolio, run_portfolio
     from pipeline.backtest.run import save_portfolio
+    from pipeline.backtest.series import lake_series_loader
     from pipeline.data.catalog import read_bars
     from pipeline.domain import DataError
 
     try:
         config = load_portfolio(path)
         lo, hi = timestamp(start, "--start"), timestamp(end, "--end")
-        result = run_portfolio(config, lambda symbol, tf: read_bars(settings, symbol, tf, lo, hi, venue))
+        result = run_portfolio(config, lambda symbol, tf: read_bars(settings, symbol, tf, lo, hi, venue),
+                               lake_series_loader(settings, venue, lo, hi))
     except DataError as exc:
         raise fail(str(exc)) from exc
     summary, folder = save_portfolio(result, settings.data_dir / "backtests", save)

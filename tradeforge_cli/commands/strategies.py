@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tradeforge_cli.commands.options import JsonFlag, ParamOption, group
-from tradeforge_cli.commands.output import emit, fail, out, say
+from tradeforge_cli.commands.output import emit, fail, load_settings, out, say
 
 
 def _parameters_text(parameters: list[dict[str, Any]]) -> str:
@@ -81,8 +81,8 @@ def strategies_check(
 
     try:
         strategy = REGISTRY.build(name, parse_params(param or []))
-        bars = sample_bars() if data is None else read_bar_series(data, None, None, None)[0]
-        report = check_strategy(strategy, bars, history)
+        bars, tf = (sample_bars(), None) if data is None else read_bar_series(data, None, None, None)
+        report = check_strategy(strategy, bars, history, None if tf is None else _lake_series(strategy, bars, tf))
     except DataError as exc:
         raise fail(str(exc)) from exc
     if as_json:
@@ -91,6 +91,19 @@ def strategies_check(
         out.print(escape(report.text()), highlight=False)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _lake_series(strategy: Any, bars: Any, tf: Any) -> dict[Any, Any]:
+    """The other series ``strategy`` reads, from the lake over the span of ``bars`` (checked on a file)."""
+    from pipeline.backtest.series import read_series
+    from pipeline.strategies.other_series import series_of
+
+    specs = series_of(strategy)
+    if not specs:
+        return {}
+    settings = load_settings()
+    start, end = bars["timestamp"].iloc[0], bars["timestamp"].iloc[-1] + tf.delta
+    return {spec: read_series(settings, f"strategy {strategy.name!r}", spec, None, start, end) for spec in specs}
 
 
 def register(app: typer.Typer) -> None:

@@ -243,17 +243,29 @@ def test_a_reset_clears_the_latch_and_entries_resume() -> None:
 
 
 def test_external_fills_from_a_venue_reproduce_the_simulated_close_fills(minutes: pd.DataFrame) -> None:
-    """A venue that fills every intent at its reference price books the same ledger as the simulation."""
+    """A venue that fills every intent at its reference price, and the resting protective stop when a bar
+    reaches it, books the same ledger as the simulation."""
     bars = minutes.iloc[300_000:303_000].reset_index(drop=True)
     targets = REGISTRY.build("sma_cross").targets(bars)
     config = EngineConfig(fee_bps=10, max_position=0.8, fill="close", stop_loss=0.004, max_consecutive_losses=None)
     simulated = run(bars, targets.exposure, targets.reason, targets.reasons, config)
     venue = Engine(config, targets.reasons, external=True)
+
+    def book(qty: float, price: float, reason: str) -> None:
+        venue.apply_fill(qty, price, abs(qty) * price * config.fee_bps / 10_000, reason)
+
     for row, aim, code in zip(bars.itertuples(index=False), targets.exposure, targets.reason, strict=True):
+        resting = venue.protective_stop()  # placed at the venue after the previous bar
         venue.step(row.timestamp, row.open, row.high, row.low, row.close, aim, code)
+        if resting is not None and row.low <= resting.price:
+            book(resting.qty, min(row.open, resting.price), resting.reason)
         for intent in venue.take_intents():
-            fee = abs(intent.qty) * intent.reference_price * config.fee_bps / 10_000
-            venue.apply_fill(intent.qty, intent.reference_price, fee, intent.reason)
+            held = venue.ledger.units  # an exit never sells more than is held (the stop may have sold it)
+            qty = max(intent.qty, -held) if intent.qty < 0 else intent.qty
+            if qty != 0.0:
+                book(qty, intent.reference_price, intent.reason)
+            if qty != intent.qty:
+                venue.release(intent.qty - qty)
     booked = venue.result()
     assert len(booked.fills) == len(simulated.fills) > 20
     np.testing.assert_allclose(booked.fills["qty"], simulated.fills["qty"], rtol=1e-9)
@@ -264,12 +276,17 @@ def test_external_fills_from_a_venue_reproduce_the_simulated_close_fills(minutes
 
 
 def test_units_in_flight_are_not_ordered_twice_and_a_release_frees_them() -> None:
-    bars = _bars([100, 100, 100, 100, 90, 90, 90])
+    bars = _bars([100, 100, 100, 100, 110, 110, 110])
     aims, codes = _decide(len(bars), {1: 1.0})
-    engine = Engine(EngineConfig(fee_bps=0, max_position=1.0, stop_loss=0.05), ("r",), external=True)
+    engine = Engine(EngineConfig(fee_bps=0, max_position=1.0, stop_loss=0.05, take_profit=0.05), ("r",),
+                    external=True)
     ordered: list[float] = []
     for i, row in enumerate(bars.itertuples(index=False)):
         engine.step(row.timestamp, row.open, row.high, row.low, row.close, aims[i], codes[i])
+        if i == 3:  # the venue's resting stop covers what is held, not what is still in flight
+            stop = engine.protective_stop()
+            assert stop is not None and stop.reason == "stop_loss"
+            assert (stop.qty, stop.price) == pytest.approx((-400.0, 95.0))
         for intent in engine.take_intents():
             ordered.append(intent.qty)
             if intent.qty > 0:
@@ -277,7 +294,7 @@ def test_units_in_flight_are_not_ordered_twice_and_a_release_frees_them() -> Non
             else:
                 engine.apply_fill(intent.qty, intent.reference_price, 0.0, intent.reason)
     assert ordered[0] == pytest.approx(1000.0)
-    assert ordered[1] == pytest.approx(-1000.0)  # the stop exits all, the unfilled 600 included, once
+    assert ordered[1] == pytest.approx(-1000.0)  # the target exits all, the unfilled 600 included, once
     assert len(ordered) == 2
     engine.release(600.0)  # the venue cancelled the unfilled rest of the buy
     assert engine.ledger.inflight == 0.0

@@ -23,29 +23,33 @@ from pipeline.state import (
     StepRecord,
 )
 from pipeline.state.connection import open_engine, writer
-from pipeline.state.tables import METADATA, table_of
+from pipeline.state.tables import METADATA, OrderRow, table_of
 from tests.pipeline.state.records import MINUTE, T0, D, fill, full_step, ledger, order, snapshot
 
 
 def test_fresh_database_gets_the_current_schema_version(store: StateStore,
                                                        open_store: Callable[..., StateStore]) -> None:
-    assert SCHEMA_VERSION == 3
-    assert store.schema_version() == 3
+    assert SCHEMA_VERSION == 4
+    assert store.schema_version() == 4
     tables = set(sa.inspect(store.engine).get_table_names())
     assert {"schema_version", "bot_state", "feed_cursors", "orders", "fills", "positions", "trades", "ledgers",
             "breaker_events", "equity", "control_commands", "model_deployments", "runtime_events"} <= tables
-    assert open_store(create=False).schema_version() == 3
-    assert open_store(read_only=True).schema_version() == 3
+    assert open_store(create=False).schema_version() == 4
+    assert open_store(read_only=True).schema_version() == 4
 
 
 def legacy_database(url: str, version: int) -> None:
     """Write, on an empty database, the state as a tradeforge from before the Alembic migrations stored schema
     ``version`` (1 or 2), with a few rows: today's tables except that breaker events have no ``action`` (one
-    event per sleeve, time and rule) and version 1 has no runtime events; a ``schema_version`` row and no
-    ``alembic_version`` table."""
+    event per sleeve, time and rule), orders have no ``kind``, ``stop_price`` nor ``expires_at`` and version 1 has
+    no runtime events; a ``schema_version`` row and no ``alembic_version`` table."""
     metadata = sa.MetaData()
-    absent = {"breaker_events"} | ({"runtime_events"} if version == 1 else set())
+    absent = {"breaker_events", "orders"} | ({"runtime_events"} if version == 1 else set())
     tables = {t.name: t.to_metadata(metadata) for t in (table_of(m) for m in TABLES) if t.name not in absent}
+    later = {"kind", "stop_price", "expires_at"}  # the order columns of version 4
+    tables["orders"] = sa.Table("orders", metadata, *(
+        sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable, index=c.index)
+        for c in table_of(OrderRow).columns if c.name not in later))
     breakers = sa.Table(
         "breaker_events", metadata, sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("sleeve", sa.String, nullable=False), sa.Column("at", UTCDateTime, nullable=False),
@@ -57,7 +61,7 @@ def legacy_database(url: str, version: int) -> None:
         with writer(engine).begin() as conn:
             metadata.create_all(conn)
             conn.execute(tables["schema_version"].insert().values(id=1, version=version))
-            conn.execute(tables["orders"].insert().values(**order(1, "filled").model_dump()))
+            conn.execute(tables["orders"].insert().values(**order(1, "filled").model_dump(exclude=later)))
             conn.execute(tables["fills"].insert(), [fill(f"v-{n}").model_dump() for n in (1, 2)])
             conn.execute(tables["ledgers"].insert().values(**ledger().model_dump()))
             conn.execute(tables["equity"].insert().values(at=T0, sleeve="btc", equity=D("100000.01"),
@@ -113,8 +117,8 @@ def test_an_older_database_is_upgraded_in_place_and_keeps_its_rows(
     assert "runtime_events" in tables and not any(name.startswith("_alembic") for name in tables)
     assert schema_differences(upgraded) == []
 
-    assert [(o.client_order_id, o.status, o.qty) for o in upgraded.orders()] == [
-        (order().client_order_id, "filled", D("0.5"))]
+    assert [(o.client_order_id, o.status, o.qty, o.kind, o.stop_price) for o in upgraded.orders()] == [
+        (order().client_order_id, "filled", D("0.5"), "market", None)]
     assert [(f.fill_id, f.price, f.at) for f in upgraded.fills()] == [
         ("v-1", D("91234.56"), T0 + MINUTE), ("v-2", D("91234.56"), T0 + MINUTE)]
     assert upgraded.ledgers()["btc"].kernel_state == ledger().kernel_state
@@ -219,11 +223,11 @@ def test_newer_schema_version_is_refused(store: StateStore, open_store: Callable
     with store.transaction() as session:  # a newer version row, its tables restored over this revision
         row = session.get(SchemaVersion, 1)
         assert row is not None
-        row.version = 4
+        row.version = 5
     store.close()
-    with pytest.raises(SchemaVersionError, match=r"schema version 4.*reads version 3"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 5.*reads version 4"):
         open_store()
-    with pytest.raises(SchemaVersionError, match="schema version 4"):
+    with pytest.raises(SchemaVersionError, match="schema version 5"):
         open_store(read_only=True)
 
 
@@ -232,15 +236,15 @@ def test_a_database_of_a_newer_tradeforge_is_refused_untouched(
         store: StateStore, open_store: Callable[..., StateStore], mark: str) -> None:
     store.apply_step(full_step())
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE schema_version SET version = 4")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 5")
         if mark == "revision":  # a revision this tradeforge does not know
-            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0004'")
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0005'")
         else:  # written by a tradeforge from before the migrations, of a newer version
             conn.exec_driver_sql("DROP TABLE alembic_version")
     store.close()
     marks = stored_marks(store)
     for kwargs in ({}, {"create": False}, {"read_only": True}):
-        with pytest.raises(SchemaVersionError, match=r"schema version 4\b.*reads version 3.*upgrade tradeforge"):
+        with pytest.raises(SchemaVersionError, match=r"schema version 5\b.*reads version 4.*upgrade tradeforge"):
             open_store(**kwargs)
     assert stored_marks(store) == marks
     with store.engine.connect() as conn:
@@ -252,4 +256,4 @@ def test_missing_state_is_not_created_without_create(open_store: Callable[..., S
         open_store(create=False)
     with pytest.raises(StateError, match=r"no (tradeforge )?state"):
         open_store(read_only=True)
-    assert open_store().schema_version() == 3
+    assert open_store().schema_version() == 4

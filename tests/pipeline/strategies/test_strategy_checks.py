@@ -70,6 +70,28 @@ class AllTimeHigh(Base):
         return close >= high, close < 0.9 * high
 
 
+class PeekingLimit(Base):
+    """A causal breakout entered with a limit order at the *next* close: its order reads the future."""
+    name = "peeking_limit"
+
+    def rule(self, close):
+        mean = np.convolve(close, np.ones(20) / 20, mode="full")[: len(close)]
+        mean[:19] = np.nan
+        return close > mean, close < mean
+
+    def stream(self):
+        stream = _Batch(self)
+        plain = stream.update
+
+        def update(features):
+            targets = plain(features)
+            closes = stream.closes
+            nxt = np.r_[closes[1:], closes[-1:]][-len(features):] if len(features) else closes[:0]
+            return targets.with_orders(kind="limit", price=nxt)
+        stream.update = update
+        return stream
+
+
 class Forgetful(Base):
     """An exact 20-bar breakout whose saved state forgets the closes."""
     name = "forgetful"
@@ -100,7 +122,7 @@ def test_every_shipped_strategy_passes(name: str, params: dict[str, str], bars: 
     report = check_strategy(REGISTRY.build(name, params), bars)
     assert report.passed, report.text()
     assert {(f.check, f.column) for f in report.findings} == {
-        (check, column) for check in ("look-ahead", "warm-up", "stream") for column in ("exposure", "reason")}
+        (check, column) for check in ("look-ahead", "warm-up", "stream") for column in ("exposure", "reason", "order")}
     assert all(f.compared >= 200 for f in report.findings)
 
 
@@ -120,7 +142,8 @@ def planted(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("cls", "failing"), [
-    ("PeekAhead", {"look-ahead", "stream"}), ("AllTimeHigh", {"warm-up"}), ("Forgetful", {"stream"})])
+    ("PeekAhead", {"look-ahead", "stream"}), ("AllTimeHigh", {"warm-up"}), ("Forgetful", {"stream"}),
+    ("PeekingLimit", {"look-ahead", "stream"})])
 def test_planted_faults_are_flagged_by_the_check_that_sees_them(
         planted: Path, bars: pd.DataFrame, cls: str, failing: set[str]) -> None:
     report = check_strategy(REGISTRY.build(f"{planted}:{cls}"), bars)
@@ -128,6 +151,8 @@ def test_planted_faults_are_flagged_by_the_check_that_sees_them(
     assert {f.check for f in report.findings if not f.passed} == failing, report.text()
     first = next(f for f in report.findings if not f.passed)
     assert first.differing > 0 and first.first is not None and "FAILED" in report.text()
+    if cls == "PeekingLimit":  # its decisions are causal: only how it executes them reads the future
+        assert {f.column for f in report.findings if not f.passed} == {"order"}, report.text()
 
 
 def test_the_command_prints_a_verdict_per_check_and_column_and_exits_1_on_failure(planted: Path) -> None:
@@ -138,7 +163,7 @@ def test_the_command_prints_a_verdict_per_check_and_column_and_exits_1_on_failur
     passed = runner.invoke(app, ["strategies", "check", "sma_cross", "--param", "fast=5", "--json"])
     assert passed.exit_code == 0, passed.stderr
     document = json.loads(passed.stdout)
-    assert document["passed"] is True and document["bars"] == 3000 and len(document["findings"]) == 6
+    assert document["passed"] is True and document["bars"] == 3000 and len(document["findings"]) == 9
 
 
 def test_the_runtime_refuses_a_failing_strategy_of_your_own_unless_allowed(
