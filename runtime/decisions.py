@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import Timeframe, epoch_ms
-from pipeline.engine.core import MARKET_ORDERS
+from pipeline.domain.orders import MARKET_ORDERS
 from pipeline.strategies import Strategy, Targets
 from pipeline.strategies.other_series import SeriesCursor, series_of
 from runtime.models import ModelScorer

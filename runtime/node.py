@@ -45,8 +45,8 @@ import pandas as pd
 from pipeline.backtest.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
 from pipeline.clock import Clock, SystemClock
 from pipeline.domain import Timeframe
+from pipeline.domain.orders import MARKET_ORDERS
 from pipeline.domain.trading import Fill, Order
-from pipeline.engine.core import MARKET_ORDERS
 from pipeline.state import StateStore
 from pipeline.strategies.other_series import empty_columns
 from runtime.brokers.base import Broker

@@ -1,4 +1,5 @@
-"""Overview: the runtime's status, equity, the day's PnL, breakers, positions, and its control commands."""
+"""Overview: the runtime's status, equity, the day's PnL, breakers, positions, working orders (a resting stop
+included), and its control commands."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ def status() -> None:
             st.write("No open positions.")
         else:
             st.dataframe(view.positions, hide_index=True, width="stretch")
+        st.subheader("Working orders")
+        if view.working.empty:
+            st.write("No order is working at a venue.")
+        else:
+            st.dataframe(view.working, hide_index=True, width="stretch")
     curve = common.equity_curve(url, "portfolio")
     if not curve.empty:
         figure = go.Figure(go.Scatter(x=curve["timestamp"], y=curve["equity"], mode="lines", name="equity"))

@@ -27,9 +27,10 @@ from typing import Any
 import pandas as pd
 
 from pipeline.backtest.portfolio import PortfolioConfig, run_portfolio
+from pipeline.backtest.series import lake_series_loader
 from pipeline.data.catalog import read_bars
 from pipeline.data.lake import atomic_write_bytes
-from pipeline.domain import DataError, Timeframe, parse_symbol
+from pipeline.domain import DataError, Timeframe, parse_symbol, parse_utc
 from pipeline.models.registry import ModelRegistry
 from pipeline.reports.summary import REPORTS_DIR, day_bounds
 from pipeline.settings import Settings
@@ -114,7 +115,8 @@ def parity_report(settings: Settings, store: StateStore, config: PortfolioConfig
             raise DataError(f"a model sleeve trades {symbol} {tf} but it has no production model")
         return bars.assign(model_score=scored[0])
 
-    result = run_portfolio(config, load)
+    first = parse_utc(since, "since")
+    result = run_portfolio(config, load, lake_series_loader(settings, venue, first, pd.Timestamp(end)))
     fills = [f for f in store.fills() if start <= f.at < end]
     trades = [t for t in store.trades() if start <= t.exit_time < end]
     sleeves = []

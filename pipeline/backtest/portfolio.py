@@ -41,8 +41,8 @@ from pipeline.backtest.portfolio_config import (
     sleeves_of,
 )
 from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
+from pipeline.domain.orders import MARKET_ORDERS
 from pipeline.engine import Engine, EngineResult
-from pipeline.engine.core import MARKET_ORDERS
 from pipeline.engine.portfolio_ledger import PortfolioLedger, PortfolioMarks
 from pipeline.strategies import Targets, check_features
 from pipeline.strategies.other_series import OtherSeries, check_series, series_of, with_series
@@ -107,7 +107,8 @@ class PortfolioStepper:
     def __init__(self, config: PortfolioConfig, reasons: dict[str, tuple[str, ...]], external: bool = False) -> None:
         self.config = config
         self.sleeves = sleeves_of(config)
-        self.engines = {s.key: Engine(s.config, reasons[s.key], external) for s in self.sleeves}
+        self.engines = {s.key: Engine(s.config, reasons[s.key], external, Timeframe.parse(s.spec.timeframe).millis)
+                        for s in self.sleeves}
         self.reserve = config.cash * (1.0 - sum(s.allocation for s in config.strategies))
         caps = config.caps
         self.ledger = PortfolioLedger([self.engines[s.key] for s in self.sleeves],

@@ -47,6 +47,10 @@ def market_orders() -> np.ndarray:
     return table
 
 
+MARKET_ORDERS = market_orders()
+"""The one-row order table of plain market orders (shared: never written to)."""
+
+
 def _column(name: str, value: Column, n: int, *, positive: bool, below_one: bool = False) -> np.ndarray:
     out = np.full(n, np.nan) if value is None else np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
     given = out[~np.isnan(out)]

@@ -39,10 +39,7 @@ from pipeline.engine.layout import (
     F_DAY_OPEN,
     F_EQUITY,
     F_PEAK,
-    F_PENDING,
     F_UNITS,
-    F_WORK_EXPIRES,
-    F_WORK_KIND,
     I_CONSECUTIVE_LOSSES,
     I_FILLS_TODAY,
     I_N_EVENTS,
@@ -63,6 +60,7 @@ from pipeline.engine.layout import (
     RULE_DRAWDOWN,
     RULE_TRADES_PER_DAY,
 )
+from pipeline.engine.working import place_market
 
 
 @njit(cache=True, inline="always")
@@ -88,9 +86,7 @@ def trip(i: int, rule: int, value: float, threshold: float, p: np.ndarray, fs: n
     st[I_TRIP_BAR + rule] = i
     record_event(i, rule, value, threshold, ACTION_TRIP, 0, st, events)
     if p[P_FLATTEN_ON_TRIP] > 0 and fs[F_UNITS] != 0.0:
-        fs[F_PENDING] = 0.0
-        fs[F_WORK_KIND] = 0.0  # a market order
-        fs[F_WORK_EXPIRES] = np.nan
+        place_market(0.0, fs)
         st[I_PENDING_REASON] = REASON_BREAKER_FLATTEN
 
 

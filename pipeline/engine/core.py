@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import epoch_ms
-from pipeline.domain.orders import KIND_NAMES, MARKET, OrderKind, market_orders
+from pipeline.domain.orders import KIND_NAMES, MARKET, MARKET_ORDERS, OrderKind
 from pipeline.engine import booking, kernel, layout, working
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.ledger import Ledger
@@ -22,7 +22,6 @@ from pipeline.engine.marks import Marks
 from pipeline.engine.results import ENGINE_REASONS, EngineResult
 
 MS_PER_DAY = 86_400_000
-MARKET_ORDERS = market_orders()
 
 
 def day_ids(timestamps: pd.Series, boundary_hour: int) -> np.ndarray:
@@ -103,8 +102,11 @@ class Engine:
     given back with ``release``.
     """
 
-    def __init__(self, config: EngineConfig, reasons: tuple[str, ...], external: bool = False) -> None:
+    def __init__(self, config: EngineConfig, reasons: tuple[str, ...], external: bool = False,
+                 bar_length_ms: int | None = None) -> None:
         self.ledger = Ledger(config, external)
+        self.bar_length_ms = bar_length_ms
+        """The length of the bars it steps (a venue's day order ends with the last bar that closes in its day)."""
         self._intents_taken = 0
         self.reasons = reasons
         self._marks = Marks()
@@ -188,7 +190,10 @@ class Engine:
             code = int(row[3])
             text = ENGINE_REASONS[code] if code < 0 else (self.reasons[code] if code < len(self.reasons) else "")
             kind = int(row[4])
-            expires = None if np.isnan(row[6]) else int(row[6]) * MS_PER_DAY + boundary
+            expires = None
+            if not np.isnan(row[6]):  # a day order: its day is the one its first bar (after this one) is in
+                opens = int(self._time_of(np.array([int(row[0])], dtype=np.int64))[0]) + (self.bar_length_ms or 0)
+                expires = ((opens - boundary) // MS_PER_DAY + 1) * MS_PER_DAY + boundary
             intents.append(Intent(self._intents_taken + offset, int(row[0]), float(row[1]), float(row[2]), text,
                                   KIND_NAMES[kind], None if kind == MARKET else float(row[5]), expires))
         self._intents_taken = count

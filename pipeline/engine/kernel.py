@@ -6,23 +6,25 @@ it in a compiled loop; the runtime calls it once per closed bar. There is no oth
 Order of events inside ``step`` for bar i (open o, high h, low l, close c):
 
 1. a new trading day (``day`` changed) resets the day's fill count and takes the previous close's equity as
-   the day's opening equity; a pending ``day`` order placed on an earlier day is cancelled (a rejection
-   ``cancelled: day order expired``);
+   the day's opening equity; a pending ``day`` limit or stop order is cancelled at the start of the trading
+   day after the one of the first bar it worked in (a rejection ``cancelled: day order expired``);
 2. the order decided at an earlier close executes when this bar reaches it (``pipeline.engine.working``): a
    market order at ``o``; a limit order at ``o`` when the bar opens through its price, else at its price when
    the bar trades through it (a touch is not a fill), without slippage; a stop order at ``o`` when the bar
    opens through its trigger, else at the trigger when the bar reaches it, with slippage. Out of session a
    market order waits for the next in-session bar or is rejected (``session_wait``); limit and stop orders wait;
 3. the position's stop (stop-loss, or the trailing stop when tighter) and take-profit are checked against the
-   bar's range: a gap through a level fills at the open; when both levels are inside the bar the stop (the
-   adverse one) fills, unless ``intrabar`` is ``target_first``. A position opened inside this bar by a limit or
-   stop order is checked from the next bar (the order of prices within a bar is unknown). The trailing stop's
-   base then moves to the bar's high (low for a short; the close for an entry's own bar);
+   bar's range (reaching a level is enough): a gap through a level fills at the open; when both levels are
+   inside the bar the stop (the adverse one) fills, unless ``intrabar`` is ``target_first``. A position opened
+   inside this bar by a limit or stop order is checked from the next bar (the order of prices within a bar is
+   unknown). The trailing stop's base then moves to the bar's high (low for a short; the close for an entry's
+   own bar);
 4. the ledger is marked at ``c``; the drawdown and daily-loss breakers are checked;
 5. the strategy's decision at this close (``aim``, NaN for none) becomes the working order when it differs from
    the exposure aimed at, or asks for another order type or price: a market order fills at the next open, or
    at ``c`` in mode ``close``; a limit or stop order works from the next bar until it fills, the strategy
-   decides again or (``day``) the trading day ends. The position it opens takes the order's protections.
+   decides again or (``day``) its trading day ends. A position it opens (from flat, or turning around) takes
+   the order's protections; an order that adds to or reduces a position keeps the position's.
 
 In external mode (a venue fills) the order goes out at once as an intent of its kind and price, the position's
 stop rests at the venue (``Engine.protective_stop``), and only a take-profit is sent from here.
@@ -105,7 +107,15 @@ from pipeline.engine.layout import (
     RULE_DRAWDOWN,
     SPARE_ROWS,
 )
-from pipeline.engine.working import adopt_protections, place, replaces, side_towards, stop_level, trigger_price
+from pipeline.engine.working import (
+    adopt_protections,
+    place,
+    replaces,
+    side_towards,
+    start_day,
+    stop_level,
+    trigger_price,
+)
 
 
 @njit(cache=True, inline="always")
@@ -251,7 +261,9 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
         st[I_FILLS_TODAY] = 0
     external = p[P_EXTERNAL] > 0
     pending = fs[F_PENDING]
-    if not math.isnan(pending) and not math.isnan(fs[F_WORK_EXPIRES]) and day >= fs[F_WORK_EXPIRES]:
+    if not math.isnan(pending) and in_session:
+        start_day(day, fs)
+    if not math.isnan(pending) and not math.isnan(fs[F_WORK_EXPIRES]) and 0 <= fs[F_WORK_EXPIRES] <= day:
         fs[F_PENDING] = np.nan  # a day order the day ended on
         fs[F_AIM] = np.nan
         _reject(i, REJECT_EXPIRED, pending, 0.0, st[I_PENDING_REASON], st, rejects)
@@ -263,7 +275,7 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
             price = trigger_price(kind, fs[F_WORK_SIDE], fs[F_WORK_PRICE], o, h, low)
             if not math.isnan(price):
                 fs[F_PENDING] = np.nan
-                adopt_protections(fs)
+                adopt_protections(pending, fs)
                 before = fs[F_UNITS]
                 _execute(i, pending, price, st[I_PENDING_REASON], kind != LIMIT, p, fs, st, fills, trades, events,
                          rejects, intents)
@@ -304,18 +316,20 @@ def step(i: int, day: int, o: float, h: float, low: float, c: float, in_session:
     if not math.isnan(aim) and (aim != fs[F_AIM] or replaces(order, fs)):
         fs[F_AIM] = aim
         kind = order[O_KIND]
-        place(order, aim, day, side_towards(aim, c, fs, fs[F_CASH]), fs)
+        replacing = external and fs[F_INFLIGHT] != 0.0
+        place(order, aim, side_towards(aim, c, fs, fs[F_CASH]), fs)
         st[I_PENDING_REASON] = reason
         if external or (kind == MARKET and p[P_FILL_CLOSE] > 0):  # a venue order goes out at once
             fs[F_PENDING] = np.nan
             if in_session:
-                adopt_protections(fs)
+                adopt_protections(aim, fs)
                 sent = st[I_N_INTENTS]
                 reference = c if kind == MARKET else order[O_PRICE]
                 _execute(i, aim, reference, reason, kind != LIMIT, p, fs, st, fills, trades, events, rejects,
                          intents)
-                if external and st[I_N_INTENTS] == sent and kind != MARKET and fs[F_INFLIGHT] != 0.0:
-                    # the same exposure at a new price: the venue's working order is replaced by its rest
+                if replacing and st[I_N_INTENTS] == sent:
+                    # the same exposure as another order or at a new price: the venue's working order is
+                    # replaced by its rest
                     _intent(i, 0.0, reference, reason, kind, fs[F_WORK_PRICE], fs[F_WORK_EXPIRES], fs, st, intents)
                 equity = fs[F_CASH] + fs[F_UNITS] * c
                 fs[F_EQUITY] = equity

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from pipeline.engine import layout
+from pipeline.engine import layout, working
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.results import RULES, EngineResult, result_frames, stamps
 
@@ -114,10 +114,8 @@ class Ledger:
 
     def flatten(self, reason: int = layout.REASON_OPERATOR_FLATTEN) -> None:
         """Close the position at the next fill opportunity (the next bar's open, or this close)."""
-        self.fstate[layout.F_PENDING] = 0.0
+        working.place_market(0.0, self.fstate)
         self.fstate[layout.F_AIM] = 0.0
-        self.fstate[layout.F_WORK_KIND] = 0.0  # a market order
-        self.fstate[layout.F_WORK_EXPIRES] = np.nan
         self.istate[layout.I_PENDING_REASON] = reason
 
     def reset_breakers(self) -> None:

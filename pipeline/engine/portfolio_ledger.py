@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.domain.orders import ORDER_COLUMNS
+from pipeline.domain.orders import MARKET_ORDERS, ORDER_COLUMNS
 from pipeline.engine import portfolio_kernel as pk
-from pipeline.engine.core import MARKET_ORDERS, MS_PER_DAY, Engine
+from pipeline.engine.core import MS_PER_DAY, Engine
 
 RELEASED_BY = {pk.RELEASED_BY_OPERATOR: "operator", pk.RELEASED_BY_COOLDOWN: "cooldown"}
 Arrays = tuple[np.ndarray, ...]

@@ -77,13 +77,26 @@ def stop_level(p: np.ndarray, fs: np.ndarray) -> tuple[float, int]:  # pragma: n
     return level, code
 
 
+DAY_NOT_STARTED = -1.0
+"""``F_WORK_EXPIRES`` of a day order that has not worked in a bar yet."""
+
+
 @njit(cache=True, inline="always")
-def place(order: np.ndarray, aim: float, day: int, side: float, fs: np.ndarray) -> None:  # pragma: no cover
-    """Make ``order`` (a row of an order table) the working order towards ``aim`` on ``side``."""
+def start_day(day: int, fs: np.ndarray) -> None:  # pragma: no cover - compiled
+    """A day order working in its first bar: it is cancelled at the start of the trading day after this one."""
+    if fs[F_WORK_EXPIRES] == DAY_NOT_STARTED:
+        fs[F_WORK_EXPIRES] = day + 1
+
+
+@njit(cache=True, inline="always")
+def place(order: np.ndarray, aim: float, side: float, fs: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Make ``order`` (a row of an order table) the working order towards ``aim`` on ``side``; a market order
+    has no time in force (it executes at the next chance)."""
     fs[F_PENDING] = aim
     fs[F_WORK_KIND] = order[O_KIND]
     fs[F_WORK_PRICE] = order[O_PRICE]
-    fs[F_WORK_EXPIRES] = day + 1 if order[O_TIF] == TIF_DAY else np.nan
+    # a day order's day is the trading day of the first bar it works in (set then: ``start_day``)
+    fs[F_WORK_EXPIRES] = DAY_NOT_STARTED if order[O_TIF] == TIF_DAY and order[O_KIND] != MARKET else np.nan
     fs[F_WORK_SIDE] = side
     fs[F_WORK_STOP_LOSS] = order[O_STOP_LOSS]
     fs[F_WORK_TAKE_PROFIT] = order[O_TAKE_PROFIT]
@@ -103,11 +116,15 @@ def place_market(aim: float, fs: np.ndarray) -> None:  # pragma: no cover - comp
 
 
 @njit(cache=True, inline="always")
-def adopt_protections(fs: np.ndarray) -> None:  # pragma: no cover - compiled
-    """The working order executes: the position it opens takes its protections."""
-    fs[F_POS_STOP_LOSS] = fs[F_WORK_STOP_LOSS]
-    fs[F_POS_TAKE_PROFIT] = fs[F_WORK_TAKE_PROFIT]
-    fs[F_POS_TRAILING] = fs[F_WORK_TRAILING]
+def adopt_protections(aim: float, fs: np.ndarray) -> None:  # pragma: no cover - compiled
+    """The working order towards ``aim`` executes (or, at a venue, is sent): when it opens a position (from flat,
+    or turning it around) that position takes its protections; an order that adds to or reduces a position
+    leaves the position's protections as they are."""
+    held = fs[F_UNITS] + fs[F_INFLIGHT]
+    if held == 0.0 or held * aim < 0.0:
+        fs[F_POS_STOP_LOSS] = fs[F_WORK_STOP_LOSS]
+        fs[F_POS_TAKE_PROFIT] = fs[F_WORK_TAKE_PROFIT]
+        fs[F_POS_TRAILING] = fs[F_WORK_TRAILING]
 
 
 @njit(cache=True, inline="always")

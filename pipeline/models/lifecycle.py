@@ -171,7 +171,8 @@ def _trading(
             aims = targets.exposure.copy()
             aims[:start] = np.nan  # trade only inside the out-of-sample block
             block = window.iloc[start:stop].reset_index(drop=True)
-            result = run(block, aims[start:], targets.reason[start:], targets.reasons, request.engine)
+            orders = targets.slice(start, len(aims)).orders
+            result = run(block, aims[start:], targets.reason[start:], targets.reasons, request.engine, orders=orders)
             curves[name].append(result.equity[["timestamp", "equity", "position_value", "cash"]])
             trades[name].append(result.trades)
             fills[name].append(result.fills)

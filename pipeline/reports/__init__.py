@@ -39,6 +39,7 @@ from pipeline.reports.trading import (
     sleeves,
     trades,
     trades_csv,
+    working_orders,
 )
 
 __all__ = [
@@ -46,5 +47,5 @@ __all__ = [
     "chart_data", "chart_probability", "chart_timeframes", "commands", "curves", "data_health",
     "display_timeframe", "equity_curve", "hybrid_model_name", "load_production", "model_versions", "overview",
     "production_versions", "promote", "quarantine_reasons", "quarantine_rows", "rollback", "runs", "series_span",
-    "sleeves", "trades", "trades_csv",
+    "sleeves", "trades", "trades_csv", "working_orders",
 ]

@@ -1,4 +1,5 @@
-"""Read-only queries over the runtime's state: status, equity, the day's PnL, positions, commands and trades.
+"""Read-only queries over the runtime's state: status, equity, the day's PnL, positions, working orders, commands
+and trades.
 
 Every function takes a :class:`~pipeline.state.StateStore` (the dashboard opens it with ``read_only``) and
 writes nothing. Money stays exact (``Decimal``) in the summaries; frames meant for tables and charts carry
@@ -20,11 +21,13 @@ import pandas as pd
 from sqlmodel import col, select
 
 from pipeline.domain import DataError, parse_utc
-from pipeline.domain.trading import Trade
+from pipeline.domain.trading import OrderStatus, OrderType, Trade
 from pipeline.state import PORTFOLIO, ControlCommand, StateStore
 
 Outcome = Literal["all", "winners", "losers"]
 OUTCOMES: tuple[Outcome, ...] = ("all", "winners", "losers")
+WORKING_COLUMNS = ("sleeve", "symbol", "kind", "side", "qty", "limit", "stop", "status", "reason", "expires_at",
+                   "placed_at")
 TRADE_COLUMNS = (
     "id", "sleeve", "symbol", "side", "qty", "entry_time", "entry_price", "exit_time", "exit_price", "pnl", "fees",
     "entry_reason", "exit_reason", "model_version",
@@ -65,6 +68,9 @@ class Overview:
     sleeves: tuple[SleeveStatus, ...]
     positions: pd.DataFrame
     """Open positions: sleeve, symbol, qty, avg_price, updated_at."""
+    working: pd.DataFrame
+    """Orders still working at a venue (``WORKING_COLUMNS``): entries and exits, and the protective stops that
+    rest there while a position is held."""
     portfolio_tripped: bool
 
 
@@ -100,6 +106,7 @@ def overview(store: StateStore, now: datetime) -> Overview:
         columns=["sleeve", "symbol", "qty", "avg_price", "updated_at"],
     )
     return Overview(
+        working=working_orders(store),
         mode=state.mode if state is not None and state.mode else "-",
         status=state.status if state is not None else "no runtime state",
         status_reason=state.status_reason if state is not None else "",
@@ -114,6 +121,18 @@ def overview(store: StateStore, now: datetime) -> Overview:
         sleeves=sleeves,
         positions=positions,
         portfolio_tripped=portfolio is not None and bool(portfolio.tripped),
+    )
+
+
+def working_orders(store: StateStore) -> pd.DataFrame:
+    """The orders a venue may still fill (new or partly filled), oldest first, with their kind and prices."""
+    rows = store.orders({OrderStatus.NEW.value, OrderStatus.PARTIALLY_FILLED.value})
+    return pd.DataFrame(
+        [(o.sleeve, o.symbol, o.kind.value, o.side.value, float(o.qty),
+          None if o.price is None or o.kind is not OrderType.LIMIT else float(o.price),
+          None if o.stop_price is None else float(o.stop_price), o.status.value, o.reason,
+          None if o.expires_at is None else pd.Timestamp(o.expires_at), pd.Timestamp(o.created_at)) for o in rows],
+        columns=list(WORKING_COLUMNS),
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import DataError, Timeframe, epoch_ms
-from pipeline.domain.orders import ORDER_COLUMNS, market_orders
+from pipeline.domain.orders import MARKET_ORDERS, ORDER_COLUMNS
 from pipeline.strategies.base import Strategy, Targets
 from pipeline.strategies.other_series import OtherSeries, series_of, with_series
 
@@ -38,7 +38,6 @@ CHUNKS = (1, 7, 2, 61, 3, 250)
 """The uneven chunk sizes the stream is fed in (cycled)."""
 MODEL_COLUMN = "model_score"
 OHLCV = ("open", "high", "low", "close", "volume")
-MARKET_ORDERS = market_orders()
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class ModelGated:
         kept = entry & confirmed
         reason[kept] += len(inner.reasons)
         reasons = (*inner.reasons, *(text + self._suffix for text in inner.reasons))
-        return Targets(exposure, reason, reasons)
+        return Targets(exposure, reason, reasons, inner.orders)  # executed as the base strategy says
 
 
 class ModelGatedStream:

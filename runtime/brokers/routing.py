@@ -5,7 +5,7 @@ After each bar, for one sleeve, ``route``:
 1. follows the sleeve's working orders: their new fills are booked in the engine, their end (filled, cancelled,
    rejected, expired) ends them; an order whose fate was unknown and that the venue does not hold never reached
    it;
-2. cancels the working orders whose day has ended (``Intent.expires_ms`` reached by the bar's open time): their
+2. cancels the working orders whose day has ended (``Intent.expires_ms`` reached by the bar's close): their
    fills are booked and their unfilled rest released (``Engine.release``);
 3. sends the engine's new intents, each as its kind (market, limit or stop) at its price, under a deterministic
    client order id. A new decision replaces the sleeve's working orders: they are cancelled first and the
@@ -171,7 +171,8 @@ class VenueRouting:
     def _expire(self, step: Step) -> None:
         """Cancel the day orders whose day has ended; their fills are booked and their rest released."""
         def expired(entry: Working) -> bool:
-            return entry.expires_ms is not None and step.bar_ms >= entry.expires_ms and not entry.protective
+            closed = step.bar_ms + (step.engine.bar_length_ms or 0)  # the bar just closed: its close time
+            return entry.expires_ms is not None and closed >= entry.expires_ms and not entry.protective
 
         self._withdraw(step, expired, release=True)
 

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboards import common
 from pipeline import reports
+from pipeline.domain.trading import Order, OrderStatus, OrderType, Side
 from pipeline.models.registry import ModelRegistry
-from pipeline.state import StateStore
+from pipeline.state import StateStore, StepRecord
 from tests.conftest import REPO
 from tests.fakes.populated_state import MODEL, Populated, build
 from tests.registry_state import registry_kept
@@ -99,6 +101,21 @@ def test_overview_shows_the_ledgers_numbers(app: AppTest, store: StateStore) -> 
     assert trend["breakers"] == "consecutive_losses"
     commands = app.dataframe[-1].value
     assert commands["state"].tolist() == ["pending", "acknowledged"]
+
+
+def test_overview_lists_the_orders_working_at_a_venue(app: AppTest, own_state: str) -> None:
+    at = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    stop = Order(client_order_id="tf0-1-s", sleeve="trend:BTC/USDT", symbol="BTC/USDT", side=Side.SELL,
+                 qty=Decimal("0.5"), status=OrderStatus.NEW, reason="trailing_stop", venue_order_id="9", bar=at,
+                 created_at=at, kind=OrderType.STOP, stop_price=Decimal("41200"))
+    done = stop.model_copy(update={"client_order_id": "tf0-1-0", "status": OrderStatus.FILLED,
+                                   "kind": OrderType.MARKET, "stop_price": None})
+    with StateStore(own_state) as writable:
+        writable.apply_step(StepRecord(orders=[stop, done]))
+    _open(app)
+    working = next(d.value for d in app.dataframe if "stop" in d.value.columns)
+    assert working[["kind", "side", "qty", "stop", "reason"]].values.tolist() == [
+        ["stop", "sell", 0.5, 41200.0, "trailing_stop"]]  # the filled order is not working
 
 
 def test_control_buttons_write_a_command_only_after_confirmation(app: AppTest, own_state: str) -> None:

@@ -88,7 +88,7 @@ class Alpaca:
         self.server = server
         self.settings = Settings(data_dir=tmp_path, alpaca_api_key=DEFAULT_KEY_ID,  # type: ignore[call-arg]
                                  alpaca_api_secret=DEFAULT_SECRET_KEY, alpaca_trading_url=server.url,
-                                 http_timeout_s=2.0, _env_file=None)
+                                 http_timeout_s=10.0, _env_file=None)
 
     def broker(self) -> AlpacaBroker:
         return AlpacaBroker(make_trading_client(self.settings), max_retries=2, backoff_s=0.0, sleep=lambda _s: None)

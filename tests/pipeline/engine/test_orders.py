@@ -231,3 +231,58 @@ def test_a_venue_position_is_protected_by_a_resting_stop_that_trails(bars: pd.Da
         best = max(best, float(row.high))
         moved = engine.protective_stop()
         assert moved is not None and moved.price == pytest.approx(best * 0.998, rel=1e-12)
+
+
+def test_a_market_exit_decided_on_a_days_last_bar_fills_whatever_its_time_in_force() -> None:
+    hours = pd.read_parquet(shared_file("binance_BTC-USDT_1h.parquet")).iloc[-500:].reset_index(drop=True)
+    last_of_day = int(np.flatnonzero(hours["timestamp"].dt.hour.to_numpy() == 23)[2])
+    targets = _one_decision(len(hours), 5)
+    targets.exposure[last_of_day], targets.reason[last_of_day] = 0.0, 0
+    result = _run(hours, targets.with_orders(tif="day"))
+    assert result.fills["bar"].tolist() == [6, last_of_day + 1] and result.rejections.empty
+
+
+def test_a_day_order_works_through_the_trading_day_of_its_first_bar_on_daily_bars() -> None:
+    days = pd.read_parquet(shared_file("binance_BTC-USDT_1d.parquet")).iloc[-300:].reset_index(drop=True)
+    low = _column(days, "low")
+    decided = 20
+    reached = float(low[decided + 1]) * 1.001  # traded through on the next day only if its low is below
+    result = _run(days, _one_decision(len(days), decided).with_orders(kind="limit", price=reached, tif="day"))
+    assert result.fills["bar"].tolist() == [decided + 1] and result.fills["price"].iloc[0] == min(
+        reached, float(days["open"].iloc[decided + 1]))
+    missed = float(low[decided + 1]) * 0.999
+    expired = _run(days, _one_decision(len(days), decided).with_orders(kind="limit", price=missed, tif="day"))
+    assert expired.fills.empty
+    assert expired.rejections["timestamp"].tolist() == [days["timestamp"].iloc[decided + 2]]
+
+
+def test_an_order_that_adds_to_or_reduces_a_position_keeps_its_protections(bars: pd.DataFrame) -> None:
+    o, h, low = _column(bars, "open"), _column(bars, "high"), _column(bars, "low")
+    exposure = np.full(len(bars), np.nan)
+    reason = np.full(len(bars), -1, dtype=np.int64)
+    exposure[[50, 60]], reason[[50, 60]] = (1.0, 0.5), (0, 0)  # in, then halve with a plain market order
+    distance = 0.006
+    trail = np.where(np.arange(len(bars)) == 50, distance, np.nan)
+    targets = Targets(exposure, reason, ("r",)).with_orders(trailing_stop=trail)
+    best, exit_bar = o[51], -1
+    for i in range(51, len(bars)):
+        if low[i] <= best * (1 - distance):
+            exit_bar = i
+            break
+        best = max(best, h[i])
+    result = _run(bars, targets)
+    assert exit_bar > 61
+    assert result.fills["bar"].tolist()[:3] == [51, 61, exit_bar]
+    assert result.trades["exit_reason"].tolist()[0] == "trailing_stop"  # the halving kept the entry's trailing stop
+
+
+def test_a_venue_order_turned_into_a_market_order_at_the_same_exposure_is_replaced(bars: pd.DataFrame) -> None:
+    engine = Engine(CONFIG.model_copy(update={"lot_size": 0.001}), ("entry",), external=True)
+    rows = list(bars.iloc[:2].itertuples(index=False))
+    limit = order_table(1, kind="limit", price=float(rows[0].close) * 0.99)
+    engine.step(rows[0].timestamp, rows[0].open, rows[0].high, rows[0].low, rows[0].close, 1.0, 0, order=limit[0])
+    (working,) = engine.take_intents()
+    market = order_table(1)
+    engine.step(rows[1].timestamp, rows[1].open, rows[1].high, rows[1].low, rows[1].close, 1.0, 0, order=market[0])
+    (replacement,) = engine.take_intents()  # the venue's limit is replaced: its rest goes out at market
+    assert replacement.kind == "market" and working.qty + replacement.qty > 0
