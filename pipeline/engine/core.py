@@ -114,6 +114,7 @@ class Engine:
         self._drained_bars = 0
         self._offset = 0  # bars numbered before this process (a restored ledger continues the count)
         self._earlier: dict[int, int] = {}  # bar number -> open time (ms) of bars before the restore
+        self._range: tuple[float, float] | None = None  # the last bar's low and high
 
     @property
     def bars_seen(self) -> int:
@@ -173,6 +174,7 @@ class Engine:
                 ledger.events, ledger.rejects, ledger.intents,
         )
         self._marks.append(ms, equity, ledger.cash, ledger.units, float(c), ledger.tripped_mask != 0)
+        self._range = (float(low), float(h))
         return equity
 
     def record(self, times: np.ndarray, equity: np.ndarray, cash: np.ndarray, units: np.ndarray, closes: np.ndarray,
@@ -198,6 +200,14 @@ class Engine:
                                   KIND_NAMES[kind], None if kind == MARKET else float(row[5]), expires))
         self._intents_taken = count
         return intents
+
+    def crossed(self, stop: ProtectiveStop) -> bool:
+        """Whether the last bar stepped reached ``stop`` (its low for a stop that sells, its high for one that
+        buys back)."""
+        if self._range is None:
+            return False
+        low, high = self._range
+        return low <= stop.price if stop.qty < 0 else high >= stop.price
 
     def protective_stop(self) -> ProtectiveStop | None:
         """The stop the venue must hold for the open position (external mode), None when flat or unprotected.

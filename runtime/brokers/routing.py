@@ -20,7 +20,9 @@ After each bar, for one sleeve, ``route``:
    is an order on record like any other (status new, kind stop, its reason ``stop_loss`` or ``trailing_stop``),
    so after a restart ``resume`` takes it over and the fills the venue made while the runtime was down are
    booked once, with its reason. A stop the market has already crossed when it is placed is refused by the
-   venue; a market exit is sent in its place, as the triggered stop would have done.
+   venue; a market exit is sent in its place, as the triggered stop would have done. While no stop rests (a
+   working exit of the strategy's holds the units, or the venue refused the stop) and a bar reaches the stop's
+   level, the working exits are cancelled and the position is sold at market at that bar's close.
 
 Nothing here raises into the runtime loop for a venue's sake: a venue that cannot be asked, or an order whose
 fate is unknown, is logged and looked at again on the next bar. A venue broker provides its conversions
@@ -247,6 +249,11 @@ class VenueRouting:
         resting = self._working(step.sleeve, lambda e: e.protective)
         if any(e.kind is OrderType.MARKET for e in resting):
             return  # a market exit in the stop's place is still working: nothing to protect beside it
+        level = step.engine.protective_stop()
+        if level is not None and step.engine.crossed(level):
+            # the bar reached the stop while a working exit held units no stop covers (or the venue refused the
+            # stop): the working exits give way, and the stop below (or its market exit) covers everything
+            self._withdraw(step, lambda e: not e.protective and float(e.rest) * level.qty > 0.0, release=True)
         target = self._stop_target(step)
         for entry in resting:
             if target is not None and (entry.rest, entry.stop_price) == target:
@@ -263,7 +270,7 @@ class VenueRouting:
         entry = Working(step.sleeve, step.symbol, "", protective_order_id(step.sleeve, step.bar_ms), qty,
                         stop.reason, step.bar_ms, OrderType.STOP, None, price)
         refused = self._place(entry, step)
-        if refused is not None and refused.startswith("triggered: "):
+        if refused is not None and (refused.startswith("triggered: ") or step.engine.crossed(stop)):
             log.warning("%s: the market has crossed the %s at %s: %s sent as a market exit", step.sleeve,
                         stop.reason, price, qty)
             exit_now = Working(step.sleeve, step.symbol, "", protective_order_id(step.sleeve, step.bar_ms,

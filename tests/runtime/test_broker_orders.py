@@ -202,3 +202,23 @@ def test_a_stop_entry_the_market_already_crossed_goes_out_at_market(venue: Venue
     assert (bought.kind, bought.qty) == ("market", orders[0].qty)
     assert [(f.side, f.price) for f in fills] == [("buy", Decimal(repr(at(venue, 1.02))))]
     _assert_matches_the_venue(broker, engine, venue)
+
+
+def test_a_bar_through_the_stop_while_a_limit_exit_holds_the_units_sells_everything_at_market(venue: Venue) -> None:
+    broker, engine = venue.broker(), engine_for(venue, stop_loss=0.05)
+    bar(engine, venue, T0, 1.0, 1.0, 0)
+    _route(broker, engine, venue, T0)
+    held = venue.held()
+    exit_limit = order_table(1, kind="limit", price=at(venue, 1.03))[0]
+    bar(engine, venue, T0 + MINUTE, 1.0, 0.0, 2, order=exit_limit)  # a limit exit above the market
+    _route(broker, engine, venue, T0 + MINUTE)
+    assert [(o.kind, o.status) for o in venue.orders()][-2:] == [("stop", "canceled"), ("limit", "new")]
+    venue.set_price(at(venue, 0.90))  # the market falls through the stop level: nothing rests to catch it
+    bar(engine, venue, T0 + 2 * MINUTE, 0.90, float("nan"), -1)
+    _, fills = _route(broker, engine, venue, T0 + 2 * MINUTE)
+    limit, market = venue.orders()[-2], venue.orders()[-1]
+    assert (limit.kind, limit.status) == ("limit", "canceled")
+    assert (market.kind, market.status, market.qty) == ("market", "filled", held)
+    assert [(f.side, f.qty, f.reason) for f in fills] == [("sell", held, "stop_loss")]
+    assert venue.held() == 0 and engine.ledger.units == 0.0 and engine.protective_stop() is None
+    _assert_matches_the_venue(broker, engine, venue)
