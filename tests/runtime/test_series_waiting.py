@@ -25,6 +25,7 @@ from runtime.feeds.ccxt_feed import CcxtFeed
 from runtime.feeds.waiting import WaitingFeed
 from tests.conftest import shared_file
 from tests.fakes.binance_server import FakeBinance
+from tests.runtime import feed_helpers
 from tests.runtime.feed_helpers import BASE_S, CAP_S, POLL_S, TICK_S, Recorder, Venue, ms
 from tests.waiting import wait_until
 
@@ -90,16 +91,7 @@ class Taker:
         return next(i for i, batch in enumerate(self.came) if (key, ms(at)) in batch)
 
 
-@pytest.fixture
-def made() -> Iterator[list[LiveFeed]]:
-    feeds: list[LiveFeed] = []
-    yield feeds
-    for feed in feeds:
-        feed.stop()
-    for feed in feeds:
-        worker = getattr(feed, "_worker", None)
-        if worker is not None:
-            worker.join()
+made = feed_helpers.made  # the feeds a test makes, stopped and joined after it
 
 
 def _feed(venue: FakeBinance, market: Venue, tmp_path: Path, made: list[LiveFeed],

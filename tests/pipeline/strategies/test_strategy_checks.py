@@ -70,14 +70,19 @@ class AllTimeHigh(Base):
         return close >= high, close < 0.9 * high
 
 
-class PeekingLimit(Base):
-    """A causal breakout entered with a limit order at the *next* close: its order reads the future."""
-    name = "peeking_limit"
+class Breakout(Base):
+    """An exact 20-bar breakout."""
+    name = "breakout"
 
     def rule(self, close):
         mean = np.convolve(close, np.ones(20) / 20, mode="full")[: len(close)]
         mean[:19] = np.nan
         return close > mean, close < mean
+
+
+class PeekingLimit(Breakout):
+    """The breakout entered with a limit order at the *next* close: its order reads the future."""
+    name = "peeking_limit"
 
     def stream(self):
         stream = _Batch(self)
@@ -92,14 +97,9 @@ class PeekingLimit(Base):
         return stream
 
 
-class Forgetful(Base):
-    """An exact 20-bar breakout whose saved state forgets the closes."""
+class Forgetful(Breakout):
+    """The breakout whose saved state forgets the closes."""
     name = "forgetful"
-
-    def rule(self, close):
-        mean = np.convolve(close, np.ones(20) / 20, mode="full")[: len(close)]
-        mean[:19] = np.nan
-        return close > mean, close < mean
 
     def stream(self):
         stream = _Batch(self)
