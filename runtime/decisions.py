@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.domain import Timeframe, epoch_ms
-from pipeline.domain.orders import MARKET_ORDERS
+from pipeline.domain.orders import market_rows
 from pipeline.strategies import Strategy, Targets
 from pipeline.strategies.other_series import SeriesCursor, series_of
 from runtime.models import ModelScorer
@@ -108,7 +108,7 @@ class SleeveDecisions:
         decided.exposure[seen] = targets.exposure[at]
         decided.reason[seen] = targets.reason[at]
         if targets.orders is not None:
-            orders = np.repeat(MARKET_ORDERS, len(rows), axis=0)
+            orders = market_rows(len(rows))
             orders[seen] = targets.orders[at] if targets.orders.shape[0] > 1 else targets.orders[0]
             decided = Decided(rows, decided.exposure, decided.reason, orders)
         return decided

@@ -45,7 +45,7 @@ import pandas as pd
 from pipeline.backtest.portfolio import Bar, PortfolioConfig, PortfolioStepper, Sleeve, sleeves_of
 from pipeline.clock import Clock, SystemClock
 from pipeline.domain import Timeframe
-from pipeline.domain.orders import MARKET_ORDERS
+from pipeline.domain.orders import market_rows
 from pipeline.domain.trading import Fill, Order
 from pipeline.state import StateStore
 from pipeline.strategies.other_series import empty_columns
@@ -275,7 +275,7 @@ class Node:
         aims = np.full((n, times), np.nan)
         reasons = np.full((n, times), -1, dtype=np.int64)
         ordered = any(d.orders is not None for d in decisions.values())
-        orders = np.repeat(np.repeat(MARKET_ORDERS[np.newaxis], n, axis=0), times if ordered else 1, axis=1)
+        orders = market_rows(n, times if ordered else 1)
         for s, sleeve in enumerate(sleeves):
             if sleeve.key not in decisions:
                 continue

@@ -41,7 +41,7 @@ from pipeline.backtest.portfolio_config import (
     sleeves_of,
 )
 from pipeline.domain import TIMESTAMP_DTYPE, DataError, Timeframe, epoch_ms
-from pipeline.domain.orders import MARKET_ORDERS
+from pipeline.domain.orders import market_rows
 from pipeline.engine import Engine, EngineResult
 from pipeline.engine.portfolio_ledger import PortfolioLedger, PortfolioMarks
 from pipeline.strategies import Targets, check_features
@@ -186,7 +186,7 @@ class PortfolioStepper:
         present = np.zeros((n, 1), dtype=np.bool_)
         columns = np.zeros((5, n, 1))
         reasons = np.full((n, 1), -1, dtype=np.int64)
-        orders = np.repeat(MARKET_ORDERS[np.newaxis], n, axis=0)
+        orders = market_rows(n, 1)
         for s, sleeve in enumerate(self.sleeves):
             bar = bars.get(sleeve.key)
             if bar is not None:
@@ -205,7 +205,7 @@ def order_tables(targets: Sequence[Targets], positions: Sequence[np.ndarray], ti
     ``positions``; None when every sleeve trades market orders only."""
     if all(t.orders is None for t in targets):
         return None
-    orders = np.repeat(np.repeat(MARKET_ORDERS[np.newaxis], len(targets), axis=0), times, axis=1)
+    orders = market_rows(len(targets), times)
     for s, (sleeve_targets, at) in enumerate(zip(targets, positions, strict=True)):
         if sleeve_targets.orders is not None:
             orders[s, at] = sleeve_targets.orders if sleeve_targets.orders.shape[0] > 1 else sleeve_targets.orders[0]

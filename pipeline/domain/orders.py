@@ -51,6 +51,12 @@ MARKET_ORDERS = market_orders()
 """The one-row order table of plain market orders (shared: never written to)."""
 
 
+def market_rows(*shape: int) -> np.ndarray:
+    """A writable array of ``shape`` order rows (``shape + (ORDER_COLUMNS,)``), every one a plain market order:
+    where a driver lays order tables on a clock before writing the rows a strategy gave."""
+    return np.tile(MARKET_ORDERS[0], (*shape, 1))
+
+
 def _column(name: str, value: Column, n: int, *, positive: bool, below_one: bool = False) -> np.ndarray:
     out = np.full(n, np.nan) if value is None else np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
     given = out[~np.isnan(out)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.domain.orders import MARKET_ORDERS, ORDER_COLUMNS
+from pipeline.domain.orders import market_rows
 from pipeline.engine import portfolio_kernel as pk
 from pipeline.engine.core import MS_PER_DAY, Engine
 
@@ -147,7 +147,7 @@ class PortfolioLedger:
         orders). Every engine records the marks of its bars.
         """
         if orders is None:
-            orders = np.broadcast_to(MARKET_ORDERS, (present.shape[0], 1, ORDER_COLUMNS))
+            orders = market_rows(present.shape[0], 1)
         orders = np.ascontiguousarray(orders, dtype=np.float64)
         n_sleeves, n_times = present.shape
         days = ((times[np.newaxis, :] - self._hours[:, np.newaxis] * 3_600_000) // MS_PER_DAY).astype(np.int64)

@@ -47,7 +47,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, TypeVar
 
 import pydantic
@@ -61,7 +61,7 @@ from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
 
 from pipeline.data.sources.alpaca_source import BoundedTradingClient, credentials
 from pipeline.domain import utc_from_ms
-from pipeline.domain.trading import OrderStatus, OrderType, Side
+from pipeline.domain.trading import OrderStatus, OrderType
 from pipeline.retry import RetryPolicy, is_transient
 from pipeline.settings import Settings
 from runtime.brokers.base import Working
@@ -187,13 +187,8 @@ class AlpacaBroker(VenueRouting):
             return Decimal(0)
         return Decimal(repr(qty)).quantize(QTY_QUANTUM, ROUND_HALF_EVEN)
 
-    def _tick(self, symbol: str, price: float, side: Side, kind: OrderType) -> Decimal | None:
-        if not math.isfinite(price) or price <= 0:
-            return None
-        exact = Decimal(repr(float(price)))
-        tick = PENNY if exact >= 1 else SUB_PENNY
-        # a sell's limit and stop round up, a buy's down: a limit never worse than asked, a stop never later
-        return (exact / tick).to_integral_value(ROUND_CEILING if side == "sell" else ROUND_FLOOR) * tick
+    def _tick_size(self, symbol: str, price: Decimal) -> Decimal | None:
+        return PENNY if price >= 1 else SUB_PENNY
 
     def _venue_id(self, order: Order) -> str:
         return str(order.id)

@@ -42,14 +42,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 import ccxt
 from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from pipeline.domain import utc_from_ms
-from pipeline.domain.trading import OrderStatus, OrderType, Side
+from pipeline.domain.trading import OrderStatus, OrderType
 from pipeline.retry import RetryPolicy, is_transient
 from runtime.brokers.base import Working, client_order_id
 from runtime.brokers.routing import Step, VenueRouting
@@ -133,22 +133,16 @@ class CcxtBroker(VenueRouting):
             log.warning("order of %s %s cannot be sized (%s)", qty, symbol, exc)
             return Decimal(0)
 
-    def _tick(self, symbol: str, price: float, side: Side, kind: OrderType) -> Decimal | None:
-        if not math.isfinite(price) or price <= 0:
-            return None
+    def _tick_size(self, symbol: str, price: Decimal) -> Decimal | None:
         try:
             if not self.exchange.markets:
                 self._call(self.exchange.load_markets, "load markets")
             precision = self.exchange.market(symbol)["precision"].get("price")
         except ccxt.BaseError as exc:
-            log.warning("a price for %s cannot be set (%s)", symbol, exc)
-            return None
-        exact = Decimal(repr(float(price)))
+            raise VenueUnavailable(str(exc)) from exc
         if precision is None:
-            return exact
-        tick = _decimal(precision) if self.exchange.precisionMode == TICK_SIZE else Decimal(1).scaleb(-int(precision))
-        # a sell's limit and stop round up, a buy's down: a limit never worse than asked, a stop never later
-        return (exact / tick).to_integral_value(ROUND_CEILING if side == "sell" else ROUND_FLOOR) * tick
+            return None
+        return _decimal(precision) if self.exchange.precisionMode == TICK_SIZE else Decimal(1).scaleb(-int(precision))
 
     def _venue_id(self, order: dict[str, Any]) -> str:
         return str(order["id"])

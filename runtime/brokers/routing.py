@@ -26,15 +26,16 @@ After each bar, for one sleeve, ``route``:
 
 Nothing here raises into the runtime loop for a venue's sake: a venue that cannot be asked, or an order whose
 fate is unknown, is logged and looked at again on the next bar. A venue broker provides its conversions
-(``_size``, ``_tick``, ``_venue_id``) and the booking of what a venue order says (``_book``, with ``_fill``).
+(``_size``, ``_tick_size``, ``_venue_id``) and the booking of what a venue order says (``_book``, with ``_fill``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from pipeline.domain.trading import Fill, Order, OrderStatus, OrderType, Side
@@ -69,7 +70,7 @@ class VenueRouting:
     """The order flow every venue broker shares (the module documentation says what it does).
 
     A venue broker sets ``open`` (its working orders by client id), ``orders`` (its idempotent submission,
-    ``runtime.brokers.submission``) and ``seen`` (the fill ids booked), and provides ``_size``, ``_tick``,
+    ``runtime.brokers.submission``) and ``seen`` (the fill ids booked), and provides ``_size``, ``_tick_size``,
     ``_venue_id`` and ``_book``.
     """
 
@@ -197,7 +198,7 @@ class VenueRouting:
         side = Side.of(qty)
         size = self._size(step.symbol, abs(qty))
         kind = OrderType(intent.kind)
-        price = None if intent.price is None else self._tick(step.symbol, intent.price, side, kind)
+        price = None if intent.price is None else self._tick(step.symbol, intent.price, side)
         if size <= 0 or (kind is not OrderType.MARKET and (price is None or price <= 0)):
             engine.release(qty)  # as close as the venue's precision allows: sending it again would not help
             what = "amount" if size <= 0 else "price"
@@ -291,7 +292,7 @@ class VenueRouting:
             return None
         side = Side.of(qty)
         size = self._size(step.symbol, abs(qty))
-        price = self._tick(step.symbol, stop.price, side, OrderType.STOP)
+        price = self._tick(step.symbol, stop.price, side)
         if size <= 0 or price is None or price <= 0:
             return None
         return (size if qty > 0 else -size), price
@@ -301,9 +302,24 @@ class VenueRouting:
         """``qty`` (a size) at the venue's amount precision; 0 when it cannot be sized."""
         raise NotImplementedError
 
-    def _tick(self, symbol: str, price: float, side: Side, kind: OrderType) -> Decimal | None:
-        """``price`` on the venue's price grid: a limit never worse than asked (a buy rounded down, a sell up), a
-        stop never later (a sell stop rounded up, a buy stop down); None when it cannot be priced."""
+    def _tick(self, symbol: str, price: float, side: Side) -> Decimal | None:
+        """``price`` on the venue's price grid (``_tick_size``): a sell's limit and stop round up, a buy's down, so
+        a limit is never worse than asked and a stop never triggers later; None when it cannot be priced."""
+        if not math.isfinite(price) or price <= 0:
+            return None
+        exact = Decimal(repr(float(price)))
+        try:
+            tick = self._tick_size(symbol, exact)
+        except VenueUnavailable as exc:
+            log.warning("a price for %s cannot be set (%s)", symbol, exc)
+            return None
+        if tick is None:
+            return exact
+        return (exact / tick).to_integral_value(ROUND_CEILING if side == "sell" else ROUND_FLOOR) * tick
+
+    def _tick_size(self, symbol: str, price: Decimal) -> Decimal | None:
+        """The venue's price increment for ``symbol`` at ``price`` (None: prices are not rounded);
+        ``VenueUnavailable`` when it cannot be known now."""
         raise NotImplementedError
 
     def _venue_id(self, order: Any) -> str:
