@@ -140,6 +140,17 @@ class Settings(BaseSettings):
         "either way; a portfolio file's sleeves use the file's own engine settings.",
     )
 
+    optuna_storage: str | None = Field(
+        default=None,
+        description="Optuna storage URL of the parameter studies (postgresql://... lets workers on several hosts "
+        "share one study); empty keeps them in SQLite at <data_dir>/research/optuna.db.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Address of a Dask scheduler (tcp://host:8786) the optimise flow sends its trials to; empty "
+        "starts a local cluster on this machine.",
+    )
+
     @field_validator("universe", mode="before")
     @classmethod
     def _split_universe(cls, value: object) -> object:
@@ -185,14 +196,25 @@ class Settings(BaseSettings):
         return self.data_dir / "backups"
 
     @cached_property
+    def study_url(self) -> str:
+        """The Optuna storage URL of the parameter studies (a PostgreSQL URL gets the installed psycopg driver)."""
+        if self.optuna_storage:
+            return _postgres_driver(self.optuna_storage)
+        return f"sqlite:///{(self.data_dir / 'research' / 'optuna.db').as_posix()}"
+
+    @cached_property
     def state_url(self) -> str:
         if self.database_url:
-            # psycopg 3 is the installed PostgreSQL driver; plain postgresql:// would ask for psycopg2.
-            for prefix in ("postgresql://", "postgres://"):
-                if self.database_url.startswith(prefix):
-                    return "postgresql+psycopg://" + self.database_url.removeprefix(prefix)
-            return self.database_url
+            return _postgres_driver(self.database_url)
         return f"sqlite:///{(self.data_dir / 'state' / 'tradeforge.db').as_posix()}"
+
+
+def _postgres_driver(url: str) -> str:
+    """``url`` with the installed PostgreSQL driver (psycopg 3; plain postgresql:// would ask for psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
 
 
 def load_settings() -> Settings:

@@ -13,7 +13,7 @@ import logging
 
 import typer
 
-from tradeforge_cli.commands import backtest, data, models, platform, runtime, strategies
+from tradeforge_cli.commands import backtest, data, models, optimize, platform, runtime, strategies
 
 # Every Typer has plain (not rich) help and usage errors (rich_markup_mode=None): rich draws a usage error in a box
 # as wide as the terminal and wraps the message inside it, splitting the option values and paths it names.
@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_show_locals=False,  # a crash report must not print local variables (secrets among them)
 )
-for command_group in (data, backtest, strategies, models, runtime, platform):
+for command_group in (data, backtest, optimize, strategies, models, runtime, platform):
     command_group.register(app)
 
 

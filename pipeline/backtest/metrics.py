@@ -20,6 +20,10 @@ in days (a fraction when the bars are shorter than a day): ``(t[b] - t[a]) / 24 
 
 Formulas
 --------
+The sums behind the mean, standard deviation and downside deviation of the returns, and the maximum drawdown,
+are compiled (``pipeline.backtest.equity_stats``) and shared with the parameter sweep, which therefore reports the
+same figures, to the last bit, as a backtest of the same parameters.
+
 Returns and risk:
 
 * ``total_return`` = ``E[n-1] / E[0] - 1``.
@@ -82,6 +86,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from pipeline.backtest import equity_stats
 from pipeline.domain import AssetClass, DataError, epoch_ms
 
 SECONDS_PER_DAY = 86_400
@@ -157,11 +162,10 @@ def _cagr(ratio: float, periods_per_year: float, n_bars: int) -> float | None:
     return _finite_or_none(math.expm1(exponent))
 
 
-def _drawdowns(e: np.ndarray, stamps_ms: np.ndarray) -> tuple[float, int, float]:
-    """Max drawdown (fraction), longest drawdown stretch in bars and in days."""
+def _drawdown_durations(e: np.ndarray, stamps_ms: np.ndarray) -> tuple[int, float]:
+    """The longest drawdown stretch in bars and in days."""
     n = e.size
     peak = np.maximum.accumulate(e)
-    max_drawdown = float(np.max((peak - e) / peak))
     at_peak = e >= peak
     index = np.arange(n)
     peak_index = np.maximum.accumulate(np.where(at_peak, index, 0))
@@ -173,29 +177,42 @@ def _drawdowns(e: np.ndarray, stamps_ms: np.ndarray) -> tuple[float, int, float]
         starts = np.append(starts, peak_index[-1])
         ends = np.append(ends, n - 1)
     if starts.size == 0:
-        return max_drawdown, 0, 0.0
+        return 0, 0.0
     duration_bars = int(np.max(ends - starts))
     duration_days = float(np.max(stamps_ms[ends] - stamps_ms[starts])) / _MS_PER_DAY
-    return max_drawdown, duration_bars, duration_days
+    return duration_bars, duration_days
 
 
-def _return_stats(returns: np.ndarray, periods_per_year: float) -> tuple[float | None, float | None, float | None]:
-    """Volatility, Sharpe and Sortino of per-bar returns (each ``None`` where undefined)."""
-    count = returns.size
+def return_metrics(moments: np.ndarray, periods_per_year: float) -> tuple[float | None, float | None, float | None]:
+    """Volatility, Sharpe and Sortino from ``equity_stats.return_moments`` (each ``None`` where undefined)."""
+    count = int(moments[equity_stats.COUNT])
     if count == 0:
         return None, None, None
     root = math.sqrt(periods_per_year)
-    mean = float(np.mean(returns))
-    downside = float(np.sqrt(np.mean(np.square(np.minimum(returns, 0.0)))))
+    mean = float(moments[equity_stats.MEAN])
+    downside = float(moments[equity_stats.DOWNSIDE])
     sortino = _finite_or_none(mean / downside * root) if downside > 0 else None
     if count < 2:
         return None, None, sortino
-    if float(np.max(returns)) == float(np.min(returns)):
+    if moments[equity_stats.CONSTANT]:
         return 0.0, 0.0, sortino
-    stdev = float(np.std(returns, ddof=1))
+    stdev = float(moments[equity_stats.STDEV])
     volatility = _finite_or_none(stdev * root)
     sharpe = _finite_or_none(mean / stdev * root) if stdev > 0 else 0.0
     return volatility, sharpe, sortino
+
+
+def curve_metrics(moments: np.ndarray, drawdown: float, initial: float, final: float, n_bars: int,
+                  periods_per_year: float) -> dict[str, float | None]:
+    """The metrics an equity curve alone decides (``total_return``, ``cagr``, ``volatility``, ``sharpe``,
+    ``sortino``, ``max_drawdown``, ``calmar``) from its compiled reductions (``pipeline.backtest.equity_stats``):
+    one computation for a backtest and for every parameter set of a sweep."""
+    ratio = final / initial
+    volatility, sharpe, sortino = return_metrics(moments, periods_per_year)
+    cagr = _cagr(ratio, periods_per_year, n_bars)
+    calmar = _finite_or_none(cagr / drawdown) if cagr is not None and drawdown > 0 else None
+    return {"total_return": ratio - 1.0, "cagr": cagr, "volatility": volatility, "sharpe": sharpe,
+            "sortino": sortino, "max_drawdown": drawdown, "calmar": calmar}
 
 
 def compute_metrics(
@@ -243,15 +260,10 @@ def compute_metrics(
 
     initial = float(e[0])
     final = float(e[-1])
-    ratio = final / initial
     elapsed_days = float(stamps[-1] - stamps[0]) / _MS_PER_DAY
-
-    # per-bar returns are defined only while the equity they divide by stays positive
-    returns = e[1:] / e[:-1] - 1.0 if n > 1 and bool(np.all(e[:-1] > 0)) else np.empty(0)
-    volatility, sharpe, sortino = _return_stats(returns, ppy)
-    cagr = _cagr(ratio, ppy, n)
-    max_drawdown, dd_bars, dd_days = _drawdowns(e, stamps)
-    calmar = _finite_or_none(cagr / max_drawdown) if cagr is not None and max_drawdown > 0 else None
+    e = np.ascontiguousarray(e)
+    curve = curve_metrics(equity_stats.return_moments(e), equity_stats.max_drawdown(e), initial, final, n, ppy)
+    dd_bars, dd_days = _drawdown_durations(e, stamps)
 
     n_trades = int(pnl.size)
     wins = pnl[pnl > 0]
@@ -265,15 +277,10 @@ def compute_metrics(
     turnover = _finite_or_none(float(notional.sum()) / mean_equity) if mean_equity > 0 else None
 
     return {
-        "total_return": ratio - 1.0,
-        "cagr": cagr,
-        "volatility": volatility,
-        "sharpe": sharpe,
-        "sortino": sortino,
-        "max_drawdown": max_drawdown,
+        **{key: curve[key] for key in ("total_return", "cagr", "volatility", "sharpe", "sortino", "max_drawdown")},
         "max_drawdown_duration_bars": dd_bars,
         "max_drawdown_duration_days": dd_days,
-        "calmar": calmar,
+        "calmar": curve["calmar"],
         "trades": n_trades,
         "win_rate": win_rate,
         "profit_factor": profit_factor,

@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit
 
 from pipeline.domain import DataError
+from pipeline.features.shared import recall, remember
 
 _BLOCK = 512
 
@@ -259,9 +260,17 @@ class Window:
         x = _floats(x)
         filled = self._filled
         buf = np.concatenate((self._tail[self._tail.shape[0] - filled :], x))
-        mean = np.full(x.shape[0], np.nan)
-        std = np.full(x.shape[0], np.nan)
-        self._run = _window_rows(buf, filled, self._run, self.window, self.ddof, self.with_std, mean, std)
+        fresh = filled == 0 and self._run == 0
+        settings = ("window", self.window, self.ddof, self.with_std)
+        known = recall(x, settings) if fresh else None
+        if known is not None:
+            mean, std, self._run = known
+        else:
+            mean = np.full(x.shape[0], np.nan)
+            std = np.full(x.shape[0], np.nan)
+            self._run = _window_rows(buf, filled, self._run, self.window, self.ddof, self.with_std, mean, std)
+            if fresh:
+                mean, std = remember(x, settings, (mean, std, self._run))[:2]
         keep = min(buf.shape[0], self.window - 1)
         self._tail[self._tail.shape[0] - keep :] = buf[buf.shape[0] - keep :]
         self._filled = keep

@@ -59,6 +59,23 @@ def backtest_bars(
     return bars, tf, series[0].instrument if series else None
 
 
+def engine_config(cash: float, fee_bps: float, slippage_bps: float, fill: str, max_position: float,
+                  breaker_cooldown_bars: int | None, no_breakers: bool) -> Any:
+    """The engine's configuration from the cost and risk options (a ``DataError`` naming the bad options)."""
+    from pydantic import ValidationError
+
+    from pipeline.domain import DataError
+    from pipeline.engine import EngineConfig
+
+    try:
+        config = EngineConfig(cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill,
+                              max_position=max_position, breaker_cooldown_bars=breaker_cooldown_bars)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise DataError(problems.replace("_", "-")) from exc
+    return config.without_breakers() if no_breakers else config
+
+
 def strategy_frame(settings: Settings, strategy: Any, bars: pd.DataFrame, tf: Timeframe, symbol: str | None,
                    venue: str | None, start: str | None, end: str | None) -> pd.DataFrame:
     """``bars`` plus the other series the strategy reads, from the lake over the same span (the venue of the
@@ -95,11 +112,8 @@ def backtest(
     as_json: JsonFlag = False,
 ) -> None:
     """Backtest a strategy through the engine core; prints metrics, stores the run."""
-    from pydantic import ValidationError
-
     from pipeline.backtest.run import run_backtest, save_backtest
     from pipeline.domain import DataError
-    from pipeline.engine import EngineConfig
     from pipeline.strategies import REGISTRY
     from runtime.config import parse_params
 
@@ -112,16 +126,7 @@ def backtest(
             raise DataError("give --strategy NAME (or --portfolio FILE)")
         params = parse_params(param or [])
         chosen = REGISTRY.build(strategy, params)
-        try:
-            config = EngineConfig(
-                cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill,
-                max_position=max_position, breaker_cooldown_bars=breaker_cooldown_bars,
-            )
-        except ValidationError as exc:
-            problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise DataError(problems.replace("_", "-")) from exc
-        if no_breakers:
-            config = config.without_breakers()
+        config = engine_config(cash, fee_bps, slippage_bps, fill, max_position, breaker_cooldown_bars, no_breakers)
         bars, tf, instrument = backtest_bars(settings, data, symbol, timeframe, start, end, venue)
         frame = strategy_frame(settings, chosen, bars, tf, symbol if data is None else None, venue, start, end)
         result = run_backtest(bars, chosen, config, tf, instrument, features=frame, params=params,
