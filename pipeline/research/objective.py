@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ class Objective:
         if min_trades < 0:
             raise DataError(f"--min-trades must be 0 or more, got {min_trades}")
         try:
-            tree = ast.parse(ALIASES.get(source, source), mode="eval").body
+            tree = ast.parse(re.sub(r"\breturn\b", ALIASES["return"], source), mode="eval").body
         except SyntaxError as exc:
             raise DataError(f"--objective {source!r} is not a valid expression: {exc.msg}") from None
         reads = tuple(sorted({_check(node, source) for node in ast.walk(tree) if isinstance(node, ast.Name)} - {""}))
@@ -63,8 +64,8 @@ class Objective:
             return None
         try:
             result = _evaluate(self.tree, metrics)
-        except (_Undefined, ZeroDivisionError, OverflowError, ValueError):
-            return None
+        except (_Undefined, ZeroDivisionError, OverflowError, ValueError, TypeError):
+            return None  # TypeError: a negative number to a fractional power is complex
         return result if math.isfinite(result) else None
 
 
@@ -82,6 +83,9 @@ def _allowed(node: ast.AST, source: str) -> None:
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords:
             raise DataError(f"--objective {source!r}: only min(...), max(...) and abs(...) may be called")
+        wanted = "one argument" if node.func.id == "abs" else "two or more arguments"
+        if (len(node.args) != 1) if node.func.id == "abs" else (len(node.args) < 2):
+            raise DataError(f"--objective {source!r}: {node.func.id}(...) takes {wanted}, got {len(node.args)}")
         return
     allowed = (ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load, ast.USub, ast.UAdd, *_BINARY)
     if not isinstance(node, allowed) or (isinstance(node, ast.Constant) and not _is_number(node.value)):

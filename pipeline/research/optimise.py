@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
 
 from pipeline.backtest.run import run_backtest
@@ -56,6 +58,9 @@ class Request:
             raise DataError(f"--walk-forward must be 2 or more folds (0: none), got {self.walk_forward}")
         if self.jobs is not None and self.jobs < 1:
             raise DataError(f"--jobs must be 1 or more, got {self.jobs}")
+        if self.study is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}", self.study):
+            raise DataError(f"--study {self.study!r} is not a valid name: use letters, digits, '.', '_' and '-' "
+                            "(at most 120, starting with a letter or digit)")
 
 
 def study_name(request: Request, market: Market, config: EngineConfig) -> str:
@@ -72,14 +77,24 @@ def study_name(request: Request, market: Market, config: EngineConfig) -> str:
     return f"{request.space.spec.name}-{digest}"
 
 
-def _search(request: Request, name: str, url: str, market: Market, config: EngineConfig,
-            span: tuple[int, int] | None, bar: Progress | None) -> study.Trials:
-    found = study.open_study(url, name, request.seed)
+Search = Callable[["Request", optuna.Study, Market, EngineConfig, "tuple[int, int] | None", "Progress | None"], None]
+"""Runs a request's trials into a study over a span: here (``search_here``) or fanned out (the optimise flow)."""
+
+
+def search_here(request: Request, found: optuna.Study, market: Market, config: EngineConfig,
+                span: tuple[int, int] | None, bar: Progress | None) -> None:
+    """The request's trials in this process, on its cores."""
     if request.grid:
         study.run_grid(found, request.space, request.objective, market, config, span, request.jobs, bar)
     else:
         study.run_sampled(found, request.space, request.objective, market, config, request.trials, span,
                           request.jobs, bar)
+
+
+def _search(request: Request, name: str, url: str, market: Market, config: EngineConfig,
+            span: tuple[int, int] | None, bar: Progress | None, search: Search) -> study.Trials:
+    found = study.open_study(url, name, request.seed)
+    search(request, found, market, config, span, bar)
     return study.finished(found, request.space)
 
 
@@ -123,12 +138,14 @@ def _overfitting(trials: study.Trials, best: int, rerun_returns: np.ndarray, mar
 
 
 def optimise(request: Request, url: str, market: Market, config: EngineConfig, timeframe: Timeframe,
-             instrument: Instrument | None = None, progress: ProgressFactory | None = None) -> dict[str, Any]:
-    """Run the study (and the walk-forward folds) and return the report (see the module documentation)."""
+             instrument: Instrument | None = None, progress: ProgressFactory | None = None,
+             search: Search = search_here) -> dict[str, Any]:
+    """Run the study (and the walk-forward folds) and return the report (see the module documentation);
+    ``search`` runs the trials (here by default)."""
     started = time.perf_counter()
     name = study_name(request, market, config)
     bar = progress("trials", _planned(request)) if progress else None
-    trials = _search(request, name, url, market, config, None, bar)
+    trials = _search(request, name, url, market, config, None, bar, search)
     searched = time.perf_counter() - started
     best, params, value = _best(trials, request, "over the whole history")
     chosen = request.space.full(params)
@@ -152,13 +169,13 @@ def optimise(request: Request, url: str, market: Market, config: EngineConfig, t
         "table": trials.table(),
     }
     if request.walk_forward:
-        report["walk_forward"] = _walk_forward(request, name, url, market, config, progress)
+        report["walk_forward"] = _walk_forward(request, name, url, market, config, progress, search)
     report["seconds"] = time.perf_counter() - started
     return report
 
 
 def _walk_forward(request: Request, name: str, url: str, market: Market, config: EngineConfig,
-                  progress: ProgressFactory | None) -> dict[str, Any]:
+                  progress: ProgressFactory | None, search: Search) -> dict[str, Any]:
     try:
         plan = walkforward.folds(len(market), request.walk_forward)
     except ValueError as exc:
@@ -168,7 +185,7 @@ def _walk_forward(request: Request, name: str, url: str, market: Market, config:
     for fold in plan:
         bar = progress(f"fold {fold.number + 1}/{len(plan)}", _planned(request)) if progress else None
         trials = _search(request, f"{name}/wf{request.walk_forward}-{fold.number}", url, market, config,
-                         fold.in_sample, bar)
+                         fold.in_sample, bar, search)
         _, params, in_value = _best(trials, request, f"in fold {fold.number + 1}'s in-sample block")
         chosen = request.space.full(params)
         scored = evaluate(request.space.spec, [chosen], market, config, fold.out_of_sample, jobs=request.jobs)[0]

@@ -11,7 +11,7 @@ that closed fewer than the minimum trades) is a failed trial with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,10 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 
 def storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage at ``url`` (a ``DataError`` naming the redacted URL when it cannot be opened)."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise DataError(f"the study storage URL {url.split('@')[-1]!r} is not a database URL (dialect://...)") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,10 +70,15 @@ def storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def open_study(url: str, name: str, seed: int) -> optuna.Study:
-    """The study ``name`` in the storage at ``url``, created when new (maximising; TPE sampler seeded)."""
-    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    return optuna.create_study(study_name=name, storage=storage(url), sampler=sampler, direction="maximize",
-                               load_if_exists=True)
+    """The study ``name`` in the storage at ``url``, created when new (maximising; TPE sampler seeded with
+    ``seed``, or ``seed`` plus the trials it holds when resumed, so a resumed study does not repeat its first
+    draws and stays reproducible)."""
+    found = optuna.create_study(study_name=name, storage=storage(url), direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
+    held = len(found.get_trials(deepcopy=False))
+    if held:  # a resumed study draws on from where it stopped, not the same first draws again
+        found.sampler = optuna.samplers.TPESampler(seed=seed + held, constant_liar=True)
+    return found
 
 
 def distributions(space: Space) -> dict[str, BaseDistribution]:
@@ -103,22 +111,42 @@ def run_grid(study: optuna.Study, space: Space, objective: Objective, market: Ma
              span: tuple[int, int] | None = None, jobs: int | None = None, progress: Progress | None = None) -> int:
     """Evaluate and record every grid point ``study`` does not hold yet; returns how many were evaluated."""
     points, _ = space.grid()
-    held = {_key(t.params, space) for t in study.get_trials(deepcopy=False, states=FINISHED)}
-    todo = [point for point in points if _key(point, space) not in held]
-    if progress is not None and len(points) > len(todo):
-        progress(len(points) - len(todo))
+    held = held_points(study, space)
+    if progress is not None and held:
+        progress(sum(1 for point in points if _key(point, space) in held))
+    done = 0
+    for start in range(0, len(points), RECORD_BATCH):
+        done += record_points(study, space, objective, market, config, points[start:start + RECORD_BATCH], span,
+                              jobs, progress, held)
+    return done
+
+
+def held_points(study: optuna.Study, space: Space) -> set[tuple[Any, ...]]:
+    """The parameter points of ``study``'s finished trials."""
+    return {_key(t.params, space) for t in study.get_trials(deepcopy=False, states=FINISHED)}
+
+
+def record_points(study: optuna.Study, space: Space, objective: Objective, market: Market, config: EngineConfig,
+                  points: Sequence[Mapping[str, Any]], span: tuple[int, int] | None = None, jobs: int | None = None,
+                  progress: Progress | None = None, held: set[tuple[Any, ...]] | None = None) -> int:
+    """Evaluate the ``points`` ``study`` does not hold yet and record them as finished trials; returns how many.
+
+    Idempotent: a batch run again (a worker lost before it reported) records nothing twice."""
+    known = held_points(study, space) if held is None else held
+    todo = [dict(point) for point in points if _key(point, space) not in known]
+    if not todo:
+        return 0
+    evaluations = evaluate(space.spec, [space.full(point) for point in todo], market, config, span, jobs=jobs,
+                           progress=progress)
     found = distributions(space)
-    for start in range(0, len(todo), RECORD_BATCH):
-        batch = todo[start:start + RECORD_BATCH]
-        evaluations = evaluate(space.spec, [space.full(point) for point in batch], market, config, span,
-                               jobs=jobs, progress=progress)
-        trials = []
-        for point, evaluation in zip(batch, evaluations, strict=True):
-            value, attrs = _attributes(evaluation, objective)
-            trials.append(optuna.trial.create_trial(
-                state=TrialState.COMPLETE if value is not None else TrialState.FAIL, value=value, params=point,
-                distributions=found, user_attrs=attrs))
-        study.add_trials(trials)
+    trials = []
+    for point, evaluation in zip(todo, evaluations, strict=True):
+        value, attrs = _attributes(evaluation, objective)
+        trials.append(optuna.trial.create_trial(
+            state=TrialState.COMPLETE if value is not None else TrialState.FAIL, value=value, params=point,
+            distributions=found, user_attrs=attrs))
+    study.add_trials(trials)
+    known.update(_key(point, space) for point in todo)
     return len(todo)
 
 

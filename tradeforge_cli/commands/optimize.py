@@ -72,6 +72,7 @@ def optimize(
     max_position: MaxPositionOption = 0.25,
     no_breakers: NoBreakersOption = False,
     breaker_cooldown_bars: CooldownOption = None,
+    mlflow: Annotated[bool, typer.Option(help="Log the study as an MLflow run.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Search a strategy's parameters (grid or Optuna TPE), optionally walk-forward; measures overfitting."""
@@ -100,6 +101,10 @@ def optimize(
         raise fail(str(exc)) from exc
     folder = save_report(report, settings.data_dir / "research")
     shown: dict[str, Any] = {**document(report), "stored": str(folder)}
+    if mlflow:
+        from pipeline.research.tracking import log_study
+
+        shown["mlflow_run"] = log_study(settings.mlflow_tracking_uri, report, folder)
     rows = [("study", escape(shown["study"])), ("trials", f"{shown['completed']} of {shown['trials']} with a value"),
             ("best_params", escape(str(shown["best_params"]))), ("best_value", format_value(shown["best_value"])),
             ("backtest_value", format_value(shown["backtest_value"]))]
