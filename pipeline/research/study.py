@@ -12,6 +12,7 @@ that closed fewer than the minimum trades) is a failed trial with the reason.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.engine.url import make_url
 
@@ -109,21 +110,43 @@ def _key(params: Mapping[str, Any], space: Space) -> tuple[Any, ...]:
 
 def run_grid(study: optuna.Study, space: Space, objective: Objective, market: Market, config: EngineConfig,
              span: tuple[int, int] | None = None, jobs: int | None = None, progress: Progress | None = None) -> int:
-    """Evaluate and record every grid point ``study`` does not hold yet; returns how many were evaluated."""
+    """Evaluate and record every grid point ``study`` does not hold yet; returns how many were evaluated.
+
+    One thread records each evaluated batch while the next one is evaluated (the storage's writes are Python
+    and SQL; the sweep runs compiled, without the interpreter lock)."""
     points, _ = space.grid()
     held = held_points(study, space)
-    if progress is not None and held:
-        progress(sum(1 for point in points if _key(point, space) in held))
-    done = 0
-    for start in range(0, len(points), RECORD_BATCH):
-        done += record_points(study, space, objective, market, config, points[start:start + RECORD_BATCH], span,
-                              jobs, progress, held)
-    return done
+    todo = [dict(point) for point in points if _key(point, space) not in held]
+    if progress is not None and len(points) > len(todo):
+        progress(len(points) - len(todo))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder") as recorder:
+        pending = []
+        for start in range(0, len(todo), RECORD_BATCH):
+            batch = todo[start:start + RECORD_BATCH]
+            evaluations = evaluate(space.spec, [space.full(point) for point in batch], market, config, span,
+                                   jobs=jobs, progress=progress)
+            pending.append(recorder.submit(study.add_trials, finished_trials(space, objective, batch, evaluations)))
+        for recorded in pending:
+            recorded.result()
+    return len(todo)
 
 
 def held_points(study: optuna.Study, space: Space) -> set[tuple[Any, ...]]:
     """The parameter points of ``study``'s finished trials."""
     return {_key(t.params, space) for t in study.get_trials(deepcopy=False, states=FINISHED)}
+
+
+def finished_trials(space: Space, objective: Objective, points: Sequence[Mapping[str, Any]],
+                    evaluations: Sequence[Evaluation]) -> list[FrozenTrial]:
+    """The evaluated ``points`` as finished trials to record (failed when the objective has no value)."""
+    found = distributions(space)
+    trials = []
+    for point, evaluation in zip(points, evaluations, strict=True):
+        value, attrs = _attributes(evaluation, objective)
+        trials.append(optuna.trial.create_trial(
+            state=TrialState.COMPLETE if value is not None else TrialState.FAIL, value=value, params=dict(point),
+            distributions=found, user_attrs=attrs))
+    return trials
 
 
 def record_points(study: optuna.Study, space: Space, objective: Objective, market: Market, config: EngineConfig,
@@ -138,14 +161,7 @@ def record_points(study: optuna.Study, space: Space, objective: Objective, marke
         return 0
     evaluations = evaluate(space.spec, [space.full(point) for point in todo], market, config, span, jobs=jobs,
                            progress=progress)
-    found = distributions(space)
-    trials = []
-    for point, evaluation in zip(todo, evaluations, strict=True):
-        value, attrs = _attributes(evaluation, objective)
-        trials.append(optuna.trial.create_trial(
-            state=TrialState.COMPLETE if value is not None else TrialState.FAIL, value=value, params=point,
-            distributions=found, user_attrs=attrs))
-    study.add_trials(trials)
+    study.add_trials(finished_trials(space, objective, todo, evaluations))
     known.update(_key(point, space) for point in todo)
     return len(todo)
 
