@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/optimize.py
 
 clean:
 	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache

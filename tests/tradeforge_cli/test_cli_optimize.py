@@ -77,3 +77,29 @@ def test_bad_input_is_refused_naming_it(data_dir: Path, bars_file: Path, extra: 
     result = cli("optimize", "--strategy", "sma_cross", "--data", str(bars_file), "--json", *extra)
     assert_fails_cleanly(result, *fragments)
     assert not (data_dir / "research").exists() or not any((data_dir / "research").glob("*/report.json"))
+
+
+def test_a_study_in_postgresql_is_shared_by_name(data_dir: Path, bars_file: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    import optuna
+
+    from tests.pipeline.state.stores import PG_URL as url
+    from tests.pipeline.state.stores import postgres_error
+
+    if (error := postgres_error()) is not None:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {error}")
+    monkeypatch.setenv("TRADEFORGE_OPTUNA_STORAGE", url)
+    name = f"cli-{uuid.uuid4().hex[:12]}"
+    try:
+        first = _optimize(bars_file, "--grid", "--study", name, "--no-mlflow")
+        assert first["storage"].startswith("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+        again = _optimize(bars_file, "--grid", "--study", name, "--no-mlflow")
+        assert again["trials"] == first["trials"] == 20 and again["best_value"] == first["best_value"]
+        held = optuna.load_study(study_name=name, storage="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+        assert len(held.trials) == 20
+    finally:
+        for study in optuna.get_all_study_names("postgresql+psycopg://postgres@127.0.0.1:5432/test"):
+            if study.startswith(name):
+                optuna.delete_study(study_name=study, storage="postgresql+psycopg://postgres@127.0.0.1:5432/test")
