@@ -1,8 +1,8 @@
 """The tradeforge dashboard: ``streamlit run dashboards/app.py --server.address 127.0.0.1``.
 
 A multipage app (``st.navigation``; the page scripts live in ``views/``, not ``pages/``, so that Streamlit never
-serves them on its own around the password gate): Overview, Chart, Trades, Backtests, Models and Data health
-share this sidebar. Every number
+serves them on its own around the password gate): Overview, Chart, Trades, Backtests, Optimisation (the parameter
+studies of ``tradeforge optimize``), Models and Data health share this sidebar. Every number
 comes from ``pipeline.reports``; the state store is opened read-only, and the only writes are the control
 commands of the Overview page (and, on the Models page, moving the production alias through the registry).
 When ``TRADEFORGE_DASHBOARD_PASSWORD`` is set, every page asks for it first.
@@ -20,6 +20,7 @@ PAGES = (
     ("views/chart.py", "Chart", ":material/candlestick_chart:"),
     ("views/trades.py", "Trades", ":material/receipt_long:"),
     ("views/backtests.py", "Backtests", ":material/science:"),
+    ("views/optimisation.py", "Optimisation", ":material/tune:"),
     ("views/models.py", "Models", ":material/model_training:"),
     ("views/data_health.py", "Data health", ":material/health_and_safety:"),
 )

@@ -53,5 +53,7 @@ def load_reports(root: Path) -> list[dict[str, Any]]:
             report = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(report, dict):
+            continue
         found.append({**report, "folder": str(path.parent), "saved": path.stat().st_mtime})
     return sorted(found, key=lambda r: r["saved"], reverse=True)

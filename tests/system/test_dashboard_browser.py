@@ -103,6 +103,7 @@ def _expected(populated: Populated) -> dict[str, tuple[str, Callable[[], list[st
         "chart": ("chart", lambda: ["Down-sampled:", "Probability of an up-move from hybrid-BTC-USDT-1m v2"]),
         "trades": ("trades", trades),
         "backtests": ("backtests", lambda: list(populated.backtest_ids)),
+        "optimisation": ("optimisation", lambda: ["No parameter study", "tradeforge optimize"]),
         "models": ("models", lambda: ["Production: v2", "hybrid-BTC-USDT-1m"]),
         "data_health": ("data_health", lambda: ["Quarantined rows", "The 2 most recently quarantined rows"]),
     }
