@@ -14,6 +14,7 @@ Schedules come from the settings (cron expressions in UTC; change them with ``TR
 | ``parity-report/parity-report`` | ``schedule_parity`` (``20 0 * * *``), created paused: it needs the runtime's
   portfolio (or strategy and symbol) in its parameters first |
 | ``adhoc-backtest/adhoc-backtest`` | none (launched from the dashboard or the UI) |
+| ``optimize/optimize`` | none (launched from the UI: a parameter study on a Dask cluster) |
 | ``runtime/runtime`` | none (long-running; start it by hand) |
 
 The process talks to the Prefect API at ``PREFECT_API_URL`` (``settings.prefect_api_url`` is the default when
@@ -33,6 +34,7 @@ from flows.backtest import adhoc_backtest_flow, nightly_backtest_flow
 from flows.backup import backup_flow, restore_drill_flow
 from flows.features import features_flow
 from flows.ingest import ingest_flow
+from flows.optimize import optimize_flow
 from flows.parity import parity_flow
 from flows.runtime import runtime_flow
 from flows.summary import daily_summary_flow
@@ -65,6 +67,8 @@ def deployments(settings: Settings) -> list[RunnerDeployment]:
     ]
     built.append(adhoc_backtest_flow.to_deployment(name=adhoc_backtest_flow.name, tags=TAGS,
                                                    description="One backtest with the parameters of the form."))
+    built.append(optimize_flow.to_deployment(name=optimize_flow.name, tags=TAGS,
+                                             description="A parameter study of a strategy on a Dask cluster."))
     built.append(runtime_flow.to_deployment(name=runtime_flow.name, tags=[*TAGS, "long-running"],
                                             description="The trading runtime: LONG-RUNNING, runs until stopped."))
     return built

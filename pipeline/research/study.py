@@ -11,7 +11,7 @@ that closed fewer than the minimum trades) is a failed trial with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +166,8 @@ def record_points(study: optuna.Study, space: Space, objective: Objective, marke
     return len(todo)
 
 
-def _suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+    """The parameter set Optuna's sampler proposes for ``trial`` over ``space``'s dimensions."""
     chosen: dict[str, Any] = {}
     for d in space.dimensions:
         if d.integer:
@@ -176,22 +177,30 @@ def _suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
     return chosen
 
 
+Score = Callable[[list[dict[str, Any]]], list[Evaluation]]
+"""Evaluates full parameter sets (here, or fanned out to a cluster); the evaluations in order."""
+
+
 def run_sampled(study: optuna.Study, space: Space, objective: Objective, market: Market, config: EngineConfig,
                 trials: int, span: tuple[int, int] | None = None, jobs: int | None = None,
-                progress: Progress | None = None) -> int:
+                progress: Progress | None = None, score: Score | None = None) -> int:
     """Ask, evaluate and tell until ``study`` holds ``trials`` finished trials; returns how many were run.
 
-    A sampled set the parameter model refuses (``slow`` not above ``fast``) is a failed trial with the reason."""
+    ``score`` evaluates the asked sets (default: here, with ``jobs`` cores). A sampled set the parameter model
+    refuses (``slow`` not above ``fast``) is a failed trial with the reason."""
+    def here(param_sets: list[dict[str, Any]]) -> list[Evaluation]:
+        return evaluate(space.spec, param_sets, market, config, span, jobs=jobs)
+
+    scorer = score or here
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     if progress is not None and done:
         progress(min(done, trials))
     ran = 0
     while done < trials:
         asked = [study.ask() for _ in range(min(ASK_BATCH, trials - done))]
-        chosen = [_suggest(trial, space) for trial in asked]
+        chosen = [suggest(trial, space) for trial in asked]
         valid = [k for k, params in enumerate(chosen) if space.admits(params) is None]
-        evaluations = dict(zip(valid, evaluate(space.spec, [space.full(chosen[k]) for k in valid], market, config,
-                                               span, jobs=jobs), strict=True)) if valid else {}
+        evaluations = dict(zip(valid, scorer([space.full(chosen[k]) for k in valid]), strict=True)) if valid else {}
         for k, trial in enumerate(asked):
             if k in evaluations:
                 value, attrs = _attributes(evaluations[k], objective)

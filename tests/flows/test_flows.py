@@ -276,7 +276,7 @@ def test_serve_builds_every_deployment_with_its_schedule_and_the_server_keeps_th
         "ingest": "7 * * * *", "build-features": settings.schedule_features, "train": settings.schedule_train,
         "nightly-backtest": settings.schedule_backtest, "backup-state": "*/10 * * * *",
         "restore-drill": settings.schedule_restore_drill, "daily-summary": "5 0 * * *",
-        "parity-report": settings.schedule_parity, "adhoc-backtest": None, "runtime": None,
+        "parity-report": settings.schedule_parity, "adhoc-backtest": None, "runtime": None, "optimize": None,
     }
     assert sorted(d.name for d in built) == sorted(expected)
     for deployment in built:

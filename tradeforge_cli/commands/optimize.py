@@ -42,6 +42,28 @@ def _bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         yield start
 
 
+@contextmanager
+def _search(address: str | None, url: str) -> Iterator[Any]:
+    """The trials' search: here, or through a Dask client to the scheduler at ``address`` (the optimize flow's
+    fanned search, without Prefect)."""
+    from pipeline.research.optimise import search_here
+
+    if not address:
+        yield search_here
+        return
+    import distributed
+
+    from pipeline.domain import DataError
+    from pipeline.research.fanout import client_fan, fanned_search
+
+    try:
+        client = distributed.Client(address, set_as_default=False, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise DataError(f"--dask-address {address}: no Dask scheduler answers there ({exc})") from None
+    with client:
+        yield fanned_search(url, client_fan(client))
+
+
 def optimize(
     strategy: Annotated[str, typer.Option(help="A strategy name, PATH.py:Class or package.module:Class.")],
     space: Annotated[list[str] | None, typer.Option(
@@ -73,6 +95,9 @@ def optimize(
     no_breakers: NoBreakersOption = False,
     breaker_cooldown_bars: CooldownOption = None,
     mlflow: Annotated[bool, typer.Option(help="Log the study as an MLflow run.")] = True,
+    dask_address: Annotated[str | None, typer.Option(
+        "--dask-address", help="Send the trials to the Dask scheduler at ADDR (tcp://host:8786); its workers "
+                               "must reach the study storage. Default: run them here.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search a strategy's parameters (grid or Optuna TPE), optionally walk-forward; measures overfitting."""
@@ -95,8 +120,8 @@ def optimize(
         sample = spec.build(request.space.full(request.space.grid()[0][0] if grid else {}))
         frame = strategy_frame(settings, sample, bars, tf, symbol if data is None else None, venue, start, end)
         market = Market.of(bars, config, tf, instrument, frame)
-        with _bars() as progress:
-            report = optimise(request, settings.study_url, market, config, tf, instrument, progress)
+        with _bars() as progress, _search(dask_address, settings.study_url) as search:
+            report = optimise(request, settings.study_url, market, config, tf, instrument, progress, search)
     except DataError as exc:
         raise fail(str(exc)) from exc
     folder = save_report(report, settings.data_dir / "research")
