@@ -85,7 +85,9 @@ def optimize_flow(
     slippage_bps: float = 0.0,
     max_position: float = 0.25,
     cash: float = 100_000.0,
+    fill: str = "next_open",
     no_breakers: bool = False,
+    breaker_cooldown_bars: int | None = None,
     params: dict[str, str] | None = None,
     dask_address: str | None = None,
 ) -> dict[str, Any]:
@@ -98,7 +100,8 @@ def optimize_flow(
     request = Request(strategy, parse_space(REGISTRY.spec(strategy), space, dict(params or {})),
                       Objective.parse(objective, min_trades), grid, trials, seed, walk_forward,
                       1 if local else None, study)  # a local worker per core: one core each
-    config = EngineConfig(cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, max_position=max_position)
+    config = EngineConfig(cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill,
+                          max_position=max_position, breaker_cooldown_bars=breaker_cooldown_bars)
     config = config.without_breakers() if no_breakers else config
     inputs = lake_inputs(found, request, config, symbol, timeframe, venue, start, end)
     say(f"optimize {strategy} on {symbol} {inputs.timeframe}: {len(inputs.market)} bars, "

@@ -1,5 +1,5 @@
 """The compiled reductions of an equity curve that the metrics are made of, shared by a backtest's metrics
-(``pipeline.backtest.metrics``) and the parameter sweep (``pipeline.research.sweep_kernel``), so a sweep reports
+(``pipeline.backtest.metrics``) and the parameter sweep (``pipeline.research.kernel``), so a sweep reports
 exactly the figures a plain backtest of the same parameters reports.
 
 ``return_moments(e)`` reads the per-bar simple returns ``r[i] = e[i] / e[i-1] - 1`` (``i = 1 … n-1``) and gives

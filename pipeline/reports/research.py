@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.domain import DataError
+from pipeline.domain import DataError, Timeframe
 from pipeline.research.store import OUT_OF_SAMPLE, REPORT, TRIALS
 
 MAX_LEVELS = 20
@@ -320,6 +320,18 @@ def relaunch(report: Mapping[str, Any]) -> Relaunch:
     best = report.get("best_params")
     if not isinstance(best, Mapping) or not best:
         raise DataError("the study's report has no best parameters (best_params)")
+    timeframe, last = _text(report.get("timeframe")), _text(report.get("last"))
     return Relaunch(strategy=strategy, params={str(k): _param(str(k), v) for k, v in best.items()},
-                    symbol=_text(report.get("symbol")), timeframe=_text(report.get("timeframe")),
-                    venue=_text(report.get("venue")), start=_text(report.get("first")), end=_text(report.get("last")))
+                    symbol=_text(report.get("symbol")), timeframe=timeframe, venue=_text(report.get("venue")),
+                    start=_text(report.get("first")), end=_after(last, timeframe))
+
+
+def _after(last: str | None, timeframe: str | None) -> str | None:
+    """The end (exclusive) of a span whose last bar opened at ``last``: one bar later when the timeframe is
+    known, else ``last`` itself."""
+    if last is None or timeframe is None:
+        return last
+    try:
+        return (pd.Timestamp(last) + pd.Timedelta(seconds=Timeframe.parse(timeframe).seconds)).isoformat()
+    except (DataError, ValueError):
+        return last

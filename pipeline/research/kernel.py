@@ -5,7 +5,8 @@ Each set gets a fresh copy of the ledger's state and small output buffers that a
 back to zero, as a restored ledger's are) once they fill: the step only ever appends to them. Per set it keeps
 the equity at every close in a scratch curve, reduces that curve with the backtest's own compiled reductions
 (``pipeline.backtest.equity_stats``), and adds the closed trades, the bars in the market, and the sums of the
-per-bar returns and their squares in contiguous blocks of bars (for the probability of backtest overfitting).
+per-bar returns and their squares in contiguous blocks of bars (for the probability of backtest overfitting; NaN
+for a block whose returns are undefined because the equity before one of them was not positive).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ DRAWDOWN = MOMENTS
 FINAL = MOMENTS + 1
 TRADES = MOMENTS + 2
 IN_MARKET = MOMENTS + 3
-FIGURES = MOMENTS + 4
+INITIAL = MOMENTS + 4
+"""The equity at the first bar's close (below the cash when that bar's close already filled an order)."""
+FIGURES = MOMENTS + 5
 
 _ROWS = 64  # rows per recycled output buffer
 
@@ -76,10 +79,15 @@ def _one(b: int, days: np.ndarray, opens: np.ndarray, highs: np.ndarray, lows: n
     figures[b, FINAL] = equity[n - 1]
     figures[b, TRADES] = closed
     figures[b, IN_MARKET] = in_market
+    figures[b, INITIAL] = equity[0]
     for s in range(bounds.shape[0] - 1):
         total = 0.0
         square = 0.0
         for i in range(max(bounds[s], 1), bounds[s + 1]):
+            if not equity[i - 1] > 0.0:  # returns are undefined once the equity is gone
+                total = np.nan
+                square = np.nan
+                break
             r = equity[i] / equity[i - 1] - 1.0
             total += r
             square += r * r

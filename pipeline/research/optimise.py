@@ -7,7 +7,8 @@ both values (they are equal: the sweep shares the backtest's kernel and metric r
 overfitting: the deflated Sharpe ratio of the best trial given every trial's Sharpe ratio, and, for a grid, the
 probability of backtest overfitting from the trials' per-block returns. With ``walk_forward = K`` it then runs
 the K folds of ``pipeline.research.walkforward``, one study per fold, and reports every fold's in-sample and
-out-of-sample value with the stitched out-of-sample metrics.
+out-of-sample value (a fresh account per block) with the metrics of one account trading every fold's choice over
+the out-of-sample blocks. A fold none of whose trials has a value chooses nothing: its block is traded flat.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,23 +60,36 @@ class Request:
             raise DataError(f"--walk-forward must be 2 or more folds (0: none), got {self.walk_forward}")
         if self.jobs is not None and self.jobs < 1:
             raise DataError(f"--jobs must be 1 or more, got {self.jobs}")
+        if not 0 <= self.seed < 2**31:
+            raise DataError(f"--seed must be between 0 and {2**31 - 1}, got {self.seed}")
         if self.study is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}", self.study):
             raise DataError(f"--study {self.study!r} is not a valid name: use letters, digits, '.', '_' and '-' "
                             "(at most 120, starting with a letter or digit)")
 
 
+def search_identity(request: Request, market: Market, config: EngineConfig) -> str:
+    """A digest of everything that decides a study's trial values: the strategy (and its source file's bytes for
+    a trader's own), the space and fixed values, the objective, the sampler, the engine configuration, and every
+    column of the strategy's frame with the bars per year and sessions."""
+    spec = request.space.spec
+    origin = Path(spec.origin) if spec.origin else None
+    source = hashlib.sha256(origin.read_bytes()).hexdigest() if origin is not None and origin.is_file() else ""
+    digest = hashlib.sha256(json.dumps(
+        [request.reference, spec.name, spec.source, spec.origin, source, request.space.describe(),
+         sorted(request.space.fixed.items()), request.objective.text, request.objective.min_trades, request.grid,
+         request.seed, config.model_dump(), market.periods_per_year, list(market.frame.columns)],
+        default=str, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(market.frame, index=False).to_numpy().tobytes())
+    digest.update(np.ascontiguousarray(market.sessions).tobytes())
+    return digest.hexdigest()
+
+
 def study_name(request: Request, market: Market, config: EngineConfig) -> str:
-    """The study's name: ``request.study``, or one derived from everything that decides its trials' values, so
-    running the same search again resumes it and a different one starts another."""
+    """The study's name: ``request.study``, or one derived from everything that decides its trials' values
+    (``search_identity``), so running the same search again resumes it and a different one starts another."""
     if request.study:
         return request.study
-    bars = market.bars
-    identity = [request.reference, request.space.describe(), sorted(request.space.fixed.items()),
-                request.objective.text, request.objective.min_trades, request.grid, request.seed,
-                config.model_dump(), len(bars), str(bars["timestamp"].iloc[0]), str(bars["timestamp"].iloc[-1]),
-                float(bars["close"].sum())]
-    digest = hashlib.sha256(json.dumps(identity, default=str, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{request.space.spec.name}-{digest}"
+    return f"{request.space.spec.name}-{search_identity(request, market, config)[:10]}"
 
 
 Search = Callable[["Request", optuna.Study, Market, EngineConfig, "tuple[int, int] | None", "Progress | None"], None]
@@ -94,6 +109,13 @@ def search_here(request: Request, found: optuna.Study, market: Market, config: E
 def _search(request: Request, name: str, url: str, market: Market, config: EngineConfig,
             span: tuple[int, int] | None, bar: Progress | None, search: Search) -> study.Trials:
     found = study.open_study(url, name, request.seed)
+    identity = f"{search_identity(request, market, config)}/{span}"
+    held = found.user_attrs.get("identity")
+    if held is None:
+        found.set_user_attr("identity", identity)
+    elif held != identity:
+        raise DataError(f"study {name!r} holds the trials of another search (its strategy, space, objective, "
+                        "costs or bars differ): give another --study name")
     search(request, found, market, config, span, bar)
     return study.finished(found, request.space)
 
@@ -143,6 +165,7 @@ def optimise(request: Request, url: str, market: Market, config: EngineConfig, t
     """Run the study (and the walk-forward folds) and return the report (see the module documentation);
     ``search`` runs the trials (here by default)."""
     started = time.perf_counter()
+    plan = _plan(request, market)  # refused before anything is searched
     name = study_name(request, market, config)
     bar = progress("trials", _planned(request)) if progress else None
     trials = _search(request, name, url, market, config, None, bar, search)
@@ -172,38 +195,48 @@ def optimise(request: Request, url: str, market: Market, config: EngineConfig, t
         "table": trials.table(),
     }
     if request.walk_forward:
-        report["walk_forward"] = _walk_forward(request, name, url, market, config, progress, search)
+        report["walk_forward"] = _walk_forward(request, plan, name, url, market, config, progress, search)
     report["seconds"] = time.perf_counter() - started
     return report
 
 
-def _walk_forward(request: Request, name: str, url: str, market: Market, config: EngineConfig,
-                  progress: ProgressFactory | None, search: Search) -> dict[str, Any]:
+def _plan(request: Request, market: Market) -> list[walkforward.Fold]:
+    if not request.walk_forward:
+        return []
     try:
-        plan = walkforward.folds(len(market), request.walk_forward)
+        return walkforward.folds(len(market), request.walk_forward)
     except ValueError as exc:
         raise DataError(f"--walk-forward {request.walk_forward}: {exc}") from None
-    rows, curves, trades = [], [], 0
+
+
+def _walk_forward(request: Request, plan: list[walkforward.Fold], name: str, url: str, market: Market,
+                  config: EngineConfig, progress: ProgressFactory | None, search: Search) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    choices: list[tuple[walkforward.Fold, dict[str, Any] | None]] = []
     stamps = market.bars["timestamp"]
     for fold in plan:
         bar = progress(f"fold {fold.number + 1}/{len(plan)}", _planned(request)) if progress else None
         trials = _search(request, f"{name}/wf{request.walk_forward}-{fold.number}", url, market, config,
                          fold.in_sample, bar, search)
-        _, params, in_value = _best(trials, request, f"in fold {fold.number + 1}'s in-sample block")
+        row: dict[str, Any] = {"fold": fold.number + 1, "in_sample": _range(stamps, fold.in_sample),
+                               "out_of_sample": _range(stamps, fold.out_of_sample)}
+        try:
+            _, params, in_value = _best(trials, request, f"in fold {fold.number + 1}'s in-sample block")
+        except DataError as exc:  # the fold chooses nothing: its block is traded flat
+            rows.append({**row, "params": None, "in_sample_value": None, "out_of_sample_value": None,
+                         "out_of_sample_metrics": None, "note": str(exc)})
+            choices.append((fold, None))
+            continue
         chosen = request.space.full(params)
         scored = evaluate(request.space.spec, [chosen], market, config, fold.out_of_sample, jobs=request.jobs)[0]
-        curve, closed = walkforward.out_of_sample_curve(request.space.spec, chosen, market, config,
-                                                        fold.out_of_sample)
-        curves.append(curve)
-        trades += closed
-        rows.append({"fold": fold.number + 1, "params": chosen, "in_sample_value": in_value,
+        rows.append({**row, "params": chosen, "in_sample_value": in_value,
                      "out_of_sample_value": request.objective.value(scored.metrics),
-                     "in_sample": _range(stamps, fold.in_sample), "out_of_sample": _range(stamps, fold.out_of_sample),
                      "out_of_sample_metrics": scored.metrics})
-    stitched = walkforward.stitch(curves, config.cash)
-    metrics = walkforward.stitched_metrics(stitched, trades, market.periods_per_year)
+        choices.append((fold, chosen))
+    curve, trades = walkforward.one_account(request.space.spec, choices, market, config)
+    metrics = walkforward.stitched_metrics(curve, trades, market.periods_per_year)
     return {"folds": rows, "out_of_sample": metrics, "out_of_sample_value": request.objective.value(metrics),
-            "equity": stitched}
+            "equity": curve}
 
 
 def _range(stamps: pd.Series, span: tuple[int, int]) -> dict[str, str]:

@@ -41,6 +41,8 @@ def save_report(report: dict[str, Any], root: Path) -> Path:
     walk = report.get("walk_forward")
     if walk is not None:
         atomic_write_table(folder / OUT_OF_SAMPLE, pa.Table.from_pandas(walk["equity"], preserve_index=False))
+    else:  # the study run again without walk-forward: an earlier run's curve is not this report's
+        (folder / OUT_OF_SAMPLE).unlink(missing_ok=True)
     atomic_write_bytes(folder / REPORT, json.dumps(document(report), indent=2, default=str).encode())
     return folder
 

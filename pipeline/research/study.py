@@ -38,9 +38,12 @@ FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 def redact(url: str) -> str:
     """A storage URL fit to show: without its password."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:
         return "(unreadable storage URL)"
+    hidden = ("password", "secret", "token")
+    secret = {key: "***" for key in parsed.query if any(word in key.lower() for word in hidden)}
+    return parsed.update_query_dict(secret).render_as_string(hide_password=True)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -78,7 +81,7 @@ def open_study(url: str, name: str, seed: int) -> optuna.Study:
                                 sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
     held = len(found.get_trials(deepcopy=False))
     if held:  # a resumed study draws on from where it stopped, not the same first draws again
-        found.sampler = optuna.samplers.TPESampler(seed=seed + held, constant_liar=True)
+        found.sampler = optuna.samplers.TPESampler(seed=(seed + held) % 2**32, constant_liar=True)
     return found
 
 
@@ -198,9 +201,15 @@ def run_sampled(study: optuna.Study, space: Space, objective: Objective, market:
     ran = 0
     while done < trials:
         asked = [study.ask() for _ in range(min(ASK_BATCH, trials - done))]
-        chosen = [suggest(trial, space) for trial in asked]
-        valid = [k for k, params in enumerate(chosen) if space.admits(params) is None]
-        evaluations = dict(zip(valid, scorer([space.full(chosen[k]) for k in valid]), strict=True)) if valid else {}
+        try:
+            chosen = [suggest(trial, space) for trial in asked]
+            valid = [k for k, params in enumerate(chosen) if space.admits(params) is None]
+            scored = scorer([space.full(chosen[k]) for k in valid]) if valid else []
+        except BaseException:  # asked trials left running would steer the sampler: they failed
+            for trial in asked:
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+        evaluations = dict(zip(valid, scored, strict=True))
         for k, trial in enumerate(asked):
             if k in evaluations:
                 value, attrs = _attributes(evaluations[k], objective)

@@ -140,7 +140,14 @@ def _decide(spec: StrategySpec, params: Params, frame: pd.DataFrame) -> Decided:
     strategy = spec.build(params)
     check_features(strategy, frame)
     check_series(strategy, frame)
-    targets = strategy.targets(frame)
+    try:
+        targets = strategy.targets(frame)
+    except ValueError as exc:
+        if "read-only" not in str(exc):
+            raise
+        raise DataError(f"strategy {spec.name!r} writes into the output of a streaming primitive in place ({exc}); "
+                        "inside a parameter sweep those outputs are shared between parameter sets and read-only: "
+                        "work on a copy") from exc
     orders = MARKET_ORDERS if targets.orders is None else targets.orders
     return targets.exposure, targets.reason, orders
 
@@ -166,13 +173,12 @@ def _run_batch(batch: Sequence[Params], decided: list[Future[Decided]], market: 
     kernel.sweep(market.days[window], market.opens[window], market.highs[window], market.lows[window],
                  market.closes[window], market.sessions[window], aims, reasons, orders, ledger.params,
                  ledger.fstate, ledger.istate, edges, figures, sums, squares)
-    cash = ledger.config.cash
     evaluations = []
     for b, params in enumerate(batch):
         row = figures[b]
         metrics: dict[str, float | int | None] = {
-            **curve_metrics(row[:kernel.DRAWDOWN], float(row[kernel.DRAWDOWN]), cash, float(row[kernel.FINAL]), n,
-                            market.periods_per_year),
+            **curve_metrics(row[:kernel.DRAWDOWN], float(row[kernel.DRAWDOWN]), float(row[kernel.INITIAL]),
+                            float(row[kernel.FINAL]), n, market.periods_per_year),
             "trades": int(row[kernel.TRADES]),
             "exposure": float(row[kernel.IN_MARKET]) / n,
             "final_equity": float(row[kernel.FINAL]),

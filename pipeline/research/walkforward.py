@@ -3,13 +3,14 @@
 The bars are cut into ``K + 1`` near-equal contiguous blocks. Fold ``k`` (``0 … K-1``) searches block ``k``
 (in-sample) and runs the chosen parameters on block ``k + 1`` (out-of-sample) with a fresh account; decisions
 are taken on the whole history, so each block starts with the strategy warmed up on the bars before it, and
-nothing after a bar decides it. The out-of-sample blocks are stitched into one equity curve: each fold's curve
-is scaled to start where the previous one ended, so the stitched curve is what one account would have made
-following the walk-forward choice. Its metrics are those a backtest reports from an equity curve.
+nothing after a bar decides it. The out-of-sample blocks are then run as one account (``one_account``): each
+block with its fold's chosen parameters, the position carried from one block into the next with its costs, as
+trading the walk-forward choice would have done. Its metrics are those a backtest reports from an equity curve.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,27 +44,33 @@ def folds(n_bars: int, count: int) -> list[Fold]:
             for k in range(count)]
 
 
-def out_of_sample_curve(spec: StrategySpec, params: dict[str, Any], market: Market, config: EngineConfig,
-                        span: tuple[int, int]) -> tuple[pd.DataFrame, int]:
-    """The equity frame of ``params`` over ``span`` (fresh account, decisions taken on the whole frame) and the
-    trades it closed."""
-    targets = spec.build(params).targets(market.frame)
-    first, end = span
-    orders = targets.orders
-    table = MARKET_ORDERS if orders is None else (orders if orders.shape[0] == 1 else orders[first:end])
-    result = run(market.bars.iloc[first:end], targets.exposure[first:end], targets.reason[first:end],
-                 targets.reasons, config, market.sessions[first:end], table)
+def one_account(spec: StrategySpec, choices: Sequence[tuple[Fold, dict[str, Any] | None]], market: Market,
+                config: EngineConfig) -> tuple[pd.DataFrame, int]:
+    """The equity curve of one account that follows each fold's chosen parameters over its out-of-sample block
+    (decisions taken on the whole frame; the position carries from one block into the next, as it would in
+    trading), and the trades it closed. A fold without chosen parameters goes flat at its first bar."""
+    first, end = choices[0][0].out_of_sample[0], choices[-1][0].out_of_sample[1]
+    n = end - first
+    aims = np.full(n, np.nan)
+    codes = np.full(n, -1, dtype=np.int64)
+    orders = np.tile(MARKET_ORDERS, (n, 1))
+    reasons: list[str] = []
+    for fold, params in choices:
+        a, b = fold.out_of_sample[0] - first, fold.out_of_sample[1] - first
+        if params is None:
+            aims[a], codes[a] = 0.0, len(reasons)
+            reasons.append(f"walk-forward fold {fold.number + 1}: no parameters chosen")
+            continue
+        targets = spec.build(params).targets(market.frame)
+        window = slice(fold.out_of_sample[0], fold.out_of_sample[1])
+        aims[a:b] = targets.exposure[window]
+        codes[a:b] = np.where(targets.reason[window] >= 0, targets.reason[window] + len(reasons), -1)
+        reasons.extend(targets.reasons)
+        if targets.orders is not None:
+            orders[a:b] = targets.orders if targets.orders.shape[0] == 1 else targets.orders[window]
+    result = run(market.bars.iloc[first:end], aims, codes, tuple(reasons), config, market.sessions[first:end],
+                 orders)
     return result.equity[["timestamp", "equity"]], len(result.trades)
-
-
-def stitch(curves: list[pd.DataFrame], cash: float) -> pd.DataFrame:
-    """One equity curve from consecutive fresh-account curves, each scaled to start where the last ended."""
-    parts, level = [], cash
-    for curve in curves:
-        scaled = curve.assign(equity=curve["equity"] * (level / cash))
-        level = float(scaled["equity"].iloc[-1])
-        parts.append(scaled)
-    return pd.concat(parts, ignore_index=True)
 
 
 def stitched_metrics(curve: pd.DataFrame, trades: int, periods_per_year: float) -> dict[str, Any]:

@@ -233,7 +233,7 @@ def test_the_launch_asks_for_the_series_a_file_study_does_not_name(data_dir: Pat
     study = kept.grid["study"]
     app = _page(kept.folder(kept.grid, data_dir))
     assert [_input(app, name, study).value for name in ("symbol", "timeframe", "start", "end")] == [
-        "", kept.grid["timeframe"], kept.grid["first"], kept.grid["last"]]
+        "", kept.grid["timeframe"], kept.grid["first"], _after_last(kept.grid)]
     assert "names no series" in _texts(app)
     _launch(app, study)
     assert any("Not launched: give the symbol and the timeframe" in e.value for e in app.error)
@@ -292,7 +292,7 @@ def test_the_launch_sends_the_best_parameters_to_the_adhoc_deployment(
     run = httpx.get(f"{prefect_server}/flow_runs/{run_id}", timeout=10).json()
     assert run["parameters"] == {
         "strategy": "sma_cross", "symbol": "BTC/USDT", "timeframe": "1h", "venue": None,
-        "start": pd.Timestamp(report["first"]).isoformat(), "end": pd.Timestamp(report["last"]).isoformat(),
+        "start": pd.Timestamp(report["first"]).isoformat(), "end": _after_last(report),
         "fee_bps": 5.0, "slippage_bps": 0.0, "max_position": 0.25, "cash": 100_000.0,
         "params": {name: str(value) for name, value in report["best_params"].items()},
     }
@@ -385,7 +385,7 @@ def test_relaunch_takes_the_strategy_and_best_parameters(kept: Kept) -> None:
     best = research.relaunch(store.document(kept.grid))
     assert best.strategy == "sma_cross" and best.params == kept.grid["best_params"]
     assert (best.symbol, best.timeframe, best.venue, best.start, best.end) == (  # the study ran on a file of bars
-        None, kept.grid["timeframe"], None, kept.grid["first"], kept.grid["last"])
+        None, kept.grid["timeframe"], None, kept.grid["first"], _after_last(kept.grid))
     request = AdhocRequest(strategy=best.strategy, symbol="BTC/USDT", timeframe="1h", params=best.params)
     assert request.params == {k: str(v) for k, v in kept.grid["best_params"].items()}
     named = research.relaunch({"strategy": "x", "best_params": {"on": True, "n": 3}, "symbol": "ETH/USDT",
@@ -396,3 +396,8 @@ def test_relaunch_takes_the_strategy_and_best_parameters(kept: Kept) -> None:
                             ({"strategy": "sma_cross", "best_params": {"n": None}}, "'n' is None")):
         with pytest.raises(DataError, match=message):
             research.relaunch(report)
+
+
+def _after_last(report: dict[str, Any]) -> str:
+    """The end (exclusive) that keeps a study's last bar: one bar after it opened."""
+    return (pd.Timestamp(report["last"]) + pd.Timedelta(report["timeframe"].replace("m", "min"))).isoformat()

@@ -190,6 +190,6 @@ def test_the_optimize_deployment_has_no_schedule_and_a_typed_form(harness: None)
     assert form["required"] == ["strategy", "symbol", "space"]
     assert list(form["properties"]) == [
         "strategy", "symbol", "space", "timeframe", "venue", "start", "end", "grid", "trials", "objective",
-        "walk_forward", "min_trades", "seed", "study", "fee_bps", "slippage_bps", "max_position", "cash",
-        "no_breakers", "params", "dask_address"]
+        "walk_forward", "min_trades", "seed", "study", "fee_bps", "slippage_bps", "max_position", "cash", "fill",
+        "no_breakers", "breaker_cooldown_bars", "params", "dask_address"]
     assert form["properties"]["space"]["type"] == "array" and form["properties"]["trials"]["default"] == 100

@@ -361,3 +361,8 @@ def test_two_handles_on_postgresql_share_one_study(pg_study_name: str) -> None:
     assert [t.value for t in seen] == [t.value for t in one.get_trials()]
     assert run_grid(two, space, SHARPE, market(), CONFIG) == 0  # the other handle's trials count as done
     assert finished(two, space).numbers == finished(one, space).numbers
+
+
+def test_redact_hides_a_password_given_in_the_query() -> None:
+    shown = redact("postgresql+psycopg://trader@db.example/studies?password=s3cr3t&sslmode=require")
+    assert "s3cr3t" not in shown and "sslmode=require" in shown

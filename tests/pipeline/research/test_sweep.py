@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from pipeline.domain.orders import order_table
 from pipeline.engine import EngineConfig, run
 from pipeline.research import sweep
 from pipeline.research.sweep import Evaluation, Market, block_edges, evaluate
-from pipeline.strategies import REGISTRY, DecisionStream, Strategy, StrategyParams, StrategySpec, Targets
+from pipeline.strategies import REGISTRY, DecisionStream, NoParams, Strategy, StrategyParams, StrategySpec, Targets
 from tests.conftest import REPO, shared_file
 
 HOUR = Timeframe.parse("1h")
@@ -372,3 +372,38 @@ def test_block_edges_cut_near_equal_contiguous_blocks() -> None:
     assert block_edges(3000, 16)[[0, -1]].tolist() == [0, 3000]
     assert set(np.diff(block_edges(3000, 16)).tolist()) <= {187, 188}
     assert block_edges(10, 0).tolist() == [0, 10]
+
+
+def test_a_decision_on_the_first_bar_filled_at_its_close_is_the_backtests() -> None:
+    bars = hours()
+    spec = REGISTRY.spec("buy_and_hold")
+    config = EngineConfig(fill="close", fee_bps=25.0, slippage_bps=10.0, max_position=1.0)
+    evaluations = evaluate(spec, [{}], Market.of(bars, config, HOUR), config)
+    assert_exact(evaluations, bars, spec, [{}], config)
+    assert evaluations[0].metrics["total_return"] != evaluations[0].metrics["final_equity"] / config.cash - 1.0
+
+
+class _WritesInPlace:
+    """A strategy that writes into its window's output in place (allowed outside a sweep)."""
+
+    name = "writes_in_place"
+    requires: tuple[str, ...] = ()
+    warmup = 3
+    reasons = ("up", "down")
+
+    def targets(self, features: pd.DataFrame) -> Targets:
+        from pipeline.features.streaming import Window
+
+        mean, _ = Window(3).update(features["close"].to_numpy(dtype=np.float64))
+        mean[:3] = 0.0
+        up = features["close"].to_numpy() > mean
+        return Targets.from_signals(up, ~up, self.reasons)
+
+
+def test_a_strategy_writing_into_a_shared_window_output_is_told_to_work_on_a_copy() -> None:
+    bars = hours()
+    spec = StrategySpec("writes_in_place", NoParams, lambda _: cast(Strategy, _WritesInPlace()))
+    config = EngineConfig()
+    run_backtest(bars, spec.build({}), config, HOUR)  # outside a sweep the output is its own
+    with pytest.raises(DataError, match=r"writes_in_place.*read-only: work on a copy"):
+        evaluate(spec, [{}, {}], Market.of(bars, config, HOUR), config)
