@@ -5,14 +5,13 @@ resumes where it stopped and workers on several hosts (a PostgreSQL URL) share o
 ``run_grid`` evaluates the grid points the study does not hold yet, in batches through the compiled sweep, and
 records each batch as finished trials. ``run_sampled`` asks Optuna's sampler (TPE, seeded) for a few trials at a
 time, evaluates them in one compiled pass and tells Optuna their values. A trial records the objective as its
-value and the run's metrics and per-block return sums as user attributes; a run whose objective is undefined (or
-that closed fewer than the minimum trades) is a failed trial with the reason.
+value and the run's metrics and per-block return sums as its user attribute ``run``; a run whose objective is
+undefined (or that closed fewer than the minimum trades) is a failed trial with the reason (``failed``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,9 @@ from pipeline.research.objective import Objective
 from pipeline.research.space import Space
 from pipeline.research.sweep import Evaluation, Market, Progress, evaluate
 
+RUN = "run"
+"""The user attribute that holds a trial's run: its ``metrics`` and per-block return sums (``blocks``: sums, then
+squares). One attribute, not two: each costs the storage a row per trial."""
 RECORD_BATCH = 256  # grid points evaluated and recorded together
 ASK_BATCH = 8  # sampled trials asked for and evaluated together
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
@@ -97,8 +99,8 @@ def distributions(space: Space) -> dict[str, BaseDistribution]:
 
 def _attributes(evaluation: Evaluation, objective: Objective) -> tuple[float | None, dict[str, Any]]:
     value = objective.value(evaluation.metrics)
-    attrs: dict[str, Any] = {"metrics": evaluation.metrics,
-                             "blocks": [evaluation.sums.tolist(), evaluation.squares.tolist()]}
+    attrs: dict[str, Any] = {RUN: {"metrics": evaluation.metrics,
+                                   "blocks": [evaluation.sums.tolist(), evaluation.squares.tolist()]}}
     if value is None:
         trades = evaluation.metrics.get("trades")
         attrs["failed"] = (f"closed {trades} trades, fewer than {objective.min_trades}"
@@ -113,25 +115,14 @@ def _key(params: Mapping[str, Any], space: Space) -> tuple[Any, ...]:
 
 def run_grid(study: optuna.Study, space: Space, objective: Objective, market: Market, config: EngineConfig,
              span: tuple[int, int] | None = None, jobs: int | None = None, progress: Progress | None = None) -> int:
-    """Evaluate and record every grid point ``study`` does not hold yet; returns how many were evaluated.
-
-    One thread records each evaluated batch while the next one is evaluated (the storage's writes are Python
-    and SQL; the sweep runs compiled, without the interpreter lock)."""
+    """Evaluate and record every grid point ``study`` does not hold yet, a batch at a time (a killed run loses
+    at most the batch it was evaluating); returns how many were evaluated."""
     points, _ = space.grid()
     held = held_points(study, space)
-    todo = [dict(point) for point in points if _key(point, space) not in held]
-    if progress is not None and len(points) > len(todo):
-        progress(len(points) - len(todo))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder") as recorder:
-        pending = []
-        for start in range(0, len(todo), RECORD_BATCH):
-            batch = todo[start:start + RECORD_BATCH]
-            evaluations = evaluate(space.spec, [space.full(point) for point in batch], market, config, span,
-                                   jobs=jobs, progress=progress)
-            pending.append(recorder.submit(study.add_trials, finished_trials(space, objective, batch, evaluations)))
-        for recorded in pending:
-            recorded.result()
-    return len(todo)
+    if progress is not None and held:
+        progress(sum(1 for point in points if _key(point, space) in held))
+    return sum(record_points(study, space, objective, market, config, points[start:start + RECORD_BATCH], span,
+                             jobs, progress, held) for start in range(0, len(points), RECORD_BATCH))
 
 
 def held_points(study: optuna.Study, space: Space) -> set[tuple[Any, ...]]:
@@ -256,14 +247,15 @@ def finished(study: optuna.Study, space: Space) -> Trials:
             if set(t.params) == {d.name for d in space.dimensions}]
     if not rows:
         raise DataError(f"study {study.study_name!r} holds no finished trial over {space.describe()}")
-    width = max((len(t.user_attrs.get("blocks", [[], []])[0]) for t in rows), default=0)
+    runs = [t.user_attrs.get(RUN) or {} for t in rows]
+    width = max((len(run.get("blocks", [[], []])[0]) for run in runs), default=0)
     sums = np.full((len(rows), width), np.nan)
     squares = np.full((len(rows), width), np.nan)
-    for k, t in enumerate(rows):
-        blocks = t.user_attrs.get("blocks")
+    for k, run in enumerate(runs):
+        blocks = run.get("blocks")
         if blocks and len(blocks[0]) == width:
             sums[k], squares[k] = blocks
     values = np.array([t.value if t.state == TrialState.COMPLETE and t.value is not None else np.nan for t in rows])
-    return Trials([dict(t.params) for t in rows], values, [dict(t.user_attrs.get("metrics", {})) for t in rows],
+    return Trials([dict(t.params) for t in rows], values, [dict(run.get("metrics", {})) for run in runs],
                   sums, squares, [t.number for t in rows])
 

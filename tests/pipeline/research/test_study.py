@@ -78,7 +78,7 @@ def test_a_grid_records_every_admitted_point_exactly_once(tmp_path: Path) -> Non
     assert len(trials) == 11
     assert keys(trials) == [(p["fast"], p["slow"]) for p in points]  # recorded in grid order
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert all(set(t.user_attrs) == {"metrics", "blocks"} for t in trials)
+    assert all(set(t.user_attrs) == {"run"} and set(t.user_attrs["run"]) == {"metrics", "blocks"} for t in trials)
 
 
 def test_running_a_grid_again_evaluates_nothing_and_a_second_handle_loads_the_study(tmp_path: Path) -> None:
@@ -113,8 +113,8 @@ def test_recorded_values_are_the_sweeps_objective_of_each_point(tmp_path: Path) 
     evaluations = evaluate(SMA, [space.full(p) for p in points], bars, CONFIG)
     for trial, evaluation in zip(found.get_trials(), evaluations, strict=True):
         assert trial.value == objective.value(evaluation.metrics)
-        assert trial.user_attrs["metrics"] == evaluation.metrics
-        assert trial.user_attrs["blocks"] == [evaluation.sums.tolist(), evaluation.squares.tolist()]
+        assert trial.user_attrs["run"]["metrics"] == evaluation.metrics
+        assert trial.user_attrs["run"]["blocks"] == [evaluation.sums.tolist(), evaluation.squares.tolist()]
 
 
 def test_a_grid_over_a_span_records_the_spans_values(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_trials_below_min_trades_fail_saying_why(tmp_path: Path) -> None:
     trials = found.get_trials()
     assert all(t.state == TrialState.FAIL and t.value is None for t in trials)
     for trial in trials:
-        closed = trial.user_attrs["metrics"]["trades"]
+        closed = trial.user_attrs["run"]["metrics"]["trades"]
         assert trial.user_attrs["failed"] == f"closed {closed} trades, fewer than 10000"
     recorded = finished(found, grid_space())
     assert np.isnan(recorded.values).all()
@@ -148,7 +148,7 @@ def test_trials_whose_objective_is_undefined_fail_saying_why(tmp_path: Path) -> 
     for trial in found.get_trials():
         assert trial.state == TrialState.FAIL
         assert trial.user_attrs["failed"] == "sharpe / (trades - trades) is undefined for this run"
-        assert "metrics" in trial.user_attrs  # the run's figures are kept all the same
+        assert "metrics" in trial.user_attrs["run"]  # the run's figures are kept all the same
 
 
 def test_a_grid_resume_does_not_retry_failed_points(tmp_path: Path) -> None:
@@ -246,13 +246,13 @@ def test_finished_arrays_line_up_with_the_studys_trials(tmp_path: Path) -> None:
     got = finished(found, space)
     assert got.numbers == [t.number for t in trials]
     assert got.params == [t.params for t in trials]
-    assert got.metrics == [t.user_attrs.get("metrics", {}) for t in trials]
+    assert got.metrics == [t.user_attrs.get("run", {}).get("metrics", {}) for t in trials]
     assert got.sums.shape == got.squares.shape == (16, 16)
     for k, trial in enumerate(trials):
         if trial.state == TrialState.COMPLETE:
             assert got.values[k] == trial.value
-            assert got.sums[k].tolist() == trial.user_attrs["blocks"][0]
-            assert got.squares[k].tolist() == trial.user_attrs["blocks"][1]
+            assert got.sums[k].tolist() == trial.user_attrs["run"]["blocks"][0]
+            assert got.squares[k].tolist() == trial.user_attrs["run"]["blocks"][1]
         else:
             assert np.isnan(got.values[k])
             assert np.isnan(got.sums[k]).all() and np.isnan(got.squares[k]).all()
@@ -262,7 +262,7 @@ def test_finished_arrays_line_up_with_the_studys_trials(tmp_path: Path) -> None:
     table = got.table()
     assert [row["number"] for row in table] == got.numbers
     assert all((row["value"] is None) == np.isnan(value) for row, value in zip(table, got.values, strict=True))
-    assert all(row["m_sharpe"] == trial.user_attrs["metrics"]["sharpe"]
+    assert all(row["m_sharpe"] == trial.user_attrs["run"]["metrics"]["sharpe"]
                for row, trial in zip(table, trials, strict=True) if trial.state == TrialState.COMPLETE)
 
 
