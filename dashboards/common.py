@@ -12,7 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from pipeline import reports
+from pipeline.backtest.adhoc import AdhocRequest
 from pipeline.clock import SystemClock
+from pipeline.services import prefect_api
 from pipeline.settings import Settings, load_settings
 from pipeline.state import StateError, StateStore
 
@@ -173,3 +175,14 @@ def confirm(key: str, question: str) -> bool:
 
 def arm(key: str) -> None:
     st.session_state["armed"] = key
+
+
+def launch_backtest(config: Settings, request: AdhocRequest) -> None:
+    """Send ``request`` to the ad hoc backtest deployment and say what became of it (the Backtests and the
+    Optimisation pages' one way to launch a backtest)."""
+    with st.spinner("Asking Prefect…"):
+        launch = prefect_api.launch_backtest(config.prefect_api_url, request, timeout_s=config.http_timeout_s)
+    if launch.ok:
+        st.success(f"Launched: {launch.message} (flow run id {launch.flow_run_id}).")
+    else:
+        st.error(f"Not launched: {launch.message}")

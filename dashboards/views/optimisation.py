@@ -238,9 +238,4 @@ if submitted:
         except DataError as exc:
             st.error(f"Not launched: {exc}")
     if request is not None:
-        with st.spinner("Asking Prefect…"):
-            launch = prefect_api.launch_backtest(config.prefect_api_url, request, timeout_s=config.http_timeout_s)
-        if launch.ok:
-            st.success(f"Launched: {launch.message} (flow run id {launch.flow_run_id}).")
-        else:
-            st.error(f"Not launched: {launch.message}")
+        common.launch_backtest(config, request)
