@@ -193,3 +193,21 @@ def test_the_optimize_deployment_has_no_schedule_and_a_typed_form(harness: None)
         "walk_forward", "min_trades", "seed", "study", "fee_bps", "slippage_bps", "max_position", "cash", "fill",
         "no_breakers", "breaker_cooldown_bars", "params", "dask_address"]
     assert form["properties"]["space"]["type"] == "array" and form["properties"]["trials"]["default"] == 100
+
+
+def test_the_flow_on_its_own_local_cluster_samples_walks_forward_and_matches_the_search_here(
+        lake_env: Settings, tmp_path: Path) -> None:
+    report = optimize_flow(strategy="sma_cross", symbol="BTC/USDT", space=["fast=2:40", "slow=10:120"], trials=16,
+                           walk_forward=2, study="flow-sampled", fill="close", breaker_cooldown_bars=24)
+    config = EngineConfig(fill="close", breaker_cooldown_bars=24)
+    request = Request("sma_cross", parse_space(REGISTRY.spec("sma_cross"), ["fast=2:40", "slow=10:120"]),
+                      Objective.parse("sharpe"), trials=16, walk_forward=2, jobs=1, study="here-sampled")
+    inputs = lake_inputs(lake_env, request, config, "BTC/USDT", "1h")
+    here = optimise(request, f"sqlite:///{tmp_path / 'here.db'}", inputs.market, config, inputs.timeframe,
+                    inputs.instrument)
+    assert report["trials"] == here["trials"] == 16
+    assert report["best_params"] == here["best_params"] and report["best_value"] == here["best_value"]
+    assert report["backtest_matches"] is True
+    assert [fold["params"] for fold in report["walk_forward"]["folds"]] == \
+        [fold["params"] for fold in here["walk_forward"]["folds"]]
+    assert report["walk_forward"]["out_of_sample_value"] == here["walk_forward"]["out_of_sample_value"]
