@@ -37,7 +37,6 @@ def lake_inputs(settings: Settings, request: Request, config: EngineConfig, symb
         raise DataError(f"no {symbol} {tf} bars in the lake between {start or 'the first'} and {end or 'the last'}")
     series = Lake(settings.lake_dir).find(symbol, venue=venue)
     instrument = series[0].instrument if series else None
-    space = request.space
-    sample = space.spec.build(space.full(space.grid()[0][0] if request.grid else {}))
+    sample = request.space.spec.build(request.space.example(request.grid))
     frame = with_lake_series(settings, sample, bars, tf, lake_venue(settings, symbol, venue), first, last)
     return LakeInputs(Market.of(bars, config, tf, instrument, frame), tf, instrument)

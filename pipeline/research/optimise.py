@@ -84,12 +84,13 @@ def search_identity(request: Request, market: Market, config: EngineConfig) -> s
     return digest.hexdigest()
 
 
-def study_name(request: Request, market: Market, config: EngineConfig) -> str:
+def study_name(request: Request, market: Market, config: EngineConfig, identity: str | None = None) -> str:
     """The study's name: ``request.study``, or one derived from everything that decides its trials' values
-    (``search_identity``), so running the same search again resumes it and a different one starts another."""
+    (``identity``, else ``search_identity``), so running the same search again resumes it and a different one
+    starts another."""
     if request.study:
         return request.study
-    return f"{request.space.spec.name}-{search_identity(request, market, config)[:10]}"
+    return f"{request.space.spec.name}-{(identity or search_identity(request, market, config))[:10]}"
 
 
 Search = Callable[["Request", optuna.Study, Market, EngineConfig, "tuple[int, int] | None", "Progress | None"], None]
@@ -106,10 +107,10 @@ def search_here(request: Request, found: optuna.Study, market: Market, config: E
                           request.jobs, bar)
 
 
-def _search(request: Request, name: str, url: str, market: Market, config: EngineConfig,
+def _search(request: Request, name: str, url: str, market: Market, config: EngineConfig, searched: str,
             span: tuple[int, int] | None, bar: Progress | None, search: Search) -> study.Trials:
     found = study.open_study(url, name, request.seed)
-    identity = f"{search_identity(request, market, config)}/{span}"
+    identity = f"{searched}/{span}"
     held = found.user_attrs.get("identity")
     if held is None:
         found.set_user_attr("identity", identity)
@@ -166,9 +167,10 @@ def optimise(request: Request, url: str, market: Market, config: EngineConfig, t
     ``search`` runs the trials (here by default)."""
     started = time.perf_counter()
     plan = _plan(request, market)  # refused before anything is searched
-    name = study_name(request, market, config)
+    identity = search_identity(request, market, config)  # hashes every column of the frame: once a study
+    name = study_name(request, market, config, identity)
     bar = progress("trials", _planned(request)) if progress else None
-    trials = _search(request, name, url, market, config, None, bar, search)
+    trials = _search(request, name, url, market, config, identity, None, bar, search)
     searched = time.perf_counter() - started
     best, params, value = _best(trials, request, "over the whole history")
     chosen = request.space.full(params)
@@ -195,7 +197,8 @@ def optimise(request: Request, url: str, market: Market, config: EngineConfig, t
         "table": trials.table(),
     }
     if request.walk_forward:
-        report["walk_forward"] = _walk_forward(request, plan, name, url, market, config, progress, search)
+        report["walk_forward"] = _walk_forward(request, plan, name, identity, url, market, config, progress,
+                                               search)
     report["seconds"] = time.perf_counter() - started
     return report
 
@@ -209,14 +212,15 @@ def _plan(request: Request, market: Market) -> list[walkforward.Fold]:
         raise DataError(f"--walk-forward {request.walk_forward}: {exc}") from None
 
 
-def _walk_forward(request: Request, plan: list[walkforward.Fold], name: str, url: str, market: Market,
-                  config: EngineConfig, progress: ProgressFactory | None, search: Search) -> dict[str, Any]:
+def _walk_forward(request: Request, plan: list[walkforward.Fold], name: str, identity: str, url: str,
+                  market: Market, config: EngineConfig, progress: ProgressFactory | None,
+                  search: Search) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     choices: list[tuple[walkforward.Fold, dict[str, Any] | None]] = []
     stamps = market.bars["timestamp"]
     for fold in plan:
         bar = progress(f"fold {fold.number + 1}/{len(plan)}", _planned(request)) if progress else None
-        trials = _search(request, f"{name}/wf{request.walk_forward}-{fold.number}", url, market, config,
+        trials = _search(request, f"{name}/wf{request.walk_forward}-{fold.number}", url, market, config, identity,
                          fold.in_sample, bar, search)
         row: dict[str, Any] = {"fold": fold.number + 1, "in_sample": _range(stamps, fold.in_sample),
                                "out_of_sample": _range(stamps, fold.out_of_sample)}

@@ -15,6 +15,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pydantic.fields import FieldInfo
@@ -71,7 +72,18 @@ class Space:
         return {**self.fixed, **params}
 
     def grid(self) -> tuple[list[dict[str, Any]], int]:
-        """Every admitted point of the grid (first dimension slowest), and how many points were refused."""
+        """Every admitted point of the grid (first dimension slowest), and how many points were refused (worked
+        out once per space)."""
+        points, refused = self._grid
+        return list(points), refused
+
+    def example(self, grid: bool) -> dict[str, Any]:
+        """A parameter set of the space to build the strategy with before any trial (to learn what its frame
+        needs): the first grid point for a grid, else the fixed values and the defaults."""
+        return self.full(self.grid()[0][0] if grid else {})
+
+    @cached_property
+    def _grid(self) -> tuple[list[dict[str, Any]], int]:
         axes = [d.values() for d in self.dimensions]
         size = math.prod(len(axis) for axis in axes)
         if size > MAX_GRID:

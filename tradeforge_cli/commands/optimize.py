@@ -117,7 +117,7 @@ def optimize(
                           Objective.parse(objective, min_trades), grid, trials, seed, walk_forward, jobs, study)
         config = engine_config(cash, fee_bps, slippage_bps, fill, max_position, breaker_cooldown_bars, no_breakers)
         bars, tf, instrument = backtest_bars(settings, data, symbol, timeframe, start, end, venue)
-        sample = spec.build(request.space.full(request.space.grid()[0][0] if grid else {}))
+        sample = spec.build(request.space.example(grid))
         frame = strategy_frame(settings, sample, bars, tf, symbol if data is None else None, venue, start, end)
         market = Market.of(bars, config, tf, instrument, frame)
         with _bars() as progress, _search(dask_address, settings.study_url) as search:
