@@ -104,6 +104,32 @@ class Settings(BaseSettings):
     warmup_bars: int = Field(
         default=1000, ge=1, description="Bars of history a live feed loads at start for the strategies' warm-up."
     )
+    ccxt_websocket: bool = Field(
+        default=False,
+        description="Live crypto bars from the exchange's websocket (ccxt.pro watch_ohlcv) on top of REST history; "
+        "off polls REST. An exchange without websocket support falls back to polling.",
+    )
+    ccxt_ws_url: str | None = Field(
+        default=None, description="Override of the exchange's websocket base URL (a proxy or a local test server)."
+    )
+    reconcile_seconds: float = Field(
+        default=60.0, gt=0,
+        description="How often a runtime trading at a venue compares the venue's open orders, fills, positions and "
+        "cash with its ledgers (also at start-up).",
+    )
+    reconcile_tolerance: float = Field(
+        default=0.001, ge=0,
+        description="Relative difference (of the ledgers' amount, at least one unit of the quote currency for cash) "
+        "beyond which a reconciliation mismatch pauses the affected sleeves and raises an alert.",
+    )
+    api_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where the bot's HTTP API (and its /docs) is served."
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the bot's HTTP API; empty serves the read-only endpoints only and refuses "
+        "every control command.",
+    )
     universe: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["sample:BTC/USDT:1h", "sample:ETH/USDT:1h", "sample:AAPL:1d", "sample:BTC/USDT:1m"],
         description="Series the ingest flow keeps current, comma-separated venue:SYMBOL:timeframe.",

@@ -40,6 +40,8 @@ class RuntimeConfig(BaseModel):
     venue: str | None = Field(None, description="Venue, when several hold the symbol.")
     feed: str = Field("", description="Bar feed: replay (lake or --data), sample, ccxt or alpaca (live bars; "
                                       "default in live mode by symbol).")
+    ws: bool = Field(False, description="ccxt feed: closed candles from the exchange's websocket (ccxt.pro "
+                                        "watch_ohlcv) on top of REST history (default: the setting ccxt_websocket).")
     broker: str = Field("", description="Where orders go: paper (the engine's fill model), ccxt or alpaca (default: "
                                         "paper in paper mode; in live mode ccxt for crypto symbols, alpaca for "
                                         "stocks).")

@@ -142,10 +142,11 @@ def live_series(portfolio: PortfolioConfig, prefix: str) -> tuple[SeriesKeys, di
     return series_keys, symbols
 
 
-def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig,
-              venue: str | None) -> tuple[Feed, dict[str, str], Timeframe, SeriesKeys]:
+def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig, venue: str | None,
+              ws: bool = False) -> tuple[Feed, dict[str, str], Timeframe, SeriesKeys]:
     """A live feed (sample, ccxt or alpaca) for every sleeve's symbol and every other series a sleeve reads, the
-    feed key of each sleeve and the feed keys of the other series each reads."""
+    feed key of each sleeve and the feed keys of the other series each reads. ``ws``: ccxt candles from the
+    exchange's websocket (``runtime.feeds.ccxt_ws``) where ccxt.pro has them."""
     from pipeline.backtest.portfolio import sleeves_of
     from pipeline.clock import SystemClock
 
@@ -163,17 +164,39 @@ def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig,
 
         return SampleFeed(symbols, tf, clock, settings.sample_seed, **common), feed_of, tf, series_keys
     if name == "ccxt":
-        from pipeline.data.sources.ccxt_source import build_exchange
-        from runtime.feeds.ccxt_feed import CcxtFeed
-
-        return (CcxtFeed(build_exchange(settings, prefix), symbols, tf, clock, backoff_base_s=max(
-            settings.retry_backoff_s, 0.1), **common), feed_of, tf, series_keys)
+        return ccxt_live_feed(settings, prefix, symbols, tf, ws, common), feed_of, tf, series_keys
     from pipeline.data.sources.alpaca_source import make_client
     from runtime.feeds.alpaca_feed import AlpacaFeed, alpaca_stream
 
     stream = alpaca_stream(settings, settings.alpaca_stream_url) if str(tf) == "1m" else None
     return (AlpacaFeed(make_client(settings), stream, symbols, tf, clock, feed=settings.alpaca_feed,
+                       stream_factory=lambda: alpaca_stream(settings, settings.alpaca_stream_url),
                        backoff_base_s=max(settings.retry_backoff_s, 0.1), **common), feed_of, tf, series_keys)
+
+
+def ccxt_live_feed(settings: Settings, exchange_id: str, symbols: dict[str, str], tf: Timeframe, ws: bool,
+                   common: dict[str, Any]) -> Feed:
+    """Closed candles of ``symbols`` (feed key → symbol) from a ccxt exchange: from its websocket on top of REST
+    when ``ws`` is asked and ccxt.pro streams its candles, else by REST polling (and, when ``ws`` was asked, a note
+    saying so, recorded once as a runtime event)."""
+    from pipeline.clock import SystemClock
+    from pipeline.data.sources.ccxt_source import build_exchange
+    from runtime.feeds.ccxt_feed import CcxtFeed
+
+    exchange = build_exchange(settings, exchange_id)
+    options: dict[str, Any] = {**common, "backoff_base_s": max(settings.retry_backoff_s, 0.1)}
+    if ws:
+        from pipeline.data.sources.ccxt_stream import build_ws_exchange
+        from runtime.feeds.ccxt_ws import CcxtWsFeed
+
+        streaming = build_ws_exchange(settings, exchange_id)
+        if streaming is not None:
+            return CcxtWsFeed(exchange, streaming, symbols, tf, SystemClock(), **options)
+    feed = CcxtFeed(exchange, symbols, tf, SystemClock(), **options)
+    if ws:
+        feed.note("feed_fallback", f"{exchange_id} streams no candles in ccxt.pro: bars are polled through REST "
+                                   f"every {settings.feed_poll_seconds:g} s instead of the websocket")
+    return feed
 
 
 def waiting_feed(feed: Feed, feed_of: dict[str, str], series_keys: SeriesKeys, settings: Settings,
@@ -278,6 +301,7 @@ def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> W
     With ``config.verbose`` every event also goes to ``say``."""
     from pipeline.state import StateStore
     from runtime.feeds import ReplayFeed
+    from runtime.feeds.base import LiveFeed
     from runtime.node import Node
 
     portfolio = portfolio_of(config)
@@ -290,8 +314,11 @@ def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> W
                                                        config.end)
         bar_feed = ReplayFeed(frames, tf, speed=config.pace, batch_size=config.batch)
     else:
-        bar_feed, feed_of, tf, series_keys = live_feed(settings, route.feed, portfolio, config.venue)
+        bar_feed, feed_of, tf, series_keys = live_feed(settings, route.feed, portfolio, config.venue,
+                                                       ws=config.ws or settings.ccxt_websocket)
     store = StateStore(settings.state_url)
+    if isinstance(bar_feed, LiveFeed):  # what the feed does about its venue connection becomes a runtime event
+        bar_feed.on_event = lambda kind, text: store.record_event(kind, text)
     if bar_feed.live and any(series_keys.values()):  # a live venue may deliver another series a little later
         bar_feed = waiting_feed(bar_feed, feed_of, series_keys, settings, store)
     for allowed in unchecked:

@@ -5,7 +5,8 @@ Starts, each as a child process bound to 127.0.0.1 with its log under ``<data_di
 1. the Prefect server (its own SQLite under ``PREFECT_HOME``), then the process serving every deployment;
 2. the MLflow UI over the ``mlruns/`` store;
 3. the Streamlit dashboard;
-4. the trading runtime in paper mode on the built-in sample market (live sample bars as they close).
+4. the trading runtime in paper mode on the built-in sample market (live sample bars as they close);
+5. the bot's HTTP API over the runtime's state (``python -m runtime.api``, its docs at ``<api_url>/docs``).
 
 On first start with an empty lake it bootstraps, with progress shown: ingest the sample market, build
 features, train a small model, promote it, run the nightly backtest — each as a flow run recorded by the
@@ -108,8 +109,9 @@ def _free(host: str, port: int) -> bool:
 
 
 def taken_addresses(settings: Settings) -> list[str]:
-    """The service addresses (Prefect, MLflow, dashboard) something else already listens on."""
-    addresses = [_port(url) for url in (settings.prefect_api_url, settings.mlflow_ui_url, settings.dashboard_url)]
+    """The service addresses (Prefect, MLflow, dashboard, the bot's API) something else already listens on."""
+    addresses = [_port(url) for url in (settings.prefect_api_url, settings.mlflow_ui_url, settings.dashboard_url,
+                                        settings.api_url)]
     return [f"{host}:{port}" for host, port in addresses if not _free(host, port)]
 
 
@@ -154,11 +156,12 @@ def base_env(settings: Settings, home: Path, instance: str) -> dict[str, str]:
 
 
 def services(settings: Settings, home: Path, runtime: RuntimeConfig) -> list[Service]:
-    """The four services (and the deployment server) in start order."""
+    """The services (the deployment server and the bot's API included) in start order."""
     bin_dir = Path(sys.executable).parent
     prefect_host, prefect_port = _port(settings.prefect_api_url)
     mlflow_host, mlflow_port = _port(settings.mlflow_ui_url)
     dash_host, dash_port = _port(settings.dashboard_url)
+    _port(settings.api_url)  # the API reads its address from the settings: only check it here
     api = settings.prefect_api_url.rstrip("/")
     prefect_ui = api.removesuffix("/api")
     store = settings.mlflow_tracking_uri
@@ -179,7 +182,24 @@ def services(settings: Settings, home: Path, runtime: RuntimeConfig) -> list[Ser
                 lambda: _deployments_served(api)),
         Service("runtime", runtime_command(runtime),
                 f"{settings.dashboard_url} (Overview)", lambda: heartbeat_age(settings) is not None),
+        Service("api", [sys.executable, "-m", "runtime.api"], f"{settings.api_url.rstrip('/')}/docs",
+                _api_answers(settings)),
     ]
+
+
+def _api_answers(settings: Settings) -> Callable[[], bool]:
+    """The bot's API is ready when ``/api/status`` answers (with the token, when one is set)."""
+    url = f"{settings.api_url.rstrip('/')}/api/status"
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
 
 
 def _deployments_served(api: str) -> bool:

@@ -8,6 +8,6 @@ from typing import Final
 BOT_STATUSES: Final = frozenset({"running", "paused", "stopped"})
 COMMANDS: Final = frozenset({"pause", "resume", "flatten", "reset_breaker", "stop"})
 BREAKER_ACTIONS: Final = frozenset({"trip", "release"})
-COMMAND_SOURCES: Final = frozenset({"cli", "dashboard", "telegram"})
+COMMAND_SOURCES: Final = frozenset({"api", "cli", "dashboard", "telegram"})
 PORTFOLIO: Final = "portfolio"
 """The sleeve name of portfolio-level breaker events and equity rows."""

@@ -1,16 +1,19 @@
 """A live feed of US stock bars from Alpaca, on the NYSE calendar.
 
-* Minute bars (``1m``) come from Alpaca's market-data stream (alpaca-py ``StockDataStream.subscribe_bars``).
-  The stream runs its own asyncio loop in a daemon thread and hands bars over through a queue; it reconnects
-  by itself after a dropped connection, with exponential backoff between ``backoff_base_s`` and
-  ``backoff_cap_s``.
+* Minute bars (``1m``) come from Alpaca's market-data stream (alpaca-py ``StockDataStream.subscribe_bars``),
+  run by a watchdog (``runtime.feeds.alpaca_watchdog``) in a daemon thread that hands bars over through a queue.
+  A connection that is lost or refused (HTTP 429, 406 "connection limit exceeded") is replaced by a fresh stream
+  after a wait of the feed's retry policy (exponential between ``backoff_base_s`` and ``backoff_cap_s``, with
+  jitter, a ``Retry-After`` honoured); so is a connection that stays open but delivers no bar for
+  ``silent_after_bars`` bar lengths while the NYSE is in session (outside sessions silence is normal).
 * Longer timeframes (``5m``, ``1h``, ``1d``...) are polled through REST once their bar has closed: Alpaca
   builds them itself, so no resampling happens here.
 * REST (alpaca-py ``StockHistoricalDataClient``) also loads the warm-up and fills every hole the stream left:
   when a streamed bar comes after a session minute that brought none, or when the next expected bar is
   ``grace_s`` seconds overdue (the stream was down, or reconnecting), the missing range is asked for through
   REST, from the last bar handed over. A minute without trades has no bar at Alpaca; the REST answer settles
-  that, and the feed moves on.
+  that, and the feed moves on. So the bars a lost or silent stream missed are delivered, once and in order,
+  before the bars the next connection streams.
 * Outside NYSE sessions (nights, weekends, holidays, after an early close) no bar is expected: the feed sends
   no request and ``expects_bar`` is False, so the node does not treat the silence as a fault.
 
@@ -20,11 +23,9 @@ daily bars are labelled with their trading date at 00:00 UTC and close with the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import queue
-import threading
 from dataclasses import dataclass
 from typing import Any, Unpack
 
@@ -40,6 +41,7 @@ from pipeline.data.quality import exchange_calendar
 from pipeline.data.sources.alpaca_source import alpaca_timeframe_of, bar_frame, closed_bars, credentials
 from pipeline.domain import STOCK_CALENDAR, AssetClass, DataError, Timeframe, empty_bars, epoch_ms, parse_symbol
 from pipeline.settings import Settings
+from runtime.feeds.alpaca_watchdog import DEFAULT_SILENT_AFTER_BARS, StreamFactory, StreamWatchdog, copy_of
 from runtime.feeds.base import LiveFeed, LiveOptions, Update
 from runtime.feeds.frames import bars_of, floor_ms, now_ms, stamp
 
@@ -79,6 +81,10 @@ class SessionCalendar:
         """The index of the last session that opened at or before ``ms`` (0 before the first one)."""
         return max(0, int(np.searchsorted(self.opens, ms, side="right")) - 1)
 
+    def opened_at(self, ms: int) -> int:
+        """The open of the last session that opened at or before ``ms`` (the first open before the first one)."""
+        return int(self.opens[self.session_at_or_before(ms)])
+
 
 @dataclass(frozen=True)
 class _Expected:
@@ -92,21 +98,34 @@ class AlpacaFeed(LiveFeed):
     ``data_client`` is an alpaca-py ``StockHistoricalDataClient`` (``pipeline.data.sources.alpaca_source.make_client``
     gives one with tradeforge's timeout and no retries of its own); ``stream`` a ``StockDataStream``
     (``alpaca_stream``) used for ``1m`` bars, or None to poll REST for minute bars too. ``grace_s`` is how
-    long after its close a bar may take to arrive before REST is asked for it. The other keyword ``options``
-    (``LiveOptions``: ``poll_s``, ``warmup``, ``tick_s``, the backoff, ``sleep``, ``monotonic``...) are
-    ``LiveFeed``'s, with its defaults.
+    long after its close a bar may take to arrive before REST is asked for it.
+
+    The stream's watchdog: ``stream_factory`` builds the fresh stream of each reconnect (default: a stream like
+    ``stream``, same endpoint, keys and options); ``silent_after_bars`` (default 3, i.e. 3 minutes; more than 1,
+    or None to never judge silence) is how many bar lengths a connected stream may go without delivering any
+    bar while the NYSE is in session before it is closed and replaced. A thinly traded ticker alone on the IEX
+    feed can go minutes without a bar: raise it there. Each teardown and reconnect is logged and noted for
+    ``on_event`` (``LiveFeed.note``; kinds ``stream_silent``, ``stream_down``, ``stream_reconnected``). The
+    reconnect waits use ``backoff_base_s``, ``backoff_cap_s`` and ``sleep``.
+
+    The other keyword ``options`` (``LiveOptions``: ``poll_s``, ``warmup``, ``tick_s``, the backoff, ``sleep``,
+    ``monotonic``...) are ``LiveFeed``'s, with its defaults.
     """
 
     venue = "alpaca"
 
     def __init__(self, data_client: StockHistoricalDataClient, stream: StockDataStream | None,
                  symbols_by_key: dict[str, str], timeframe: Timeframe, clock: Clock, *, feed: str = "iex",
-                 grace_s: float = 10.0, **options: Unpack[LiveOptions]) -> None:
+                 grace_s: float = 10.0, stream_factory: StreamFactory | None = None,
+                 silent_after_bars: float | None = DEFAULT_SILENT_AFTER_BARS, **options: Unpack[LiveOptions]) -> None:
         super().__init__(list(symbols_by_key), timeframe, clock, **options)
         if feed not in _FEEDS:
             raise DataError(f"alpaca feed {feed!r} is not valid: use one of {', '.join(_FEEDS)}")
         if grace_s < 0:
             raise DataError(f"grace_s {grace_s} is not valid: it must be zero or more seconds")
+        if silent_after_bars is not None and not silent_after_bars > 1:
+            raise DataError(f"silent_after_bars {silent_after_bars} is not valid: a stream delivers a bar once a "
+                            "bar length, so allow more than 1 bar length of silence (or None to never judge it)")
         self.symbols: dict[str, str] = {}
         for key, symbol in symbols_by_key.items():
             ticker, asset_class = parse_symbol(symbol)
@@ -127,11 +146,14 @@ class AlpacaFeed(LiveFeed):
         self._streamed: queue.Queue[tuple[str, pd.DataFrame]] = queue.Queue()
         self._pending: dict[str, pd.DataFrame] = {key: empty_bars() for key in self.keys}
         self._verified: dict[str, int] = {}
-        self._stream_thread: threading.Thread | None = None
+        self.watchdog: StreamWatchdog | None = None
+        """Runs the stream (None: no stream); bars missed while it reconnects come through REST."""
         if self.stream is not None:
-            # alpaca-py reconnects the stream on its own backoff (1 to 30 s; it offers no public setting of it);
-            # bars missed meanwhile come through REST once they are grace_s overdue
-            self.stream.subscribe_bars(self._on_bar, *sorted(self._keys_of))
+            silent_ms = None if silent_after_bars is None else int(silent_after_bars * timeframe.millis)
+            self.watchdog = StreamWatchdog(
+                self.stream, stream_factory or copy_of(self.stream), sorted(self._keys_of), self._on_bar,
+                clock=clock, sessions=self.calendar, silent_after_ms=silent_ms, retry=self.retry, sleep=self._sleep,
+                stopping=lambda: self.stopped, report=self.note)
         self._warm_up()
 
     # ------------------------------------------------------------------ calendar
@@ -212,37 +234,12 @@ class AlpacaFeed(LiveFeed):
         self._streamed.put((ticker, frame))
 
     def _started(self) -> None:
-        if self.stream is None:
-            return
-        stream = self.stream
-        self._stream_thread = threading.Thread(target=_run_stream, args=(stream,), name="alpaca-stream", daemon=True)
-        self._stream_thread.start()
+        if self.watchdog is not None:
+            self.watchdog.start()
 
     def _stopped(self) -> None:
-        if self.stream is None or self._stream_thread is None:
-            return
-        loop: asyncio.AbstractEventLoop | None = None
-        for _ in range(50):  # the stream's loop exists once run() has started
-            loop = getattr(self.stream, "_loop", None)
-            if loop is not None or not self._stream_thread.is_alive():
-                break
-            self._stream_thread.join(0.05)
-        if loop is None or not loop.is_running():
-            return
-        for step in (self.stream.stop_ws, self.stream.close):  # stop reconnecting, then close the socket now
-            if not loop.is_running():
-                break
-            coroutine = step()
-            try:
-                future = asyncio.run_coroutine_threadsafe(coroutine, loop)
-            except RuntimeError:  # the loop closed in between: the stream has ended
-                coroutine.close()
-                break
-            try:
-                future.result(2)
-            except Exception as exc:  # the stream is on its way down anyway
-                log.debug("alpaca: stream stop: %s: %s", type(exc).__name__, exc)
-        self._stream_thread.join(2)
+        if self.watchdog is not None:
+            self.watchdog.stop()
 
     def _drain_stream(self) -> None:
         while True:
@@ -256,6 +253,8 @@ class AlpacaFeed(LiveFeed):
     # ------------------------------------------------------------------ polling
     def _poll(self, known: dict[str, int]) -> Update:
         now = now_ms(self.clock)
+        if self.watchdog is not None:
+            self.watchdog.check()  # a connected stream silent for too long in session is replaced
         self._drain_stream()
         streamed: dict[str, pd.DataFrame] = {}
         due: list[str] = []
@@ -335,13 +334,6 @@ def _as_raw(result: Any) -> dict[str, list[dict[str, Any]]]:
         ]
         for symbol, bars in data.items()
     }
-
-
-def _run_stream(stream: StockDataStream) -> None:
-    try:
-        stream.run()
-    except Exception as exc:  # the feed keeps going on REST
-        log.warning("alpaca: the bar stream ended (%s: %s); bars come through REST", type(exc).__name__, exc)
 
 
 def alpaca_stream(settings: Settings, url: str | None = None) -> StockDataStream:

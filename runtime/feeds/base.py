@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import numpy as np
 import pandas as pd
@@ -95,6 +95,10 @@ class LiveFeed:
                                  clock=clock)
         """The retry policy of every venue call (no limit of attempts: the feed retries until it is stopped)."""
         self._updates: queue.Queue[Update] = queue.Queue()
+        self._notes: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.on_event: Callable[[str, str], object] | None = None
+        """Told (kind, text) of what the feed did about its venue connection (a reconnect, a fallback), from the
+        thread that consumes ``batches``; the runtime records each as a runtime event."""
         self._worker: threading.Thread | None = None
         self._delivered: dict[str, int | None] = {key: None for key in keys}
         self.frames: dict[str, pd.DataFrame] = {key: empty_bars() for key in keys}
@@ -119,6 +123,15 @@ class LiveFeed:
 
     def _started(self) -> None:
         """Called in the worker thread before the first poll (a stream connects here)."""
+
+    def _pause(self) -> None:
+        """Between two polls of the worker: ``poll_s`` seconds (a stream's feed wakes as soon as a message comes)."""
+        self._sleep(self.poll_s)
+
+    def note(self, kind: str, text: str) -> None:
+        """Log ``text`` and hand it to ``on_event`` from the consuming thread (safe to call from any thread)."""
+        log.warning(text)
+        self._notes.put((kind, text))
 
     def _stopped(self) -> None:
         """Called in the worker thread when it ends (a stream disconnects here)."""
@@ -242,7 +255,7 @@ class LiveFeed:
                     for key, bars in fresh.items():
                         known[key] = max(known[key], int(epoch_ms(bars["timestamp"])[-1]))
                     self._updates.put(fresh)
-                self._sleep(self.poll_s)
+                self._pause()
         finally:
             self._stopped()
 
@@ -259,6 +272,7 @@ class LiveFeed:
         last_yield = self.monotonic()
         while not self.stopped:
             self._trim()
+            self._report()
             try:
                 update = self._updates.get(timeout=min(self.tick_s, _POLL_SLICE_S))
             except queue.Empty:
@@ -282,6 +296,16 @@ class LiveFeed:
                 continue
             last_yield = now
             yield batch
+
+    def _report(self) -> None:
+        """Hand the notes the worker and stream threads left to ``on_event``."""
+        while True:
+            try:
+                kind, text = self._notes.get_nowait()
+            except queue.Empty:
+                return
+            if self.on_event is not None:
+                self.on_event(kind, text)
 
     def _accept(self, update: Update) -> Batch:
         """Append the new bars of ``update`` to the frames; the batch of what was appended."""

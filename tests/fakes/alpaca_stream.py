@@ -11,9 +11,14 @@ list of messages.
 * ``publish_bar`` sends ``[{"T": "b", "S", "o", "h", "l", "c", "v", "t", "n", "vw"}]`` to every authenticated
   connection subscribed to the symbol, ``t`` as a msgpack timestamp like Alpaca's.
 
-Tests script trouble with ``drop_connections`` (every connection closed at once, with code 1011) and
-``refuse_connections`` (new handshakes answered with HTTP 503 until allowed again), and read back the
-``connections`` accepted, the ``subscriptions`` received and whether each connection sent the right keys.
+Tests script trouble with ``drop_connections`` (every connection closed at once, with code 1011),
+``refuse_connections`` (new handshakes answered with HTTP 503, or another status such as 429 with an optional
+``Retry-After``, until allowed again), ``go_silent`` (connections stay open and subscribed, but no bar reaches
+them: the stream Alpaca users see go mute; ``speak`` ends it) and ``limit_connections`` (Alpaca's limit of
+authenticated connections per account: a login beyond it is answered ``[{"T": "error", "code": 406, "msg":
+"connection limit exceeded"}]`` and the connection closed), and read back the ``connections`` accepted, the
+``subscriptions`` received, the handshakes ``refused``, the logins ``limited`` and whether each connection sent
+the right keys.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import pandas as pd
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from tests.waiting import wait_until
 
@@ -44,6 +50,7 @@ class _Client:
     connection: ServerConnection
     authenticated: bool = False
     bars: set[str] = field(default_factory=set)
+    silent: bool = False
 
 
 class FakeAlpacaStream:
@@ -61,8 +68,15 @@ class FakeAlpacaStream:
         """Handshakes refused while ``refuse_connections`` was on."""
         self.subscriptions: list[dict[str, Any]] = []
         self.bad_auth = 0
+        self.limited = 0
+        """Logins answered 406 "connection limit exceeded"."""
         self._clients: list[_Client] = []
         self._refusing = False
+        self._refuse_status = HTTPStatus.SERVICE_UNAVAILABLE
+        self._retry_after: str | None = None
+        self._silent_new = False
+        self._limit: int | None = None
+        self._ghosts = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server: Server | None = None
@@ -118,15 +132,47 @@ class FakeAlpacaStream:
         """Close every open connection at once (code 1011, as a server fault); how many were closed."""
         return int(self._call(self._drop()))
 
-    def refuse_connections(self, refuse: bool = True) -> None:
-        """While on, new connections are answered with HTTP 503 (a venue that is down)."""
+    def refuse_connections(self, refuse: bool = True, *, status: int = 503, retry_after: float | None = None
+                           ) -> None:
+        """While on, new handshakes are answered with HTTP ``status`` (503: a venue that is down; 429: too many
+        connection attempts), with a ``Retry-After`` header of ``retry_after`` seconds when given."""
         with self._lock:
             self._refusing = refuse
+            self._refuse_status = HTTPStatus(status)
+            self._retry_after = None if retry_after is None else f"{retry_after:g}"
+
+    def go_silent(self, *, new_connections: bool = False) -> None:
+        """Every open connection stays open and subscribed but gets no bar any more; with ``new_connections``,
+        so does every connection made from now on (until ``speak``)."""
+        with self._lock:
+            for client in self._clients:
+                client.silent = True
+            self._silent_new = new_connections
+
+    def speak(self) -> None:
+        """Bars reach every subscribed connection again, and new connections are not silent."""
+        with self._lock:
+            for client in self._clients:
+                client.silent = False
+            self._silent_new = False
+
+    def limit_connections(self, limit: int | None = 1, *, unreaped: int = 0) -> None:
+        """Allow at most ``limit`` authenticated open connections at once (None: no limit), counting ``unreaped``
+        connections the venue still holds for the account (closed on the client's side, not yet reaped, or
+        another client's); a login beyond the limit is answered with Alpaca's 406 and the connection closed."""
+        with self._lock:
+            self._limit = limit
+            self._ghosts = unreaped
 
     def subscribers(self, symbol: str) -> int:
         """Authenticated connections subscribed to ``symbol``'s bars now."""
         with self._lock:
             return sum(1 for c in self._clients if c.authenticated and (symbol in c.bars or "*" in c.bars))
+
+    def open_connections(self) -> int:
+        """Authenticated connections open now (silent or not)."""
+        with self._lock:
+            return sum(1 for c in self._clients if c.authenticated and c.connection.state is State.OPEN)
 
     def wait_for_subscriber(self, symbol: str) -> None:
         """Block until a connection subscribes to ``symbol``'s bars (the suite's per-test timeout ends a wait for
@@ -145,18 +191,21 @@ class FakeAlpacaStream:
 
     def _gate(self, connection: ServerConnection, request: Request) -> Response | None:
         with self._lock:
-            refusing = self._refusing
+            refusing, status, retry_after = self._refusing, self._refuse_status, self._retry_after
             if refusing:
                 self.refused += 1
         if refusing:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "down\n")
+            response = connection.respond(status, f"{status.phrase}\n")
+            if retry_after is not None:
+                response.headers["Retry-After"] = retry_after
+            return response
         if request.path != f"/v2/{self.feed}":
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         return None
 
     async def _serve(self, connection: ServerConnection) -> None:
-        client = _Client(connection)
         with self._lock:
+            client = _Client(connection, silent=self._silent_new)
             self._clients.append(client)
         try:
             await connection.send(msgpack.packb([{"T": "success", "msg": "connected"}]))
@@ -173,9 +222,20 @@ class FakeAlpacaStream:
         action = message.get("action")
         if action == "auth":
             if message.get("key") == self.api_key and message.get("secret") == self.api_secret:
-                client.authenticated = True
                 with self._lock:
-                    self.connections += 1
+                    held = self._ghosts + sum(1 for c in self._clients
+                                              if c.authenticated and c.connection.state is State.OPEN)
+                    over = self._limit is not None and held >= self._limit
+                    if over:
+                        self.limited += 1
+                    else:
+                        client.authenticated = True
+                        self.connections += 1
+                if over:
+                    await client.connection.send(
+                        msgpack.packb([{"T": "error", "code": 406, "msg": "connection limit exceeded"}]))
+                    await client.connection.close()
+                    return
                 await client.connection.send(msgpack.packb([{"T": "success", "msg": "authenticated"}]))
             else:
                 with self._lock:
@@ -199,7 +259,8 @@ class FakeAlpacaStream:
 
     async def _publish(self, symbol: str, message: dict[str, Any]) -> int:
         with self._lock:
-            targets = [c for c in self._clients if c.authenticated and (symbol in c.bars or "*" in c.bars)]
+            targets = [c for c in self._clients
+                       if c.authenticated and not c.silent and (symbol in c.bars or "*" in c.bars)]
         payload = msgpack.packb([message])
         sent = 0
         for client in targets:

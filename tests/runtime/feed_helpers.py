@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -263,3 +264,19 @@ def alpaca_feed(rest: AlpacaServer, stream: FakeAlpacaStream | None, clock: Fixe
 
 def monday(minute: int, seconds: int = 0) -> pd.Timestamp:
     return MONDAY_OPEN + minute * MINUTE + pd.Timedelta(seconds=seconds)
+
+
+class StreamWaits(Recorder):
+    """A ``Recorder`` that keeps the waits of the Alpaca stream's thread (its reconnect backoffs) apart, in
+    ``reconnects``; the worker's waits (``waits``, ``polls``, ``backoffs``) keep their meaning."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reconnects: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        if threading.current_thread().name != "alpaca-stream":
+            super().__call__(seconds)
+            return
+        self.reconnects.append(round(seconds, 6))
+        time.sleep(min(seconds, 0.03))  # pacing the stream's thread only: no test waits on it

@@ -52,7 +52,7 @@ class Platform:
 
     def __init__(self, tmp_path: Path) -> None:
         self.home = tmp_path
-        self.prefect, self.mlflow, self.dashboard = _free_port(), _free_port(), _free_port()
+        self.prefect, self.mlflow, self.dashboard, self.api = _free_port(), _free_port(), _free_port(), _free_port()
         self.env = {
             **os.environ,
             "TRADEFORGE_DATA_DIR": str(tmp_path / "data"),
@@ -60,6 +60,7 @@ class Platform:
             "TRADEFORGE_PREFECT_API_URL": f"http://127.0.0.1:{self.prefect}/api",
             "TRADEFORGE_MLFLOW_UI_URL": f"http://127.0.0.1:{self.mlflow}",
             "TRADEFORGE_DASHBOARD_URL": f"http://127.0.0.1:{self.dashboard}",
+            "TRADEFORGE_API_URL": f"http://127.0.0.1:{self.api}",
             "TRADEFORGE_HEARTBEAT_SECONDS": "1",
             "PREFECT_HOME": str(tmp_path / ".prefect"),
         }
@@ -69,7 +70,7 @@ class Platform:
 
     @property
     def ports(self) -> list[int]:
-        return [self.prefect, self.mlflow, self.dashboard]
+        return [self.prefect, self.mlflow, self.dashboard, self.api]
 
     def start(self, command: list[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("wb") as output:
@@ -80,7 +81,8 @@ class Platform:
         """Every service answers its health endpoint and the runtime's heartbeat is fresh."""
         age = heartbeat_age(self.settings)
         return (_ok(f"http://127.0.0.1:{self.prefect}/api/health") and _ok(f"http://127.0.0.1:{self.mlflow}/health")
-                and _ok(f"http://127.0.0.1:{self.dashboard}/_stcore/health") and age is not None and age < 10)
+                and _ok(f"http://127.0.0.1:{self.dashboard}/_stcore/health") and _ok(f"http://127.0.0.1:{self.api}/api/status")
+                and age is not None and age < 10)
 
     def wait_up(self, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
         wait_until(lambda: "tradeforge is up" in log.read_text(errors="replace"), what, process=process, log=log)

@@ -52,7 +52,8 @@ def up(
         raise fail(str(exc)) from exc
     if taken:
         raise fail(f"{', '.join(taken)} already in use: is tradeforge already up? Stop it, or set "
-                   "TRADEFORGE_PREFECT_API_URL / TRADEFORGE_MLFLOW_UI_URL / TRADEFORGE_DASHBOARD_URL to other ports")
+                   "TRADEFORGE_PREFECT_API_URL / TRADEFORGE_MLFLOW_UI_URL / TRADEFORGE_DASHBOARD_URL / "
+                   "TRADEFORGE_API_URL to other ports")
     record = up_guard.UpRecord.new(platform.pid_file(settings), instance)
     guard = up_guard.start_guard(instance, record.path, platform.GRACE_S, logs / "guard.log")
     record.save()
@@ -77,7 +78,7 @@ def up(
                         progress.advance(task)
                         if received:
                             raise platform.UpError(f"stopped by {received[0]}")
-            names = ["deployments", *(["runtime"] if with_runtime else [])]
+            names = ["deployments", *(["runtime"] if with_runtime else []), "api"]
             for name in names:
                 err.print(f"starting {name} …")
                 supervisor.start(by_name[name], timeout)

@@ -55,6 +55,9 @@ def runtime(
     feed: Annotated[str, typer.Option(
         help="Bar feed: replay (lake or --data), sample, ccxt or alpaca (live bars; default in live mode by symbol).")
     ] = "",
+    ws: Annotated[bool, typer.Option(
+        "--ws", help="ccxt feed: closed candles from the exchange's websocket (ccxt.pro watch_ohlcv) on top of REST "
+                     "history (default: the setting ccxt_websocket).")] = False,
     broker: Annotated[str, typer.Option(
         help="Where orders go: paper (the engine's fill model), ccxt or alpaca (default: paper in paper mode; "
              "in live mode ccxt for crypto symbols, alpaca for stocks).")
@@ -94,7 +97,7 @@ def runtime(
     try:
         config = RuntimeConfig.of(
             mode=mode.value, portfolio=portfolio, strategy=strategy, symbol=symbol, timeframe=timeframe, venue=venue,
-            feed=feed, broker=broker, data=data, speed=speed, batch=batch, start=start, end=end,
+            feed=feed, ws=ws, broker=broker, data=data, speed=speed, batch=batch, start=start, end=end,
             params=tuple(param or ()), fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill, cash=cash,
             max_position=max_position, no_breakers=no_breakers, breaker_cooldown_bars=breaker_cooldown_bars,
             allow_unchecked=allow_unchecked, fresh=fresh, restore=restore, verbose=verbose, as_json=as_json)

@@ -102,7 +102,12 @@ def _spot_markets_only(exchange: Any) -> None:
 
 def build_exchange(settings: Settings, exchange_id: str) -> Any:
     """A configured synchronous ccxt exchange object for ``exchange_id``."""
-    cls = _exchange_class(exchange_id)
+    return configured_exchange(_exchange_class(exchange_id), settings)
+
+
+def configured_exchange(cls: type[Any], settings: Settings) -> Any:
+    """An exchange of ccxt class ``cls`` (synchronous, or ccxt.pro's) with the settings' keys, timeout and REST
+    base, listing spot markets only where the exchange lists several kinds."""
     config: dict[str, Any] = {
         "enableRateLimit": True,
         "timeout": max(1, round(settings.http_timeout_s * 1000)),
