@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/optimize.py
+	$(BIN)/python bench/live_feed.py
 
 clean:
 	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache

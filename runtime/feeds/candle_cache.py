@@ -38,8 +38,10 @@ class CandleCache:
             self.epoch += 1
             return self.epoch
 
-    def note(self, key: str, candles: Iterable[Candle], epoch: int) -> None:
-        """Candles of ``key`` as connection ``epoch`` sent them (any order, repeats allowed)."""
+    def note(self, key: str, candles: Iterable[Candle], epoch: int) -> bool:
+        """Candles of ``key`` as connection ``epoch`` sent them (any order, repeats allowed); whether any of them
+        was news (a candle, or values, not held before)."""
+        news = False
         with self._lock:
             stored = self._candles[key]
             newest = self._newest[key]
@@ -49,7 +51,9 @@ class CandleCache:
                     newest[epoch] = opened
                 held = stored.get(opened)
                 if held is None or held[1] < epoch or (held[1] == epoch and candle[5] >= held[0][5]):
+                    news = news or held is None or held != (candle, epoch)
                     stored[opened] = (candle, epoch)
+        return news
 
     def closed_after(self, key: str, after_ms: int) -> list[Candle]:
         """The candles of ``key`` opened after ``after_ms`` that are closed (a later candle started on the same

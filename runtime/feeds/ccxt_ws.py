@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from itertools import islice
 from typing import Any, Unpack
 
 import pandas as pd
@@ -45,8 +46,12 @@ from runtime.feeds.frames import now_ms, stamp
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
-_LOOK_S = 0.2
-"""How often the stream's loop looks at the stop flag and the clocks while it waits for messages."""
+_LOOK_S = 0.05
+"""How often the stream's loop looks at the stop flag, the clocks and ccxt's candle cache while it waits for
+messages."""
+_TAIL = 16
+"""The candles at the end of ccxt's cache read at each look (a new candle is appended, an update changes its row
+in place: the candles being updated are the newest)."""
 RECONNECT = "feed_reconnect"
 """The kind of the note (and runtime event) of a websocket torn down and rebuilt."""
 
@@ -183,6 +188,8 @@ class CcxtWsFeed(CcxtFeed):
         """Watch every series on one connection until it fails, falls silent or ages: why it ended, whether that
         counts as a failure (for the backoff), whether the connection delivered anything, and the error."""
         epoch = self.cache.connected()
+        for symbol in self.symbols.values():  # ccxt keeps candles across connections: the new one starts afresh
+            self.ws.ohlcvs.pop(symbol, None)
         opened = last = self.monotonic()
         heard = False
         tasks: dict[str, asyncio.Task[Any]] = {}
@@ -193,18 +200,21 @@ class CcxtWsFeed(CcxtFeed):
                         tasks[key] = asyncio.ensure_future(
                             self.ws.watch_ohlcv(self.symbols[key], self._intervals[key]))
                 await asyncio.wait(tasks.values(), timeout=_LOOK_S, return_when=asyncio.FIRST_COMPLETED)
+                news = False
                 for key, task in list(tasks.items()):
                     if task.done():
                         del tasks[key]
-                        self.cache.note(key, parse_candles(task.result()), epoch)
+                        news = self.cache.note(key, parse_candles(task.result()), epoch) or news
                         self.messages += 1
-                        last, heard = self.monotonic(), True
-                        self._wake.set()
+                    news = self._read_cache(key, epoch) or news
+                if news:
+                    last, heard = self.monotonic(), True
+                    self._wake.set()
                 now = self.monotonic()
-                if now - last > self.silence_s:
-                    return f"silent for {now - last:.0f} s (limit {self.silence_s:.0f} s)", True, heard, None
                 if now - opened >= self.recycle_s:
                     return f"recycled after {now - opened:.0f} s", False, heard, None
+                if now - last > self.silence_s:
+                    return f"silent for {now - last:.0f} s (limit {self.silence_s:.0f} s)", True, heard, None
             return "stopped", False, heard, None
         except Exception as exc:  # a dropped connection, a refused handshake: rebuilt, never fatal
             return f"connection lost ({describe(exc)})", True, heard, exc
@@ -216,6 +226,17 @@ class CcxtWsFeed(CcxtFeed):
                     await task
             with contextlib.suppress(Exception):
                 await self.ws.close_ws_clients()
+
+    def _read_cache(self, key: str, epoch: int) -> bool:
+        """The newest candles ccxt holds for ``key`` into the cache; whether any was news.
+
+        ccxt updates its candle cache on every message but hands an update to a watcher only if one is waiting:
+        an update that comes between two ``watch_ohlcv`` calls (the close of a candle followed at once by the
+        next one's first update) would otherwise wait for the next message."""
+        stored = self.ws.ohlcvs.get(self.symbols[key], {}).get(self._intervals[key])
+        if not stored:
+            return False
+        return self.cache.note(key, parse_candles(list(islice(reversed(stored), _TAIL))), epoch)
 
     async def _backoff(self, seconds: float) -> None:
         """Wait ``seconds`` of real time, cut short by a stop."""

@@ -255,3 +255,59 @@ def test_silence_limit_scales_with_the_timeframe_and_bad_options_are_refused(
     market = Venue(venue, t0(bars))
     with pytest.raises(DataError, match="silence_s 0 is not valid"):
         ws_feed(venue, stream, market.clock, tmp_path, made, Monotonic(), silence_s=0)
+
+
+def test_the_runtime_wires_the_websocket_feed_when_asked_and_knows_exchanges_without_streamed_candles(
+    venue: FakeBinance, stream: FakeBinanceStream, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
+) -> None:
+    import ccxt.pro
+
+    from runtime.feeds.ccxt_feed import CcxtFeed
+    from runtime.wiring import ccxt_live_feed
+
+    now = pd.Timestamp(time.time(), unit="s", tz="UTC").floor("min")  # the venue's wall clock: bars up to now
+    served = bars.iloc[:300].copy()
+    served["timestamp"] = now - MINUTE * (300 - pd.RangeIndex(300).to_numpy())
+    settings = Settings(_env_file=None, data_dir=tmp_path, ccxt_rest_url=venue.url,  # type: ignore[call-arg]
+                        ccxt_ws_url=stream.url)
+    common = {"poll_s": 0.05, "warmup": 100}
+    venue.serve_bars(SYMBOL, INTERVAL, served)
+    try:
+        streamed = ccxt_live_feed(settings, "binance", {BTC_KEY: SYMBOL}, M1, True, common)
+        polled = ccxt_live_feed(settings, "binance", {BTC_KEY: SYMBOL}, M1, False, common)
+    finally:
+        venue.serve_bars(SYMBOL, INTERVAL, bars)  # the module's venue serves its bars again for the next test
+    made += [streamed, polled]  # type: ignore[list-item]
+
+    assert isinstance(streamed, CcxtWsFeed) and streamed.ws.urls["api"]["ws"]["spot"] == stream.url
+    assert streamed.ws.apiKey in ("", None)  # public candles: the stream gets no keys
+    assert type(polled) is CcxtFeed
+    assert len(streamed.frames[BTC_KEY]) == 100  # warmed up through REST
+    without = sorted(set(ccxt.exchanges) - set(ccxt.pro.exchanges))
+    assert without and build_ws_exchange(settings, without[0]) is None
+    with pytest.raises(DataError, match="is not valid: use a ws:// or wss:// URL"):
+        build_ws_exchange(Settings(_env_file=None, ccxt_ws_url="http://127.0.0.1:1/ws"), "binance")  # type: ignore[call-arg]
+
+
+def test_a_connection_is_rebuilt_once_a_day_without_backing_off_and_bars_go_on(
+    venue: FakeBinance, stream: FakeBinanceStream, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
+) -> None:
+    market = Venue(venue, t0(bars))
+    monotonic = Monotonic()
+    feed = ws_feed(venue, stream, market.clock, tmp_path, made, monotonic, backoff_base_s=30.0, backoff_cap_s=60.0)
+    events: list[tuple[str, str]] = []
+    feed.on_event = lambda kind, text: events.append((kind, text))
+    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock, Recorder())
+    consumer.pull(lambda: stream.subscribers(SYMBOL, INTERVAL) > 0, "subscribed")
+    monotonic.skipped += 86_400
+    consumer.pull(lambda: stream.connections == 2 and stream.subscribers(SYMBOL, INTERVAL) > 0,
+                  "a new connection after a day (no 30 s backoff: an aged connection is not a failure)")
+    script = Script(stream, feed, consumer, bars)
+    market.at(bars["timestamp"].iloc[T0_ROW] + pd.Timedelta(seconds=59))
+    script.send("close_candle", T0_ROW)
+    market.at(bars["timestamp"].iloc[T0_ROW + 1] + pd.Timedelta(seconds=1))
+    script.send("open_candle", T0_ROW + 1)
+    consumer.pull_bars(1)
+    assert got(consumer) == expected(bars.iloc[T0_ROW : T0_ROW + 1], BTC_KEY)
+    assert [kind for kind, _ in events] == [RECONNECT] and "recycled after 86400 s" in events[0][1]
+    assert "reconnecting in" not in events[0][1]  # at once
