@@ -121,6 +121,8 @@ def run(kind: str, bars: pd.DataFrame, count: int, poll_s: float, seed: int) -> 
                     stream.close_candle(SYMBOL, INTERVAL, bars.iloc[row])
                     stream.open_candle(SYMBOL, INTERVAL, bars.iloc[row + 1])
                 while opened not in consumer.at:
+                    if time.perf_counter() - closed_at > 60:
+                        raise SystemExit(f"{kind}: the bar of row {row} was not delivered within 60 s")
                     time.sleep(0.0005)
                 latencies.append((consumer.at[opened] - closed_at) * 1000)
                 print(f"\r{kind}: {len(latencies)}/{count} bars", end="", file=sys.stderr, flush=True)

@@ -305,7 +305,10 @@ class LiveFeed:
             except queue.Empty:
                 return
             if self.on_event is not None:
-                self.on_event(kind, text)
+                try:
+                    self.on_event(kind, text)
+                except Exception as exc:  # a failed record of a note must not end the bars
+                    log.error("%s: the note %r could not be recorded (%s)", self.venue, kind, describe(exc))
 
     def _accept(self, update: Update) -> Batch:
         """Append the new bars of ``update`` to the frames; the batch of what was appended."""

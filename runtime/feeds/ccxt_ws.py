@@ -137,13 +137,17 @@ class CcxtWsFeed(CcxtFeed):
             first = streamed[0][0] if streamed else None
             if first is None and after + 2 * step + self.grace_ms > now:
                 return out  # the next bar is not due yet
-            rest = self._ask_rest(key, after + step, first if first is not None else now)
+            # before the stream's next candle, or (the stream is behind) the bars closed grace_s ago
+            end = first if first is not None else now - self.grace_ms - step + 1
+            rest = self._ask_rest(key, after + step, end)
+            if rest is None:  # REST was asked for this series moments ago: the next poll asks again
+                return out
             if rest:
                 out += rest
                 after = rest[-1][0]
                 streamed = [c for c in streamed if c[0] > after]
                 continue
-            if first is not None and first + step + self.grace_ms <= now:  # REST has had its time: a real gap
+            if first is not None and first + step + self.grace_ms <= now:  # REST, asked now, has none: a real gap
                 log.warning("%s: %s has no bars from %s to %s at REST either; going on from %s", self.venue, key,
                             stamp(after + step), stamp(first), stamp(first))
                 out += [streamed[0]]
@@ -152,13 +156,14 @@ class CcxtWsFeed(CcxtFeed):
                 continue
             return out
 
-    def _ask_rest(self, key: str, start: int, end: int) -> list[Candle]:
-        """Closed REST bars of ``key`` with ``start <= open < end``, at most once every ``poll_s`` per key."""
+    def _ask_rest(self, key: str, start: int, end: int) -> list[Candle] | None:
+        """Closed REST bars of ``key`` with ``start <= open < end``; None when REST answered for ``key`` less than
+        ``poll_s`` ago (asked at most that often; a failed request is retried by the worker's retry policy)."""
         mono = self.monotonic()
         if mono - self._asked.get(key, float("-inf")) < self.poll_s:
-            return []
-        self._asked[key] = mono
+            return None
         frame = self._fetch(key, start, end)
+        self._asked[key] = self.monotonic()
         if frame.empty:
             return []
         log.info("%s: %d bars of %s from REST from %s (not delivered by the stream)", self.venue, len(frame), key,
@@ -168,10 +173,16 @@ class CcxtWsFeed(CcxtFeed):
     # ------------------------------------------------------------------ the websocket
     async def _run_stream(self) -> None:
         try:
-            self.ws.set_markets(self.exchange.markets, getattr(self.exchange, "currencies", None))
+            try:  # the REST exchange's markets: the stream needs no market request of its own
+                self.ws.set_markets(self.exchange.markets, getattr(self.exchange, "currencies", None))
+            except Exception as exc:
+                log.warning("%s: the stream loads its own markets (%s)", self.venue, describe(exc))
             failures = 0
             while not self.stopped:
-                reason, failed, heard, error = await self._connection()
+                try:
+                    reason, failed, heard, error = await self._connection()
+                except Exception as exc:  # nothing ends the stream but a stop
+                    reason, failed, heard, error = f"failed ({describe(exc)})", True, False, exc
                 if self.stopped:
                     break
                 failures = (0 if heard else failures) + (1 if failed else 0)
@@ -200,15 +211,17 @@ class CcxtWsFeed(CcxtFeed):
                         tasks[key] = asyncio.ensure_future(
                             self.ws.watch_ohlcv(self.symbols[key], self._intervals[key]))
                 await asyncio.wait(tasks.values(), timeout=_LOOK_S, return_when=asyncio.FIRST_COMPLETED)
-                news = False
+                news = heard_now = False
                 for key, task in list(tasks.items()):
                     if task.done():
                         del tasks[key]
                         news = self.cache.note(key, parse_candles(task.result()), epoch) or news
                         self.messages += 1
+                        heard_now = True
                     news = self._read_cache(key, epoch) or news
-                if news:
+                if news or heard_now:  # a message, even one repeating the last, is not silence
                     last, heard = self.monotonic(), True
+                if news:
                     self._wake.set()
                 now = self.monotonic()
                 if now - opened >= self.recycle_s:
@@ -233,7 +246,8 @@ class CcxtWsFeed(CcxtFeed):
         ccxt updates its candle cache on every message but hands an update to a watcher only if one is waiting:
         an update that comes between two ``watch_ohlcv`` calls (the close of a candle followed at once by the
         next one's first update) would otherwise wait for the next message."""
-        stored = self.ws.ohlcvs.get(self.symbols[key], {}).get(self._intervals[key])
+        by_symbol = self.ws.ohlcvs.get(self.symbols[key])
+        stored = by_symbol.get(self._intervals[key]) if isinstance(by_symbol, dict) else None
         if not stored:
             return False
         return self.cache.note(key, parse_candles(list(islice(reversed(stored), _TAIL))), epoch)

@@ -212,7 +212,7 @@ def test_a_killed_up_leaves_nothing_running_and_the_next_up_starts_cleanly(tmp_p
         instance = record.instance
         started = _descendants(process.pid)  # the services, what they started, and the guard
         assert set(record.services.values()) <= started
-        assert set(record.services) == {"prefect", "mlflow", "dashboard", "deployments", "runtime"}
+        assert set(record.services) == {"prefect", "mlflow", "dashboard", "deployments", "runtime", "api"}
 
         process.send_signal(signal.SIGKILL)
         process.wait()
