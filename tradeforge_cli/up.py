@@ -33,7 +33,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from pipeline.domain import DataError
 from pipeline.settings import Settings
+from runtime.api.binding import check_exposure
 from runtime.config import RuntimeConfig, runtime_command
 from tradeforge_cli import up_guard
 
@@ -162,6 +164,10 @@ def services(settings: Settings, home: Path, runtime: RuntimeConfig) -> list[Ser
     mlflow_host, mlflow_port = _port(settings.mlflow_ui_url)
     dash_host, dash_port = _port(settings.dashboard_url)
     _port(settings.api_url)  # the API reads its address from the settings: only check it here
+    try:
+        check_exposure(settings)
+    except DataError as exc:
+        raise UpError(str(exc)) from exc
     api = settings.prefect_api_url.rstrip("/")
     prefect_ui = api.removesuffix("/api")
     store = settings.mlflow_tracking_uri
@@ -194,8 +200,8 @@ def _api_answers(settings: Settings) -> Callable[[], bool]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def check() -> bool:
-        try:
-            return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+        try:  # never through a proxy of the environment (HTTP_PROXY…): the token goes to the API only
+            return httpx.get(url, headers=headers, timeout=2.0, trust_env=False).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -1,9 +1,9 @@
 """Read-only queries of the bot's HTTP API: the runtime's state and the bars of the series it trades.
 
 Every query reads a bounded number of rows (the newest ``limit`` ones, or those after a known id), so a state
-that holds months of trading is never read whole. Reads go through the store's engine in plain read
-transactions: on a writable store they never take the writers' lock. Rows come back as the state's table rows
-(``FillRow``, ``TradeRow``…), detached from their session.
+that holds months of trading is never read whole; candles read at most ``MAX_SOURCE_ROWS`` stored bars. Reads go
+through the store's engine in plain read transactions: on a writable store they never take the writers' lock.
+Rows come back as the state's table rows (``FillRow``, ``TradeRow``…), detached from their session.
 """
 
 from __future__ import annotations
@@ -222,13 +222,43 @@ class Candles:
     bars: pd.DataFrame
 
 
-def candles(settings: Settings, symbol: str, timeframe: Timeframe | None, limit: int,
+MAX_SOURCE_ROWS: Final = 200_000
+"""The most stored bars one candles request reads (plus the rest of the oldest period file it opens)."""
+DEFAULT_CANDLES: Final = 500
+"""How many bars a candles request without a limit gets (fewer where a resampled timeframe allows fewer)."""
+
+
+def largest_limit(ratio: int) -> int:
+    """The largest ``limit`` of bars made of ``ratio`` stored bars each that reads at most ``MAX_SOURCE_ROWS``
+    (a resampled read takes one bar more, for the partial bar at its start)."""
+    return MAX_SOURCE_ROWS if ratio == 1 else MAX_SOURCE_ROWS // ratio - 1
+
+
+def _bounded_limit(limit: int | None, timeframe: Timeframe, stored: Timeframe) -> int:
+    ratio = timeframe.seconds // stored.seconds
+    most = largest_limit(ratio)
+    if limit is None:
+        return min(DEFAULT_CANDLES, most)
+    _check_limit(limit)
+    if limit > most:
+        source = "" if ratio == 1 else f" resampled from {stored} bars ({ratio} per bar)"
+        raise BadParameter("limit", f"limit {limit} is too large for timeframe {timeframe}{source}: a request "
+                                    f"reads at most {MAX_SOURCE_ROWS:,} stored bars, so give limit at most {most} "
+                                    f"for timeframe {timeframe}")
+    return limit
+
+
+def candles(settings: Settings, symbol: str, timeframe: Timeframe | None, limit: int | None,
             venue: str | None = None) -> Candles:
     """The last ``limit`` closed ``timeframe`` bars of ``symbol`` in the lake: the stored series of that timeframe,
     else resampled (complete bars only) from the coarsest stored timeframe that divides it, as the Chart page
-    reads them (``pipeline.data.catalog.read_bars``); ``timeframe`` None is the finest one stored. Only the
-    lake's last files are read."""
-    _check_limit(limit)
+    reads them (``pipeline.data.catalog.read_bars``); ``timeframe`` None is the finest one stored.
+
+    At most ``MAX_SOURCE_ROWS`` stored bars are read (the lake's last period files, whole): a ``limit`` that
+    would need more raises :class:`BadParameter` naming the largest allowed (:func:`largest_limit`); ``limit``
+    None is ``DEFAULT_CANDLES``, or that largest one when smaller."""
+    if limit is not None:
+        _check_limit(limit)
     lake = Lake(settings.lake_dir)
     canonical = _symbol(symbol)
     found = lake.find(canonical, venue=venue)
@@ -243,7 +273,7 @@ def candles(settings: Settings, symbol: str, timeframe: Timeframe | None, limit:
         timeframe = min(s.timeframe for s in found)
     exact = [s for s in found if s.timeframe == timeframe]
     if exact:
-        bars = lake.tail(exact[0], limit)
+        bars = lake.tail(exact[0], _bounded_limit(limit, timeframe, timeframe))
         return Candles(venues[0], canonical, timeframe, timeframe, bars.reset_index(drop=True))
     finer = sorted((s for s in found if s.timeframe < timeframe and timeframe.seconds % s.timeframe.seconds == 0),
                    key=lambda s: s.timeframe, reverse=True)
@@ -253,6 +283,7 @@ def candles(settings: Settings, symbol: str, timeframe: Timeframe | None, limit:
                                         f"({stored}) divides {timeframe}")
     base = finer[0]
     ratio = timeframe.seconds // base.timeframe.seconds
-    raw = lake.tail(base, (limit + 1) * ratio)
-    bars = resample_bars(raw, base.timeframe, timeframe, base.instrument.asset_class).iloc[-limit:]
+    count = _bounded_limit(limit, timeframe, base.timeframe)
+    raw = lake.tail(base, (count + 1) * ratio)
+    bars = resample_bars(raw, base.timeframe, timeframe, base.instrument.asset_class).iloc[-count:]
     return Candles(venues[0], canonical, timeframe, base.timeframe, bars.reset_index(drop=True))

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.settings import Settings
 from runtime.api import control, pusher, reads
 from runtime.api.auth import Gate
+from runtime.api.binding import allowed_hosts, allowed_origins, check_exposure
 from runtime.api.context import ApiContext
 from runtime.api.state import StateAccess
 
@@ -24,15 +26,23 @@ The trading runtime's state (the same the dashboard shows) and its control comma
 
 With a token configured (`TRADEFORGE_API_TOKEN`) every endpoint needs `Authorization: Bearer <token>`; without
 one, reads are served and control commands are refused. Money is an exact decimal string; times are UTC.
+
+Bound to loopback (the default) the API answers only `Host: 127.0.0.1`, `localhost` or its configured host; it
+does not start on another address without a token. `/ws` refuses a browser page of another origin than the
+API's own or the dashboard's (403).
 """
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, poll_s: float = 1.0) -> FastAPI:
     """The API over the state at ``settings.state_url`` and the lake at ``settings.lake_dir``; ``clock`` dates the
-    heartbeat's age and ``poll_s`` is how often the websocket looks for new rows."""
+    heartbeat's age and ``poll_s`` is how often the websocket looks for new rows.
+
+    Raises :class:`pipeline.domain.DataError` when ``api_url`` binds a non-loopback address and no token is set
+    (:mod:`runtime.api.binding`)."""
+    check_exposure(settings)
     access = StateAccess(settings.state_url)
     context = ApiContext(settings=settings, access=access, gate=Gate(settings.api_token), clock=clock or SystemClock(),
-                         pusher=pusher.Pusher(access, poll_s))
+                         pusher=pusher.Pusher(access, poll_s), origins=allowed_origins(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +55,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, poll_s: float 
 
     app = FastAPI(title="tradeforge bot API", description=DESCRIPTION, version="1", lifespan=lifespan)
     app.state.context = context
+    hosts = allowed_hosts(settings)
+    if hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     app.include_router(reads.router)
     app.include_router(control.router)
     app.include_router(pusher.router)

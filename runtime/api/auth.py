@@ -64,7 +64,9 @@ class Gate:
 
 def gate_of(connection: HTTPConnection) -> Gate:
     gate = connection.app.state.context.gate
-    assert isinstance(gate, Gate)
+    if not isinstance(gate, Gate):
+        raise TypeError(f"the application's context holds no token Gate but {type(gate).__name__}: build it with "
+                        "runtime.api.app.create_app")
     return gate
 
 

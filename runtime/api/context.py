@@ -1,4 +1,5 @@
-"""What every route of the API shares: the settings, the state, the token gate, the clock and the pusher."""
+"""What every route of the API shares: the settings, the state, the token gate, the clock, the pusher and the
+origins the websocket accepts."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ class ApiContext:
     gate: Gate
     clock: Clock
     pusher: Pusher
+    origins: frozenset[str]
+    """The ``Origin`` values the websocket accepts (:func:`runtime.api.binding.allowed_origins`)."""
 
     def store(self) -> StateStore | None:
         """The read-only state store, None while the runtime has not created its state."""
@@ -37,7 +40,9 @@ class ApiContext:
 
 def context_of(connection: HTTPConnection) -> ApiContext:
     context = connection.app.state.context
-    assert isinstance(context, ApiContext)
+    if not isinstance(context, ApiContext):
+        raise TypeError(f"the application's state holds no ApiContext but {type(context).__name__}: build it with "
+                        "runtime.api.app.create_app")
     return context
 
 

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, status
 
 from pipeline.reports import api as queries
-from pipeline.state import PORTFOLIO
 from runtime.api import schemas
 from runtime.api.auth import operator, reader
 from runtime.api.context import ApiContext, Context
+from runtime.api.sleeves import check_sleeve
 from runtime.api.state import NoState
 
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
@@ -32,20 +32,17 @@ SleeveBody = Annotated[schemas.SleeveChoice | None, Body()]
 
 
 def _queue(context: ApiContext, command: str, sleeve: str | None) -> schemas.Command:
-    store = context.store()
-    if sleeve is not None and store is not None:
-        known = sorted(name for name in store.ledgers() if name != PORTFOLIO)
-        if sleeve not in known:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                f"sleeve: {sleeve!r} is not a sleeve of the runtime: use one of {known} "
-                                "(or omit it for every sleeve)")
+    check_sleeve(context.store(), sleeve, portfolio=False, omitted="or omit it for every sleeve")
     try:
         number = context.access.queue(command, sleeve)
     except NoState as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     reread = context.store()
     row = None if reread is None else queries.command(reread, number)
-    assert row is not None, f"command {number} was queued but cannot be read back"
+    if row is None:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            f"command {number} was queued but cannot be read back from the state yet; "
+                            f"GET /api/commands/{number} shows it and its acknowledgement")
     return schemas.Command.of(row)
 
 

@@ -1,7 +1,9 @@
 """The read-only endpoints: status, trades, candles, equity, positions and breaker events.
 
 Each list takes a bounded ``limit``; before the runtime has created its state they answer as the dashboard does
-(status "no runtime state", empty lists).
+(status "no runtime state", empty lists). Once it has, a ``sleeve`` that is not one of the runtime's gets 400.
+Candles read at most ``pipeline.reports.api.MAX_SOURCE_ROWS`` stored bars per request: a resampled timeframe
+allows a smaller ``limit``, which the 400 answer names.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pipeline.state import PORTFOLIO
 from runtime.api import schemas
 from runtime.api.auth import reader
 from runtime.api.context import Context
+from runtime.api.sleeves import check_sleeve
 
 MAX_LIMIT: Final = 1000
 MAX_CANDLES: Final = 5000
+SLEEVE_400: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": schemas.Problem, "description": "The sleeve is not one of the runtime's (the answer lists them)."}}
 
 router = APIRouter(prefix="/api", tags=["state"], dependencies=[Depends(reader)],
                    responses={401: {"model": schemas.Problem, "description": "Missing or wrong token."}})
@@ -46,7 +51,9 @@ def get_status(context: Context) -> schemas.Status:
                              context.now())
 
 
-@router.get("/trades", summary="The last closed trades, newest exit first")
+@router.get("/trades", summary="The last closed trades, newest exit first",
+            responses={400: {"model": schemas.Problem,
+                             "description": "The sleeve is not one of the runtime's, or the symbol is not valid."}})
 def get_trades(
     context: Context,
     limit: Annotated[int, _limit()] = 100,
@@ -56,6 +63,7 @@ def get_trades(
     store = context.store()
     if store is None:
         return []
+    check_sleeve(store, sleeve, portfolio=False, omitted="or omit it for every sleeve")
     try:
         rows = queries.recent_trades(store, limit, sleeve, symbol)
     except DataError as exc:
@@ -64,14 +72,20 @@ def get_trades(
 
 
 @router.get("/candles", summary="The last closed bars of a series (default: the one the runtime trades)",
-            responses={400: {"model": schemas.Problem, "description": "A parameter names no stored series."}})
+            responses={400: {"model": schemas.Problem, "description": "A parameter names no stored series, or the "
+                                                                      "limit is too large for the timeframe."}})
 def get_candles(
     context: Context,
     symbol: Annotated[str | None, Query(description="The symbol (default: the runtime's traded symbol).")] = None,
     timeframe: Annotated[str | None, Query(description="Bar timeframe, e.g. 1m, 5m, 1h (default: the runtime's for "
                                                        "its symbol, else the finest stored).")] = None,
     venue: Annotated[str | None, Query(description="The venue, when several hold the symbol.")] = None,
-    limit: Annotated[int, _limit(MAX_CANDLES)] = 500,
+    limit: Annotated[int | None, Query(
+        ge=1, le=MAX_CANDLES,
+        description=f"How many bars at most (1 to {MAX_CANDLES}; default {queries.DEFAULT_CANDLES}). A resampled "
+                    "timeframe allows fewer (a request reads at most "
+                    f"{queries.MAX_SOURCE_ROWS:,} stored bars): the default is then the most it allows, and a "
+                    "larger limit gets 400 naming it.")] = None,
 ) -> schemas.CandleSeries:
     tf: Timeframe | None = None
     if timeframe is not None:
@@ -99,13 +113,15 @@ def get_candles(
     return schemas.CandleSeries.of(candles)
 
 
-@router.get("/equity", summary="The last equity marks of the portfolio or a sleeve, oldest first")
+@router.get("/equity", summary="The last equity marks of the portfolio or a sleeve, oldest first",
+            responses=SLEEVE_400)
 def get_equity(
     context: Context,
     sleeve: Annotated[str, Query(description="A sleeve, or 'portfolio'.")] = PORTFOLIO,
     limit: Annotated[int, _limit()] = 500,
 ) -> schemas.EquityCurve:
     store = context.store()
+    check_sleeve(store, sleeve, portfolio=True, omitted="'portfolio' is the default")
     rows = [] if store is None else queries.equity_marks(store, sleeve, limit)
     return schemas.EquityCurve(sleeve=sleeve, points=[schemas.EquityPoint.of(row) for row in rows])
 
@@ -121,12 +137,13 @@ def get_positions(
     return [schemas.Position.of(row) for row in rows]
 
 
-@router.get("/breakers", summary="The last breaker trips and releases, newest first")
+@router.get("/breakers", summary="The last breaker trips and releases, newest first", responses=SLEEVE_400)
 def get_breakers(
     context: Context,
     limit: Annotated[int, _limit()] = 100,
     sleeve: Annotated[str | None, Query(description="Only this sleeve ('portfolio' for the portfolio's).")] = None,
 ) -> list[schemas.BreakerEvent]:
     store = context.store()
+    check_sleeve(store, sleeve, portfolio=True, omitted="or omit it for every sleeve")
     rows = [] if store is None else queries.recent_breaker_events(store, limit, sleeve)
     return [schemas.BreakerEvent.of(row) for row in rows]

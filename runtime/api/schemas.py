@@ -33,6 +33,13 @@ def _text(value: object) -> str:
     return str(getattr(value, "value", value))
 
 
+def _stored(row_id: int | None, what: str) -> int:
+    """The id of a row read from the state (rows not stored yet have none)."""
+    if row_id is None:
+        raise ValueError(f"this {what} has no id: only rows read back from the state can be answered")
+    return row_id
+
+
 class Out(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -68,8 +75,7 @@ class Event(Out):
 
     @classmethod
     def of(cls, row: RuntimeEvent) -> Event:
-        assert row.id is not None
-        return cls(id=row.id, at=row.at, kind=row.kind, sleeve=row.sleeve, detail=row.detail)
+        return cls(id=_stored(row.id, "runtime event"), at=row.at, kind=row.kind, sleeve=row.sleeve, detail=row.detail)
 
 
 class FeedState(Out):
@@ -140,8 +146,7 @@ class Trade(Out):
 
     @classmethod
     def of(cls, row: TradeRow) -> Trade:
-        assert row.id is not None
-        return cls(id=row.id, sleeve=row.sleeve, symbol=row.symbol, side=_text(row.side), qty=row.qty,
+        return cls(id=_stored(row.id, "trade"), sleeve=row.sleeve, symbol=row.symbol, side=_text(row.side), qty=row.qty,
                    entry_time=row.entry_time, entry_price=row.entry_price, exit_time=row.exit_time,
                    exit_price=row.exit_price, pnl=row.pnl, fees=row.fees, entry_reason=row.entry_reason,
                    exit_reason=row.exit_reason, model_version=row.model_version)
@@ -221,8 +226,7 @@ class BreakerEvent(Out):
 
     @classmethod
     def of(cls, row: BreakerEventRow) -> BreakerEvent:
-        assert row.id is not None
-        return cls(id=row.id, sleeve=row.sleeve, at=row.at, rule=row.rule, value=row.value,
+        return cls(id=_stored(row.id, "breaker event"), sleeve=row.sleeve, at=row.at, rule=row.rule, value=row.value,
                    threshold=row.threshold, action=row.action)
 
 
@@ -240,9 +244,8 @@ class Command(Out):
 
     @classmethod
     def of(cls, row: ControlCommand) -> Command:
-        assert row.id is not None
-        return cls(id=row.id, command=row.command, sleeve=row.sleeve, source=row.source, created_at=row.created_at,
-                   state="pending" if row.acknowledged_at is None else "acknowledged",
+        return cls(id=_stored(row.id, "control command"), command=row.command, sleeve=row.sleeve, source=row.source,
+                   created_at=row.created_at, state="pending" if row.acknowledged_at is None else "acknowledged",
                    acknowledged_at=row.acknowledged_at, result=row.result)
 
 
@@ -281,10 +284,9 @@ class FillMessage(Out):
 
     @classmethod
     def of(cls, row: FillRow) -> FillMessage:
-        assert row.id is not None
-        return cls(id=row.id, fill_id=row.fill_id, client_order_id=row.client_order_id, sleeve=row.sleeve,
-                   symbol=row.symbol, side=_text(row.side), qty=row.qty, price=row.price, fee=row.fee, at=row.at,
-                   reason=row.reason)
+        return cls(id=_stored(row.id, "fill"), fill_id=row.fill_id, client_order_id=row.client_order_id,
+                   sleeve=row.sleeve, symbol=row.symbol, side=_text(row.side), qty=row.qty, price=row.price,
+                   fee=row.fee, at=row.at, reason=row.reason)
 
 
 class BreakerMessage(BreakerEvent):
@@ -307,7 +309,8 @@ class HeartbeatMessage(Out):
 
     @classmethod
     def of(cls, state: BotState) -> HeartbeatMessage:
-        assert state.heartbeat_at is not None
+        if state.heartbeat_at is None:
+            raise ValueError("the runtime has no heartbeat yet: there is no heartbeat message to send")
         return cls(at=state.heartbeat_at, status=state.status, mode=state.mode or "-")
 
 

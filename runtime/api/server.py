@@ -1,4 +1,5 @@
-"""Serving the API with uvicorn at the host and port of the setting ``api_url`` (default 127.0.0.1:8000).
+"""Serving the API with uvicorn at the host and port of the setting ``api_url`` (default 127.0.0.1:8000); it
+refuses to serve a non-loopback address without a token (:mod:`runtime.api.binding`).
 
 The server's log never shows the API token: a ``token=`` query parameter (the websocket's) is masked in every
 line uvicorn writes.
@@ -12,32 +13,18 @@ import signal
 import socket
 import threading
 from typing import Final
-from urllib.parse import urlsplit
 
 import uvicorn
 
 from pipeline.clock import Clock
-from pipeline.domain import DataError
 from pipeline.settings import Settings
 from runtime.api.app import create_app
+from runtime.api.binding import bind_address
 
 _TOKEN: Final = re.compile(r"((?:^|[?&])token=)[^&\s\"']*", re.IGNORECASE)
 LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access")
 MASK: Final = "***"
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
-
-
-def bind_address(settings: Settings) -> tuple[str, int]:
-    """The host and port of ``api_url`` (the scheme's port when it names none)."""
-    parts = urlsplit(settings.api_url)
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise DataError(f"api_url {settings.api_url!r} has no valid port: {exc}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DataError(f"api_url {settings.api_url!r} is not valid: give http://HOST:PORT (e.g. "
-                        "http://127.0.0.1:8000)")
-    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def mask_tokens(text: str) -> str:
@@ -59,7 +46,10 @@ class MaskTokens(logging.Filter):
 
 
 def server(settings: Settings, *, poll_s: float = 1.0, clock: Clock | None = None) -> uvicorn.Server:
-    """A uvicorn server of the API at ``api_url`` (not started); see ``create_app`` for ``poll_s`` and ``clock``."""
+    """A uvicorn server of the API at ``api_url`` (not started); see ``create_app`` for ``poll_s`` and ``clock``.
+
+    Raises :class:`pipeline.domain.DataError` for an ``api_url`` that is not valid, or one that binds a
+    non-loopback address while no ``api_token`` is set (``create_app``)."""
     host, port = bind_address(settings)
     config = uvicorn.Config(create_app(settings, poll_s=poll_s, clock=clock), host=host, port=port, log_level="info",
                             server_header=False, proxy_headers=False)

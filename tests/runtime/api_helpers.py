@@ -19,6 +19,7 @@ import httpx
 import pandas as pd
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.connection import Connection
+from websockets.typing import Origin
 
 from pipeline.backtest.portfolio import PortfolioConfig
 from pipeline.clock import Clock
@@ -84,11 +85,13 @@ class ApiServer:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, trust_env=False)
 
-    def websocket(self, token: str | None = None, query_token: str | None = None) -> ClientConnection:
+    def websocket(self, token: str | None = None, query_token: str | None = None,
+                  origin: str | None = None) -> ClientConnection:
+        """A websocket client of ``/ws``; ``origin`` is the ``Origin`` header a browser page would send."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
         query = f"?token={query_token}" if query_token else ""
         return connect(f"ws://127.0.0.1:{self.port}/ws{query}", additional_headers=headers, open_timeout=None,
-                       proxy=None, close_timeout=None)
+                       proxy=None, close_timeout=None, origin=None if origin is None else Origin(origin))
 
 
 @contextmanager

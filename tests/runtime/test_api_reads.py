@@ -17,9 +17,14 @@ import pytest
 
 from pipeline.clock import FixedClock
 from pipeline.data.catalog import read_bars
+from pipeline.data.ingest import ingest
+from pipeline.data.sources.files import FileSource
+from pipeline.reports import api as queries
+from pipeline.reports.api import MAX_SOURCE_ROWS, BadParameter, largest_limit
+from pipeline.settings import Settings
 from pipeline.state import PORTFOLIO, StateStore
 from tests.fakes.populated_state import FEED, Populated, build
-from tests.runtime.api_helpers import ApiServer, api_settings, serving
+from tests.runtime.api_helpers import M1, ApiServer, api_settings, minutes, serving
 
 NOW = pd.Timestamp("2030-01-02 03:04:05", tz="UTC")
 
@@ -142,6 +147,55 @@ def test_bad_candle_parameters_are_named(http: httpx.Client, params: dict[str, A
         assert answer.json()["detail"][0]["loc"] == ["query", named]
     else:
         assert _problem(answer, status).startswith(named)
+
+
+def _minute_lake(root: Path, rows: int) -> Settings:
+    """Settings over a lake holding only real BTC/USDT 1m bars (``rows`` of them), and no runtime state."""
+    settings = api_settings(root)
+    bars = minutes(rows)
+    path = root / "bars.parquet"
+    bars.to_parquet(path)
+    clock = FixedClock(bars["timestamp"].iloc[-1] + pd.Timedelta(hours=1))
+    ingest(FileSource(path, clock, "binance"), "BTC/USDT", M1, settings, clock)
+    return settings
+
+
+def test_a_resampled_candle_request_reads_a_bounded_number_of_stored_bars(tmp_path: Path) -> None:
+    settings = _minute_lake(tmp_path, 4000)
+    assert (largest_limit(1440), largest_limit(240), largest_limit(1)) == (137, 832, MAX_SOURCE_ROWS)
+    with serving(settings) as api, api.client() as http:
+        for timeframe, most in (("1d", 137), ("4h", 832)):
+            for limit in (5000, most + 1):
+                detail = _problem(http.get("/api/candles", params={"symbol": "BTC/USDT", "timeframe": timeframe,
+                                                                   "limit": limit}), 400)
+                assert detail.startswith(f"limit {limit} is too large for timeframe {timeframe} resampled from 1m")
+                assert f"give limit at most {most} for timeframe {timeframe}" in detail
+            largest = http.get("/api/candles", params={"symbol": "BTC/USDT", "timeframe": timeframe, "limit": most})
+            assert largest.status_code == 200, largest.text
+            default = http.get("/api/candles", params={"symbol": "BTC/USDT", "timeframe": timeframe}).json()
+            expected = read_bars(settings, "BTC/USDT", timeframe, venue="binance")
+            for answer in (largest.json(), default):  # without a limit: the most the timeframe allows
+                assert (answer["timeframe"], answer["stored_timeframe"]) == (timeframe, "1m")
+                assert [(b["timestamp"], b["close"]) for b in answer["bars"]] == [
+                    (_z(r.timestamp), r.close) for r in expected.iloc[-most:].itertuples()]
+        stored = http.get("/api/candles", params={"symbol": "BTC/USDT", "limit": 5000}).json()
+        assert len(stored["bars"]) == 4000 and stored["stored_timeframe"] == "1m"  # a stored series: the API's bound
+    with pytest.raises(BadParameter, match=f"give limit at most {MAX_SOURCE_ROWS} for timeframe 1m") as refused:
+        queries.candles(settings, "BTC/USDT", M1, MAX_SOURCE_ROWS + 1)
+    assert refused.value.parameter == "limit"
+
+
+@pytest.mark.parametrize(("path", "portfolio"), [("/api/equity", True), ("/api/trades", False),
+                                                 ("/api/breakers", True)])
+def test_an_unknown_sleeve_is_refused_naming_the_runtimes_sleeves(http: httpx.Client, path: str,
+                                                                  portfolio: bool) -> None:
+    sleeves = sorted(["trend:BTC/USDT", "reversion:BTC/USDT", "ml:BTC/USDT"])
+    for unknown in ("nope:BTC/USDT", "trend", "TREND:BTC/USDT", *([] if portfolio else [PORTFOLIO])):
+        detail = _problem(http.get(path, params={"sleeve": unknown}), 400)
+        assert detail.startswith(f"sleeve: {unknown!r} is not a sleeve of the runtime: use one of ")
+        assert str([*sleeves, *([PORTFOLIO] if portfolio else [])]) in detail
+    for known in [*sleeves, *([PORTFOLIO] if portfolio else [])]:
+        assert http.get(path, params={"sleeve": known}).status_code == 200, (path, known)
 
 
 def test_equity_positions_and_breakers_are_the_stored_ones_bounded(http: httpx.Client, store: StateStore) -> None:

@@ -132,5 +132,8 @@ def test_a_command_before_any_runtime_state_is_refused_and_creates_nothing(tmp_p
         status = http.get("/api/status").json()
         assert (status["status"], status["sleeves"], status["heartbeat_at"]) == ("no runtime state", [], None)
         assert http.get("/api/trades").json() == []
+        for path in ("/api/trades", "/api/breakers"):  # no sleeves to check a sleeve against yet
+            assert http.get(path, params={"sleeve": "fast:BTC/USDT"}).json() == []
+        assert http.get("/api/equity", params={"sleeve": "fast:BTC/USDT"}).json()["points"] == []
         assert http.get("/api/commands/1").status_code == 404
     assert not (tmp_path / "data" / "state").exists()  # the API created no database

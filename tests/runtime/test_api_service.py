@@ -9,6 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -16,7 +21,7 @@ import pytest
 
 from pipeline.settings import load_settings
 from tests.conftest import REPO
-from tests.runtime.api_helpers import TOKEN, receive_until
+from tests.runtime.api_helpers import TOKEN, api_settings, receive_until, serving
 from tests.waiting import wait_until
 from tradeforge_cli import up
 
@@ -81,3 +86,52 @@ def test_a_bad_api_url_is_refused_with_a_clear_error(tmp_path: Path, monkeypatch
     done = subprocess.run([sys.executable, "-m", "runtime.api"], cwd=REPO, env=env, capture_output=True, check=False)
     assert done.returncode == 1
     assert "api_url '127.0.0.1' is not valid: give http://HOST:PORT" in done.stderr.decode()
+
+
+
+@dataclass
+class Proxy:
+    url: str
+    requests: list[dict[str, str]] = field(default_factory=list)
+    """The headers of every request the proxy got (and its target)."""
+
+
+@contextmanager
+def _recording_proxy() -> Iterator[Proxy]:
+    """An HTTP proxy on 127.0.0.1 that records every request it gets and answers 502."""
+    requests: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append({"target": self.path, **dict(self.headers.items())})
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Proxy(f"http://127.0.0.1:{server.server_address[1]}", requests)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_the_readiness_probe_never_sends_the_token_through_a_proxy(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with serving(api_settings(tmp_path, TOKEN)) as api, _recording_proxy() as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        with httpx.Client() as trusting:  # the proxy is live: a client that trusts the environment goes through it
+            assert trusting.get(f"{api.url}/api/status").status_code == 502
+        assert len(proxy.requests) == 1
+        assert up._api_answers(api.settings)()  # the probe reached the API itself, with the token
+    assert len(proxy.requests) == 1
+    assert all(TOKEN not in value for request in proxy.requests for value in request.values())
