@@ -23,20 +23,19 @@ the right keys.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Self
+from typing import Any
 
 import msgpack
 import pandas as pd
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from tests.fakes.local_ws import LocalWsServer
 from tests.waiting import wait_until
 
 DEFAULT_API_KEY = "k"
@@ -53,12 +52,15 @@ class _Client:
     silent: bool = False
 
 
-class FakeAlpacaStream:
+class FakeAlpacaStream(LocalWsServer):
     """Alpaca's stock data stream on 127.0.0.1; start it (or enter it as a context), point alpaca-py at ``url``."""
+
+    thread_name = "fake-alpaca-stream"
 
     def __init__(
         self, api_key: str = DEFAULT_API_KEY, api_secret: str = DEFAULT_API_SECRET, feed: str = "iex"
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.api_secret = api_secret
         self.feed = feed
@@ -77,37 +79,11 @@ class FakeAlpacaStream:
         self._silent_new = False
         self._limit: int | None = None
         self._ghosts = 0
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._server: Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-alpaca-stream", daemon=True)
-        self._port = 0
 
     @property
     def url(self) -> str:
         """The full websocket URL to give alpaca-py's ``StockDataStream`` as ``url_override``."""
-        return f"ws://127.0.0.1:{self._port}/v2/{self.feed}"
-
-    def start(self) -> Self:
-        self._thread.start()
-        self._server = self._call(self._listen())
-        return self
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                self._call(self._server.wait_closed(), timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()  # its self-pipe sockets go with it
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return f"ws://127.0.0.1:{self.port}/v2/{self.feed}"
 
     # -- scripting --------------------------------------------------------------------------------------------
 
@@ -180,14 +156,6 @@ class FakeAlpacaStream:
         wait_until(lambda: self.subscribers(symbol) > 0, f"a stream client subscribed to {symbol} bars")
 
     # -- the websocket side -----------------------------------------------------------------------------------
-
-    def _call(self, coroutine: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    async def _listen(self) -> Server:
-        server = await serve(self._serve, "127.0.0.1", 0, process_request=self._gate, compression=None)
-        self._port = int(next(iter(server.sockets)).getsockname()[1])
-        return server
 
     def _gate(self, connection: ServerConnection, request: Request) -> Response | None:
         with self._lock:
@@ -271,8 +239,5 @@ class FakeAlpacaStream:
 
     async def _drop(self) -> int:
         with self._lock:
-            targets = list(self._clients)
-        for client in targets:
-            with contextlib.suppress(Exception):
-                await client.connection.close(code=1011, reason="server fault")
-        return len(targets)
+            targets = [client.connection for client in self._clients]
+        return await self._close_all(targets)

@@ -19,21 +19,20 @@ received.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Self
+from typing import Any
 
 import pandas as pd
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.fakes.binance_market import INTERVAL_MS, price_text
+from tests.fakes.local_ws import LocalWsServer
 from tests.waiting import wait_until
 
 
@@ -52,10 +51,13 @@ def _text(value: float) -> str:
     return price_text(float(value))
 
 
-class FakeBinanceStream:
+class FakeBinanceStream(LocalWsServer):
     """Binance's kline streams on 127.0.0.1; start it (or enter it as a context), point ccxt.pro at ``url``."""
 
+    thread_name = "fake-binance-stream"
+
     def __init__(self) -> None:
+        super().__init__()
         self.connections = 0
         """Connections accepted (each reconnect adds one)."""
         self.refused = 0
@@ -67,37 +69,11 @@ class FakeBinanceStream:
         """Every kline sent: the stream, the candle's open time (epoch ms) and its values as a client reads them."""
         self._clients: list[_Client] = []
         self._refusing: tuple[int, float | None] | None = None
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._server: Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-binance-stream", daemon=True)
-        self._port = 0
 
     @property
     def url(self) -> str:
         """The websocket base URL to give ccxt.pro (``urls['api']['ws']['spot']``)."""
-        return f"ws://127.0.0.1:{self._port}/ws"
-
-    def start(self) -> Self:
-        self._thread.start()
-        self._server = self._call(self._listen())
-        return self
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                self._call(self._server.wait_closed(), timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return f"ws://127.0.0.1:{self.port}/ws"
 
     # -- scripting --------------------------------------------------------------------------------------------
 
@@ -162,14 +138,6 @@ class FakeBinanceStream:
 
     # -- the websocket side -----------------------------------------------------------------------------------
 
-    def _call(self, coroutine: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    async def _listen(self) -> Server:
-        server = await serve(self._serve, "127.0.0.1", 0, process_request=self._gate, compression=None)
-        self._port = int(next(iter(server.sockets)).getsockname()[1])
-        return server
-
     def _gate(self, connection: ServerConnection, request: Request) -> Response | None:
         with self._lock:
             refusing = self._refusing
@@ -230,8 +198,5 @@ class FakeBinanceStream:
 
     async def _drop(self) -> int:
         with self._lock:
-            targets = list(self._clients)
-        for client in targets:
-            with contextlib.suppress(Exception):
-                await client.connection.close(code=1011, reason="server fault")
-        return len(targets)
+            targets = [client.connection for client in self._clients]
+        return await self._close_all(targets)
