@@ -2,9 +2,9 @@
 
 Startup: open the state store → restore every sleeve's ledger bit for bit (or start fresh, only when asked
 with ``fresh``) → reconcile: the broker takes over the orders still open on record (their later fills are
-booked exactly once) and the venue's holdings are compared with the ledgers (a venue holding less than the
-ledgers pauses the sleeves of that symbol and raises an alert) → resume the feed after the last processed bar
-(bars missed while down are caught up first) → trade. Every finding is recorded as a runtime event.
+booked exactly once) and the venue is reconciled with the ledgers (``runtime.reconcile``, again every
+``reconcile_seconds`` on the node's clock) → resume the feed after the last processed bar (bars missed while down
+are caught up first) → trade. Every finding is recorded as a runtime event.
 
 A live feed also yields empty batches while it waits for the next bar: the node then applies commands, writes
 its heartbeat and judges staleness (only then: a feed still handing over bars it caught up on is not silent) —
@@ -56,7 +56,8 @@ from runtime.feeds import Batch, Feed
 from runtime.feeds.frames import key_timeframe
 from runtime.models import ModelScorer
 from runtime.persist import step_record
-from runtime.recovery import PORTFOLIO, compare_holdings, reconcile, restore, restore_decisions
+from runtime.reconcile import Reconciler
+from runtime.recovery import PORTFOLIO, reconcile, restore, restore_decisions
 
 log = logging.getLogger(__name__)
 __all__ = ["PORTFOLIO", "Node", "RunSummary", "StartupError"]
@@ -111,6 +112,8 @@ class Node:
         stale_after_bars: int = 3,
         heartbeat_s: float = 5.0,
         series_keys: dict[str, tuple[str, ...]] | None = None,
+        reconcile_seconds: float = 60.0,
+        reconcile_tolerance: float = 0.001,
     ) -> None:
         self.store = store
         self.portfolio = portfolio
@@ -143,8 +146,8 @@ class Node:
         self.decisions = {s.key: SleeveDecisions(s.strategy, self.scorers.get(s.key), Timeframe.parse(s.spec.timeframe),
                                                  self.series_keys.get(s.key, ())) for s in self.stepper.sleeves}
         self._saved_decisions: dict[str, Any] = {}
-        self._recheck_holdings = False
-        """A start-up found the venue holding less than the ledgers: compare again after the first batch."""
+        self.stepped: set[str] = set()  # sleeves stepped in this process: their engines can be committed
+        self.reconciler = Reconciler(self, reconcile_seconds, reconcile_tolerance)
 
     # ------------------------------------------------------------------ startup
     def start(self, fresh: bool) -> list[str]:
@@ -160,10 +163,7 @@ class Node:
             raise StartupError(
                 f"no saved runtime state in {self.store.engine.url!r}: start with --fresh for a new runtime"
             )
-        notes: list[str] = []
-        if not fresh:
-            notes += restore(self, ledgers)
-            notes += reconcile(self)
+        notes = ([] if fresh else restore(self, ledgers)) + reconcile(self)
         for key in self.cursors:
             cursor = self.store.cursor(key)
             self.cursors[key] = None if cursor is None else int(pd.Timestamp(cursor).value // 1_000_000)
@@ -243,6 +243,7 @@ class Node:
             if key not in ohlc:
                 ohlc[key] = tuple(frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
             decisions[sleeve.key] = self.decisions[sleeve.key].decide(frame, rows, self.feed.frames)
+        self.stepped.update(decisions)
         if not decisions:  # only bars of other series: nothing to step
             pass
         elif self.broker.external_fills:
@@ -260,11 +261,7 @@ class Node:
                     self._fresh_again(key)
         self._persist(int(stepped[-1]) if len(stepped) else None)
         self._last_beat = self.clock.now().timestamp()
-        if self._recheck_holdings:
-            self._recheck_holdings = False
-            for note in compare_holdings(self, final=True):
-                self.store.record_event("recovery", note)
-            self._persist(None)  # a pause it set is committed before the next bar
+        self.reconciler.after_batch()
 
     def _step_batch(self, batch: Batch, decisions: dict[str, Decided], ohlc: dict[str, tuple[np.ndarray, ...]]) -> None:
         """Every sleeve through the whole batch in one compiled call (the paper broker fills in the engine)."""
@@ -320,8 +317,9 @@ class Node:
 
     # ------------------------------------------------------------------ waiting and staleness
     def _idle(self) -> None:
-        """Between bars: a heartbeat every ``heartbeat_s`` and the model poll."""
+        """Between bars: the reconciliation when due, a heartbeat every ``heartbeat_s`` and the model poll."""
         now = self.clock.now()
+        self.reconciler.idle(now)
         if now.timestamp() - self._last_beat >= self.heartbeat_s:
             self.store.heartbeat(now.to_pydatetime())
             self._last_beat = now.timestamp()

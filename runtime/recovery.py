@@ -2,9 +2,9 @@
 
 ``restore`` loads every sleeve's ledger and the portfolio's saved state from the store (noting where the
 positions on record differ from the ledgers), ``restore_decisions`` continues the decision streams once the
-models are loaded, and ``reconcile`` hands the orders still open on record to the broker and compares the
-venue's holdings with the ledgers (``compare_holdings``, run again after the first batch when the venue held
-less). Each returns what it found, as notes the node records as runtime events.
+models are loaded, and ``reconcile`` hands the orders still open on record to the broker and runs the first
+reconciliation with the venue (``runtime.reconcile``: open orders, fills, positions, cash; judged again after the
+first batch when the venue held less). Each returns what it found, as notes the node records as runtime events.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import json
 from typing import TYPE_CHECKING
 
 from pipeline.state import LedgerRecord
-from runtime.brokers.base import OPEN_STATUSES, open_on_record
+from runtime.brokers.base import OPEN_STATUSES
+from runtime.reconcile import START, compare_holdings
 
 if TYPE_CHECKING:
     from runtime.node import Node
+
+__all__ = ["PORTFOLIO", "compare_holdings", "reconcile", "restore", "restore_decisions"]
 
 PORTFOLIO = "portfolio"
 """The ledger row (and breaker events) of the portfolio itself, beside the sleeves'."""
@@ -69,59 +72,12 @@ def restore_decisions(node: Node) -> list[str]:
 
 
 def reconcile(node: Node) -> list[str]:
-    """Hand the orders still open on record to the broker, then compare the venue's holdings with the
-    ledgers (``compare_holdings``)."""
+    """Hand the orders still open on record to the broker, then reconcile with the venue (``runtime.reconcile``:
+    open orders, fills, positions, cash); returns the notes on positions."""
     notes: list[str] = []
     open_orders = node.store.orders(set(OPEN_STATUSES))
     if open_orders:
         node.broker.resume(open_orders, node.store.fills())
         notes.append(f"{len(open_orders)} open order(s) taken over from the store: "
                      + ", ".join(o.client_order_id for o in open_orders))
-    return notes + compare_holdings(node, final=False)
-
-
-def compare_holdings(node: Node, final: bool) -> list[str]:
-    """The venue's holdings against the ledgers, beyond what open orders on record may still fill.
-
-    Holding more is noted (units the runtime does not trade). Holding less pauses the sleeves of that symbol
-    and raises an alert, but at start-up (``final`` False) only once the first batch is re-run: a runtime
-    killed after the venue filled an order and before the batch was committed finds that fill when it sends
-    the same client order id again, so the venue legitimately holds what the ledgers will hold then."""
-    symbols = sorted({s.symbol for s in node.stepper.sleeves})
-    try:
-        held = node.broker.holdings(symbols)
-    except Exception as exc:  # a venue that cannot be asked must not stop the start
-        text = f"positions not reconciled: {node.broker.name} could not be asked ({type(exc).__name__}: {exc})"
-        node._emit("error", text)
-        return [text]
-    if held is None:
-        return []
-    notes: list[str] = []
-    open_orders = node.store.orders(set(OPEN_STATUSES))
-    pending = open_on_record(open_orders, node.store.fills()) if open_orders else []
-    for symbol in symbols:
-        sleeves = [s for s in node.stepper.sleeves if s.symbol == symbol]
-        ours = sum(node.stepper.engines[s.key].ledger.units for s in sleeves)
-        rests = [float(o.signed_qty) - (float(o.filled) if o.order.side == "buy" else -float(o.filled))
-                 for o in pending if o.order.symbol == symbol]  # what open orders may still fill
-        venue = float(held.get(symbol, 0))
-        tolerance = 1e-9 * max(1.0, abs(ours))
-        low = ours + sum(r for r in rests if r < 0)
-        high = ours + sum(r for r in rests if r > 0)
-        if low - tolerance <= venue <= high + tolerance:
-            notes.append(f"{symbol}: venue holds {venue:g}, the ledgers {ours:g}: reconciled")
-        elif venue > high:
-            notes.append(f"{symbol}: venue holds {venue:g}, more than the ledgers' {ours:g}; the difference "
-                         "is not the runtime's and is left alone")
-        elif not final:
-            node._recheck_holdings = True
-            notes.append(f"{symbol}: venue holds {venue:g}, less than the ledgers' {ours:g}; checked again "
-                         "once the batch in flight at the stop is re-run (its orders are recovered by client id)")
-        else:
-            text = (f"{symbol}: venue holds {venue:g} but the ledgers hold {ours:g}: new entries of "
-                    f"{', '.join(s.key for s in sleeves)} paused until an operator resumes them")
-            for sleeve in sleeves:
-                node.stepper.engines[sleeve.key].ledger.pause()
-            node._emit("error", text)
-            notes.append(text)
-    return notes
+    return notes + node.reconciler.run(START)

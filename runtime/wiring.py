@@ -336,7 +336,8 @@ def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> W
     node = Node(store, portfolio, bar_feed, feed_of, order_router,
                 mode=config.mode, on_event=on_event, scorers=scorers(settings, portfolio, tf),
                 stale_after_bars=settings.stale_after_bars, heartbeat_s=settings.heartbeat_seconds,
-                series_keys=series_keys)
+                series_keys=series_keys, reconcile_seconds=settings.reconcile_seconds,
+                reconcile_tolerance=settings.reconcile_tolerance)
     return WiredRuntime(node, store, edge)
 
 

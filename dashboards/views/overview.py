@@ -1,5 +1,5 @@
 """Overview: the runtime's status, equity, the day's PnL, breakers, positions, working orders (a resting stop
-included), and its control commands."""
+included), its last reconciliation with the venue, and its control commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboards import common
+from pipeline.reports.trading import Reconciliation
 
 COMMANDS = {
     "pause": ("Pause", "Pause {target}? No new entries are made until resumed; open positions stay."),
@@ -65,11 +66,30 @@ def status() -> None:
             st.write("No order is working at a venue.")
         else:
             st.dataframe(view.working, hide_index=True, width="stretch")
+    reconciliation(view.reconciliation)
     curve = common.equity_curve(url, "portfolio")
     if not curve.empty:
         figure = go.Figure(go.Scatter(x=curve["timestamp"], y=curve["equity"], mode="lines", name="equity"))
         figure.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Portfolio equity")
         st.plotly_chart(figure, width="stretch")
+
+
+def reconciliation(last: Reconciliation | None) -> None:
+    """The last reconciliation with the venue: when, its verdict, what it compared, the latest findings."""
+    st.subheader("Reconciliation with the venue")
+    if last is None:
+        st.write("No reconciliation yet (a paper runtime has no venue to reconcile with).")
+        return
+    headline = f"Last reconciliation {common.when(last.at)}: {last.verdict}"
+    if last.verdict == "ok":
+        st.success(headline)
+    elif last.verdict == "mismatch":
+        st.error(headline + " (the sleeves concerned are paused until an operator resumes them)")
+    else:
+        st.warning(headline)
+    st.caption(last.detail)
+    if not last.findings.empty:
+        st.dataframe(last.findings, hide_index=True, width="stretch")
 
 
 status()

@@ -276,6 +276,8 @@ class Engine:
         kept = [self.bars_seen - 1] if self.bars_seen else []  # a venue's fill is booked in the last bar
         if self.ledger.units != 0.0:
             kept.append(self.ledger.entry_bar)
+        # a bar of an earlier process (restored, not stepped since) has no time here unless it was kept then
+        kept = [bar for bar in dict.fromkeys(kept) if bar >= self._offset or bar in self._earlier]
         numbers = np.array(kept, dtype=np.int64)
         self._earlier = dict(zip(kept, self._time_of(numbers).tolist(), strict=True))
         self._offset += len(self._marks)

@@ -1,5 +1,5 @@
-"""Read-only queries over the runtime's state: status, equity, the day's PnL, positions, working orders, commands
-and trades.
+"""Read-only queries over the runtime's state: status, equity, the day's PnL, positions, working orders, the last
+reconciliation with the venue, commands and trades.
 
 Every function takes a :class:`~pipeline.state.StateStore` (the dashboard opens it with ``read_only``) and
 writes nothing. Money stays exact (``Decimal``) in the summaries; frames meant for tables and charts carry
@@ -22,12 +22,15 @@ from sqlmodel import col, select
 
 from pipeline.domain import DataError, parse_utc
 from pipeline.domain.trading import OrderStatus, OrderType, Trade
-from pipeline.state import PORTFOLIO, ControlCommand, StateStore
+from pipeline.state import PORTFOLIO, ControlCommand, RuntimeEvent, StateStore
 
 Outcome = Literal["all", "winners", "losers"]
 OUTCOMES: tuple[Outcome, ...] = ("all", "winners", "losers")
 WORKING_COLUMNS = ("sleeve", "symbol", "kind", "side", "qty", "limit", "stop", "status", "reason", "expires_at",
                    "placed_at")
+RECONCILE_FINDING, RECONCILE_VERDICT = "reconcile", "reconcile_verdict"
+"""The runtime event kinds of a reconciliation's findings and of its verdict (what ``runtime.reconcile`` records)."""
+FINDING_COLUMNS = ("at", "finding")
 TRADE_COLUMNS = (
     "id", "sleeve", "symbol", "side", "qty", "entry_time", "entry_price", "exit_time", "exit_price", "pnl", "fees",
     "entry_reason", "exit_reason", "model_version",
@@ -72,6 +75,39 @@ class Overview:
     """Orders still working at a venue (``WORKING_COLUMNS``): entries and exits, and the protective stops that
     rest there while a position is held."""
     portfolio_tripped: bool
+    reconciliation: Reconciliation | None = None
+    """The last reconciliation with the venue (None: none yet, or a paper runtime, which has no venue)."""
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The runtime's last reconciliation with its venue: when (the runtime's clock), its verdict (``ok``,
+    ``mismatch`` or ``unavailable``) and what it said (the mismatches standing and the numbers compared), with the
+    latest findings (``FINDING_COLUMNS``, newest first)."""
+
+    at: datetime
+    verdict: str
+    detail: str
+    findings: pd.DataFrame
+
+
+def reconciliation(store: StateStore, findings: int = 10) -> Reconciliation | None:
+    """The last reconciliation and the last ``findings`` findings; None when the runtime has not reconciled."""
+    if findings < 1:
+        raise DataError(f"findings {findings} is not valid: give at least 1")
+    with store.transaction() as session:
+        def latest(kind: str, limit: int) -> list[RuntimeEvent]:
+            query = select(RuntimeEvent).where(col(RuntimeEvent.kind) == kind)
+            return list(session.exec(query.order_by(col(RuntimeEvent.at).desc(), col(RuntimeEvent.id).desc())
+                                     .limit(limit)))
+
+        last = latest(RECONCILE_VERDICT, 1)
+        found = latest(RECONCILE_FINDING, findings)
+    if not last:
+        return None
+    verdict, _, detail = last[0].detail.partition(": ")
+    return Reconciliation(at=last[0].at, verdict=verdict, detail=detail, findings=pd.DataFrame(
+        [(pd.Timestamp(e.at), e.detail) for e in found], columns=list(FINDING_COLUMNS)))
 
 
 def overview(store: StateStore, now: datetime) -> Overview:
@@ -121,6 +157,7 @@ def overview(store: StateStore, now: datetime) -> Overview:
         sleeves=sleeves,
         positions=positions,
         portfolio_tripped=portfolio is not None and bool(portfolio.tripped),
+        reconciliation=reconciliation(store),
     )
 
 

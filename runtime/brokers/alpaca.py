@@ -34,7 +34,11 @@ the order up by its client id before any resend; still unknown after the retries
 a venue id and looked up again on the next bar (and after a restart). Nothing here raises into the runtime loop.
 
 ``resume`` takes over the orders on record still open after a restart (the protective stop among them);
-``holdings`` reads the positions.
+``holdings`` reads the positions, and ``venue_view`` what the reconciliation compares (``runtime.reconcile``):
+the open orders of the symbols (``GET /v2/orders?status=open``), the fills from a time on (the account's
+``FILL`` activities, ``GET /v2/account/activities/FILL``, page after page; each carries its order's cumulative
+filled quantity, which is how this broker books an order's fills), the positions and the account's cash (read
+before and after the rest, so a fill landing meanwhile is seen), and the client id of each traded order.
 
 ``make_trading_client`` builds the ``TradingClient`` from the settings: with ``http_timeout_s`` on every request
 and without alpaca-py's own blocking retries, so that one retry policy (``pipeline.retry``) applies.
@@ -45,26 +49,28 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 import pydantic
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, TimeInForce
-from alpaca.trading.models import Order, Position
-from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, StopOrderRequest
+from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.models import Order, Position, TradeAccount
+from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest, StopOrderRequest
 from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
 
 from pipeline.data.sources.alpaca_source import BoundedTradingClient, credentials
 from pipeline.domain import utc_from_ms
-from pipeline.domain.trading import OrderStatus, OrderType
+from pipeline.domain.trading import OrderStatus, OrderType, Side
 from pipeline.retry import RetryPolicy, is_transient
 from pipeline.settings import Settings
-from runtime.brokers.base import Working
+from runtime.brokers.base import VenueFill, VenueOrder, VenueView, Working
 from runtime.brokers.routing import Step, VenueRouting
 from runtime.brokers.submission import OrderRejected, OrderRequest, Submission, VenueUnavailable
 
@@ -78,6 +84,11 @@ ENDED = frozenset({"canceled", "expired", "rejected", "replaced", "done_for_day"
 """Alpaca order statuses after which nothing more fills."""
 UNREADABLE: tuple[type[BaseException], ...] = (requests.exceptions.JSONDecodeError, pydantic.ValidationError)
 """An answer cut short: like a dropped connection, the outcome is unknown (retried, an order looked up first)."""
+ACTIVITIES_PAGE = 100
+"""Fill activities asked per page (Alpaca's largest ``page_size``)."""
+MAX_PAGES = 20
+"""Pages of fill activities one reconciliation reads at most (the rest is read by the next one)."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
 
@@ -165,6 +176,9 @@ class AlpacaBroker(VenueRouting):
         self.orders: Submission[Order] = Submission(AlpacaVenue(client, time_in_force), self.retry)
         self.open: dict[str, Working] = {}
         self.seen: set[str] = set()
+        self.routed: dict[str, int] = {}
+        self._client_ids: dict[str, str] = {}
+        """The client id of each venue order id met (ids never change)."""
 
     def holdings(self, symbols: Sequence[str]) -> dict[str, Decimal]:
         """The position of each symbol (negative when short, 0 when none); ``VenueUnavailable`` when the
@@ -180,6 +194,73 @@ class AlpacaBroker(VenueRouting):
             qty = abs(Decimal(str(position.qty)))
             held[position.symbol] = -qty if position.side.value == "short" else qty
         return {symbol: held.get(symbol, held.get(symbol.replace("/", ""), Decimal(0))) for symbol in symbols}
+
+    def venue_view(self, symbols: Sequence[str], since_ms: int, known: Mapping[str, str]) -> VenueView:
+        """The open orders of ``symbols``, the account's fills from ``since_ms`` on (of ``symbols``), the positions
+        and the cash (USD); ``VenueUnavailable`` when the venue cannot be asked."""
+        self._client_ids.update(known)
+        try:
+            before = self._cash()
+            held = self.holdings(symbols)
+            named = {**{s.replace("/", ""): s for s in symbols}, **{s: s for s in symbols}}  # BTCUSD is BTC/USD
+            listed = self._call(lambda: self.client.get_orders(GetOrdersRequest(
+                status=QueryOrderStatus.OPEN, symbols=sorted(set(symbols)), limit=500)), "read open orders")
+            orders = [replace(o, symbol=named[o.symbol]) for o in
+                      (_open_order(_order(row)) for row in listed if isinstance(row, (Order, dict)))
+                      if o.symbol in named]
+            self._client_ids.update({o.venue_id: o.client_id for o in orders})
+            fills = [replace(self._venue_fill(a), symbol=named[str(a["symbol"])]) for a in self._activities(since_ms)
+                     if str(a.get("symbol")) in named]
+            after = self._cash()
+        except (APIError, pydantic.ValidationError, KeyError, ValueError) as exc:
+            raise VenueUnavailable(f"alpaca: {_describe(exc)}") from exc
+        return VenueView(tuple(orders), tuple(fills), held, {"USD": after}, dict.fromkeys(symbols, "USD"),
+                         steady=before == after)
+
+    def _cash(self) -> Decimal:
+        account = self._call(self.client.get_account, "read the account")
+        if not isinstance(account, TradeAccount):
+            account = TradeAccount(**account)
+        return _decimal(account.cash)
+
+    def _activities(self, since_ms: int) -> list[dict[str, Any]]:
+        """The account's fill activities after ``since_ms`` (less a millisecond: Alpaca's ``after`` excludes it),
+        oldest first, page after page."""
+        params: dict[str, Any] = {"after": utc_from_ms(since_ms - 1).isoformat(), "direction": "asc",
+                                  "page_size": ACTIVITIES_PAGE}
+        found: list[dict[str, Any]] = []
+        for _ in range(MAX_PAGES):
+            page = self._call(partial(self.client.get, "/account/activities/FILL", dict(params)),
+                              "read fill activities")
+            rows = [row for row in page or [] if isinstance(row, dict)]
+            found += rows
+            if len(rows) < ACTIVITIES_PAGE:
+                break
+            params["page_token"] = rows[-1]["id"]
+        return found
+
+    def _venue_fill(self, activity: dict[str, Any]) -> VenueFill:
+        venue_id = str(activity["order_id"])
+        at = _epoch_ms(str(activity["transaction_time"]))
+        return VenueFill(f"alpaca-activity:{activity['id']}", venue_id, self._client_id(venue_id),
+                         str(activity["symbol"]), Side(str(activity["side"]).lower()), _decimal(activity["qty"]),
+                         _decimal(activity["price"]), Decimal(0), at, order_filled=_decimal(activity["cum_qty"]))
+
+    def _client_id(self, venue_id: str) -> str:
+        """The client id of the venue's order ``venue_id`` (looked up once; empty when Alpaca has none)."""
+        known = self._client_ids.get(venue_id)
+        if known is None:
+            known = next((e.client_id for e in self.open.values() if e.venue_id == venue_id), None)
+        if known is None:
+            try:
+                known = _order(self._call(lambda: self.client.get_order_by_id(venue_id), "read an order")
+                               ).client_order_id
+            except APIError as exc:
+                if exc.status_code != 404:
+                    raise
+                known = ""
+        self._client_ids[venue_id] = known
+        return known
 
     # ------------------------------------------------------------------ conversions
     def _size(self, symbol: str, qty: float) -> Decimal:
@@ -229,6 +310,20 @@ class AlpacaBroker(VenueRouting):
 def _order(answer: Any) -> Order:
     """An alpaca-py ``Order`` from a client answer (a model, or its raw dict from a ``raw_data`` client)."""
     return answer if isinstance(answer, Order) else Order(**answer)
+
+
+def _open_order(order: Order) -> VenueOrder:
+    kind = str(getattr(order.order_type, "value", order.order_type) or getattr(order.type, "value", order.type))
+    return VenueOrder(str(order.id), order.client_order_id, order.symbol or "",
+                      Side(str(getattr(order.side, "value", order.side))), kind, _decimal(order.qty),
+                      _decimal(order.filled_qty), _decimal(order.limit_price) or None,
+                      _decimal(order.stop_price) or None)
+
+
+def _epoch_ms(text: str) -> int:
+    """Epoch milliseconds of a time as Alpaca writes it (RFC 3339, e.g. ``2024-01-02T14:30:00.123456Z``)."""
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (stamp - EPOCH) // timedelta(milliseconds=1)
 
 
 def _status(order: Order) -> str:

@@ -3,14 +3,16 @@
 Shared by every broker: the deterministic client order ids (``client_order_id`` for the engine's orders,
 ``protective_order_id`` for a position's resting stop), the error a venue that cannot be asked raises
 (``VenueUnavailable``), ``open_on_record``, which turns the orders and fills a state store holds into what a
-broker needs to take over its open orders after a restart, and ``Working``, an order a venue broker follows.
-``VenueRouting``, the one order flow of the venue brokers, lives in ``runtime.brokers.routing``.
+broker needs to take over its open orders after a restart, ``Working``, an order a venue broker follows, and
+``VenueView``, what a venue holds for reconciliation (``runtime.reconcile``): its open orders, its fills since a
+time, its holdings and its cash. ``VenueRouting``, the one order flow of the venue brokers, lives in
+``runtime.brokers.routing``.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -49,6 +51,11 @@ def protective_order_id(sleeve: str, bar_ms: int, *, exit_now: bool = False) -> 
 
     At most one is placed per sleeve and bar, so the id is deterministic like ``client_order_id``'s."""
     return f"{_sleeve_tag(sleeve)}-{bar_ms}-{PROTECTIVE_EXIT if exit_now else PROTECTIVE_STOP}"
+
+
+def is_ours(client_id: str, sleeves: Sequence[str]) -> bool:
+    """Whether ``client_id`` is the id of an order one of ``sleeves`` sends (their ``tf<crc32>-`` tag)."""
+    return any(client_id.startswith(f"{_sleeve_tag(sleeve)}-") for sleeve in sleeves)
 
 
 def is_protective(client_id: str) -> bool:
@@ -147,6 +154,79 @@ class Working:
                    found.notional)
 
 
+def plain(value: Decimal) -> str:
+    """A quantity or price written plainly, the same whatever its venue wrote: no exponent, no trailing zeros."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+@dataclass(frozen=True)
+class VenueOrder:
+    """An order open at a venue, whoever placed it: ``qty`` units (a size) on ``side``, ``filled`` of them so far;
+    ``price`` a limit's, ``stop_price`` a stop's trigger."""
+
+    venue_id: str
+    client_id: str
+    symbol: str
+    side: Side
+    kind: str
+    qty: Decimal
+    filled: Decimal
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+    def describe(self) -> str:
+        at = f" at {plain(self.price)}" if self.price else ""
+        at += f" triggered at {plain(self.stop_price)}" if self.stop_price else ""
+        return (f"{self.side} {plain(self.qty)} {self.symbol} {self.kind}{at} (filled {plain(self.filled)}; "
+                f"client id {self.client_id!r}, venue id {self.venue_id})")
+
+
+@dataclass(frozen=True)
+class VenueFill:
+    """A fill a venue made, whoever's order it was: ``qty`` units (a size) at ``price``, ``fee`` in the quote
+    currency, at ``at_ms`` (the venue's epoch ms). ``fill_id`` is the id the broker books a fill under when it
+    books fills one by one (ccxt); ``order_filled`` is the order's cumulative filled quantity after this fill when
+    the broker books an order's fills cumulatively (Alpaca). ``client_id`` is its order's (empty when unknown)."""
+
+    fill_id: str
+    venue_order_id: str
+    client_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    at_ms: int
+    order_filled: Decimal | None = None
+
+    @property
+    def cash_effect(self) -> Decimal:
+        """What the fill did to the cash in the quote currency: a buy pays, a sell receives; the fee is paid."""
+        notional = self.qty * self.price
+        return (-notional if self.side is Side.BUY else notional) - self.fee
+
+    def describe(self) -> str:
+        return (f"{self.side} {plain(self.qty)} {self.symbol} @ {plain(self.price)} fee {plain(self.fee)} at "
+                f"{utc_from_ms(self.at_ms):%Y-%m-%d %H:%M:%S} UTC (order {self.venue_order_id}"
+                + (f", client id {self.client_id!r})" if self.client_id else ")"))
+
+
+@dataclass(frozen=True)
+class VenueView:
+    """What a venue holds for reconciliation: the orders open on the symbols asked, their fills from a time on,
+    the units held per symbol, the cash per quote currency (``currency_of`` a symbol). ``steady`` is False when
+    the cash changed while the view was being read (a fill landed meanwhile): holdings and cash are then compared
+    at the next reconciliation."""
+
+    open_orders: tuple[VenueOrder, ...]
+    fills: tuple[VenueFill, ...]
+    holdings: Mapping[str, Decimal]
+    cash: Mapping[str, Decimal]
+    currency_of: Mapping[str, str]
+    steady: bool = True
+
+
 def _epoch_ms(at: datetime) -> int:
     return int(pd.Timestamp(at).value // 1_000_000)
 
@@ -177,4 +257,19 @@ class Broker(Protocol):
 
         Raises ``VenueUnavailable`` when the venue cannot be asked.
         """
+        ...
+
+    def venue_view(self, symbols: Sequence[str], since_ms: int, known: Mapping[str, str]) -> VenueView | None:
+        """The venue's open orders on ``symbols`` (placed by anyone), their fills from ``since_ms`` (epoch ms) on,
+        the holdings of ``symbols`` and the cash of their quote currencies; None when there is no venue (paper).
+        ``known`` gives the client id of venue order ids the caller knows (the others are asked for).
+
+        Raises ``VenueUnavailable`` when the venue cannot be asked.
+        """
+        ...
+
+    def catch_up(self, sleeve: str, symbol: str, engine: Engine) -> tuple[list[Order], list[Fill]]:
+        """Between bars: book the fills the venue made of the sleeve's working orders since they were last looked
+        at (nothing is sent); returns the records. A sleeve without a bar in this process books them at its next
+        bar instead."""
         ...

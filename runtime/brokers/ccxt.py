@@ -29,7 +29,10 @@ venue id, so that a restart looks it up too). Nothing here raises into the runti
 
 After a restart, ``resume`` takes over the orders on record that are still open (the protective stop among
 them), with their stored fills, so their later trades are booked once; ``holdings`` reads the base asset's total
-balance for reconciliation.
+balance for reconciliation, and ``venue_view`` what the reconciliation compares (``runtime.reconcile``): the
+open orders of each symbol (``fetch_open_orders``), its trades from a time on (``fetch_my_trades`` with
+``since``, page after page), the base and quote assets' total balances (free and locked: ``fetch_balance``, read
+before and after the rest, so a fill landing meanwhile is seen), and the client id of each traded order.
 
 Fills come from the order's trades; the fee is booked in the quote currency (a fee charged in the base
 currency is converted at the fill price; a fee in a third currency, e.g. BNB, is recorded as 0 and logged).
@@ -41,22 +44,27 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import ccxt
 from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from pipeline.domain import utc_from_ms
-from pipeline.domain.trading import OrderStatus, OrderType
+from pipeline.domain.trading import OrderStatus, OrderType, Side
 from pipeline.retry import RetryPolicy, is_transient
-from runtime.brokers.base import Working, client_order_id
+from runtime.brokers.base import VenueFill, VenueOrder, VenueView, Working, client_order_id
 from runtime.brokers.routing import Step, VenueRouting
 from runtime.brokers.submission import OrderRejected, OrderRequest, Submission, VenueUnavailable
 
 log = logging.getLogger(__name__)
 
+TRADES_PAGE = 500
+"""Trades asked per ``fetch_my_trades`` call (Binance's default page); the next page starts at the last one's time."""
+MAX_PAGES = 20
+"""Pages of trades one reconciliation reads per symbol at most (the rest is read by the next one)."""
 REJECTED = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.BadRequest)
 """Refusals of an order: nothing was placed, and sending it again would be refused too."""
 
@@ -120,6 +128,9 @@ class CcxtBroker(VenueRouting):
         self.orders: Submission[dict[str, Any]] = Submission(CcxtVenue(exchange), self.retry)
         self.open: dict[str, Working] = {}
         self.seen: set[str] = set()
+        self.routed: dict[str, int] = {}
+        self._client_ids: dict[str, str] = {}
+        """The client id of each venue order id met (ids never change)."""
 
     # ------------------------------------------------------------------ conversions
     def _size(self, symbol: str, qty: float) -> Decimal:
@@ -187,6 +198,71 @@ class CcxtBroker(VenueRouting):
                                    ) from exc
         totals = balance.get("total") or {}
         return {symbol: _decimal(totals.get(symbol.partition("/")[0]) or 0) for symbol in symbols}
+
+    def venue_view(self, symbols: Sequence[str], since_ms: int, known: Mapping[str, str]) -> VenueView:
+        """The open orders and the trades from ``since_ms`` on of ``symbols``, the total balances of their base
+        and quote assets; ``VenueUnavailable`` when the venue cannot be asked."""
+        self._client_ids.update(known)
+        try:
+            before = self._call(self.exchange.fetch_balance, "fetch balance")
+            orders = [self._order(o) for s in symbols
+                      for o in self._call(partial(self.exchange.fetch_open_orders, s), "fetch open orders")]
+            self._client_ids.update({o.venue_id: o.client_id for o in orders})
+            fills = [self._venue_fill(t, s) for s in symbols for t in self._trades(s, since_ms)]
+            after = self._call(self.exchange.fetch_balance, "fetch balance")
+        except ccxt.BaseError as exc:
+            raise VenueUnavailable(f"{self.exchange.id}: {type(exc).__name__}: {exc}") from exc
+        currency_of = {s: s.partition("/")[2].split(":")[0] for s in symbols}
+        assets = sorted({*currency_of.values(), *(s.partition("/")[0] for s in symbols)})
+
+        def totals(balance: dict[str, Any]) -> dict[str, Decimal]:
+            total = balance.get("total") or {}
+            return {asset: _decimal(total.get(asset) or 0) for asset in assets}
+
+        held = totals(after)
+        return VenueView(tuple(orders), tuple(fills), {s: held[s.partition("/")[0]] for s in symbols},
+                         {c: held[c] for c in currency_of.values()}, currency_of, steady=totals(before) == held)
+
+    def _trades(self, symbol: str, since_ms: int) -> list[dict[str, Any]]:
+        """``symbol``'s trades from ``since_ms`` on, oldest first, page after page."""
+        found: dict[str, dict[str, Any]] = {}
+        since = since_ms
+        for _ in range(MAX_PAGES):
+            page = self._call(partial(self.exchange.fetch_my_trades, symbol, since, TRADES_PAGE), "fetch trades")
+            new = [t for t in page if str(t["id"]) not in found]
+            found.update((str(t["id"]), t) for t in new)
+            if len(page) < TRADES_PAGE or not new:
+                break
+            since = max(int(t["timestamp"]) for t in page)
+        return sorted(found.values(), key=lambda t: (int(t["timestamp"]), str(t["id"])))
+
+    def _order(self, order: dict[str, Any]) -> VenueOrder:
+        price, stop = order.get("price"), order.get("triggerPrice") or order.get("stopPrice")
+        return VenueOrder(str(order["id"]), str(order.get("clientOrderId") or ""), str(order["symbol"]),
+                          Side(order["side"]), str(order.get("type") or ""), _decimal(order.get("amount") or 0),
+                          _decimal(order.get("filled") or 0), _decimal(price) if price else None,
+                          _decimal(stop) if stop else None)
+
+    def _venue_fill(self, trade: dict[str, Any], symbol: str) -> VenueFill:
+        venue_id = str(trade.get("order") or "")
+        price = _decimal(trade["price"])
+        return VenueFill(f"{self.exchange.id}:{trade['id']}", venue_id, self._client_id(venue_id, symbol), symbol,
+                         Side(trade["side"]), _decimal(trade["amount"]), price,
+                         _decimal(self._fee(trade, symbol, float(price))), int(trade["timestamp"]))
+
+    def _client_id(self, venue_id: str, symbol: str) -> str:
+        """The client id of the venue's order ``venue_id`` (looked up once; empty when the venue has none)."""
+        known = self._client_ids.get(venue_id)
+        if known is None:
+            known = next((e.client_id for e in self.open.values() if e.venue_id == venue_id), None)
+        if known is None and venue_id:
+            try:
+                order = self._call(lambda: self.exchange.fetch_order(venue_id, symbol), "fetch order")
+            except ccxt.OrderNotFound:
+                order = {}
+            known = str(order.get("clientOrderId") or "")
+        self._client_ids[venue_id] = known or ""
+        return known or ""
 
     # ------------------------------------------------------------------ helpers
     def _call(self, call: Callable[[], Any], what: str) -> Any:

@@ -3,12 +3,12 @@
 Every fill gets a deterministic client order id ``<sleeve>-<bar open ms>-<n>`` and the fill id
 ``paper:<client order id>``, so a bar processed again after a crash produces the same ids and the state store
 skips what it already holds. No order stays open, so a restart has nothing to take over, and there is no venue
-to reconcile with (``holdings`` is None).
+to reconcile with (``holdings`` and ``venue_view`` are None).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline.domain import epoch_ms
 from pipeline.domain.trading import Fill, Order, OrderStatus, Side
 from pipeline.engine.core import Engine
+from runtime.brokers.base import VenueView
 
 
 def _decimal(value: Any) -> Decimal:
@@ -58,3 +59,11 @@ class PaperBroker:
     def holdings(self, symbols: Sequence[str]) -> dict[str, Decimal] | None:
         """None: there is no venue; the ledgers are the only holdings."""
         return None
+
+    def venue_view(self, symbols: Sequence[str], since_ms: int, known: Mapping[str, str]) -> VenueView | None:
+        """None: there is no venue, nothing to reconcile."""
+        return None
+
+    def catch_up(self, sleeve: str, symbol: str, engine: Engine) -> tuple[list[Order], list[Fill]]:
+        """Nothing to book: no order of the paper broker stays open."""
+        return [], []

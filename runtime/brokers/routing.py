@@ -24,6 +24,9 @@ After each bar, for one sleeve, ``route``:
    working exit of the strategy's holds the units, or the venue refused the stop) and a bar reaches the stop's
    level, the working exits are cancelled and the position is sold at market at that bar's close.
 
+Between bars, ``catch_up`` does step 1 alone for a sleeve (the reconciliation's booking of fills the venue made
+meanwhile), once the sleeve has had a bar in this process (its engine books a fill into its last bar).
+
 Nothing here raises into the runtime loop for a venue's sake: a venue that cannot be asked, or an order whose
 fate is unknown, is logged and looked at again on the next bar. A venue broker provides its conversions
 (``_size``, ``_tick_size``, ``_venue_id``) and the booking of what a venue order says (``_book``, with ``_fill``).
@@ -70,25 +73,38 @@ class VenueRouting:
     """The order flow every venue broker shares (the module documentation says what it does).
 
     A venue broker sets ``open`` (its working orders by client id), ``orders`` (its idempotent submission,
-    ``runtime.brokers.submission``) and ``seen`` (the fill ids booked), and provides ``_size``, ``_tick_size``,
-    ``_venue_id`` and ``_book``.
+    ``runtime.brokers.submission``), ``seen`` (the fill ids booked) and ``routed`` (empty: the open time of the
+    last bar routed per sleeve), and provides ``_size``, ``_tick_size``, ``_venue_id`` and ``_book``.
     """
 
     open: dict[str, Working]
     orders: Submission[Any]
     seen: set[str]
+    routed: dict[str, int]
 
     # ------------------------------------------------------------------ the broker protocol
     def route(self, sleeve: str, symbol: str, engine: Engine, bar_ms: int) -> tuple[list[Order], list[Fill]]:
         """Follow the sleeve's working orders, end the expired ones, send the engine's new intents and keep the
         protective stop; returns the orders and fills to record."""
         step = Step(sleeve, symbol, engine, bar_ms)
+        self.routed[sleeve] = bar_ms
         for entry in self._working(sleeve):
             self._follow(entry, step)
         self._expire(step)
         for number, intent in enumerate(engine.take_intents()):
             self._execute(intent, number, step)
         self._protect(step)
+        return step.orders, step.fills
+
+    def catch_up(self, sleeve: str, symbol: str, engine: Engine) -> tuple[list[Order], list[Fill]]:
+        """Between bars: follow the sleeve's working orders (their new fills booked in its last bar, their end
+        recorded) and send nothing; a sleeve not routed yet in this process is left to its next bar."""
+        bar_ms = self.routed.get(sleeve)
+        if bar_ms is None:
+            return [], []
+        step = Step(sleeve, symbol, engine, bar_ms)
+        for entry in self._working(sleeve):
+            self._follow(entry, step)
         return step.orders, step.fills
 
     def settle(self, sleeve: str, symbol: str, fills: Any) -> tuple[list[Order], list[Fill]]:

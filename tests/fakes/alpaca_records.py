@@ -1,5 +1,6 @@
 """What the fake Alpaca keeps, and how Alpaca writes it: orders (the JSON alpaca-py's ``Order`` model reads),
-fills, refusals, and numbers as plain decimal strings."""
+fills (and their ``FILL`` account activities), refusals, times, query parameters, and numbers as plain decimal
+strings."""
 
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ class VenueOrder:
 
 @dataclass(frozen=True)
 class Execution:
-    """One fill of an order: ``qty`` at ``price``; ``cumulative_qty`` is the order's filled quantity after it."""
+    """One fill of an order: ``qty`` at ``price``; ``cumulative_qty`` is the order's filled quantity after it and
+    ``leaves_qty`` what it still has to fill; ``id`` is its account activity's id (``<time>::<uuid>``)."""
 
     order_id: str
     client_order_id: str
@@ -143,3 +145,63 @@ class Execution:
     price: Decimal
     cumulative_qty: Decimal
     at: str
+    id: str = ""
+    leaves_qty: Decimal = Decimal(0)
+
+    def as_activity(self) -> dict[str, Any]:
+        """This fill as ``GET /v2/account/activities/FILL`` lists it (a ``FILL`` trade activity)."""
+        return {
+            "id": self.id,
+            "activity_type": "FILL",
+            "transaction_time": self.at,
+            "type": "partial_fill" if self.leaves_qty else "fill",
+            "price": text(self.price),
+            "qty": text(self.qty),
+            "side": self.side,
+            "symbol": self.symbol,
+            "leaves_qty": text(self.leaves_qty),
+            "order_id": self.order_id,
+            "cum_qty": text(self.cumulative_qty),
+            "order_status": "partially_filled" if self.leaves_qty else "filled",
+        }
+
+
+def activity_id(at: str, number: int) -> str:
+    """An account activity's id as Alpaca writes it: the time to the millisecond, ``::``, a UUID."""
+    stamp = parse_time(at)
+    return f"{stamp:%Y%m%d%H%M%S}{stamp.microsecond // 1000:03d}::{uuid.uuid5(uuid.NAMESPACE_URL, f'fill:{number}')}"
+
+
+def parse_time(value: str) -> datetime:
+    """A time as Alpaca writes it or takes it (RFC 3339, or a date: its midnight UTC); ``ValueError`` otherwise."""
+    stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+def number_param(params: dict[str, str], name: str, default: int, largest: int) -> int:
+    """A query's whole-number parameter from 1 to ``largest`` (``default`` when absent); ``422`` otherwise."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= largest:
+        raise Refused(422, 40010001, f"invalid {name}: {raw!r} (1 to {largest})")
+    return int(raw)
+
+
+def time_param(params: dict[str, str], name: str) -> datetime | None:
+    """A query's time parameter (None when absent); ``422`` when it is not a time."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError:
+        raise Refused(422, 40010001, f"invalid {name}: {raw!r}") from None
+
+
+def direction_param(params: dict[str, str]) -> str:
+    """A query's ``direction``: ``desc`` (the default) or ``asc``; ``422`` otherwise."""
+    direction = params.get("direction", "desc")
+    if direction not in ("asc", "desc"):
+        raise Refused(422, 40010001, f"invalid direction: {direction!r}")
+    return direction

@@ -15,8 +15,9 @@ method): ``fail_next`` (an HTTP status with Alpaca's error body, e.g. 429 or 5xx
 (``403`` / ``422`` with Alpaca's body, nothing placed), ``partial_fill_next`` (the next market order fills in
 part and stays ``partially_filled`` until the next ``set_price`` of its symbol), ``partial_fill_resting_next``
 (the same for the next limit or stop order a ``set_price`` reaches). The market moves with ``set_price`` (which
-fills limits and triggers stops) and the session ends with ``expire_day_orders``. Every request is recorded;
-``orders``, ``executions``, ``positions`` and ``cash`` read the ledger back.
+fills limits and triggers stops), the session ends with ``expire_day_orders`` and ``transfer`` deposits or
+withdraws cash. Every request is recorded; ``orders``, ``executions``, ``positions`` and ``cash`` read the ledger
+back.
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ class AlpacaServer(LocalHttpServer):
         stays filled)."""
         with self._lock:
             self._ledger.expire_day_orders()
+
+    def transfer(self, amount: Decimal | int | str) -> None:
+        """Move ``amount`` of cash into the account (negative: out of it), as a deposit or a withdrawal does."""
+        with self._lock:
+            self._ledger.transfer(Decimal(str(amount)))
 
     # -- introspection ---------------------------------------------------------------------------------------
 

@@ -8,16 +8,24 @@
   client_order_id must be unique``); prices in whole cents (hundredths of a cent below $1: ``422 sub-penny
   increment``); a stop the price has already reached is ``422 stop price must be less (greater) than current
   price``;
-* ``GET /v2/orders`` (``status`` open / closed / all; newest first, at most 50), ``GET /v2/orders/{id}``,
+* ``GET /v2/orders`` (``status`` open / closed / all, ``symbols`` comma-separated, ``after`` / ``until`` the
+  submission time, ``direction`` desc (newest first, the default) or asc, ``limit`` 50 by default, at most 500),
+  ``GET /v2/orders/{id}``,
   ``GET /v2/orders:by_client_order_id?client_order_id=``, ``DELETE /v2/orders/{id}`` (``204``; ``422`` when the
   order can no longer be cancelled);
-* ``GET /v2/positions`` and ``GET /v2/positions/{symbol}`` (``404`` when nothing is held).
+* ``GET /v2/positions`` and ``GET /v2/positions/{symbol}`` (``404`` when nothing is held);
+* ``GET /v2/account/activities/FILL`` (and ``GET /v2/account/activities?activity_types=FILL``): the fills as
+  trade activities (``id``, ``transaction_time``, ``price``, ``qty``, ``side``, ``symbol``, ``order_id``,
+  ``cum_qty``, ``leaves_qty``, ``order_status``), ``after`` / ``until`` their time (exclusive / inclusive),
+  ``direction`` desc (the default) or asc, ``page_size`` 100 at most, ``page_token`` the id of the last activity of
+  the page before.
 
 The ledger: starting ``cash``, positions with their average entry price, a current price per symbol
 (``set_price``), no commission (as at Alpaca). A market order fills at once at the current price; a limit
 order fills at its limit price when the current price reaches it (at once or on a later ``set_price``); a stop
 order rests until a ``set_price`` reaches its trigger (a sell stop at or below it, a buy stop at or above it),
-then fills at that price. ``expire_day_orders`` ends the session: every open DAY order is ``expired``.
+then fills at that price. ``expire_day_orders`` ends the session: every open DAY order is ``expired``;
+``transfer`` moves cash into or out of the account (a deposit or a withdrawal).
 Buying more than the buying power (cash less what open buys reserve) is ``403 insufficient buying power``;
 selling more than is held (less what open sells reserve) is ``403 insufficient qty available for order``.
 A market order can be made to fill in part (``queue_partial``): it stays ``partially_filled`` until the next
@@ -35,7 +43,20 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from tests.fakes.alpaca_records import Execution, Refused, VenueOrder, asset_id, decimal_field, now_text, text
+from tests.fakes.alpaca_records import (
+    Execution,
+    Refused,
+    VenueOrder,
+    activity_id,
+    asset_id,
+    decimal_field,
+    direction_param,
+    now_text,
+    number_param,
+    parse_time,
+    text,
+    time_param,
+)
 
 QTY_QUANTUM = Decimal("0.000000001")
 """Alpaca takes quantities to 9 decimals."""
@@ -44,8 +65,10 @@ PENNY, SUB_PENNY = Decimal("0.01"), Decimal("0.0001")
 TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 INSUFFICIENT_BUYING_POWER = (403, 40310000, "insufficient buying power")
 NOT_UNIQUE = (422, 40010001, "client_order_id must be unique")
-DEFAULT_ORDERS_LISTED = 50
-"""How many orders ``GET /v2/orders`` lists (Alpaca's default ``limit``)."""
+DEFAULT_ORDERS_LISTED, MAX_ORDERS_LISTED = 50, 500
+"""How many orders ``GET /v2/orders`` lists by default (its ``limit``), and at most."""
+ACTIVITIES_PAGE = 100
+"""How many activities one answer lists at most (``page_size``' default and largest value)."""
 
 
 @dataclass
@@ -84,6 +107,10 @@ class TradingLedger:
                 order.status = "expired"
                 order.expired_at = order.updated_at = now
 
+    def transfer(self, amount: Decimal) -> None:
+        """Cash moved into (a positive ``amount``) or out of the account, as a deposit or a withdrawal."""
+        self.cash += amount
+
     def answer(self, method: str, path: str, params: dict[str, str], body: Any) -> tuple[int, Any]:
         """The status and JSON body answering one trading request (``Refused`` for a refusal)."""
         if path == "/v2/account" and method == "GET":
@@ -108,6 +135,10 @@ class TradingLedger:
             order.status = "canceled"
             order.canceled_at = order.updated_at = now_text()
             return 204, None
+        if path in ("/v2/account/activities/FILL", "/v2/account/activities") and method == "GET":
+            if path.endswith("/activities") and params.get("activity_types", "FILL") != "FILL":
+                raise Refused(422, 40010001, "the fake Alpaca lists FILL activities only")
+            return 200, [e.as_activity() for e in self._activities(params)]
         if path == "/v2/positions" and method == "GET":
             return 200, [self._position(s) for s, held in sorted(self.holdings.items()) if held.qty]
         if path.startswith("/v2/positions/") and method == "GET":
@@ -211,7 +242,8 @@ class TradingLedger:
         if order.status == "filled":
             order.filled_at = now
         self.executions.append(Execution(order.id, order.client_order_id, order.symbol, order.side, qty, price,
-                                         order.filled_qty, now))
+                                         order.filled_qty, now, id=activity_id(now, len(self.executions) + 1),
+                                         leaves_qty=order.remaining))
 
     def _buying_power(self) -> Decimal:
         reserved = sum((o.remaining * (o.limit_price or o.stop_price or self._prices[o.symbol]) for o in self.orders
@@ -222,8 +254,30 @@ class TradingLedger:
         status = params.get("status", "open")
         if status not in ("open", "closed", "all"):
             raise Refused(422, 40010001, f"invalid status: {status!r}")
-        chosen = [o for o in self.orders if status == "all" or (status == "open") == o.is_open]
-        return chosen[::-1][:DEFAULT_ORDERS_LISTED]
+        limit = number_param(params, "limit", DEFAULT_ORDERS_LISTED, MAX_ORDERS_LISTED)
+        symbols = {s for s in params.get("symbols", "").split(",") if s}
+        after, until = time_param(params, "after"), time_param(params, "until")
+        chosen = [o for o in self.orders if (status == "all" or (status == "open") == o.is_open)
+                  and (not symbols or o.symbol in symbols)
+                  and (after is None or parse_time(o.created_at) > after)
+                  and (until is None or parse_time(o.created_at) <= until)]
+        return chosen[:limit] if direction_param(params) == "asc" else chosen[::-1][:limit]
+
+    def _activities(self, params: dict[str, str]) -> list[Execution]:
+        """The fills a ``GET /v2/account/activities/FILL`` lists (one page)."""
+        size = number_param(params, "page_size", ACTIVITIES_PAGE, ACTIVITIES_PAGE)
+        after, until = time_param(params, "after"), time_param(params, "until")
+        chosen = [e for e in self.executions if (after is None or parse_time(e.at) > after)
+                  and (until is None or parse_time(e.at) <= until)]
+        if direction_param(params) == "desc":
+            chosen.reverse()
+        token = params.get("page_token")
+        if token:
+            ids = [e.id for e in chosen]
+            if token not in ids:
+                raise Refused(422, 40010001, f"invalid page_token: {token!r}")
+            chosen = chosen[ids.index(token) + 1:]
+        return chosen[:size]
 
     def _account(self) -> dict[str, Any]:
         value = sum((held.qty * self._prices[s] for s, held in self.holdings.items() if held.qty), Decimal(0))

@@ -214,3 +214,29 @@ def test_a_snapshot_of_the_earlier_state_layout_restores_with_its_latched_breake
     release = events[events["action"] == "release"].iloc[0]
     assert release["timestamp"] == bars["timestamp"].iloc[13]  # its cool-down counted from the restore (bar 8)
     assert release["bars_tripped"] == 5
+
+
+def test_a_restored_engine_drains_before_its_first_bar_and_steps_on_unchanged() -> None:
+    """A runtime commits between bars (a stale feed's pause, a reconciliation) before a restored sleeve has had a
+    bar: the drain then has no bar of this process to keep, and the engine must go on as if it had not drained."""
+    bars, decisions = _losing_flips(1)
+    config = EngineConfig(fee_bps=10, max_position=1.0, **NO_BREAKERS)
+    aims, codes = _decide(len(bars), decisions)
+    whole = Engine(config, ("flip",))
+    first = Engine(config, ("flip",))
+    for i, row in enumerate(bars.itertuples(index=False)):
+        whole.step(row.timestamp, row.open, row.high, row.low, row.close, aims[i], codes[i])
+        if i < 9:
+            first.step(row.timestamp, row.open, row.high, row.low, row.close, aims[i], codes[i])
+    restored = Engine(config, ("flip",))
+    restored.restore(first.snapshot())
+    drained = restored.drain()
+    assert drained.fills.empty and drained.trades.empty
+    assert (restored.ledger.units, restored.ledger.cash, restored.bars_seen) == (
+        first.ledger.units, first.ledger.cash, first.bars_seen)
+    for i, row in enumerate(bars.itertuples(index=False)):
+        if i >= 9:
+            restored.step(row.timestamp, row.open, row.high, row.low, row.close, aims[i], codes[i])
+    assert (restored.ledger.units, restored.ledger.cash) == (whole.ledger.units, whole.ledger.cash)
+    later = restored.result().trades
+    assert later["exit_time"].tolist() == whole.result().trades["exit_time"].tolist()[-len(later):]
