@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from pipeline.domain.trading import Order
+from pipeline.retry import describe
 from runtime.brokers.base import OPEN_STATUSES, VenueFill, VenueView, is_ours, open_on_record, plain
 
 if TYPE_CHECKING:
@@ -303,8 +304,8 @@ class Reconciler:
             log.info("reconciliation: its changes are committed with the next batch (a sleeve has had no bar yet)")
 
     def _unavailable(self, exc: Exception, now: pd.Timestamp, stage: str) -> list[str]:
-        text = (f"positions not reconciled: {self.node.broker.name} could not be asked ({type(exc).__name__}: "
-                f"{exc}); asked again in {self.every_s:g} s")
+        text = (f"positions not reconciled: {self.node.broker.name} could not be asked ({describe(exc)}); asked "
+                f"again in {self.every_s:g} s")
         at = now.to_pydatetime()
         if not self._unreachable:
             self.node.store.record_event(FINDING, text, at=at)

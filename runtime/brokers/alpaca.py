@@ -243,7 +243,7 @@ class AlpacaBroker(VenueRouting):
         venue_id = str(activity["order_id"])
         at = _epoch_ms(str(activity["transaction_time"]))
         return VenueFill(f"alpaca-activity:{activity['id']}", venue_id, self._client_id(venue_id),
-                         str(activity["symbol"]), Side(str(activity["side"]).lower()), _decimal(activity["qty"]),
+                         str(activity["symbol"]), _side(str(activity["side"])), _decimal(activity["qty"]),
                          _decimal(activity["price"]), Decimal(0), at, order_filled=_decimal(activity["cum_qty"]))
 
     def _client_id(self, venue_id: str) -> str:
@@ -353,3 +353,6 @@ def _text(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
+def _side(text: str) -> Side:
+    """An activity's side: ``buy`` or ``sell``, including Alpaca's ``sell_short`` and ``buy_minus`` forms."""
+    return Side.SELL if text.lower().startswith("sell") else Side.BUY

@@ -54,7 +54,7 @@ from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from pipeline.domain import utc_from_ms
 from pipeline.domain.trading import OrderStatus, OrderType, Side
-from pipeline.retry import RetryPolicy, is_transient
+from pipeline.retry import RetryPolicy, describe, is_transient
 from runtime.brokers.base import VenueFill, VenueOrder, VenueView, Working, client_order_id
 from runtime.brokers.routing import Step, VenueRouting
 from runtime.brokers.submission import OrderRejected, OrderRequest, Submission, VenueUnavailable
@@ -194,7 +194,7 @@ class CcxtBroker(VenueRouting):
         try:
             balance = self._call(self.exchange.fetch_balance, "fetch balance")
         except ccxt.BaseError as exc:
-            raise VenueUnavailable(f"{self.exchange.id}: balances could not be read ({type(exc).__name__}: {exc})"
+            raise VenueUnavailable(f"{self.exchange.id}: balances could not be read ({describe(exc)})"
                                    ) from exc
         totals = balance.get("total") or {}
         return {symbol: _decimal(totals.get(symbol.partition("/")[0]) or 0) for symbol in symbols}
@@ -211,7 +211,7 @@ class CcxtBroker(VenueRouting):
             fills = [self._venue_fill(t, s) for s in symbols for t in self._trades(s, since_ms)]
             after = self._call(self.exchange.fetch_balance, "fetch balance")
         except ccxt.BaseError as exc:
-            raise VenueUnavailable(f"{self.exchange.id}: {type(exc).__name__}: {exc}") from exc
+            raise VenueUnavailable(f"{self.exchange.id}: {describe(exc)}") from exc
         currency_of = {s: s.partition("/")[2].split(":")[0] for s in symbols}
         assets = sorted({*currency_of.values(), *(s.partition("/")[0] for s in symbols)})
 

@@ -129,7 +129,7 @@ def test_the_running_loop_reconciles_every_reconcile_seconds_on_its_clock(tmp_pa
         assert held > 0 and f"BTC/USDT: venue holds {held:g}, the ledgers {held:g}: reconciled" in verdicts[-1].detail
     finally:
         node.request_stop("test over")
-        runner.join(timeout=30)
+        runner.join()
     assert not runner.is_alive()
     store.close()
 
