@@ -1,12 +1,13 @@
 """Live-feed latency benchmark: bar close at the venue → bar delivered to the node, websocket vs REST polling.
 
 Against the local fakes of Binance (REST klines and the kline websocket stream), driven by the real ccxt and
-ccxt.pro clients, the product's feeds (``CcxtWsFeed`` and ``CcxtFeed``, built from settings as the runtime builds
-them) deliver real BTC/USDT 1m bars. The venue's clock and the feed's clock stand at a bar's close + 50 ms while
-the benchmark closes it: the REST fake then serves the bar as closed, and the stream sends its final update and
-the next candle's first one, as Binance does. The latency of a bar is the wall time from that moment to the
-moment ``feed.batches`` (what the node iterates) yields it. Between two bars the benchmark waits a random time
-(0.1 to 1.1 s), so a REST poll falls anywhere in its cycle.
+ccxt.pro clients, the product's feeds (``CcxtWsFeed`` and ``CcxtFeed``, built from settings by
+``runtime.wiring.ccxt_live_feed``, as the runtime builds them) deliver real BTC/USDT 1m bars. The venue's clock
+and the feed's clock stand at a bar's close + 50 ms while the benchmark closes it: the REST fake then serves the
+bar as closed, and the stream sends its final update and the next candle's first one, as Binance does. The
+latency of a bar is the wall time from that moment to the moment ``feed.batches`` (what the node iterates)
+yields it. Between two bars the benchmark waits a random time (0.1 to 1.1 s), so a REST poll falls anywhere in
+its cycle.
 
     python bench/live_feed.py [--bars 200] [--rest-bars 60] [--poll-s 2.0]
 
@@ -34,13 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.clock import FixedClock  # noqa: E402
-from pipeline.data.sources.ccxt_source import build_exchange  # noqa: E402
-from pipeline.data.sources.ccxt_stream import build_ws_exchange  # noqa: E402
 from pipeline.domain import Timeframe  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from runtime.feeds.base import LiveFeed  # noqa: E402
+from runtime.feeds import Feed  # noqa: E402
 from runtime.feeds.ccxt_feed import CcxtFeed  # noqa: E402
 from runtime.feeds.ccxt_ws import CcxtWsFeed  # noqa: E402
+from runtime.wiring import ccxt_live_feed  # noqa: E402
 from tests.conftest import shared_file  # noqa: E402
 from tests.fakes.binance_server import FakeBinance  # noqa: E402
 from tests.fakes.binance_stream import FakeBinanceStream  # noqa: E402
@@ -64,7 +64,7 @@ def load_bars(count: int) -> pd.DataFrame:
 class Delivered:
     """Pulls batches like the node and stamps each delivered bar with the wall time it came."""
 
-    def __init__(self, feed: LiveFeed, after: int) -> None:
+    def __init__(self, feed: Feed, after: int) -> None:
         self.feed = feed
         self.at: dict[int, float] = {}
         self.thread = threading.Thread(target=self._run, args=(after,), daemon=True)
@@ -93,13 +93,9 @@ def run(kind: str, bars: pd.DataFrame, count: int, poll_s: float, seed: int) -> 
         settings = Settings(_env_file=None, data_dir=Path(home), ccxt_rest_url=rest.url,  # type: ignore[call-arg]
                             ccxt_ws_url=stream.url)
         options: dict[str, Any] = {"poll_s": poll_s, "warmup": WARMUP, "tick_s": 1.0}
-        feed: LiveFeed
-        if kind == "ws":
-            feed = CcxtWsFeed(build_exchange(settings, "binance"), build_ws_exchange(settings, "binance"),
-                              {KEY: SYMBOL}, Timeframe.parse(INTERVAL), clock, **options)
-        else:
-            feed = CcxtFeed(build_exchange(settings, "binance"), {KEY: SYMBOL}, Timeframe.parse(INTERVAL), clock,
-                            **options)
+        feed = ccxt_live_feed(settings, "binance", {KEY: SYMBOL}, Timeframe.parse(INTERVAL), kind == "ws", options,
+                              clock)  # as the runtime builds its ccxt feed
+        assert isinstance(feed, CcxtWsFeed if kind == "ws" else CcxtFeed)
         after = int(stamps.iloc[start_row - 1].value // 1_000_000)
         consumer = Delivered(feed, after)
         if kind == "ws":

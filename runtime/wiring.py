@@ -23,6 +23,7 @@ from runtime.vetting import UNCHECKED, vet
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.clock import Clock
     from pipeline.state import StateStore
     from runtime.brokers.base import Broker
     from runtime.feeds import Feed
@@ -175,15 +176,16 @@ def live_feed(settings: Settings, name: str, portfolio: PortfolioConfig, venue: 
 
 
 def ccxt_live_feed(settings: Settings, exchange_id: str, symbols: dict[str, str], tf: Timeframe, ws: bool,
-                   common: dict[str, Any]) -> Feed:
+                   common: dict[str, Any], clock: Clock | None = None) -> Feed:
     """Closed candles of ``symbols`` (feed key → symbol) from a ccxt exchange: from its websocket on top of REST
     when ``ws`` is asked and ccxt.pro streams its candles, else by REST polling (and, when ``ws`` was asked, a note
-    saying so, recorded once as a runtime event)."""
+    saying so, recorded once as a runtime event). ``clock``: the market clock (the system's by default)."""
     from pipeline.clock import SystemClock
     from pipeline.data.sources.ccxt_source import build_exchange
     from runtime.feeds.ccxt_feed import CcxtFeed
 
     exchange = build_exchange(settings, exchange_id)
+    clock = clock or SystemClock()
     options: dict[str, Any] = {**common, "backoff_base_s": max(settings.retry_backoff_s, 0.1)}
     if ws:
         from pipeline.data.sources.ccxt_stream import build_ws_exchange
@@ -191,8 +193,8 @@ def ccxt_live_feed(settings: Settings, exchange_id: str, symbols: dict[str, str]
 
         streaming = build_ws_exchange(settings, exchange_id)
         if streaming is not None:
-            return CcxtWsFeed(exchange, streaming, symbols, tf, SystemClock(), **options)
-    feed = CcxtFeed(exchange, symbols, tf, SystemClock(), **options)
+            return CcxtWsFeed(exchange, streaming, symbols, tf, clock, **options)
+    feed = CcxtFeed(exchange, symbols, tf, clock, **options)
     if ws:
         feed.note("feed_fallback", f"{exchange_id} streams no candles in ccxt.pro: bars are polled through REST "
                                    f"every {settings.feed_poll_seconds:g} s instead of the websocket")

@@ -89,6 +89,10 @@ class CcxtFeed(LiveFeed):
         return floor_ms(now, step) - self.warmup * step
 
     def _fetch(self, key: str, start_ms: int, end_ms: int) -> pd.DataFrame:
+        """Closed candles of ``key`` with ``start_ms <= open < end_ms``, paged forward, as a bar frame."""
+        return candles_frame(self._fetch_candles(key, start_ms, end_ms))
+
+    def _fetch_candles(self, key: str, start_ms: int, end_ms: int) -> list[Candle]:
         """Closed candles of ``key`` with ``start_ms <= open < end_ms``, paged forward."""
         step = self.timeframe_of(key).millis
         now = now_ms(self.clock)
@@ -107,4 +111,4 @@ class CcxtFeed(LiveFeed):
             cursor = page[-1][0] + step
         log.debug("%s: %d closed %s candles of %s from %s", self.venue, len(candles), self._intervals[key], symbol,
                   stamp(start_ms))
-        return candles_frame(candles)
+        return candles

@@ -30,13 +30,11 @@ import contextlib
 import logging
 import threading
 from itertools import islice
-from typing import Any, Unpack
-
-import pandas as pd
+from typing import Any, NamedTuple, Unpack
 
 from pipeline.clock import Clock
 from pipeline.data.sources.ccxt_source import Candle, candles_frame, parse_candles
-from pipeline.domain import DataError, Timeframe, epoch_ms
+from pipeline.domain import DataError, Timeframe
 from pipeline.retry import describe
 from runtime.feeds.base import LiveOptions, Update
 from runtime.feeds.candle_cache import CandleCache
@@ -87,8 +85,6 @@ class CcxtWsFeed(CcxtFeed):
         """Connections torn down and rebuilt (silence, age, a dropped connection, a refused handshake)."""
         self.polls = 0
         """Polls the worker has completed (tests wait on it)."""
-        self.messages = 0
-        """Websocket updates received."""
         self._wake = threading.Event()
         self._asked: dict[str, float] = {}
         self._stream_thread: threading.Thread | None = None
@@ -162,13 +158,12 @@ class CcxtWsFeed(CcxtFeed):
         mono = self.monotonic()
         if mono - self._asked.get(key, float("-inf")) < self.poll_s:
             return None
-        frame = self._fetch(key, start, end)
+        candles = self._fetch_candles(key, start, end)
         self._asked[key] = self.monotonic()
-        if frame.empty:
-            return []
-        log.info("%s: %d bars of %s from REST from %s (not delivered by the stream)", self.venue, len(frame), key,
-                 stamp(start))
-        return _candles(frame)
+        if candles:
+            log.info("%s: %d bars of %s from REST from %s (not delivered by the stream)", self.venue, len(candles),
+                     key, stamp(start))
+        return candles
 
     # ------------------------------------------------------------------ the websocket
     async def _run_stream(self) -> None:
@@ -180,24 +175,23 @@ class CcxtWsFeed(CcxtFeed):
             failures = 0
             while not self.stopped:
                 try:
-                    reason, failed, heard, error = await self._connection()
+                    ended = await self._connection()
                 except Exception as exc:  # nothing ends the stream but a stop
-                    reason, failed, heard, error = f"failed ({describe(exc)})", True, False, exc
+                    ended = _Ended(f"failed ({describe(exc)})", failed=True, heard=False, error=exc)
                 if self.stopped:
                     break
-                failures = (0 if heard else failures) + (1 if failed else 0)
+                failures = (0 if ended.heard else failures) + (1 if ended.failed else 0)
                 self.reconnects += 1
-                wait = self.retry.delay(failures, error) if failures else 0.0
-                self.note(RECONNECT, f"{self.venue}: websocket {reason}; reconnecting"
+                wait = self.retry.delay(failures, ended.error) if failures else 0.0
+                self.note(RECONNECT, f"{self.venue}: websocket {ended.reason}; reconnecting"
                            + (f" in {wait:.1f} s" if wait else "") + "; missed bars come from REST")
                 await self._backoff(wait)
         finally:
             with contextlib.suppress(Exception):
                 await self.ws.close()
 
-    async def _connection(self) -> tuple[str, bool, bool, BaseException | None]:
-        """Watch every series on one connection until it fails, falls silent or ages: why it ended, whether that
-        counts as a failure (for the backoff), whether the connection delivered anything, and the error."""
+    async def _connection(self) -> _Ended:
+        """Watch every series on one connection until it fails, falls silent or ages."""
         epoch = self.cache.connected()
         for symbol in self.symbols.values():  # ccxt keeps candles across connections: the new one starts afresh
             self.ws.ohlcvs.pop(symbol, None)
@@ -216,7 +210,6 @@ class CcxtWsFeed(CcxtFeed):
                     if task.done():
                         del tasks[key]
                         news = self.cache.note(key, parse_candles(task.result()), epoch) or news
-                        self.messages += 1
                         heard_now = True
                     news = self._read_cache(key, epoch) or news
                 if news or heard_now:  # a message, even one repeating the last, is not silence
@@ -225,12 +218,13 @@ class CcxtWsFeed(CcxtFeed):
                     self._wake.set()
                 now = self.monotonic()
                 if now - opened >= self.recycle_s:
-                    return f"recycled after {now - opened:.0f} s", False, heard, None
+                    return _Ended(f"recycled after {now - opened:.0f} s", failed=False, heard=heard)
                 if now - last > self.silence_s:
-                    return f"silent for {now - last:.0f} s (limit {self.silence_s:.0f} s)", True, heard, None
-            return "stopped", False, heard, None
+                    return _Ended(f"silent for {now - last:.0f} s (limit {self.silence_s:.0f} s)", failed=True,
+                                  heard=heard)
+            return _Ended("stopped", failed=False, heard=heard)
         except Exception as exc:  # a dropped connection, a refused handshake: rebuilt, never fatal
-            return f"connection lost ({describe(exc)})", True, heard, exc
+            return _Ended(f"connection lost ({describe(exc)})", failed=True, heard=heard, error=exc)
         finally:
             for task in tasks.values():
                 task.cancel()
@@ -260,6 +254,16 @@ class CcxtWsFeed(CcxtFeed):
             await asyncio.sleep(min(_LOOK_S, end - loop.time()))
 
 
+class _Ended(NamedTuple):
+    """How a connection ended: why, whether that counts as a failure (for the backoff), whether it delivered
+    anything (which resets the backoff), and the error, if one ended it."""
+
+    reason: str
+    failed: bool
+    heard: bool
+    error: BaseException | None = None
+
+
 def _contiguous(candles: list[Candle], start: int, step: int) -> list[Candle]:
     """The leading run of ``candles`` that begins at ``start`` with no bar missing."""
     run: list[Candle] = []
@@ -270,13 +274,6 @@ def _contiguous(candles: list[Candle], start: int, step: int) -> list[Candle]:
         run.append(candle)
         expected += step
     return run
-
-
-def _candles(frame: pd.DataFrame) -> list[Candle]:
-    """A bar frame's rows as candles."""
-    values = frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float)
-    return [(int(t), float(o), float(h), float(low), float(c), float(v))
-            for t, (o, h, low, c, v) in zip(epoch_ms(frame["timestamp"]), values, strict=True)]
 
 
 __all__ = ["RECONNECT", "CcxtWsFeed", "default_silence_s"]

@@ -81,7 +81,12 @@ class Recorder:
 
     def __call__(self, seconds: float) -> None:
         self.waits.append(round(seconds, 6))
-        time.sleep(min(seconds, 0.03))  # pacing the feed's worker only: no test waits on it
+        self.pace(seconds)
+
+    @staticmethod
+    def pace(seconds: float) -> None:
+        """Wait briefly for real, pacing the thread that waits (no test waits on it)."""
+        time.sleep(min(seconds, 0.03))
 
     def backoffs(self) -> list[float]:
         return [w for w in self.waits if w != POLL_S]
@@ -279,4 +284,4 @@ class StreamWaits(Recorder):
             super().__call__(seconds)
             return
         self.reconnects.append(round(seconds, 6))
-        time.sleep(min(seconds, 0.03))  # pacing the stream's thread only: no test waits on it
+        self.pace(seconds)

@@ -111,16 +111,28 @@ class Script:
         self.consumer.take(next(self.consumer.batches))
 
 
+class Started:
+    """A websocket feed on the fakes at the first test bar, its consumer from the bar before, the script that sends
+    candles, and the notes the feed gave (``events``)."""
+
+    def __init__(self, venue: FakeBinance, stream: FakeBinanceStream, bars: pd.DataFrame, tmp_path: Path,
+                 made: list[LiveFeed], monotonic: Monotonic | None = None, **options: Any) -> None:
+        self.market = Venue(venue, t0(bars))
+        self.monotonic = monotonic or Monotonic()
+        self.feed = ws_feed(venue, stream, self.market.clock, tmp_path, made, self.monotonic, **options)
+        self.events: list[tuple[str, str]] = []
+        self.feed.on_event = lambda kind, text: self.events.append((kind, text))
+        self.consumer = Consumer(self.feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, self.market.clock,
+                                 Recorder())
+        self.script = Script(stream, self.feed, self.consumer, bars)
+
+
 def test_the_stream_delivers_closed_candles_once_in_order_through_drops_silence_gaps_and_repeats(
     venue: FakeBinance, stream: FakeBinanceStream, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
-    market = Venue(venue, t0(bars))
-    monotonic = Monotonic()
-    feed = ws_feed(venue, stream, market.clock, tmp_path, made, monotonic)
-    events: list[tuple[str, str]] = []
-    feed.on_event = lambda kind, text: events.append((kind, text))
-    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock, Recorder())
-    script = Script(stream, feed, consumer, bars)
+    run = Started(venue, stream, bars, tmp_path, made)
+    market, monotonic, feed, events, consumer, script = (run.market, run.monotonic, run.feed, run.events,
+                                                         run.consumer, run.script)
 
     def at(row: int, seconds: float) -> None:
         market.at(bars["timestamp"].iloc[row] + pd.Timedelta(seconds=seconds))
@@ -210,11 +222,9 @@ def test_the_stream_delivers_closed_candles_once_in_order_through_drops_silence_
 def test_bars_a_reconnect_skipped_come_from_rest_before_the_streams_next_candle(
     venue: FakeBinance, stream: FakeBinanceStream, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
-    market = Venue(venue, t0(bars))
-    feed = ws_feed(venue, stream, market.clock, tmp_path, made, Monotonic(), grace_s=3600.0)  # REST only for gaps
-    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock, Recorder())
+    run = Started(venue, stream, bars, tmp_path, made, grace_s=3600.0)  # REST only for gaps
+    market, consumer, script = run.market, run.consumer, run.script
     warmed = len(venue.requests_to("klines"))
-    script = Script(stream, feed, consumer, bars)
     consumer.pull(lambda: stream.subscribers(SYMBOL, INTERVAL) > 0, "subscribed")
     market.at(bars["timestamp"].iloc[T0_ROW] + MINUTE * 6 + pd.Timedelta(seconds=1))
     script.send("open_candle", T0_ROW + 6)  # the stream's first candle: 6 bars later
@@ -231,10 +241,8 @@ def test_bars_a_reconnect_skipped_come_from_rest_before_the_streams_next_candle(
 def test_a_gap_is_not_skipped_when_rest_failed_once_before_answering(
     venue: FakeBinance, stream: FakeBinanceStream, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
-    market = Venue(venue, t0(bars))
-    feed = ws_feed(venue, stream, market.clock, tmp_path, made, Monotonic(), poll_s=5.0)  # retries come sooner
-    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock, Recorder())
-    script = Script(stream, feed, consumer, bars)
+    run = Started(venue, stream, bars, tmp_path, made, poll_s=5.0)  # retries come sooner than the next ask
+    market, consumer, script = run.market, run.consumer, run.script
     consumer.pull(lambda: stream.subscribers(SYMBOL, INTERVAL) > 0, "subscribed")
     script.send("open_candle", T0_ROW + 6)
     script.send("close_candle", T0_ROW + 6)
@@ -311,21 +319,16 @@ def test_the_runtime_wires_the_websocket_feed_when_asked_and_knows_exchanges_wit
 def test_a_connection_is_rebuilt_once_a_day_without_backing_off_and_bars_go_on(
     venue: FakeBinance, stream: FakeBinanceStream, bars: pd.DataFrame, tmp_path: Path, made: list[LiveFeed]
 ) -> None:
-    market = Venue(venue, t0(bars))
-    monotonic = Monotonic()
-    feed = ws_feed(venue, stream, market.clock, tmp_path, made, monotonic, backoff_base_s=30.0, backoff_cap_s=60.0)
-    events: list[tuple[str, str]] = []
-    feed.on_event = lambda kind, text: events.append((kind, text))
-    consumer = Consumer(feed, {BTC_KEY: ms(bars["timestamp"].iloc[T0_ROW - 1])}, market.clock, Recorder())
+    run = Started(venue, stream, bars, tmp_path, made, backoff_base_s=30.0, backoff_cap_s=60.0)
+    market, monotonic, events, consumer = run.market, run.monotonic, run.events, run.consumer
     consumer.pull(lambda: stream.subscribers(SYMBOL, INTERVAL) > 0, "subscribed")
     monotonic.skipped += 86_400
     consumer.pull(lambda: stream.connections == 2 and stream.subscribers(SYMBOL, INTERVAL) > 0,
                   "a new connection after a day (no 30 s backoff: an aged connection is not a failure)")
-    script = Script(stream, feed, consumer, bars)
     market.at(bars["timestamp"].iloc[T0_ROW] + pd.Timedelta(seconds=59))
-    script.send("close_candle", T0_ROW)
+    run.script.send("close_candle", T0_ROW)
     market.at(bars["timestamp"].iloc[T0_ROW + 1] + pd.Timedelta(seconds=1))
-    script.send("open_candle", T0_ROW + 1)
+    run.script.send("open_candle", T0_ROW + 1)
     consumer.pull_bars(1)
     assert got(consumer) == expected(bars.iloc[T0_ROW : T0_ROW + 1], BTC_KEY)
     assert [kind for kind, _ in events] == [RECONNECT] and re.search(r"recycled after 864\d\d s", events[0][1])
