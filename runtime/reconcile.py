@@ -2,7 +2,9 @@
 
 A pass (``Reconciler.run``) first books what the venue filled of the orders the broker follows (``catch_up``:
 the broker's own booking path, each fill once by its id), then reads the venue (``Broker.venue_view``: open
-orders on the traded symbols, whoever placed them; fills from the last one seen on; holdings; cash) and compares:
+orders on the traded symbols, whoever placed them; each symbol's fills from the last one seen of it on, so a
+symbol whose fills were read only in part, at the broker's page limit, goes on from there however far another
+symbol's reading got; holdings; cash) and compares:
 
 * **open orders**: one the runtime follows (on record as new or partly filled) is its own; one carrying this
   runtime's client id but not on record is, at start-up, an order of the batch in flight at the stop (found again
@@ -21,17 +23,19 @@ orders on the traded symbols, whoever placed them; fills from the last one seen 
   effect of the fills it reports as mismatches itself. A change beyond ``tolerance`` of the ledgers' cash (at least
   one unit of the currency) is cash moved outside the runtime (a deposit, a withdrawal, a fee it does not know, a
   trade on a symbol it does not trade): a mismatch. The new gap becomes the baseline, so one movement is reported
-  once. A venue whose cash changed while it was read skips positions and cash for that pass.
+  once. A venue whose cash changed while it was read skips positions and cash for that pass; the cash effect of
+  the fills that pass reported as mismatches is then left out of the next comparison of cash (a fill is reported
+  once, not again as cash moved).
 
+Of the state store a pass reads what can matter to it, never the whole history (``runtime.reconcile_records``).
 Each new finding is a runtime event of kind ``reconcile`` with its numbers; every pass ends with an event of kind
 ``reconcile_verdict`` whose text starts with ``ok``, ``mismatch`` (the mismatches standing, with their numbers) or
 ``unavailable``. A new mismatch pauses new entries of the sleeves it concerns (those of the symbol; for cash, those
 trading in that currency) until an operator resumes them, and raises an alert (``Node._emit("error", ...)``, which
 goes to Telegram); one still standing at the next pass is not alerted or paused again. What a pass books or
 pauses is committed at once (with the next batch while a sleeve restored at start-up has had no bar: an engine
-books into its last bar). A venue that cannot be
-asked is an event (alerted once until it answers again), never a crash: the next pass is due ``reconcile_seconds``
-later. A paper runtime has no venue: nothing is reconciled.
+books into its last bar). A venue that cannot be asked is an event (alerted once until it answers again), never a
+crash: the next pass is due ``reconcile_seconds`` later. A paper runtime has no venue: nothing is reconciled.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline.domain.trading import Order
+from pipeline.domain import utc_from_ms
 from pipeline.retry import describe
 from runtime.brokers.base import OPEN_STATUSES, VenueFill, VenueView, is_ours, open_on_record, plain
+from runtime.reconcile_records import OnRecord, fills_of_orders
 
 if TYPE_CHECKING:
     from runtime.node import Node
@@ -55,6 +60,8 @@ log = logging.getLogger(__name__)
 
 FINDING, VERDICT = "reconcile", "reconcile_verdict"
 """The runtime event kinds of a finding and of a pass's verdict (``pipeline.reports.trading`` reads them)."""
+SETTLED_MS = 300_000
+"""A fill shows at the venue within this long of its time (the node's clock keeps within a second of the venue's)."""
 START, RECHECK, PERIODIC = "start", "recheck", "periodic"
 """A pass at start-up, after the first batch (when start-up deferred a judgement), and every ``every_s``."""
 
@@ -81,13 +88,14 @@ class Reconciler:
         self.node, self.every_s, self.tolerance = node, every_s, tolerance
         self.last_run: float | None = None
         """When the last pass ran (the node's clock, epoch seconds)."""
-        self.since_ms: int | None = None
-        """Fills are read from this venue time on (epoch ms): the last one seen."""
+        self.since_ms: dict[str, int] = {}
+        """Per symbol, its fills are read from this venue time on (epoch ms): the last one seen."""
         self.recheck = False
         """Start-up deferred a judgement to the first batch (the batch in flight at the stop is re-run first)."""
-        self._judged: dict[str, int] = {}  # fill id -> its venue time: fills judged already
+        self._judged: dict[str, tuple[str, int]] = {}  # fill id -> its symbol and venue time: fills judged already
         self._pending: dict[str, VenueFill] = {}  # fills of the runtime's orders not booked yet
         self._gaps: dict[str, Decimal] = {}  # per currency: venue cash less what the ledgers account for
+        self._carried: dict[str, Decimal] = {}  # per currency: cash effect of fills reported while cash was moving
         self._standing: set[str] = set()  # keys of the findings of the last pass
         self._unreachable = False
 
@@ -118,21 +126,22 @@ class Reconciler:
         node = self.node
         now = node.clock.now() if now is None else now
         self.last_run = now.timestamp()
-        if self.since_ms is None:
-            self.since_ms = self._start_since(now)
-        booked = [] if stage == START else self._catch_up()
         symbols = sorted({s.symbol for s in node.stepper.sleeves})
-        records = self._on_record()
-        known = {o.venue_order_id: o.client_order_id for o in records if o.venue_order_id}
+        if not self.since_ms.keys() >= set(symbols):
+            start = self._start_since(now)
+            for symbol in symbols:
+                self.since_ms.setdefault(symbol, start)
+        booked = [] if stage == START else self._catch_up()
+        records = OnRecord(node, utc_from_ms(min(self.since_ms.values(), default=_ms(now))))
         try:
-            view = node.broker.venue_view(symbols, self.since_ms, known)
+            view = node.broker.venue_view(symbols, dict(self.since_ms), records.known())
         except Exception as exc:  # a venue that cannot be asked never stops the runtime
             log.warning("reconciliation: %s could not be asked", node.broker.name, exc_info=True)
             return self._unavailable(exc, now, stage)
         if view is None:
             return []
         self._unreachable = False
-        findings = booked + self._orders(view, records, stage)
+        findings = booked + self._orders(view, records.following(), stage)
         fills, explained = self._fills(view, records, stage)
         findings += fills
         notes: list[str] = []
@@ -140,16 +149,27 @@ class Reconciler:
         if view.steady:
             notes, held = judge_holdings(node, view.holdings, stage != START, self.tolerance)
             findings += held
-            findings += self._cash(view, explained, now, numbers)
-        else:
+            findings += self._cash(view, _plus(self._carried, explained), now, numbers)
+            self._carried = {}
+        else:  # the fills it reports are not compared with the cash now: their effect is left out next time
+            self._carried = _plus(self._carried, explained)
             numbers.append("the venue's cash changed while it was read: positions and cash compared next time")
         numbers.append(f"{len(view.open_orders)} open order(s), {len(view.fills)} fill(s) read, "
                        f"{len(self._pending)} not booked yet")
         self._act(findings, notes, numbers, now)
-        if view.fills:
-            self.since_ms = max(self.since_ms, max(f.at_ms for f in view.fills))
-            self._judged = {k: v for k, v in self._judged.items() if v >= self.since_ms}
+        self._read_on(view, now)
         return notes
+
+    def _read_on(self, view: VenueView, now: pd.Timestamp) -> None:
+        """Each symbol's fills are read next from where this view read them to: a symbol read in part from its last
+        fill read, one read to the end from its last fill or ``SETTLED_MS`` before now, whichever is later."""
+        for symbol, since in self.since_ms.items():
+            to = view.read_to_ms.get(symbol)
+            if to is None:
+                to = max([_ms(now) - SETTLED_MS, *(f.at_ms for f in view.fills if f.symbol == symbol)])
+            self.since_ms[symbol] = max(since, to)
+        self._judged = {k: (symbol, at) for k, (symbol, at) in self._judged.items()
+                        if at >= self.since_ms.get(symbol, at)}
 
     def _start_since(self, now: pd.Timestamp) -> int:
         """Where the first pass reads fills from: the last commit before the stop, or the oldest order still open
@@ -159,12 +179,6 @@ class Reconciler:
         if state is not None and state.heartbeat_at is not None:
             times.append(state.heartbeat_at)
         return min(_ms(t) for t in times) if times else _ms(now)
-
-    def _on_record(self) -> list[Order]:
-        """The orders on record, as the ones booked since the last commit (not committed yet) left them."""
-        orders = {o.client_order_id: o for o in self.node.store.orders()}
-        orders.update((o.client_order_id, o) for o in self.node._routed_orders)
-        return list(orders.values())
 
     def _catch_up(self) -> list[Finding]:
         """Book what the venue filled of the followed orders since they were last looked at."""
@@ -181,8 +195,7 @@ class Reconciler:
             self._commit()  # before the venue is compared with the ledgers
         return found
 
-    def _orders(self, view: VenueView, records: list[Order], stage: str) -> list[Finding]:
-        following = {o.client_order_id for o in records if o.status in OPEN_STATUSES}
+    def _orders(self, view: VenueView, following: set[str], stage: str) -> list[Finding]:
         keys = [s.key for s in self.node.stepper.sleeves]
         found = []
         for order in view.open_orders:
@@ -202,26 +215,21 @@ class Reconciler:
             found.append(Finding(f"order:{order.venue_id}", text, sleeves, mismatch=True))
         return found
 
-    def _fills(self, view: VenueView, records: list[Order], stage: str) -> tuple[list[Finding], dict[str, Decimal]]:
+    def _fills(self, view: VenueView, records: OnRecord, stage: str) -> tuple[list[Finding], dict[str, Decimal]]:
         """The findings about the fills read and those still not booked; the cash effect per currency of the fills
         reported as mismatches (so the cash rule does not count them again)."""
         keys = [s.key for s in self.node.stepper.sleeves]
-        by_venue = {o.venue_order_id: o for o in records if o.venue_order_id}
-        by_client = {o.client_order_id: o for o in records}
         candidates = {**self._pending, **{f.fill_id: f for f in view.fills if f.fill_id not in self._judged}}
-        self._judged.update((f.fill_id, f.at_ms) for f in view.fills)
+        self._judged.update((f.fill_id, (f.symbol, f.at_ms)) for f in view.fills)
         if not candidates:
             return [], {}
-        rows = {f.fill_id: f for f in self.node.store.fills()}
-        rows.update((f.fill_id, f) for f in self.node._routed_fills)  # booked, not committed yet
-        booked: dict[str, Decimal] = {}
-        for row in rows.values():
-            booked[row.client_order_id] = booked.get(row.client_order_id, Decimal(0)) + row.qty
+        records.look_up(candidates.values())
+        rows, booked = records.booked(candidates.values())  # booked fills (on record or routed), units per order
         pending: dict[str, VenueFill] = {}
         found: list[Finding] = []
         explained: dict[str, Decimal] = {}
         for fill_id, fill in candidates.items():
-            order = by_venue.get(fill.venue_order_id) or by_client.get(fill.client_id)
+            order = records.order_of(fill)
             if fill_id in rows or (fill.order_filled is not None and order is not None
                                   and booked.get(order.client_order_id, Decimal(0)) >= fill.order_filled):
                 continue
@@ -331,7 +339,8 @@ def judge_holdings(node: Node, held: Mapping[str, Decimal], final: bool, toleran
     notes: list[str] = []
     found: list[Finding] = []
     open_orders = node.store.orders(set(OPEN_STATUSES))
-    pending = open_on_record(open_orders, node.store.fills()) if open_orders else []
+    pending = (open_on_record(open_orders, fills_of_orders(node.store, {o.client_order_id for o in open_orders}))
+               if open_orders else [])
     for symbol in symbols:
         sleeves = [s for s in node.stepper.sleeves if s.symbol == symbol]
         ours = sum(node.stepper.engines[s.key].ledger.units for s in sleeves)
@@ -377,6 +386,11 @@ def compare_holdings(node: Node, final: bool) -> list[str]:
             node.stepper.engines[key].ledger.pause()
         node._emit("error", finding.text)
     return notes
+
+
+def _plus(one: Mapping[str, Decimal], other: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Two amounts per currency added up."""
+    return {c: one.get(c, Decimal(0)) + other.get(c, Decimal(0)) for c in {*one, *other}}
 
 
 def _ms(at: object) -> int:

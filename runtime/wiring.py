@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -298,6 +299,16 @@ class WiredRuntime:
         self.store.close()
 
 
+FEED_ALERTS = frozenset({"stream_rejected"})
+"""Feed events an operator must act on (a venue refused the stream for good): sent to Telegram as well."""
+
+
+def _feed_event(store: StateStore, edge: TelegramEdge | None, kind: str, text: str) -> None:
+    store.record_event(kind, text)
+    if kind in FEED_ALERTS and edge is not None:
+        edge.notifier.send(text)
+
+
 def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> WiredRuntime:
     """Check the safety rules, then build the feed, broker, store, scorers, Telegram edge and node of ``config``.
     With ``config.verbose`` every event also goes to ``say``."""
@@ -319,14 +330,15 @@ def wire(config: RuntimeConfig, settings: Settings, say: Say | None = None) -> W
         bar_feed, feed_of, tf, series_keys = live_feed(settings, route.feed, portfolio, config.venue,
                                                        ws=config.ws or settings.ccxt_websocket)
     store = StateStore(settings.state_url)
-    if isinstance(bar_feed, LiveFeed):  # what the feed does about its venue connection becomes a runtime event
-        bar_feed.on_event = lambda kind, text: store.record_event(kind, text)
+    venue_feed = bar_feed if isinstance(bar_feed, LiveFeed) else None
     if bar_feed.live and any(series_keys.values()):  # a live venue may deliver another series a little later
         bar_feed = waiting_feed(bar_feed, feed_of, series_keys, settings, store)
     for allowed in unchecked:
         store.record_event(UNCHECKED, f"traded although it failed its check (--allow-unchecked):\n{allowed.report}",
                            sleeve=allowed.sleeve)
     edge = telegram(settings, store)
+    if venue_feed is not None:  # what the feed does about its venue connection becomes a runtime event
+        venue_feed.on_event = partial(_feed_event, store, edge)
     verbose = say if config.verbose else None
 
     def on_event(kind: str, text: str) -> None:

@@ -5,7 +5,7 @@ breaker events): rows are converted here, at the store's edge."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -221,8 +221,9 @@ class StateStore:
             query = select(PositionRow).order_by(col(PositionRow.sleeve), col(PositionRow.symbol))
             return _as(Position, session.exec(query))
 
-    def orders(self, status: set[str] | None = None) -> list[Order]:
-        """Orders (only those with a status in ``status`` when given), oldest first."""
+    def orders(self, status: set[str] | None = None, *, ids: Collection[str] | None = None) -> list[Order]:
+        """Orders (only those with a status in ``status``, and a client order id in ``ids``, when given), oldest
+        first."""
         known = {s.value for s in OrderStatus}
         if status is not None and not status <= known:
             raise ValueError(f"unknown order status {sorted(status - known)}: use {sorted(known)}")
@@ -230,14 +231,22 @@ class StateStore:
             query = select(OrderRow).order_by(col(OrderRow.created_at), col(OrderRow.client_order_id))
             if status is not None:
                 query = query.where(col(OrderRow.status).in_(sorted(OrderStatus(s).value for s in status)))
+            if ids is not None:
+                query = query.where(col(OrderRow.client_order_id).in_(sorted(ids)))
             return _as(Order, session.exec(query))
 
-    def fills(self, since: datetime | None = None) -> list[Fill]:
-        """Fills (those at or after ``since`` when given), in time order."""
+    def fills(self, since: datetime | None = None, *, ids: Collection[str] | None = None,
+              orders: Collection[str] | None = None) -> list[Fill]:
+        """Fills (those at or after ``since``, with a fill id in ``ids``, and of the orders with a client order id in
+        ``orders``, when given), in time order."""
         with self._reading() as session:
             query = select(FillRow).order_by(col(FillRow.at), col(FillRow.id))
             if since is not None:
                 query = query.where(col(FillRow.at) >= as_utc("since", since))
+            if ids is not None:
+                query = query.where(col(FillRow.fill_id).in_(sorted(ids)))
+            if orders is not None:
+                query = query.where(col(FillRow.client_order_id).in_(sorted(orders)))
             return _as(Fill, session.exec(query))
 
     def known_fill_ids(self) -> set[str]:

@@ -10,7 +10,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.settings import Settings
-from runtime.api import control, pusher, reads
+from runtime.api import control, pusher, reads, websocket
 from runtime.api.auth import Gate
 from runtime.api.binding import allowed_hosts, allowed_origins, check_exposure
 from runtime.api.context import ApiContext
@@ -60,5 +60,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None, poll_s: float 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     app.include_router(reads.router)
     app.include_router(control.router)
-    app.include_router(pusher.router)
+    app.include_router(websocket.router)
     return app

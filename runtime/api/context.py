@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
@@ -14,10 +14,8 @@ from pipeline.clock import Clock
 from pipeline.settings import Settings
 from pipeline.state import StateStore
 from runtime.api.auth import Gate
+from runtime.api.pusher import Pusher
 from runtime.api.state import StateAccess
-
-if TYPE_CHECKING:
-    from runtime.api.pusher import Pusher
 
 
 @dataclass

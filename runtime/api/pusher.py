@@ -1,4 +1,5 @@
-"""The ``/ws`` websocket: the runtime's fills, breaker events and heartbeat, pushed as JSON messages.
+"""What the ``/ws`` websocket pushes (:mod:`runtime.api.websocket`): the runtime's fills, breaker events and
+heartbeat, read from the state as JSON messages, and each connection's queue of them.
 
 One poller serves every connection: while at least one client is connected it reads, every ``poll_s``, only
 the rows stored after the last ones it saw (fills and breaker events by id, the heartbeat from the bot's row),
@@ -19,7 +20,8 @@ says the runtime was alive with everything before it stored (so it waits while a
 
 Money is an exact decimal string, times ISO 8601 UTC. A client that falls more than ``queue_size`` messages
 behind is disconnected (close code 1013) rather than holding the server's memory; a server shutting down
-closes every connection. A browser page of a foreign origin is refused (:mod:`runtime.api.binding`).
+closes every connection (1001). This module knows nothing of the routes: the websocket route hands each
+connection a ``Subscriber`` of the application's ``Pusher``.
 """
 
 from __future__ import annotations
@@ -32,15 +34,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal, TypeVar
 
-from fastapi import APIRouter, WebSocket
-from fastapi.responses import JSONResponse
-from starlette.websockets import WebSocketDisconnect
-
 from pipeline.reports import api as queries
 from pipeline.state import BreakerEventRow, FillRow
-from runtime.api.auth import REFUSED
-from runtime.api.binding import origin_allowed
-from runtime.api.context import context_of
 from runtime.api.schemas import BreakerMessage, FillMessage, HeartbeatMessage, HelloMessage
 from runtime.api.state import StateAccess
 
@@ -51,9 +46,6 @@ RANK: Final[dict[Kind, int]] = {"fill": 0, "breaker": 1, "heartbeat": 2}
 """The order of kinds at the same time."""
 TOO_SLOW: Final = 1013
 GOING_AWAY: Final = 1001
-POLICY: Final = 1008
-FOREIGN_ORIGIN: Final = ("this origin may not open the API's websocket: only pages of the API itself or of the "
-                         "dashboard (dashboard_url) may")
 
 
 @dataclass(frozen=True)
@@ -251,61 +243,3 @@ class Pusher:
             rows.append(Outgoing("heartbeat", 0, state.heartbeat_at, beat))
             cursor = replace(cursor, heartbeat=state.heartbeat_at, status=state.status)
         return rows, cursor
-
-
-router = APIRouter()
-
-
-@router.websocket("/ws")
-async def stream(websocket: WebSocket) -> None:
-    """Push fills, breaker events and heartbeats (see the module documentation)."""
-    context = context_of(websocket)
-    if not origin_allowed(websocket.headers.get("origin"), context.origins):
-        await _deny(websocket, 403, FOREIGN_ORIGIN, "foreign origin")
-        return
-    if not context.gate.may_read(context.gate.connection_token(websocket)):
-        await _deny(websocket, 401, REFUSED, "missing or wrong API token", {"WWW-Authenticate": "Bearer"})
-        return
-    subscriber, hello = await context.pusher.subscribe()
-    try:
-        await websocket.accept()
-        await websocket.send_json(hello.model_dump(mode="json"))
-        await _pump(websocket, subscriber)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        context.pusher.unsubscribe(subscriber)
-
-
-async def _deny(websocket: WebSocket, status_code: int, detail: str, reason: str,
-                headers: dict[str, str] | None = None) -> None:
-    """Refuse the handshake: ``status_code`` where the server can answer it with HTTP, else close with 1008."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse({"detail": detail}, status_code=status_code,
-                                                          headers=headers))
-    else:
-        await websocket.close(code=POLICY, reason=reason)
-
-
-async def _pump(websocket: WebSocket, subscriber: Subscriber) -> None:
-    """Send the subscriber's messages until the client leaves or the queue ends the connection."""
-
-    async def listen() -> None:  # clients send nothing: this only notices when one leaves
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-
-    async def push() -> None:
-        while (message := await subscriber.queue.get()) is not None:
-            await websocket.send_json(message)
-        await websocket.close(code=subscriber.code, reason=subscriber.reason)
-
-    tasks = [asyncio.create_task(listen()), asyncio.create_task(push())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, Exception) and not isinstance(result, WebSocketDisconnect | OSError | RuntimeError):
-            raise result

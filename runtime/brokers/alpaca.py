@@ -195,9 +195,11 @@ class AlpacaBroker(VenueRouting):
             held[position.symbol] = -qty if position.side.value == "short" else qty
         return {symbol: held.get(symbol, held.get(symbol.replace("/", ""), Decimal(0))) for symbol in symbols}
 
-    def venue_view(self, symbols: Sequence[str], since_ms: int, known: Mapping[str, str]) -> VenueView:
-        """The open orders of ``symbols``, the account's fills from ``since_ms`` on (of ``symbols``), the positions
-        and the cash (USD); ``VenueUnavailable`` when the venue cannot be asked."""
+    def venue_view(self, symbols: Sequence[str], since_ms: Mapping[str, int], known: Mapping[str, str]
+                   ) -> VenueView:
+        """The open orders of ``symbols``, the account's fills of ``symbols`` from the earliest of their ``since_ms``
+        on (one stream for the account: cut at the page limit, every symbol is read up to the same time), the
+        positions and the cash (USD); ``VenueUnavailable`` when the venue cannot be asked."""
         self._client_ids.update(known)
         try:
             before = self._cash()
@@ -209,13 +211,16 @@ class AlpacaBroker(VenueRouting):
                       (_open_order(_order(row)) for row in listed if isinstance(row, (Order, dict)))
                       if o.symbol in named]
             self._client_ids.update({o.venue_id: o.client_id for o in orders})
-            fills = [replace(self._venue_fill(a), symbol=named[str(a["symbol"])]) for a in self._activities(since_ms)
+            activities = self._activities(min(since_ms.values(), default=0))
+            fills = [replace(self._venue_fill(a), symbol=named[str(a["symbol"])]) for a in activities
                      if str(a.get("symbol")) in named]
+            cut = len(activities) >= MAX_PAGES * ACTIVITIES_PAGE  # read up to the page limit: the rest next time
+            read_to = max((_epoch_ms(str(a["transaction_time"])) for a in activities), default=0)
             after = self._cash()
         except (APIError, pydantic.ValidationError, KeyError, ValueError) as exc:
             raise VenueUnavailable(f"alpaca: {_describe(exc)}") from exc
         return VenueView(tuple(orders), tuple(fills), held, {"USD": after}, dict.fromkeys(symbols, "USD"),
-                         steady=before == after)
+                         steady=before == after, read_to_ms=dict.fromkeys(symbols, read_to) if cut else {})
 
     def _cash(self) -> Decimal:
         account = self._call(self.client.get_account, "read the account")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -184,10 +184,12 @@ class VenueOrder:
 
 @dataclass(frozen=True)
 class VenueFill:
-    """A fill a venue made, whoever's order it was: ``qty`` units (a size) at ``price``, ``fee`` in the quote
-    currency, at ``at_ms`` (the venue's epoch ms). ``fill_id`` is the id the broker books a fill under when it
-    books fills one by one (ccxt); ``order_filled`` is the order's cumulative filled quantity after this fill when
-    the broker books an order's fills cumulatively (Alpaca). ``client_id`` is its order's (empty when unknown)."""
+    """A fill a venue made, whoever's order it was, as the broker books it: ``qty`` units (a size: what it moved in
+    the holdings, so net of a fee taken from them) at ``price``, ``fee`` in the quote currency, at ``at_ms`` (the
+    venue's epoch ms). ``fill_id`` is the id the broker books a fill under when it books fills one by one (ccxt);
+    ``order_filled`` is the order's cumulative filled quantity after this fill, in the units the broker books (the
+    sum of the order's booked fills' ``qty``), when the broker books an order's fills cumulatively (Alpaca).
+    ``client_id`` is its order's (empty when unknown)."""
 
     fill_id: str
     venue_order_id: str
@@ -217,7 +219,9 @@ class VenueView:
     """What a venue holds for reconciliation: the orders open on the symbols asked, their fills from a time on,
     the units held per symbol, the cash per quote currency (``currency_of`` a symbol). ``steady`` is False when
     the cash changed while the view was being read (a fill landed meanwhile): holdings and cash are then compared
-    at the next reconciliation."""
+    at the next reconciliation. ``read_to_ms`` gives, for a symbol whose fills were read only in part (the broker's
+    page limit was reached), the venue time up to which they were read (the next view starts there); every other
+    symbol's fills were read to the end."""
 
     open_orders: tuple[VenueOrder, ...]
     fills: tuple[VenueFill, ...]
@@ -225,6 +229,7 @@ class VenueView:
     cash: Mapping[str, Decimal]
     currency_of: Mapping[str, str]
     steady: bool = True
+    read_to_ms: Mapping[str, int] = field(default_factory=dict)
 
 
 def _epoch_ms(at: datetime) -> int:
@@ -259,10 +264,12 @@ class Broker(Protocol):
         """
         ...
 
-    def venue_view(self, symbols: Sequence[str], since_ms: int, known: Mapping[str, str]) -> VenueView | None:
-        """The venue's open orders on ``symbols`` (placed by anyone), their fills from ``since_ms`` (epoch ms) on,
-        the holdings of ``symbols`` and the cash of their quote currencies; None when there is no venue (paper).
-        ``known`` gives the client id of venue order ids the caller knows (the others are asked for).
+    def venue_view(self, symbols: Sequence[str], since_ms: Mapping[str, int], known: Mapping[str, str]
+                   ) -> VenueView | None:
+        """The venue's open orders on ``symbols`` (placed by anyone), the fills of each symbol from its
+        ``since_ms`` (epoch ms, venue time) on, the holdings of ``symbols`` and the cash of their quote currencies;
+        None when there is no venue (paper). ``known`` gives the client id of venue order ids the caller knows (the
+        others are asked for).
 
         Raises ``VenueUnavailable`` when the venue cannot be asked.
         """

@@ -30,12 +30,19 @@ venue id, so that a restart looks it up too). Nothing here raises into the runti
 After a restart, ``resume`` takes over the orders on record that are still open (the protective stop among
 them), with their stored fills, so their later trades are booked once; ``holdings`` reads the base asset's total
 balance for reconciliation, and ``venue_view`` what the reconciliation compares (``runtime.reconcile``): the
-open orders of each symbol (``fetch_open_orders``), its trades from a time on (``fetch_my_trades`` with
-``since``, page after page), the base and quote assets' total balances (free and locked: ``fetch_balance``, read
-before and after the rest, so a fill landing meanwhile is seen), and the client id of each traded order.
+open orders of each symbol (``fetch_open_orders``), its trades from its own time on (``fetch_my_trades`` with
+``since``, then page after page: by trade id at Binance, see ``CcxtBroker._trades``), the base and quote assets'
+total balances (free and locked: ``fetch_balance``, read before and after the rest, so a fill landing meanwhile is
+seen), and the client id of each traded order.
 
-Fills come from the order's trades; the fee is booked in the quote currency (a fee charged in the base
-currency is converted at the fill price; a fee in a third currency, e.g. BNB, is recorded as 0 and logged).
+Fills come from the order's trades, booked as what they did to the account's balances. A fee charged in the quote
+currency is booked as it is. A fee charged in the base currency (Binance's default: the fee is taken from the asset
+received, so a buy of 1 BTC with a fee of 0.001 BTC leaves 0.999 BTC and costs the full quote) is booked exactly:
+a fee ``f`` on a fill of ``q`` at ``p`` is a fill of ``q - f`` units (a buy; ``q + f`` for a sell) with a fee of
+``f * p`` in the quote, so the ledger's position and cash move as the venue's balances do; the order itself still
+counts ``q`` as filled (its status, the units left to fill and those in flight are the venue's). The fills the
+reconciliation reads (``venue_view``) are converted the same way, so they compare with the ledgers. A fee in a third
+currency (e.g. BNB) is recorded as 0 and logged.
 """
 
 from __future__ import annotations
@@ -176,10 +183,15 @@ class CcxtBroker(VenueRouting):
             if trade_id in self.seen:
                 continue
             self.seen.add(trade_id)
-            price = _decimal(trade["price"])
-            fee = _decimal(self._fee(trade, entry.symbol, float(price)))
+            price, amount = _decimal(trade["price"]), _decimal(trade["amount"])
+            units, fee = self._booked(trade, entry.symbol, entry.side)
             at = utc_from_ms(int(trade.get("timestamp") or entry.bar_ms))
-            self._fill(entry, step, _decimal(trade["amount"]), price, fee, trade_id, at)
+            inflight = step.engine.ledger.inflight
+            self._fill(entry, step, units, price, fee, trade_id, at)
+            if units != amount:  # a fee taken from the base: the order filled ``amount`` at the venue all the same
+                entry.filled += amount - units
+                if not entry.protective:
+                    step.engine.ledger.inflight = _less_in_flight(inflight, amount if entry.qty > 0 else -amount)
         venue_status = order.get("status")
         if venue_status == "closed" or entry.filled >= abs(entry.qty):
             return OrderStatus.FILLED
@@ -199,16 +211,18 @@ class CcxtBroker(VenueRouting):
         totals = balance.get("total") or {}
         return {symbol: _decimal(totals.get(symbol.partition("/")[0]) or 0) for symbol in symbols}
 
-    def venue_view(self, symbols: Sequence[str], since_ms: int, known: Mapping[str, str]) -> VenueView:
-        """The open orders and the trades from ``since_ms`` on of ``symbols``, the total balances of their base
-        and quote assets; ``VenueUnavailable`` when the venue cannot be asked."""
+    def venue_view(self, symbols: Sequence[str], since_ms: Mapping[str, int], known: Mapping[str, str]
+                   ) -> VenueView:
+        """The open orders of ``symbols``, each one's trades from its ``since_ms`` on, the total balances of their
+        base and quote assets; ``VenueUnavailable`` when the venue cannot be asked."""
         self._client_ids.update(known)
         try:
             before = self._call(self.exchange.fetch_balance, "fetch balance")
             orders = [self._order(o) for s in symbols
                       for o in self._call(partial(self.exchange.fetch_open_orders, s), "fetch open orders")]
             self._client_ids.update({o.venue_id: o.client_id for o in orders})
-            fills = [self._venue_fill(t, s) for s in symbols for t in self._trades(s, since_ms)]
+            trades = {s: self._trades(s, since_ms.get(s, 0)) for s in symbols}
+            fills = [self._venue_fill(t, s) for s, (read, _cut) in trades.items() for t in read]
             after = self._call(self.exchange.fetch_balance, "fetch balance")
         except ccxt.BaseError as exc:
             raise VenueUnavailable(f"{self.exchange.id}: {describe(exc)}") from exc
@@ -220,21 +234,43 @@ class CcxtBroker(VenueRouting):
             return {asset: _decimal(total.get(asset) or 0) for asset in assets}
 
         held = totals(after)
+        read_to = {s: int(read[-1]["timestamp"]) for s, (read, cut) in trades.items() if cut and read}
         return VenueView(tuple(orders), tuple(fills), {s: held[s.partition("/")[0]] for s in symbols},
-                         {c: held[c] for c in currency_of.values()}, currency_of, steady=totals(before) == held)
+                         {c: held[c] for c in currency_of.values()}, currency_of, steady=totals(before) == held,
+                         read_to_ms=read_to)
 
-    def _trades(self, symbol: str, since_ms: int) -> list[dict[str, Any]]:
-        """``symbol``'s trades from ``since_ms`` on, oldest first, page after page."""
+    def _trades(self, symbol: str, since_ms: int) -> tuple[list[dict[str, Any]], bool]:
+        """``symbol``'s trades from ``since_ms`` on, oldest first, page after page (``MAX_PAGES`` at most), and
+        whether the page limit cut the reading short.
+
+        The first page is asked from the time on (Binance: ``startTime`` alone, which reads on from that time as
+        far as the page goes; only ``startTime`` with ``endTime`` is bounded, to 24 hours). A Binance exchange
+        pages on by trade id (``fromId``: the trades after the last one read, whatever their times, so a page full
+        of trades of one millisecond does not hold the reading up); another exchange by time, from the last
+        trade's time (a full page of one millisecond is passed a millisecond on, logged)."""
         found: dict[str, dict[str, Any]] = {}
-        since = since_ms
+        since: int | None = since_ms
+        params: dict[str, Any] = {}
+        by_id = str(self.exchange.id).startswith("binance")
+        cut = True
         for _ in range(MAX_PAGES):
-            page = self._call(partial(self.exchange.fetch_my_trades, symbol, since, TRADES_PAGE), "fetch trades")
+            page = self._call(partial(self.exchange.fetch_my_trades, symbol, since, TRADES_PAGE, dict(params)),
+                              "fetch trades")
             new = [t for t in page if str(t["id"]) not in found]
             found.update((str(t["id"]), t) for t in new)
-            if len(page) < TRADES_PAGE or not new:
+            if len(page) < TRADES_PAGE:
+                cut = False
                 break
-            since = max(int(t["timestamp"]) for t in page)
-        return sorted(found.values(), key=lambda t: (int(t["timestamp"]), str(t["id"])))
+            if by_id:
+                since, params = None, {"fromId": max(int(t["id"]) for t in page) + 1}
+                continue
+            last = max(int(t["timestamp"]) for t in page)
+            if not new:  # a full page of one millisecond read again: what it does not hold there is passed
+                log.warning("%s: more than %d trades of %s at %s; the next are read from a millisecond later",
+                            self.exchange.id, TRADES_PAGE, symbol, utc_from_ms(last))
+                last += 1
+            since = last
+        return sorted(found.values(), key=lambda t: (int(t["timestamp"]), str(t["id"]))), cut
 
     def _order(self, order: dict[str, Any]) -> VenueOrder:
         price, stop = order.get("price"), order.get("triggerPrice") or order.get("stopPrice")
@@ -244,11 +280,12 @@ class CcxtBroker(VenueRouting):
                           _decimal(stop) if stop else None)
 
     def _venue_fill(self, trade: dict[str, Any], symbol: str) -> VenueFill:
+        """A trade as the ledgers book it (``_booked``): the units it moved, its fee in the quote currency."""
         venue_id = str(trade.get("order") or "")
-        price = _decimal(trade["price"])
+        side = Side(trade["side"])
+        units, fee = self._booked(trade, symbol, side)
         return VenueFill(f"{self.exchange.id}:{trade['id']}", venue_id, self._client_id(venue_id, symbol), symbol,
-                         Side(trade["side"]), _decimal(trade["amount"]), price,
-                         _decimal(self._fee(trade, symbol, float(price))), int(trade["timestamp"]))
+                         side, units, _decimal(trade["price"]), fee, int(trade["timestamp"]))
 
     def _client_id(self, venue_id: str, symbol: str) -> str:
         """The client id of the venue's order ``venue_id`` (looked up once; empty when the venue has none)."""
@@ -270,14 +307,32 @@ class CcxtBroker(VenueRouting):
         rejection at once."""
         return self.retry.call(call, what=f"{self.orders.venue.name} {what}", give_up=lambda exc, _attempts: exc)
 
-    def _fee(self, trade: dict[str, Any], symbol: str, price: float) -> float:
+    def _booked(self, trade: dict[str, Any], symbol: str, side: Side) -> tuple[Decimal, Decimal]:
+        """What a trade of ``symbol`` on ``side`` did to the holdings: the base units it moved and its fee in the
+        quote currency.
+
+        A fee in the quote is booked as it is. A fee ``f`` taken from the base (Binance's rule when it is not paid
+        in BNB: the fee comes out of the asset received) on an amount ``q`` at price ``p`` moved ``q - f`` units
+        (a buy) or ``q + f`` (a sell) for the full ``q * p`` of quote, so it is booked as that many units with a
+        fee of ``f * p``: the ledger's units and cash then move exactly as the venue's balances. A fee in a third
+        currency (e.g. BNB) is booked as 0 and logged."""
+        amount = _decimal(trade["amount"])
         fee = trade.get("fee") or {}
-        cost = float(fee.get("cost") or 0.0)
+        cost = _decimal(fee.get("cost") or 0)
         base, _, quote = symbol.partition("/")
         currency = fee.get("currency")
         if not cost or currency in (None, quote.split(":")[0]):
-            return cost
+            return amount, cost
         if currency == base:
-            return cost * price
+            return (amount - cost if side is Side.BUY else amount + cost), cost * _decimal(trade["price"])
         log.warning("fee of %s %s on %s booked as 0 (no conversion to %s)", cost, currency, symbol, quote)
-        return 0.0
+        return amount, Decimal(0)
+
+
+def _less_in_flight(inflight: float, filled: Decimal) -> float:
+    """The units in flight once ``filled`` signed units of a counted order filled (``pipeline.engine``'s rule: a
+    fill takes its units off what is in flight on its side, down to nothing)."""
+    qty = float(filled)
+    if inflight == 0.0 or qty * inflight <= 0.0:
+        return inflight
+    return inflight - qty if abs(qty) < abs(inflight) else 0.0

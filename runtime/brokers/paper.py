@@ -60,7 +60,8 @@ class PaperBroker:
         """None: there is no venue; the ledgers are the only holdings."""
         return None
 
-    def venue_view(self, symbols: Sequence[str], since_ms: int, known: Mapping[str, str]) -> VenueView | None:
+    def venue_view(self, symbols: Sequence[str], since_ms: Mapping[str, int], known: Mapping[str, str]
+                   ) -> VenueView | None:
         """None: there is no venue, nothing to reconcile."""
         return None
 

@@ -5,7 +5,10 @@
   A connection that is lost or refused (HTTP 429, 406 "connection limit exceeded") is replaced by a fresh stream
   after a wait of the feed's retry policy (exponential between ``backoff_base_s`` and ``backoff_cap_s``, with
   jitter, a ``Retry-After`` honoured); so is a connection that stays open but delivers no bar for
-  ``silent_after_bars`` bar lengths while the NYSE is in session (outside sessions silence is normal).
+  ``silent_after_bars`` bar lengths while the NYSE is in session (outside sessions silence is normal). A stream
+  Alpaca refuses for good (wrong keys, a feed outside the account's plan, too many symbols: 402, 405, 409, 410)
+  is given up, said once as the runtime event ``stream_rejected``; its minute bars are then polled through REST
+  like the longer timeframes, and trading goes on.
 * Longer timeframes (``5m``, ``1h``, ``1d``...) are polled through REST once their bar has closed: Alpaca
   builds them itself, so no resampling happens here.
 * REST (alpaca-py ``StockHistoricalDataClient``) also loads the warm-up and fills every hole the stream left:
@@ -105,8 +108,9 @@ class AlpacaFeed(LiveFeed):
     or None to never judge silence) is how many bar lengths a connected stream may go without delivering any
     bar while the NYSE is in session before it is closed and replaced. A thinly traded ticker alone on the IEX
     feed can go minutes without a bar: raise it there. Each teardown and reconnect is logged and noted for
-    ``on_event`` (``LiveFeed.note``; kinds ``stream_silent``, ``stream_down``, ``stream_reconnected``). The
-    reconnect waits use ``backoff_base_s``, ``backoff_cap_s`` and ``sleep``.
+    ``on_event`` (``LiveFeed.note``; kinds ``stream_silent``, ``stream_down``, ``stream_reconnected``, and
+    ``stream_rejected`` once when Alpaca refuses the stream for good and its bars are polled through REST from
+    then on). The reconnect waits use ``backoff_base_s``, ``backoff_cap_s`` and ``sleep``.
 
     The other keyword ``options`` (``LiveOptions``: ``poll_s``, ``warmup``, ``tick_s``, the backoff, ``sleep``,
     ``monotonic``...) are ``LiveFeed``'s, with its defaults.
@@ -255,6 +259,9 @@ class AlpacaFeed(LiveFeed):
         now = now_ms(self.clock)
         if self.watchdog is not None:
             self.watchdog.check()  # a connected stream silent for too long in session is replaced
+            if self.watchdog.rejected is not None and self._keys_of:
+                self._keys_of.clear()  # the stream is given up: its bars are polled through REST from now on
+                log.info("alpaca: minute bars of %s are polled through REST", ", ".join(self.keys))
         self._drain_stream()
         streamed: dict[str, pd.DataFrame] = {}
         due: list[str] = []

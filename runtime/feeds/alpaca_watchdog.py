@@ -5,7 +5,8 @@ time, each in an asyncio loop of its own: connect, authenticate, subscribe to th
 then consume until the connection ends. Every connection after the first is a fresh stream from the feed's
 factory. alpaca-py's own reconnect loop (``run``) is not used (it hides refusals and waits on wall time): the
 watchdog drives ``DataStream``'s connection coroutines itself (``_start_ws``, ``_send_subscribe_msg``,
-``_consume``, ``close``; alpaca-py 0.44), and the wait before each reconnect comes from the feed's retry policy
+``_consume``, ``close``; alpaca-py 0.44) on a ``ScreenedStream`` copy of each stream, which shows it Alpaca's
+answers, and the wait before each reconnect comes from the feed's retry policy
 (``pipeline.retry.RetryPolicy.delay``: exponential from ``backoff_base_s`` up to ``backoff_cap_s``, with
 jitter, a ``Retry-After`` honoured) and is spent through the feed's ``sleep``.
 
@@ -17,13 +18,19 @@ jitter, a ``Retry-After`` honoured) and is spent through the feed's ``sleep``.
 * **Backoff.** Consecutive failures (a connection refused or failed, one lost before it delivered a bar, a
   silent one) back off exponentially; a connection that delivered a bar resets the count, so the first
   reconnect after a healthy stream waits about ``backoff_base_s``. A refusal, HTTP 429 (or any other status)
-  on the handshake or Alpaca's 406 "connection limit exceeded" after the login, is raised as ``StreamRefused``
-  with its status and headers, so that a ``Retry-After`` is honoured; every refusal counts as a failure.
-* Alpaca's "insufficient subscription" (409) ends the stream for good; the feed goes on through REST.
+  on the handshake or an error frame of Alpaca's that a later connection may not get (406 "connection limit
+  exceeded" after the login...), is raised as ``StreamRefused`` with its status and headers, so that a
+  ``Retry-After`` is honoured; every refusal counts as a failure.
+* **Given up.** An error frame a reconnect cannot fix, at the login or in answer to the subscription (402 "auth
+  failed", 405 "symbol limit exceeded", 409 "insufficient subscription", 410 "invalid subscribe action for this
+  feed": ``runtime.feeds.alpaca_errors``), ends the stream for good, told once as ``STREAM_REJECTED`` with the
+  stream, the subscription, the code and what to do; ``rejected`` holds it, and the feed polls its bars through
+  REST from then on. A connection counts as subscribed once Alpaca has confirmed the subscription.
 * Each teardown and reconnect is logged: the first of an outage and each reconnect through ``report(kind,
   text)`` (the feed's ``LiveFeed.note``, which logs it and hands it to the runtime as an event), the others
   (refusals while the stream is already down) to the log only. The kinds are ``STREAM_SILENT`` (a silent
-  connection closed), ``STREAM_DOWN`` (the stream lost or refused) and ``STREAM_RECONNECTED``.
+  connection closed), ``STREAM_DOWN`` (the stream lost or refused), ``STREAM_RECONNECTED`` and
+  ``STREAM_REJECTED``.
 
 Bars the stream missed meanwhile come through REST (``AlpacaFeed._poll`` fills every hole).
 """
@@ -37,11 +44,20 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from alpaca.data.live.stock import StockDataStream
 
 from pipeline.clock import Clock
 from pipeline.retry import RetryPolicy, describe
+from runtime.feeds.alpaca_errors import (
+    LIMIT_STATUS,
+    StreamRefused,
+    StreamRejected,
+    error_of,
+    handshake_error,
+    login_error,
+)
 from runtime.feeds.frames import now_ms
 from runtime.feeds.protocol import Sleep
 
@@ -53,12 +69,11 @@ STREAM_DOWN = "stream_down"
 """Runtime event: the stream was lost or refused (once per outage); it is being reconnected."""
 STREAM_RECONNECTED = "stream_reconnected"
 """Runtime event: a new stream connection is subscribed again after a teardown or a loss."""
+STREAM_REJECTED = "stream_rejected"
+"""Runtime event: Alpaca refused the stream for a reason a reconnect cannot fix; it is given up, bars come through
+REST."""
 DEFAULT_SILENT_AFTER_BARS = 3.0
 """How many bar lengths of silence, in session, make a connected stream silent (3 minutes for minute bars)."""
-LIMIT_STATUS = 406
-"""Alpaca's error code for "connection limit exceeded" (too many streams on the account)."""
-_LIMIT_TEXT = "connection limit exceeded"
-_NO_SUBSCRIPTION_TEXT = "insufficient subscription"
 _JOIN_S = 2.0
 """How long a stop waits for the stream thread (a daemon) to close its connection."""
 
@@ -77,21 +92,6 @@ class Sessions(Protocol):
 
 
 @dataclass(frozen=True)
-class _Answer:
-    headers: Mapping[str, str]
-
-
-class StreamRefused(ConnectionError):
-    """Alpaca refused the bar stream: ``status_code`` (429 or another HTTP status on the handshake, 406 for
-    "connection limit exceeded") and the answer's ``response.headers`` (a ``Retry-After`` among them is honoured)."""
-
-    def __init__(self, message: str, status_code: int, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.response = _Answer(headers if headers is not None else {})
-
-
-@dataclass(frozen=True)
 class _Ended:
     """How a connection ended."""
 
@@ -99,6 +99,23 @@ class _Ended:
     heard: bool
     silent_ms: int | None
     error: BaseException | None
+
+
+class ScreenedStream(StockDataStream):
+    """A stream like ``like`` (its endpoint, keys, ``raw_data`` and websocket parameters) that shows Alpaca's
+    answers, the confirmed subscription and error frames, to ``on_answer`` before its own dispatch (which only
+    logs them); ``on_answer`` raises to end the connection."""
+
+    def __init__(self, like: StockDataStream, on_answer: Callable[[Mapping[str, Any]], None]) -> None:
+        super().__init__(like._api_key, like._secret_key, raw_data=like._raw_data,
+                         websocket_params=like._websocket_params, url_override=like._endpoint,
+                         data_timeout=like._data_timeout)
+        self._on_answer = on_answer
+
+    async def _dispatch(self, msg: dict[Any, Any]) -> None:
+        if msg.get("T") in ("subscription", "error"):
+            self._on_answer(msg)
+        await super()._dispatch(msg)
 
 
 def copy_of(stream: StockDataStream) -> StreamFactory:
@@ -113,22 +130,26 @@ def copy_of(stream: StockDataStream) -> StreamFactory:
 
 
 async def _open(stream: StockDataStream) -> None:
-    """Connect and log in; a refused handshake or Alpaca's connection limit as ``StreamRefused``."""
+    """Connect and log in; a refused handshake or an error frame in answer to the login as ``StreamRefused`` (a
+    later connection may be served) or ``StreamRejected`` (no connection will be)."""
     try:
         await stream._start_ws()
-    except ValueError as exc:  # alpaca-py's words for an error message in answer to the login
-        if _LIMIT_TEXT not in str(exc).lower():
+    except ValueError as exc:  # alpaca-py's words for an error frame in answer to the login
+        error: Exception | None = login_error(exc)
+        if error is None:
             raise
-        raise StreamRefused(f"the stream refused the login: {exc} ({LIMIT_STATUS})", LIMIT_STATUS) from exc
+        raise error from exc
     except Exception as exc:
-        # a handshake answered with an HTTP status: websockets' legacy InvalidStatusCode (status_code, headers),
-        # which alpaca-py's client raises, or its newer InvalidStatus (response.status_code, response.headers)
-        response = getattr(exc, "response", None)
-        status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
-        if not isinstance(status, int):
+        error = handshake_error(exc)
+        if error is None:
             raise
-        headers = getattr(exc, "headers", None) or getattr(response, "headers", None)
-        raise StreamRefused(f"the stream refused the connection: HTTP {status}", status, headers) from exc
+        raise error from exc
+
+
+def stream_name(stream: StockDataStream) -> str:
+    """The stream as the operator knows it: ``Alpaca's iex bar stream`` (the feed is its URL's last part)."""
+    feed = urlsplit(str(stream._endpoint)).path.rstrip("/").rsplit("/", 1)[-1]
+    return f"Alpaca's {feed} bar stream" if feed else "Alpaca's bar stream"
 
 
 class StreamWatchdog:
@@ -144,7 +165,9 @@ class StreamWatchdog:
         self.stream = stream
         """The stream of the connection under way (or of the last one)."""
         self.connections = 0
-        """Connections that got as far as subscribing."""
+        """Connections whose subscription Alpaca confirmed."""
+        self.rejected: StreamRejected | None = None
+        """Why Alpaca will serve no stream (the stream was given up; its bars come through REST), or None."""
         self._first: StockDataStream | None = stream
         self._factory = factory
         self._tickers = sorted(tickers)
@@ -214,13 +237,13 @@ class StreamWatchdog:
                 self._back_off(failures, exc, f"could not build a new bar stream ({describe(exc)})")
                 continue
             self._first = None
-            self.stream = stream
-            ended = self._connect(stream)
+            self.stream = ScreenedStream(stream, self._answered)
+            ended = self._connect(self.stream)
             if self._stopping():
                 return
-            if ended.error is not None and _NO_SUBSCRIPTION_TEXT in str(ended.error).lower():
-                self._tell(STREAM_DOWN, f"alpaca: the bar stream ended for good ({describe(ended.error)}); "
-                                        "bars come through REST")
+            if isinstance(ended.error, StreamRejected):  # a reconnect would be answered the same
+                self.rejected = ended.error
+                self._tell(STREAM_REJECTED, self._given_up(stream, ended.error))
                 return
             failures = 1 if ended.heard else failures + 1
             self._back_off(failures, ended.error, _why(ended), silent=ended.silent_ms is not None)
@@ -235,8 +258,15 @@ class StreamWatchdog:
         self._outage_told = True
         self._sleep(wait)
 
+    def _given_up(self, stream: StockDataStream, error: StreamRejected) -> str:
+        tickers = ", ".join(self._tickers)
+        what = "the login" if error.stage == "login" else f"the subscription to the bars of {tickers}"
+        return (f"alpaca: {stream_name(stream)} refused {what}: {error.code} {error.text}. A reconnect cannot change "
+                f"that: the stream is given up and the bars of {tickers} are polled through REST instead; to stream "
+                f"them again, {error.advice}")
+
     def _connect(self, stream: StockDataStream) -> _Ended:
-        """One connection, from the handshake until it ends (lost, refused, silent or stopped)."""
+        """One connection, from the handshake until it ends (lost, refused, rejected, silent or stopped)."""
         stream.subscribe_bars(self._on_bar, *self._tickers)
         error: BaseException | None = None
         try:
@@ -261,15 +291,23 @@ class StreamWatchdog:
             await _open(stream)
             await stream._send_subscribe_msg()
             stream._running = True
-            with self._lock:
-                self._subscribed = True
-            self._connected()
-            await stream._consume()  # until the connection closes (raised) or is cancelled
+            await stream._consume()  # until the connection closes or Alpaca refuses (raised), or it is cancelled
         finally:
             with self._lock:  # no cancel lands after this: the close below runs to its end
                 self._loop = self._task = None
             with contextlib.suppress(Exception):
                 await stream.close()
+
+    def _answered(self, message: Mapping[str, Any]) -> None:
+        """Alpaca's answer on the connection under way: the confirmed subscription marks it subscribed, an error
+        frame ends it (raised out of ``_consume``; the login's answer is read by ``_start_ws``, so this one answers
+        the subscription)."""
+        if message.get("T") == "error":
+            raise error_of(message, "subscription")
+        with self._lock:
+            first, self._subscribed = not self._subscribed, True
+        if first:
+            self._connected()
 
     def _connected(self) -> None:
         self.connections += 1

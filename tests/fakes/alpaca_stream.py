@@ -16,9 +16,13 @@ Tests script trouble with ``drop_connections`` (every connection closed at once,
 ``Retry-After``, until allowed again), ``go_silent`` (connections stay open and subscribed, but no bar reaches
 them: the stream Alpaca users see go mute; ``speak`` ends it) and ``limit_connections`` (Alpaca's limit of
 authenticated connections per account: a login beyond it is answered ``[{"T": "error", "code": 406, "msg":
-"connection limit exceeded"}]`` and the connection closed), and read back the ``connections`` accepted, the
-``subscriptions`` received, the handshakes ``refused``, the logins ``limited`` and whether each connection sent
-the right keys.
+"connection limit exceeded"}]`` and the connection closed), ``refuse_logins`` (a login with the right keys
+answered with another of Alpaca's error frames, such as 409 "insufficient subscription", and the connection
+closed) and ``refuse_subscriptions`` (every subscribe answered with an error frame instead of the subscription:
+405 "symbol limit exceeded", 406, 409, 410 "invalid subscribe action for this feed"..., the connection left open
+or closed), and read back the ``connections`` accepted, the ``subscriptions`` received (refused ones too), the
+handshakes ``refused``, the logins ``limited`` or ``rejected_logins``, the subscriptions ``rejected`` and whether
+each connection sent the right keys.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ from tests.waiting import wait_until
 
 DEFAULT_API_KEY = "k"
 DEFAULT_API_SECRET = "s"
+ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed", 403: "already authenticated",
+          404: "auth timeout", 405: "symbol limit exceeded", 406: "connection limit exceeded", 407: "slow client",
+          409: "insufficient subscription", 410: "invalid subscribe action for this feed", 500: "internal error"}
+"""Alpaca's stream error codes and their texts."""
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "corrections",
             "cancelErrors")
 
@@ -72,6 +80,10 @@ class FakeAlpacaStream(LocalWsServer):
         self.bad_auth = 0
         self.limited = 0
         """Logins answered 406 "connection limit exceeded"."""
+        self.rejected_logins = 0
+        """Logins answered with the error frame of ``refuse_logins``."""
+        self.rejected = 0
+        """Subscriptions answered with the error frame of ``refuse_subscriptions``."""
         self._clients: list[_Client] = []
         self._refusing = False
         self._refuse_status = HTTPStatus.SERVICE_UNAVAILABLE
@@ -79,6 +91,9 @@ class FakeAlpacaStream(LocalWsServer):
         self._silent_new = False
         self._limit: int | None = None
         self._ghosts = 0
+        self._login_error: int | None = None
+        self._subscribe_error: int | None = None
+        self._close_on_subscribe_error = False
 
     @property
     def url(self) -> str:
@@ -140,6 +155,19 @@ class FakeAlpacaStream(LocalWsServer):
             self._limit = limit
             self._ghosts = unreaped
 
+    def refuse_logins(self, code: int | None = 409) -> None:
+        """While ``code`` is set (None: no more), a login with the right keys is answered with Alpaca's error frame
+        of ``code`` and the connection closed (Alpaca answers so a feed the account's plan does not include)."""
+        with self._lock:
+            self._login_error = code
+
+    def refuse_subscriptions(self, code: int | None = 409, *, close: bool = False) -> None:
+        """While ``code`` is set (None: no more), every subscribe is answered with Alpaca's error frame of ``code``
+        instead of the subscription; the connection stays open (nothing is subscribed) unless ``close``."""
+        with self._lock:
+            self._subscribe_error = code
+            self._close_on_subscribe_error = close
+
     def subscribers(self, symbol: str) -> int:
         """Authenticated connections subscribed to ``symbol``'s bars now."""
         with self._lock:
@@ -194,22 +222,22 @@ class FakeAlpacaStream(LocalWsServer):
                     held = self._ghosts + sum(1 for c in self._clients
                                               if c.authenticated and c.connection.state is State.OPEN)
                     over = self._limit is not None and held >= self._limit
+                    refusal = 406 if over else self._login_error
                     if over:
                         self.limited += 1
+                    elif refusal is not None:
+                        self.rejected_logins += 1
                     else:
                         client.authenticated = True
                         self.connections += 1
-                if over:
-                    await client.connection.send(
-                        msgpack.packb([{"T": "error", "code": 406, "msg": "connection limit exceeded"}]))
-                    await client.connection.close()
+                if refusal is not None:
+                    await self._refuse(client, refusal, close=True)
                     return
                 await client.connection.send(msgpack.packb([{"T": "success", "msg": "authenticated"}]))
             else:
                 with self._lock:
                     self.bad_auth += 1
-                await client.connection.send(msgpack.packb([{"T": "error", "code": 402, "msg": "auth failed"}]))
-                await client.connection.close()
+                await self._refuse(client, 402, close=True)
             return
         if not client.authenticated:
             await client.connection.send(msgpack.packb([{"T": "error", "code": 401, "msg": "not authenticated"}]))
@@ -218,12 +246,27 @@ class FakeAlpacaStream(LocalWsServer):
             symbols = {str(s) for s in message.get("bars", [])}
             with self._lock:
                 self.subscriptions.append({k: v for k, v in message.items() if k != "action"} | {"action": action})
-                client.bars = client.bars | symbols if action == "subscribe" else client.bars - symbols
+                refusal, close = self._subscribe_error, self._close_on_subscribe_error
+                if action == "subscribe" and refusal is not None:
+                    self.rejected += 1
+                else:
+                    refusal = None
+                    client.bars = client.bars | symbols if action == "subscribe" else client.bars - symbols
                 bars = sorted(client.bars)
+            if refusal is not None:
+                await self._refuse(client, refusal, close=close)
+                return
             reply = {"T": "subscription", **{channel: [] for channel in CHANNELS}, "bars": bars}
             await client.connection.send(msgpack.packb([reply]))
             return
         await client.connection.send(msgpack.packb([{"T": "error", "code": 400, "msg": "invalid syntax"}]))
+
+    @staticmethod
+    async def _refuse(client: _Client, code: int, *, close: bool) -> None:
+        """Answer with Alpaca's error frame of ``code``, then close the connection when ``close``."""
+        await client.connection.send(msgpack.packb([{"T": "error", "code": code, "msg": ERRORS[code]}]))
+        if close:
+            await client.connection.close()
 
     async def _publish(self, symbol: str, message: dict[str, Any]) -> int:
         with self._lock:

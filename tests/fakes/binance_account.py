@@ -2,11 +2,18 @@
 
 The ledger: starting ``balances`` (free amounts per asset), a current price per symbol (``set_price``; by default
 the close of the last bar the klines endpoint would serve) and a commission of ``commission_rate`` (0.1 % by
-default) of each fill's quote amount, always charged in the quote asset: a buy pays ``qty * price + commission``
-quote, a sell receives ``qty * price - commission`` quote. Amounts are kept to 8 decimals (commission rounded
-half up). Market orders fill at once at the current price (as taker). A limit order that is marketable when
-placed fills at once at the current price (taker); otherwise it rests, locking ``qty * price + commission`` of
-the quote (a buy) or ``qty`` of the base (a sell), and fills in full at its limit price (maker) once
+default) of what each fill gives. ``commission_asset`` says where it is charged:
+
+* ``"quote"`` (the default): always in the quote asset, ``commission_rate`` of the fill's quote amount: a buy pays
+  ``qty * price + commission`` quote, a sell receives ``qty * price - commission`` quote;
+* ``"received"`` (Binance's own rule when the fee is not paid in BNB): in the asset the fill gives, so a buy
+  pays ``qty * price`` quote and receives ``qty - commission`` base (``commission_rate`` of ``qty``), a sell
+  receives ``qty * price - commission`` quote. The fill reports the commission in that asset.
+
+Amounts are kept to 8 decimals (commission rounded half up). Market orders fill at once at the current price (as
+taker). A limit order that is marketable when placed fills at once at the current price (taker); otherwise it
+rests, locking ``qty * price`` of the quote, commission included when it is charged in the quote (a buy), or
+``qty`` of the base (a sell), and fills in full at its limit price (maker) once
 ``set_price`` crosses it. A stop-market order (``STOP_LOSS``) rests, locking funds as a limit order at its trigger
 would, until ``set_price`` reaches its trigger (a sell stop at or below it, a buy stop at or above it); it then
 fills in full at that price (taker). A market order can be made to fill in part (``queue_partial``): it stays
@@ -21,9 +28,13 @@ import itertools
 import threading
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Literal
 
 from tests.fakes.binance_market import MarketData
 from tests.fakes.binance_records import Balance, VenueOrder, VenueTrade, q8
+
+CommissionAsset = Literal["quote", "received"]
+"""Where the commission is charged: always in the quote asset, or in the asset each fill gives (the base on a buy)."""
 
 
 class Ledger:
@@ -35,9 +46,13 @@ class Ledger:
         lock: threading.RLock,
         balances: Mapping[str, Decimal | int | str],
         commission_rate: Decimal,
+        commission_asset: CommissionAsset = "quote",
     ) -> None:
+        if commission_asset not in ("quote", "received"):
+            raise ValueError(f"commission_asset {commission_asset!r} is not valid: use 'quote' or 'received'")
         self.market = market
         self.commission_rate = commission_rate
+        self.commission_asset: CommissionAsset = commission_asset
         self._lock = lock
         self._starting_balances = {asset: Decimal(value) for asset, value in balances.items()}
         self.free: dict[str, Decimal] = {}
@@ -155,8 +170,13 @@ class Ledger:
         """A number for an id the venue makes up (a client order id not sent, a cancel's own id)."""
         return next(self._generated_ids)
 
-    def commission(self, quote_qty: Decimal) -> Decimal:
-        return q8(quote_qty * self.commission_rate)
+    def commission(self, given: Decimal) -> Decimal:
+        """The commission on a fill that gives ``given`` (of the asset it is charged in)."""
+        return q8(given * self.commission_rate)
+
+    def buy_cost(self, notional: Decimal) -> Decimal:
+        """The quote a buy of ``notional`` takes: with the commission when it is charged in the quote."""
+        return notional + self.commission(notional) if self.commission_asset == "quote" else notional
 
     def submit(self, order: VenueOrder, current: Decimal | None) -> list[VenueTrade]:
         """Book a new, checked order: fill what fills now, lock what rests (GTC); returns its fills."""
@@ -194,8 +214,7 @@ class Ledger:
         """Lock what the order's remainder may need at ``price``: quote and commission (buy) or base (sell)."""
         listing = self.market.listings[order.symbol]
         if order.side == "BUY":
-            notional = q8(order.remaining * price)
-            amount, asset = notional + self.commission(notional), listing.quote
+            amount, asset = self.buy_cost(q8(order.remaining * price)), listing.quote
         else:
             amount, asset = order.remaining, listing.base
         amount = min(amount, self.free.get(asset, Decimal(0)))
@@ -222,8 +241,12 @@ class Ledger:
         """Book a fill of ``qty`` at ``price``: move the balances, record the trade, update the order."""
         listing = self.market.listings[order.symbol]
         quote_qty = q8(qty * price)
-        commission = self.commission(quote_qty)
-        if order.side == "BUY":
+        commission, commission_asset = self.commission(quote_qty), listing.quote
+        if order.side == "BUY" and self.commission_asset == "received":
+            commission, commission_asset = self.commission(qty), listing.base
+            self._spend(order, listing.quote, quote_qty)
+            self._move(self.free, listing.base, qty - commission)
+        elif order.side == "BUY":
             self._spend(order, listing.quote, quote_qty + commission)
             self._move(self.free, listing.base, qty)
         else:
@@ -239,7 +262,7 @@ class Ledger:
             qty=qty,
             quote_qty=quote_qty,
             commission=commission,
-            commission_asset=listing.quote,
+            commission_asset=commission_asset,
             time_ms=now,
             is_maker=is_maker,
         )

@@ -6,7 +6,8 @@ of the query string followed by the form body, both as sent with the ``signature
 (Binance's rule; ccxt signs exactly that string). A wrong one is HTTP 400 ``-1022``.
 
 A ``Fault`` is trouble scripted for one coming request: an HTTP error with Binance's body for it (a gateway's
-HTML page for other 5xx statuses), an answer held back, or a connection closed without an answer.
+HTML page for other 5xx statuses), an answer held back, a connection closed without an answer, or something done
+at the venue before the answer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -52,7 +54,8 @@ class Fault:
     ``status`` 0 answers normally (late, when ``delay_s`` is set). ``endpoint`` ``"*"`` matches any endpoint;
     ``method`` (``"GET"``, ``"POST"``, ``"DELETE"``) narrows the match, ``None`` matches any method.
     ``drop`` closes the connection without an answer and without handling the request; ``lose_response``
-    handles the request (an order is placed) and then closes the connection without an answer.
+    handles the request (an order is placed) and then closes the connection without an answer; ``action`` runs
+    first, then the request is answered as the rest says (``FakeBinance.before_next``).
     """
 
     endpoint: str = "klines"
@@ -62,6 +65,7 @@ class Fault:
     method: str | None = None
     drop: bool = False
     lose_response: bool = False
+    action: Callable[[], object] | None = None
 
     def matches(self, method: str, endpoint: str) -> bool:
         return self.endpoint in ("*", endpoint) and self.method in (None, method)

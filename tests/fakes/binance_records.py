@@ -94,7 +94,8 @@ class Balance:
 
 @dataclass(frozen=True)
 class VenueTrade:
-    """One fill of an order, as the venue booked it (``commission`` is in ``commission_asset``, the quote)."""
+    """One fill of an order, as the venue booked it (``commission`` is in ``commission_asset``: the quote, or the base
+    of a buy when the commission is charged in the asset received)."""
 
     trade_id: int
     order_id: int

@@ -7,15 +7,18 @@ It serves what ccxt's ``binance`` class calls on spot markets, the parts in thei
 * the signed trading endpoints (``binance_trading``) — ``account``, ``order`` (place ``MARKET``, ``LIMIT`` GTC
   and ``STOP_LOSS`` stop-market orders, query, cancel), ``openOrders``, ``allOrders``, ``myTrades`` — over a ledger
   of the fake account (``binance_account``): balances, current prices, resting orders and the fills they book,
-  with a commission charged in the quote asset;
+  with a commission charged in the quote asset (or, with ``commission_asset="received"``, in the asset each fill
+  gives, as Binance charges it when the fee is not paid in BNB);
 * the HTTP side (``binance_http``) — the API key and signature checks, Binance's error bodies and the scripted
   faults; the orders, trades and balances it keeps are written as Binance writes them (``binance_records``).
 
 Tests script trouble with ``fail_next`` on any endpoint (HTTP errors with Binance's error bodies, slow answers
 that outlast the client's timeout, a connection closed without an answer), ``reject_next`` (a Binance error
 for the next order), ``partial_fill_next`` (the next market order fills in part and stays open),
-``partial_fill_resting_next`` (so does the next resting limit or stop order a price reaches) and
-``lose_response_next`` (the order is placed, then the connection is closed without an answer); they set the
+``partial_fill_resting_next`` (so does the next resting limit or stop order a price reaches),
+``lose_response_next`` (the order is placed, then the connection is closed without an answer) and ``before_next``
+(something happens at the venue just before it answers the next request to an endpoint: while a client reads it,
+say); they set the
 venue's clock with ``set_now`` and read back every request the server received, the ``orders``, the ``trades``
 and the ``balances()``.
 
@@ -37,12 +40,12 @@ Usage::
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 import pandas as pd
 
-from tests.fakes.binance_account import Ledger
+from tests.fakes.binance_account import CommissionAsset, Ledger
 from tests.fakes.binance_http import Fault, Handler, RecordedRequest, Reply, authenticate
 from tests.fakes.binance_market import DEFAULT_LISTINGS, MarketData
 from tests.fakes.binance_records import Balance, Rejection, VenueOrder, VenueTrade, error_body
@@ -69,18 +72,28 @@ class FakeBinance(LocalHttpServer):
 
     ``balances`` are the starting free balances (``DEFAULT_BALANCES`` when not given). Signed requests must carry
     ``api_key`` and be signed with ``api_secret`` (``DEFAULT_API_KEY`` / ``DEFAULT_API_SECRET``; a test may
-    change them); ``DEFAULT_COMMISSION_RATE`` of each fill's quote amount is charged in the quote asset.
+    change them); ``DEFAULT_COMMISSION_RATE`` of each fill is charged: of its quote amount in the quote asset, or
+    with ``commission_asset="received"`` of what it gives in the asset it gives (``binance_account``).
     """
 
     thread_name = "fake-binance"
 
-    def __init__(self, *, balances: Mapping[str, Decimal | int | str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        balances: Mapping[str, Decimal | int | str] | None = None,
+        commission_asset: CommissionAsset = "quote",
+    ) -> None:
         self.api_key = DEFAULT_API_KEY
         self.api_secret = DEFAULT_API_SECRET
         self._lock = threading.RLock()
         self.market = MarketData(DEFAULT_LISTINGS, self._lock)
         self.ledger = Ledger(
-            self.market, self._lock, DEFAULT_BALANCES if balances is None else balances, DEFAULT_COMMISSION_RATE
+            self.market,
+            self._lock,
+            DEFAULT_BALANCES if balances is None else balances,
+            DEFAULT_COMMISSION_RATE,
+            commission_asset,
         )
         self._signed = SignedEndpoints(self.ledger).handlers()
         self._faults: list[Fault] = []
@@ -141,6 +154,16 @@ class FakeBinance(LocalHttpServer):
         """
         with self._lock:
             self._faults.append(Fault("order", method="POST", lose_response=True))
+
+    def before_next(self, endpoint: str, action: Callable[[], object], *, method: str | None = None) -> None:
+        """Run ``action`` when the next request to ``endpoint`` (of ``method`` when given) arrives, then answer it.
+
+        Something that happens at the venue while a client is reading it: e.g. an order placed by hand (through a
+        client of its own) between two of the reads a reconciliation makes. The action runs on the server's thread
+        for that request, without the fake's lock held, so it may send requests to the fake itself.
+        """
+        with self._lock:
+            self._faults.append(Fault(endpoint, method=None if method is None else method.upper(), action=action))
 
     def partial_fill_next(self, fraction: float | Decimal | str) -> None:
         """Fill only ``fraction`` (0 < fraction < 1) of the next market order at once, rounded down to its step.
@@ -258,6 +281,8 @@ class FakeBinance(LocalHttpServer):
         """
         endpoint = path.removeprefix(API_PREFIX)
         fault = self._take_fault(method, endpoint)
+        if fault is not None and fault.action is not None:
+            fault.action()
         if fault is not None and fault.drop:
             reply = Reply(0, "", drop=True)
         elif fault is not None and fault.status:

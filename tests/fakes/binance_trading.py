@@ -10,7 +10,9 @@
 * ``GET /api/v3/order`` (by ``orderId`` or ``origClientOrderId``), ``DELETE /api/v3/order``,
   ``GET /api/v3/openOrders`` and ``DELETE /api/v3/openOrders`` (cancel all) of a symbol, ``GET /api/v3/allOrders``
   (a symbol's latest 500 orders);
-* ``GET /api/v3/myTrades`` — ``symbol``, ``orderId``, ``fromId``, ``startTime``, ``limit``.
+* ``GET /api/v3/myTrades`` — ``symbol``, ``orderId``, ``fromId``, ``startTime``, ``endTime``, ``limit``, in the
+  combinations Binance accepts (else ``-1128``), ``startTime`` and ``endTime`` at most 24 hours apart (else
+  ``-1127``); ``startTime`` alone reads from that time on, as far as ``limit`` goes.
 
 Orders are checked as Binance does: unknown symbol ``-1121``, missing parameters ``-1102``, PRICE_FILTER /
 LOT_SIZE / MARKET_LOT_SIZE / NOTIONAL violations ``-1013 Filter failure: <FILTER>``, a ``newClientOrderId``
@@ -45,6 +47,11 @@ from tests.fakes.binance_records import (
 )
 
 _CLIENT_ORDER_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+
+DAY_MS = 86_400_000
+_MY_TRADES_COMBINATIONS = frozenset(frozenset(names) for names in (
+    (), ("orderId",), ("startTime",), ("endTime",), ("fromId",), ("startTime", "endTime"), ("orderId", "fromId")))
+"""The optional parameters ``GET /api/v3/myTrades`` accepts together (besides ``symbol``, ``limit``)."""
 
 Handler = Callable[[dict[str, str]], Any]
 """A signed endpoint: the request's parameters in, the JSON payload out (or a ``Rejection``)."""
@@ -159,8 +166,7 @@ class SignedEndpoints:
         if failure is not None:
             raise Rejection((-1013, f"Filter failure: {failure}"))
         if side == "BUY":
-            notional = q8(quantity * reference)
-            needed, asset = notional + self.ledger.commission(notional), listing.quote
+            needed, asset = self.ledger.buy_cost(q8(quantity * reference)), listing.quote
         else:
             needed, asset = quantity, listing.base
         if self.ledger.free.get(asset, Decimal(0)) < needed:
@@ -246,11 +252,20 @@ class SignedEndpoints:
         return [order.as_query() for order in orders[-DEFAULT_LIMIT:]]
 
     def my_trades(self, params: dict[str, str]) -> list[dict[str, Any]]:
-        """``GET /api/v3/myTrades``: from ``fromId`` or ``startTime`` the oldest first, else the latest ``limit``."""
+        """``GET /api/v3/myTrades``: from ``fromId`` or ``startTime`` the oldest first, else the latest ``limit``
+        (up to ``endTime`` when sent)."""
         market_id = self.market.listing_of(params).market_id
         order_id = int_param(params, "orderId")
         from_id = int_param(params, "fromId")
         start = int_param(params, "startTime")
+        end = int_param(params, "endTime")
+        given = frozenset(name for name, value in
+                          (("orderId", order_id), ("fromId", from_id), ("startTime", start), ("endTime", end))
+                          if value is not None)
+        if given not in _MY_TRADES_COMBINATIONS:
+            raise Rejection((-1128, "Combination of optional parameters invalid."))
+        if start is not None and end is not None and end - start > DAY_MS:
+            raise Rejection((-1127, "More than 24 hours between startTime and endTime."))
         limit = _limit(params)
         trades = [
             trade
@@ -259,6 +274,7 @@ class SignedEndpoints:
             and (order_id is None or trade.order_id == order_id)
             and (from_id is None or trade.trade_id >= from_id)
             and (start is None or trade.time_ms >= start)
+            and (end is None or trade.time_ms <= end)
         ]
         chosen = trades[:limit] if from_id is not None or start is not None else trades[-limit:]
         return [trade.as_my_trade() for trade in chosen]

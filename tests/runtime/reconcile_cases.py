@@ -41,10 +41,12 @@ def bars_of(venue: Venue) -> tuple[pd.DataFrame, str, str]:
     return pd.read_parquet(shared_file(name)).iloc[rows].reset_index(drop=True), key, timeframe
 
 
-def portfolio(venue: Venue, timeframe: str, stop_loss: float = 0.1) -> PortfolioConfig:
+def portfolio(venue: Venue, timeframe: str, stop_loss: float = 0.1, strategy: str = "buy_and_hold",
+              params: dict[str, object] | None = None) -> PortfolioConfig:
+    """One sleeve on the venue's symbol: ``strategy`` (buy and hold by default) with ``params``, a stop-loss."""
     return PortfolioConfig.model_validate({"cash": venue.cash, "strategies": [
-        {"id": "main", "strategy": "buy_and_hold", "symbols": [venue.symbol], "timeframe": timeframe,
-         "allocation": 1.0,
+        {"id": "main", "strategy": strategy, "params": params or {}, "symbols": [venue.symbol],
+         "timeframe": timeframe, "allocation": 1.0,
          "engine": {"max_position": 0.5, "fee_bps": venue.fee_bps, "stop_loss": stop_loss, "max_drawdown": None,
                     "daily_loss": None, "max_consecutive_losses": None, "max_trades_per_day": None}}]})
 
@@ -98,15 +100,17 @@ class Running:
 
 
 def start(venue: Venue, tmp_path: Path, *, fresh: bool = True, bars: int | None = None, stop_loss: float = 0.1,
-          tolerance: float = 0.001) -> Running:
-    """A node on ``venue`` (a new store at ``tmp_path`` when ``fresh``, else restored from it), started."""
+          tolerance: float = 0.001, strategy: str = "buy_and_hold", params: dict[str, object] | None = None
+          ) -> Running:
+    """A node on ``venue`` (a new store at ``tmp_path`` when ``fresh``, else restored from it), started; its sleeve
+    trades ``strategy`` with ``params`` (buy and hold by default)."""
     frame, key, timeframe = bars_of(venue)
     feed = ReplayFeed({key: frame.iloc[:bars]}, Timeframe.parse(timeframe), speed=1e12, sleep=lambda _s: None)
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     clock = FixedClock(START)
     alerts: list[tuple[str, str]] = []
-    node = Node(store, portfolio(venue, timeframe, stop_loss), feed, {f"main:{venue.symbol}": key}, venue.broker(),
-                mode="live", clock=clock, on_event=lambda kind, text: alerts.append((kind, text)),
+    node = Node(store, portfolio(venue, timeframe, stop_loss, strategy, params), feed, {f"main:{venue.symbol}": key},
+                venue.broker(), mode="live", clock=clock, on_event=lambda kind, text: alerts.append((kind, text)),
                 reconcile_seconds=EVERY_S, reconcile_tolerance=tolerance)
     running = Running(venue, node, store, feed, clock, key, alerts)
     node.start(fresh=fresh)

@@ -4,7 +4,6 @@ cleanly (as does SIGTERM)."""
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import subprocess
@@ -78,14 +77,11 @@ def test_up_serves_the_api_on_loopback_as_one_more_service(tmp_path: Path, monke
 
 def test_a_bad_api_url_is_refused_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADEFORGE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TRADEFORGE_API_URL", "127.0.0.1")
-    settings = load_settings()
-    with pytest.raises(up.UpError, match=re.escape("'127.0.0.1' has no host and port")):
-        up.services(settings, REPO, up.demo_runtime(settings))
-    env = up.base_env(settings, REPO, "api-test")
+    env = up.base_env(load_settings(), REPO, "api-test") | {"TRADEFORGE_API_URL": "127.0.0.1"}
     done = subprocess.run([sys.executable, "-m", "runtime.api"], cwd=REPO, env=env, capture_output=True, check=False)
     assert done.returncode == 1
-    assert "api_url '127.0.0.1' is not valid: give http://HOST:PORT" in done.stderr.decode()
+    refusal = done.stderr.decode()
+    assert "api_url" in refusal.lower() and "'127.0.0.1'" in refusal and "Traceback" not in refusal
 
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.clock import FixedClock
 from pipeline.data.sources.ccxt_source import build_exchange
-from pipeline.data.sources.ccxt_stream import build_ws_exchange
+from pipeline.data.sources.ccxt_stream import build_ws_exchange, point_ws_at
 from pipeline.domain import DataError
 from pipeline.settings import Settings
 from runtime.feeds.base import LiveFeed
@@ -312,8 +312,10 @@ def test_the_runtime_wires_the_websocket_feed_when_asked_and_knows_exchanges_wit
     assert len(streamed.frames[BTC_KEY]) == 100  # warmed up through REST
     without = sorted(set(ccxt.exchanges) - set(ccxt.pro.exchanges))
     assert without and build_ws_exchange(settings, without[0]) is None
-    with pytest.raises(DataError, match="is not valid: use a ws:// or wss:// URL"):
+    with pytest.raises(ValueError, match=r"ws(://)? or wss"):  # refused by the settings, or where it is used
         build_ws_exchange(Settings(_env_file=None, ccxt_ws_url="http://127.0.0.1:1/ws"), "binance")  # type: ignore[call-arg]
+    with pytest.raises(DataError, match="is not valid: use a ws:// or wss:// URL"):
+        point_ws_at(streamed.ws, "http://127.0.0.1:1/ws")
 
 
 def test_a_connection_is_rebuilt_once_a_day_without_backing_off_and_bars_go_on(

@@ -5,10 +5,12 @@ on; a venue that cannot be asked is an event and the runtime goes on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pipeline.clock import FixedClock
 from pipeline.domain import Timeframe
@@ -20,6 +22,7 @@ from runtime.brokers.ccxt import CcxtBroker
 from runtime.feeds import ReplayFeed
 from runtime.node import Node
 from runtime.reconcile import FINDING, VERDICT
+from tests.fakes.binance_server import FakeBinance
 from tests.runtime import venue_cases
 from tests.runtime.reconcile_cases import (
     EVERY_S,
@@ -224,3 +227,35 @@ def test_a_paper_runtime_has_no_venue_to_reconcile(tmp_path: Path) -> None:
         node._idle()
     assert node.summary.bars == len(frame)
     assert not store.events(FINDING) and not store.events(VERDICT)
+
+
+@pytest.fixture
+def binance(tmp_path: Path) -> Iterator[venue_cases.Binance]:
+    with FakeBinance(balances={"USDT": Decimal(venue_cases.Binance.cash)}) as server:
+        case = venue_cases.Binance(tmp_path, server)
+        case.set_price(case.base)
+        yield case
+
+
+def test_a_hand_fill_found_while_the_cash_moved_is_reported_once_not_again_as_cash_moved(
+        binance: venue_cases.Binance, tmp_path: Path) -> None:
+    run = start(binance, tmp_path)
+    run.replay(upto=FIRST)
+    run.later(EVERY_S)
+    run.idle()
+    assert run.verdicts()[-1].detail.startswith("ok: ")
+    # the order is placed by hand (and filled) while the pass reads the venue: between its two reads of the cash
+    binance.server.before_next("openOrders", lambda: hand_market_buy(binance, _qty(binance)))
+    run.later(EVERY_S)
+    run.idle()
+    verdict = run.verdicts()[-1].detail
+    assert "the venue's cash changed while it was read" in verdict and verdict.startswith("mismatch: 1 finding(s)")
+    [found] = [f for f in run.findings() if "fill of an order not placed by the runtime" in f]
+    assert [e for e in run.errors() if "not placed by the runtime" in e] == [f"reconciliation: {found}"]
+
+    for _ in range(2):  # the cash is compared again: the fill's cash is not taken for cash moved outside
+        run.later(EVERY_S)
+        run.idle()
+        assert run.verdicts()[-1].detail.startswith("ok: "), run.verdicts()[-1].detail
+    assert not [f for f in run.findings() if "cash changed outside the runtime" in f]
+    assert len(run.errors()) == 1

@@ -58,7 +58,7 @@ def test_every_fill_from_a_time_on_is_read_once_over_several_pages_with_its_clie
     ids = _trade_by_hand(venue, page + 7)
     known = dict(list(_venue_ids(venue).items())[:-5])  # the caller knows all but the last five orders
     broker = venue.broker()
-    view = broker.venue_view([venue.symbol], 0, known)
+    view = broker.venue_view([venue.symbol], {venue.symbol: 0}, known)
     assert [f.client_id for f in view.fills] == ids  # oldest first, each once, each with its order's client id
     assert _lookups(venue) == 5  # only the orders the caller did not know were asked for
     assert len({f.fill_id for f in view.fills}) == len(ids)
@@ -68,7 +68,7 @@ def test_every_fill_from_a_time_on_is_read_once_over_several_pages_with_its_clie
     assert view.holdings == {venue.symbol: venue.held()} and venue.held() > 0
 
     since = view.fills[page].at_ms
-    later = broker.venue_view([venue.symbol], since, {})
+    later = broker.venue_view([venue.symbol], {venue.symbol: since}, {})
     assert {f.fill_id for f in later.fills} >= {f.fill_id for f in view.fills if f.at_ms >= since}
     assert all(f.at_ms >= since - 1 for f in later.fills)  # Alpaca's times are finer than a millisecond
     assert len(later.fills) < len(view.fills)
@@ -90,7 +90,7 @@ def test_the_open_orders_of_the_symbols_are_read_whoever_placed_them(venue: Venu
                                               client_order_id="by-hand"))
         client.submit_order(LimitOrderRequest(symbol="MSFT", qty=1, side=OrderSide.BUY,
                                               time_in_force=TimeInForce.GTC, limit_price=250))
-    [order] = venue.broker().venue_view([venue.symbol], 0, {}).open_orders
+    [order] = venue.broker().venue_view([venue.symbol], {venue.symbol: 0}, {}).open_orders
     qty = Decimal("0.01") if venue.name == "ccxt" else Decimal(2)
     assert (order.client_id, order.symbol, order.side, order.qty, order.filled, order.price) == (
         "by-hand", venue.symbol, "buy", qty, 0, Decimal(str(price)))
