@@ -27,10 +27,11 @@ install: $(STAMP)
 run: install
 	$(BIN)/tradeforge up
 
-## dashboard: only the dashboard, on 127.0.0.1:8501 (reads the same settings and state as everything else)
+## dashboard: only the dashboard, on 127.0.0.1:8501 (reads the same settings and state as everything else, and
+## asks for the same operator credential); the viewer's toolbar: no developer menu, no Deploy button
 dashboard: install
 	$(BIN)/streamlit run dashboards/app.py --server.address 127.0.0.1 --server.port 8501 \
-		--server.headless true --browser.gatherUsageStats false
+		--server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
 
 lint: install
 	$(BIN)/ruff check .

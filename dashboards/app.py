@@ -5,10 +5,14 @@ serves them on its own around the password gate): Overview, Chart, Trades, Backt
 studies of ``tradeforge optimize``), Models and Data health share this sidebar. Every number
 comes from ``pipeline.reports``; the state store is opened read-only, and the only writes are the control
 commands of the Overview page (and, on the Models page, moving the production alias through the registry).
-When ``TRADEFORGE_DASHBOARD_PASSWORD`` is set, every page asks for it first.
+When an operator credential exists (``TRADEFORGE_DASHBOARD_PASSWORD``, or the one ``tradeforge up`` stored for this
+data folder), every page asks for it first; the page whose address was opened (with its query parameters) is where
+the operator lands after signing in.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 from sqlalchemy.engine import make_url
@@ -26,15 +30,22 @@ PAGES = (
 )
 
 
+def _url_path(path: str) -> str:
+    """A page's address: its file's name (``views/data_health.py`` → ``data_health``)."""
+    return Path(path).stem
+
+
 def main() -> None:
     st.set_page_config(page_title="tradeforge", page_icon=":material/monitoring:", layout="wide")
     config = common.settings()
     if not common.signed_in(config):
-        # While locked, the sign-in form is the only page: any other page's address lands on it.
-        st.navigation([st.Page(lambda: common.login(config), title="Sign in", url_path="sign-in")],
-                      position="hidden").run()
+        # While locked, every page's address shows the sign-in form and nothing else; the address (and its query
+        # parameters) stays, so that signing in reruns the app on the page that was opened.
+        st.navigation([st.Page(lambda: common.login(config), title="Sign in", url_path=_url_path(path),
+                               default=index == 0)
+                       for index, (path, _title, _icon) in enumerate(PAGES)], position="hidden").run()
         return
-    pages = [st.Page(path, title=title, icon=icon, default=index == 0)
+    pages = [st.Page(path, title=title, icon=icon, url_path=_url_path(path), default=index == 0)
              for index, (path, title, icon) in enumerate(PAGES)]
     page = st.navigation(pages)
     with st.sidebar:

@@ -14,7 +14,7 @@ import streamlit as st
 from pipeline import reports
 from pipeline.backtest.adhoc import AdhocRequest
 from pipeline.clock import SystemClock
-from pipeline.services import prefect_api
+from pipeline.services import credential, prefect_api
 from pipeline.settings import Settings, load_settings
 from pipeline.state import StateError, StateStore
 
@@ -119,26 +119,38 @@ def when(value: datetime | pd.Timestamp | None) -> str:
 # ------------------------------------------------------------------------------------------------ the gate
 
 
+def _password(config: Settings) -> str | None:
+    """The operator credential the dashboard asks for: ``dashboard_password`` when set, else the one ``tradeforge
+    up`` stored for this data folder (which also opens Prefect); None leaves the dashboard open."""
+    try:
+        return credential.operator_credential(config)
+    except credential.CredentialError as exc:  # unreadable: stay locked, say why (never the value)
+        st.error(f"{exc}. The dashboard stays locked.")
+        st.stop()
+
+
 def password_required(config: Settings) -> bool:
-    secret = config.dashboard_password
-    return secret is not None and bool(secret.get_secret_value())
+    return _password(config) is not None
 
 
 def signed_in(config: Settings) -> bool:
-    """True when no password is set, or this session entered it."""
+    """True when no credential is set, or this session entered it."""
     return not password_required(config) or st.session_state.get("authenticated") is True
 
 
 def login(config: Settings) -> None:
-    """The sign-in form; a correct password (compared in constant time) opens the dashboard."""
-    secret = config.dashboard_password
+    """The sign-in form; the correct credential (compared in constant time) opens the dashboard on the page whose
+    address was opened (with its query parameters)."""
+    secret = _password(config)
     assert secret is not None
     st.title("tradeforge")
     with st.form("login"):
-        typed = st.text_input("Password", type="password", key="password_input")
+        typed = st.text_input("Password", type="password", key="password_input",
+                              help="The operator credential: TRADEFORGE_DASHBOARD_PASSWORD when set, else the file "
+                                   "data/run/operator-credential that `tradeforge up` wrote (it also opens Prefect).")
         entered = st.form_submit_button("Enter")
     if entered:
-        if hmac.compare_digest(typed.encode(), secret.get_secret_value().encode()):
+        if hmac.compare_digest(typed.encode(), secret.encode()):
             st.session_state["authenticated"] = True
             st.session_state.pop("password_input", None)
             st.rerun()
@@ -181,7 +193,8 @@ def launch_backtest(config: Settings, request: AdhocRequest) -> None:
     """Send ``request`` to the ad hoc backtest deployment and say what became of it (the Backtests and the
     Optimisation pages' one way to launch a backtest)."""
     with st.spinner("Asking Prefect…"):
-        launch = prefect_api.launch_backtest(config.prefect_api_url, request, timeout_s=config.http_timeout_s)
+        launch = prefect_api.launch_backtest(config.prefect_api_url, request, timeout_s=config.http_timeout_s,
+                                             auth=credential.client_auth_string(config))
     if launch.ok:
         st.success(f"Launched: {launch.message} (flow run id {launch.flow_run_id}).")
     else:

@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import NO_CACHING, clock, say, settings
+from flows.common import NO_CACHING, clock, report_failure, say, settings
 from pipeline.backtest.nightly import AdhocRequest, adhoc_backtest, nightly_backtests
 
 
@@ -25,7 +25,7 @@ def nightly_task(portfolio: str | None) -> dict[str, Any]:
     return nightly_backtests(settings(), clock(), Path(portfolio) if portfolio else None).to_json()
 
 
-@flow(name="nightly-backtest", log_prints=True)
+@flow(name="nightly-backtest", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def nightly_backtest_flow(portfolio: str | None = None) -> dict[str, Any]:
     """Backtest every configured strategy over the last ``nightly_backtest_days`` days."""
     report = nightly_task(portfolio)
@@ -41,7 +41,7 @@ def adhoc_task(request: AdhocRequest) -> dict[str, Any]:
     return adhoc_backtest(settings(), request).to_json()
 
 
-@flow(name="adhoc-backtest", log_prints=True)
+@flow(name="adhoc-backtest", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def adhoc_backtest_flow(
     strategy: str,
     symbol: str,

@@ -2,8 +2,10 @@
 
 ``backup-state`` takes an online backup of the trading state while the runtime keeps writing (SQLite backup
 API, or ``pg_dump`` for PostgreSQL), gzipped with a SHA-256 checksum file, then rotates the backups (the newest
-``backup_keep``, none older than ``backup_max_age_days``). ``restore-drill`` restores the newest backup into a
-scratch database and checks it (checksum, integrity, state invariants); it fails loudly when anything is off.
+``backup_keep``, none older than ``backup_max_age_days``), and verifies the new backup with the restore drill
+(parameter ``drill``, on by default): a backup that is not verified fails the run, naming every problem found.
+``restore-drill`` restores the newest backup into a scratch database and checks it (checksum, integrity, state
+invariants); it fails loudly when anything is off.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import IO_RETRIES, NO_CACHING, clock, say, settings
-from pipeline.state.backup import backup_state, restore_drill
+from flows.common import IO_RETRIES, NO_CACHING, JobNotDone, clock, report_failure, say, settings
+from pipeline.state.backup import BackupError, DrillFailed, backup_state, restore_drill
 
 
 @task(name="backup-state", retries=IO_RETRIES, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHING)
@@ -27,17 +29,25 @@ def drill_task(backup: str | None) -> dict[str, Any]:
     return restore_drill(settings(), Path(backup) if backup else None).to_json()
 
 
-@flow(name="backup-state", log_prints=True)
-def backup_flow(drill: bool = False) -> dict[str, Any]:
-    """Back up the state and rotate; with ``drill``, also run the restore drill on the new backup."""
+@flow(name="backup-state", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
+def backup_flow(drill: bool = True) -> dict[str, Any]:
+    """Back up the state and rotate; with ``drill`` (the default), verify the new backup with the restore drill."""
     report = backup_task()
     say(f"backup {report['path']} ({report['bytes']} bytes); removed {len(report['removed'])} old backup(s)")
-    if drill:
+    if not drill:
+        say(f"backup {Path(report['path']).name} not verified: the drill is off")
+        return report
+    try:
         report["drill"] = drill_task(report["path"])
+    except BackupError as exc:
+        problems = "; ".join(exc.problems) if isinstance(exc, DrillFailed) else str(exc)
+        raise JobNotDone(f"backup {report['path']} is written but not verified by the restore drill: "
+                         f"{problems}") from exc
+    say(f"backup {Path(report['path']).name} verified: {report['drill']['rows']}")
     return report
 
 
-@flow(name="restore-drill", log_prints=True)
+@flow(name="restore-drill", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def restore_drill_flow(backup: str | None = None) -> dict[str, Any]:
     """Restore the newest backup (or ``backup``) into a scratch database and verify it."""
     report = drill_task(backup)

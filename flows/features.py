@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import NO_CACHING, say, settings
+from flows.common import NO_CACHING, report_failure, say, settings
 from pipeline.data.catalog import read_bars
 from pipeline.data.universe import parse_series
 from pipeline.domain import symbol_key
@@ -24,7 +24,7 @@ def build_entry(entry: str) -> dict[str, Any]:
     return {"series": entry, "spec_hash": features.hash(), "rows": len(frame), "path": str(path)}
 
 
-@flow(name="build-features", log_prints=True)
+@flow(name="build-features", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def features_flow(universe: list[str] | None = None) -> list[dict[str, Any]]:
     """Build and store features for ``universe`` (default: the ``universe`` setting)."""
     built = [build_entry(entry) for entry in (universe or settings().universe)]

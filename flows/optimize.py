@@ -21,7 +21,7 @@ from prefect import Task, flow, task
 from prefect.task_runners import TaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
-from flows.common import NO_CACHING, say, settings
+from flows.common import NO_CACHING, report_failure, say, settings
 from pipeline.engine import EngineConfig
 from pipeline.research.fanout import RETRIES, Fan, evaluate_sets, fanned_search, record_chunk
 from pipeline.research.inputs import lake_inputs
@@ -65,7 +65,7 @@ def dask_runner(address: str | None) -> DaskTaskRunner:
                                           "processes": True})
 
 
-@flow(name="optimize", log_prints=True)
+@flow(name="optimize", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def optimize_flow(
     strategy: str,
     symbol: str,

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import NO_CACHING, clock, say, settings
+from flows.common import NO_CACHING, clock, report_failure, say, settings
 from pipeline.backtest.parity import parity_report, single_strategy_portfolio, write_parity
 from pipeline.backtest.portfolio import PortfolioConfig, load_portfolio
 from pipeline.domain import DataError
@@ -31,7 +31,7 @@ def parity_task(config: PortfolioConfig, day: str | None, since: str | None, ven
     return {**report.to_json(), "stored": str(path)}
 
 
-@flow(name="parity-report", log_prints=True)
+@flow(name="parity-report", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def parity_flow(
     day: str | None = None,
     portfolio: str | None = None,

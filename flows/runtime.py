@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
+from flows.common import report_failure
 from pipeline.domain import DataError
 from runtime.config import RuntimeConfig, runtime_command
 
@@ -41,7 +42,7 @@ def runtime_config(
     return RuntimeConfig.of(**{k: v for k, v in given.items() if v is not None}, **(options or {}), as_json=True)
 
 
-@flow(name="runtime", log_prints=True)
+@flow(name="runtime", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def runtime_flow(
     mode: Literal["paper", "live"] = "paper",
     portfolio: str | None = None,

@@ -18,17 +18,19 @@ Schedules come from the settings (cron expressions in UTC; change them with ``TR
 | ``runtime/runtime`` | none (long-running; start it by hand) |
 
 The process talks to the Prefect API at ``PREFECT_API_URL`` (``settings.prefect_api_url`` is the default when
-``PREFECT_API_URL`` is not set), runs each flow run in a subprocess and keeps running until stopped.
+``PREFECT_API_URL`` is not set) with the operator credential (``PREFECT_API_AUTH_STRING`` when set, else the
+credential ``tradeforge up`` serves Prefect with), runs each flow run in a subprocess and keeps running until stopped.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from flows.backtest import adhoc_backtest_flow, nightly_backtest_flow
 from flows.backup import backup_flow, restore_drill_flow
@@ -39,6 +41,7 @@ from flows.parity import parity_flow
 from flows.runtime import runtime_flow
 from flows.summary import daily_summary_flow
 from flows.train import train_flow
+from pipeline.services.credential import client_auth_string
 from pipeline.settings import Settings, load_settings
 
 TAGS = ["tradeforge"]
@@ -76,10 +79,13 @@ def deployments(settings: Settings) -> list[RunnerDeployment]:
 
 def main() -> None:
     settings = load_settings()
-    if os.environ.get("PREFECT_API_URL"):
-        serve(*deployments(settings))
-        return
-    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
+    updates: dict[Any, str] = {}
+    if not os.environ.get("PREFECT_API_URL"):
+        updates[PREFECT_API_URL] = settings.prefect_api_url
+    auth = client_auth_string(settings)
+    if auth and not os.environ.get("PREFECT_API_AUTH_STRING"):  # the server `tradeforge up` serves asks for it
+        updates[PREFECT_API_AUTH_STRING] = auth
+    with temporary_settings(updates=updates):
         serve(*deployments(settings))
 
 

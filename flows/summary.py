@@ -1,6 +1,7 @@
 """``daily-summary``: per strategy sleeve PnL, trades, win rate and breaker events for the last UTC day, with an
 equity chart; stored under ``<data_dir>/reports/<date>/`` and sent to Telegram (message and chart) when a bot
-token is configured.
+token is configured. A summary Telegram did not take (unreachable, or answering an error) fails the run, after
+the summary was stored; without a token nothing is sent and the run completes.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import IO_RETRIES, NO_CACHING, clock, say, settings
+from flows.common import IO_RETRIES, NO_CACHING, JobNotDone, clock, report_failure, say, settings, telegram
 from pipeline.reports.summary import daily_summary, parse_day, summary_text, write_summary
-from pipeline.services.telegram import TelegramSender
 from pipeline.state import StateStore
 
 
@@ -29,23 +29,26 @@ def summary_task(day: str | None) -> dict[str, Any]:
 @task(name="send-to-telegram", retries=IO_RETRIES, retry_delay_seconds=30, cache_policy=NO_CACHING,
       timeout_seconds=600)
 def telegram_task(text: str, chart: str) -> dict[str, Any]:
-    config = settings()
-    sender = TelegramSender(config.telegram_token, config.telegram_chat_ids, config.telegram_api_url,
-                            config.telegram_rate_per_minute, timeout_s=config.http_timeout_s,
-                            max_retries=config.max_retries, backoff_s=config.retry_backoff_s)
+    sender = telegram(settings())
     if not sender.enabled:
         return {"sent": False, "reason": "telegram is not configured (no token or no chat ids): summary not sent"}
-    messages = sender.send_message(text)
-    photos = sender.send_photo(Path(chart).read_bytes(), caption=text.splitlines()[0])
-    return {"sent": all(messages.values()) and all(photos.values()), "messages": messages, "photos": photos}
+    messages = sender.deliver_message(text)
+    photos = sender.deliver_photo(Path(chart).read_bytes(), caption=text.splitlines()[0])
+    problems = [f"{what} to chat {chat}: {problem}" for what, outcome in (("message", messages), ("chart", photos))
+                for chat, problem in outcome.items() if problem]
+    return {"sent": not problems, "messages": {chat: p is None for chat, p in messages.items()},
+            "photos": {chat: p is None for chat, p in photos.items()}, "problems": problems}
 
 
-@flow(name="daily-summary", log_prints=True)
+@flow(name="daily-summary", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def daily_summary_flow(day: str | None = None) -> dict[str, Any]:
     """Summarise ``day`` (YYYY-MM-DD, UTC; default: yesterday), store it and send it."""
     result = summary_task(day)
     say(result["text"])
     delivery = telegram_task(result["text"], result["chart"])
-    say(delivery.get("reason") or f"sent to telegram: {delivery}")
     result["telegram"] = delivery
+    if delivery.get("problems"):
+        raise JobNotDone(f"the summary of {result['summary']['day']} is stored in {result['folder']} but Telegram "
+                         "did not take it: " + "; ".join(delivery["problems"]))
+    say(delivery.get("reason") or f"sent to telegram: {delivery}")
     return result

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from prefect import flow, task
 
-from flows.common import NO_CACHING, say, settings
+from flows.common import NO_CACHING, report_failure, say, settings
 from pipeline.data.catalog import read_bars
 from pipeline.data.lake import Lake
 from pipeline.domain import DataError, Instrument, Timeframe
@@ -33,7 +33,7 @@ def train_task(symbol: str, timeframe: str, venue: str | None, start: str | None
     return outcome.to_json()
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def train_flow(
     symbol: str = "BTC/USDT",
     timeframe: str = "1h",

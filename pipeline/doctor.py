@@ -1,4 +1,9 @@
-"""Checks of the install and the configuration, each with what to do when it fails."""
+"""Checks of the install and the configuration, each with what to do when it fails.
+
+The stores are read without changing them: the state database, the lake folder and the MLflow store each fail
+their check when they are not tradeforge's (another application's database or files, a file that is not a
+database), by the same rules the stores apply before writing.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from pipeline.data.lake import Lake
+from pipeline.domain import DataError
 from pipeline.settings import Settings
 
 
@@ -89,8 +95,14 @@ def _writable_dir(name: str, folder: Path, fix: str) -> Check:
 
 
 def _lake(settings: Settings) -> Check:
+    lake = Lake(settings.lake_dir)
     try:
-        series = Lake(settings.lake_dir).series()
+        lake.claim()
+    except DataError as exc:
+        return Check("lake", Status.FAIL, str(exc), "move the files out of the lake folder, or set "
+                     "TRADEFORGE_DATA_DIR to a folder of tradeforge's own")
+    try:
+        series = lake.series()
     except (OSError, ValueError, KeyError) as exc:
         return Check("lake", Status.FAIL, f"{settings.lake_dir}: {exc}", "inspect or move the damaged series folder")
     samples = sum(1 for s in series if s.sample)
@@ -101,30 +113,44 @@ def _lake(settings: Settings) -> Check:
 
 
 def _state_db(settings: Settings) -> Check:
+    from pipeline.state import StateError
+    from pipeline.state.schema import inspect_state
+
     url = settings.state_url
+    shown = _redact(url)
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
+        shown = f"SQLite {path}"
         check = _writable_dir("state db", path.parent, "set TRADEFORGE_DATABASE_URL or TRADEFORGE_DATA_DIR")
-        return Check("state db", check.status, f"SQLite {path}", check.fix) if check.status is Status.OK else check
+        if check.status is not Status.OK:
+            return check
     try:
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(url, connect_args={"connect_timeout": 3} if "postgres" in url else {})
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
+        version = inspect_state(url, _redact(url), connect_timeout_s=3)  # reads only: nothing created or changed
+    except StateError as exc:
+        fix = "point TRADEFORGE_DATABASE_URL (or TRADEFORGE_DATA_DIR) at tradeforge's state or a new database"
+        return Check("state db", Status.FAIL, str(exc), fix)
     except Exception as exc:  # any driver error is the answer of this check
         return Check("state db", Status.FAIL, f"{_redact(url)}: {type(exc).__name__}", "check TRADEFORGE_DATABASE_URL")
-    return Check("state db", Status.OK, _redact(url))
+    return Check("state db", Status.OK, shown + ("" if version is None else f" (schema version {version})"))
 
 
 def _mlflow_store(settings: Settings) -> Check:
     uri = settings.mlflow_tracking_uri
     shown = _redact(uri)
     if uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        check = _writable_dir("mlflow store", folder, "set TRADEFORGE_MLFLOW_TRACKING_URI")
-        return Check("mlflow store", check.status, shown if check.status is Status.OK else check.detail, check.fix)
+        from pipeline.models.tracking_store import check_tracking_store, tracking_file
+
+        store = tracking_file(uri)
+        assert store is not None
+        check = _writable_dir("mlflow store", store.parent, "set TRADEFORGE_MLFLOW_TRACKING_URI")
+        if check.status is not Status.OK:
+            return check
+        try:
+            check_tracking_store(uri)
+        except DataError as exc:
+            return Check("mlflow store", Status.FAIL, str(exc), "set TRADEFORGE_MLFLOW_TRACKING_URI to an MLflow "
+                         "store or a new file")
+        return Check("mlflow store", Status.OK, shown)
     if uri.startswith(("http://", "https://")):
         parts = urllib.parse.urlsplit(uri)
         host = parts.hostname or ""

@@ -2,20 +2,20 @@
 ``python -m runtime ctl COMMAND [--sleeve S] [--json]`` to queue a control command for the running one.
 
 The run summary goes to stdout (one JSON document with ``--json``); events (``--verbose``) and errors go to
-stderr. Exit codes: 0 done, 1 refused or failed to start, 2 a usage error.
+stderr. A refusal is one line on stderr, ``error: ...``, naming the option or setting and what is wrong (and, with
+``--json``, ``{"error": ...}`` on stdout). Exit codes: 0 done, 1 refused or failed to start, 2 a usage error.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from pipeline.domain import DataError
-from pipeline.settings import Settings, load_settings
-from runtime.config import COMMANDS, RuntimeConfig, parse_args
+from pipeline.settings import Settings, SettingsError, load_settings
+from runtime.config import COMMANDS, OneLineParser, RuntimeConfig, parse_args, refuse
 
 
 def _say(text: str) -> None:
@@ -25,8 +25,8 @@ def _say(text: str) -> None:
 def _settings() -> Settings:
     try:
         return load_settings()
-    except ValueError as exc:
-        raise DataError(f"configuration is invalid: {exc}") from exc
+    except SettingsError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _print(document: dict[str, object], as_json: bool) -> None:
@@ -47,7 +47,7 @@ def run(config: RuntimeConfig) -> int:
     try:
         summary = wiring.run(config, _settings(), _say)
     except (DataError, StartupError) as exc:
-        _say(f"error: {exc}")
+        refuse(str(exc), config.as_json)
         return 1
     _print(summary.to_json(), config.as_json)
     return 0
@@ -55,28 +55,19 @@ def run(config: RuntimeConfig) -> int:
 
 def ctl(argv: Sequence[str]) -> int:
     """Queue a control command in the state store; the runtime applies it within one loop."""
-    from pipeline.state import StateStore
+    from runtime.ctl import queue
 
-    command_line = argparse.ArgumentParser(prog="python -m runtime ctl", description=ctl.__doc__)
-    command_line.add_argument("command", choices=COMMANDS)
+    command_line = OneLineParser(prog="python -m runtime ctl", description=ctl.__doc__)
+    command_line.add_argument("command", metavar="{" + ",".join(COMMANDS) + "}", help="The command.")
     command_line.add_argument("--sleeve", help="Only this sleeve (default: all).")
     command_line.add_argument("--json", dest="as_json", action="store_true", help="Print one JSON document.")
     args = command_line.parse_args(list(argv))
     try:
-        settings = _settings()
+        queued = queue(_settings(), args.command, args.sleeve)
     except DataError as exc:
-        _say(f"error: {exc}")
+        refuse(str(exc), args.as_json)
         return 1
-    store = StateStore(settings.state_url)
-    try:
-        if store.bot_state() is None:
-            _say(f"error: no runtime state in {settings.state_url}: is the runtime started?")
-            return 1
-        name = args.command.replace("-", "_")
-        number = store.add_command(name, "cli", sleeve=args.sleeve)
-    finally:
-        store.close()
-    _print({"id": number, "command": name, "sleeve": args.sleeve}, args.as_json)
+    _print(queued.to_json(), args.as_json)
     return 0
 
 

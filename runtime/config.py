@@ -1,7 +1,11 @@
 """What one runtime process is asked to do: ``RuntimeConfig``, parsed once at the edge.
 
 ``tradeforge runtime`` and ``python -m runtime`` build the same frozen ``RuntimeConfig``; ``runtime.wiring`` turns
-it (with the settings) into a running node. Each field is one command-line option (``--fee-bps`` for
+it (with the settings) into a running node. The config refuses what the runtime cannot honour before anything is
+opened, naming each option with the range or the values it accepts (``pipeline.input_errors``): the engine's
+bounds on costs, cash and position size (a single-strategy runtime trades without leverage, so a position is at
+most the equity), the fill conventions, timeframes, symbols, feeds, brokers, dates and their order, and options
+that exclude each other. Each field is one command-line option (``--fee-bps`` for
 ``fee_bps``; ``--param`` for ``params``, ``--json`` for ``as_json``), so ``parse_args`` reads a command line
 into a config and ``runtime_command`` renders a config back into the ``python -m runtime`` command line that
 runs it.
@@ -10,16 +14,19 @@ runs it.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from pipeline.domain import DataError
+from pipeline.domain import DataError, Timeframe, parse_symbol, parse_utc
+from pipeline.input_errors import describe, did_you_mean
 
 Mode = Literal["paper", "live"]
+Fill = Literal["next_open", "close"]
 FEEDS = ("replay", "sample", "ccxt", "alpaca")
 BROKERS = ("paper", "ccxt", "alpaca")
 COMMANDS = ("pause", "resume", "flatten", "reset-breaker", "stop")
@@ -52,11 +59,11 @@ class RuntimeConfig(BaseModel):
     start: str | None = Field(None, description="First bar (UTC).")
     end: str | None = Field(None, description="End of the range, exclusive (UTC).")
     params: tuple[str, ...] = Field((), description="Strategy parameter name=value (repeatable).")
-    fee_bps: float = Field(10.0, description="Fee in bps of notional.")
-    slippage_bps: float = Field(0.0, description="Fixed slippage in bps.")
-    fill: str = Field("next_open", description="next_open or close.")
-    cash: float = Field(100_000.0, description="Starting cash.")
-    max_position: float = Field(0.25, description="Largest position as a fraction of equity.")
+    fee_bps: float = Field(10.0, ge=0, le=1000, description="Fee in bps of notional.")
+    slippage_bps: float = Field(0.0, ge=0, le=1000, description="Fixed slippage in bps.")
+    fill: Fill = Field("next_open", description="next_open or close.")
+    cash: float = Field(100_000.0, gt=0, description="Starting cash.")
+    max_position: float = Field(0.25, gt=0, le=1, description="Largest position as a fraction of equity.")
     no_breakers: bool = Field(False, description="Switch every circuit breaker off.")
     breaker_cooldown_bars: int | None = Field(
         None, ge=1, description="Drawdown and loss-streak breakers release by themselves after this many bars, as "
@@ -68,6 +75,43 @@ class RuntimeConfig(BaseModel):
     restore: bool = Field(False, description="Restore the saved state (the default).")
     verbose: bool = Field(False, description="Print every fill, breaker and command.")
     as_json: bool = Field(False, description="Print one JSON document on stdout.")
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, value: str) -> str:
+        try:
+            Timeframe.parse(value)
+        except DataError as exc:
+            raise ValueError(str(exc).removeprefix("timeframe ")) from None
+        return value
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_symbol(value)
+            except DataError as exc:
+                raise ValueError(str(exc).removeprefix("symbol ")) from None
+        return value
+
+    @field_validator("feed", "broker")
+    @classmethod
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        names = FEEDS if info.field_name == "feed" else BROKERS
+        if value and value not in names:
+            raise ValueError(f"{value!r} is not known: use {', '.join(names[:-1])} or {names[-1]}"
+                             f"{did_you_mean(value, names)}")
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _date(cls, value: str | None) -> str | None:
+        try:
+            parse_utc(value, "")
+        except DataError as exc:
+            raise ValueError(str(exc).strip()) from None
+        return value
 
     @field_validator("speed")
     @classmethod
@@ -92,9 +136,18 @@ class RuntimeConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _fresh_or_restore(self) -> RuntimeConfig:
+    def _consistent(self) -> RuntimeConfig:
         if self.fresh and self.restore:
             raise ValueError("--fresh and --restore exclude each other")
+        if self.portfolio is not None and (self.strategy or self.symbol or self.params):
+            given = [option_name(name) for name in ("strategy", "symbol", "params") if getattr(self, name)]
+            raise ValueError(f"--portfolio and {' and '.join(given)} exclude each other: a portfolio file names its "
+                             "strategies, symbols and parameters")
+        lo, hi = parse_utc(self.start, "--start"), parse_utc(self.end, "--end")
+        if lo is not None and hi is not None and lo >= hi:
+            relation = "is after" if lo > hi else "is the same time as"
+            raise ValueError(f"--start {self.start} {relation} --end {self.end}: the range is empty (--end is "
+                             "exclusive and must be after --start)")
         return self
 
     @property
@@ -133,11 +186,7 @@ def option_name(field: str) -> str:
 
 
 def _problems(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{option_name(str(error['loc'][0]))} {message}" if error["loc"] else message)
-    return "; ".join(problems)
+    return describe(exc, RuntimeConfig, option_name, separator=" ")
 
 
 def to_args(config: RuntimeConfig) -> list[str]:
@@ -163,9 +212,33 @@ def runtime_command(config: RuntimeConfig, python: str = sys.executable) -> list
     return [python, "-m", "runtime", *to_args(config)]
 
 
-def parser(prog: str = "python -m runtime") -> argparse.ArgumentParser:
-    """The runtime's command line: one option per ``RuntimeConfig`` field, with the field's description as help."""
-    built = argparse.ArgumentParser(
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse command line whose usage errors are one line on stderr, ``error: ...`` (exit code 2), with the
+    JSON error document on stdout when ``--json`` is among the arguments, as ``tradeforge`` refuses."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self.json_errors = "--json" in (sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        refuse(message, getattr(self, "json_errors", False), f"see '{self.prog} --help'")
+        raise SystemExit(2)
+
+
+def refuse(message: str, as_json: bool, hint: str = "") -> None:
+    """Print a refusal: ``error: message`` on one line of stderr, and ``{"error": ...}`` on stdout with ``--json``."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    if hint:
+        line = f"{line} ({hint})"
+    if as_json:
+        print(json.dumps({"error": line}), flush=True)
+    print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+def parser(prog: str = "python -m runtime") -> OneLineParser:
+    """The runtime's command line: one option per ``RuntimeConfig`` field, with the field's description as help.
+    Values are checked by ``RuntimeConfig`` (as for ``tradeforge runtime``), not by argparse."""
+    built = OneLineParser(
         prog=prog, description="Run the trading runtime. Startup is recovery: restore, reconcile, catch up, then "
                                "trade. `ctl COMMAND` sends a control command to the running runtime instead.")
     for name, field in RuntimeConfig.model_fields.items():
@@ -178,7 +251,9 @@ def parser(prog: str = "python -m runtime") -> argparse.ArgumentParser:
         else:
             suffix = "" if default in (None, "") else f" (default: {default})"
             choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
-            built.add_argument(option, dest=name, default=default, choices=choices,
+            numbers = [kind for kind in (int, float) if kind in (field.annotation, *get_args(field.annotation))]
+            typed: dict[str, Any] = {"type": numbers[0]} if numbers else {}
+            built.add_argument(option, dest=name, default=default, **typed,
                                metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
                                help=f"{field.description}{suffix}")
     return built

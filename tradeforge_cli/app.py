@@ -14,10 +14,12 @@ import logging
 import typer
 
 from tradeforge_cli.commands import backtest, data, models, optimize, platform, runtime, strategies
+from tradeforge_cli.commands.output import CommandLine
 
 # Every Typer has plain (not rich) help and usage errors (rich_markup_mode=None): rich draws a usage error in a box
 # as wide as the terminal and wraps the message inside it, splitting the option values and paths it names.
 app = typer.Typer(
+    cls=CommandLine,  # usage errors and settings that do not load are refused on one line, as every command refuses
     name="tradeforge",
     help="tradeforge: systematic trading of crypto and US stocks.",
     no_args_is_help=True,

@@ -8,6 +8,12 @@ Starts, each as a child process bound to 127.0.0.1 with its log under ``<data_di
 4. the trading runtime in paper mode on the built-in sample market (live sample bars as they close);
 5. the bot's HTTP API over the runtime's state (``python -m runtime.api``, its docs at ``<api_url>/docs``).
 
+The control plane is closed: the Prefect server requires the operator credential (its API auth string; see
+:mod:`pipeline.services.credential`) in every API request, its UI asks for it, it checks a CSRF token on every change
+and answers cross-origin requests from its own UI's origin only; the dashboard asks for the same credential. Each
+child receives only the settings it uses (:mod:`tradeforge_cli.up_env`): venue keys and the Telegram token reach
+the runtime and the deployments' server only.
+
 On first start with an empty lake it bootstraps, with progress shown: ingest the sample market, build
 features, train a small model, promote it, run the nightly backtest — each as a flow run recorded by the
 Prefect server — so every page has content within a few minutes. A second start reuses what exists (the lake,
@@ -34,10 +40,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipeline.domain import DataError
+from pipeline.services import credential, prefect_api
 from pipeline.settings import Settings
 from runtime.api.binding import check_exposure
 from runtime.config import RuntimeConfig, runtime_command
-from tradeforge_cli import up_guard
+from tradeforge_cli import up_env, up_guard
 
 RUNTIME_PORTFOLIO = """\
 # The demo runtime of `tradeforge up`: paper trading on the built-in sample market (synthetic bars).
@@ -77,6 +84,8 @@ class Service:
     url: str
     """What a user opens (or the health endpoint for services without a page)."""
     ready: Callable[[], bool]
+    receives: up_env.Receives
+    """What of ``up``'s environment this service gets (its allow-list)."""
     process: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
 
@@ -138,23 +147,14 @@ def clear_previous(settings: Settings, grace_s: float, say: Callable[[str], None
 
 
 def base_env(settings: Settings, home: Path, instance: str) -> dict[str, str]:
-    """The environment every child gets: telemetry off, Prefect's home and API, the settings as they are, and the
-    tag of this ``up`` (``instance``), which the processes the children start inherit."""
-    env = dict(os.environ)
-    env.update({
-        up_guard.INSTANCE_VARIABLE: instance,
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_HOME": str(env.get("PREFECT_HOME") or home / ".prefect"),
-        "PREFECT_API_URL": settings.prefect_api_url,
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "PREFECT_UI_API_URL": settings.prefect_api_url,
-        "TRADEFORGE_DATA_DIR": str(settings.data_dir),
-        "TRADEFORGE_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    })
-    return env
+    """What the children's environments are picked from (see :func:`tradeforge_cli.up_env.base_env`)."""
+    try:
+        return up_env.base_env(settings, home, instance)
+    except credential.CredentialError as exc:
+        raise UpError(str(exc)) from exc
+
+
+own_env = up_env.own_env
 
 
 def services(settings: Settings, home: Path, runtime: RuntimeConfig) -> list[Service]:
@@ -173,24 +173,43 @@ def services(settings: Settings, home: Path, runtime: RuntimeConfig) -> list[Ser
     store = settings.mlflow_tracking_uri
     artifacts = (Path(store.removeprefix("sqlite:///")).resolve().parent if store.startswith("sqlite:///")
                  else Path("mlruns").resolve()) / "artifacts"
+    sign_in = f" (sign in with {_credential_source(settings)})"
     return [
         Service("prefect", [str(bin_dir / "prefect"), "server", "start", "--host", prefect_host, "--port",
-                            str(prefect_port)], prefect_ui, _answers(f"{api}/health")),
+                            str(prefect_port)], prefect_ui + sign_in, _answers(f"{api}/health"), up_env.PREFECT_SERVER),
         Service("mlflow", [str(bin_dir / "mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,
                            "--default-artifact-root", artifacts.as_uri(), "--host", mlflow_host, "--port",
                            str(mlflow_port), "--workers", "1"], settings.mlflow_ui_url,
-                _answers(f"{settings.mlflow_ui_url.rstrip('/')}/health")),
-        Service("dashboard", [str(bin_dir / "streamlit"), "run", str(home / "dashboards" / "app.py"),
-                              "--server.address", dash_host, "--server.port", str(dash_port),
-                              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                settings.dashboard_url, _answers(f"{settings.dashboard_url.rstrip('/')}/_stcore/health")),
+                _answers(f"{settings.mlflow_ui_url.rstrip('/')}/health"), up_env.MLFLOW_UI),
+        Service("dashboard", dashboard_command(home, dash_host, dash_port, bin_dir), settings.dashboard_url + sign_in,
+                _answers(f"{settings.dashboard_url.rstrip('/')}/_stcore/health"), up_env.DASHBOARD),
         Service("deployments", [sys.executable, "-m", "flows.serve"], f"{prefect_ui}/deployments",
-                lambda: _deployments_served(api)),
+                lambda: _deployments_served(settings), up_env.FLOW_RUNNER),
         Service("runtime", runtime_command(runtime),
-                f"{settings.dashboard_url} (Overview)", lambda: heartbeat_age(settings) is not None),
+                f"{settings.dashboard_url} (Overview)", lambda: heartbeat_age(settings) is not None, up_env.RUNTIME),
         Service("api", [sys.executable, "-m", "runtime.api"], f"{settings.api_url.rstrip('/')}/docs",
-                _api_answers(settings)),
+                _api_answers(settings), up_env.BOT_API),
     ]
+
+
+DASHBOARD_OPTIONS = ("--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode",
+                     "viewer")
+"""Streamlit's options for the dashboard (``make dashboard`` passes the same): no browser opened, no usage
+statistics, and the viewer's toolbar (no developer menu, no Deploy button)."""
+
+
+def dashboard_command(home: Path, host: str, port: int, bin_dir: Path | None = None) -> list[str]:
+    """The ``streamlit run`` command line of the dashboard on ``host:port``."""
+    streamlit = str((bin_dir or Path(sys.executable).parent) / "streamlit")
+    return [streamlit, "run", str(home / "dashboards" / "app.py"), "--server.address", host, "--server.port",
+            str(port), *DASHBOARD_OPTIONS]
+
+
+def _credential_source(settings: Settings) -> str:
+    """Where the operator finds the credential (never the credential itself)."""
+    if settings.dashboard_password is not None and settings.dashboard_password.get_secret_value():
+        return "TRADEFORGE_DASHBOARD_PASSWORD"
+    return f"the credential in {credential.credential_file(settings)}"
 
 
 def _api_answers(settings: Settings) -> Callable[[], bool]:
@@ -208,12 +227,9 @@ def _api_answers(settings: Settings) -> Callable[[], bool]:
     return check
 
 
-def _deployments_served(api: str) -> bool:
-    try:
-        answer = httpx.post(f"{api}/deployments/filter", json={"limit": 50}, timeout=2.0)
-    except httpx.HTTPError:
-        return False
-    return answer.status_code == 200 and len(answer.json()) >= 10
+def _deployments_served(settings: Settings) -> bool:
+    names = prefect_api.deployment_names(settings.prefect_api_url, credential.operator_credential(settings))
+    return names is not None and len(names) >= 10
 
 
 def _bot_state(settings: Settings) -> Any:
@@ -257,6 +273,8 @@ GRACE_S = 20.0
 class Supervisor:
     """Starts services, waits for each to answer, and stops them all (reverse order) on exit.
 
+    ``env`` (``base_env``) is what each service's environment is picked from, by the service's allow-list.
+
     Each service runs in a session of its own and gets SIGTERM from the kernel should this process die
     (``up_guard.die_with_parent``); ``on_spawn`` gets each service's name and process id as soon as it exists.
     Call ``start`` from the main thread (the parent-death signal follows the thread that started the child).
@@ -276,7 +294,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{service.name}.log"
         service.log = log_path.open("ab")
-        service.process = subprocess.Popen(service.command, env=self.env, stdout=service.log,
+        service.process = subprocess.Popen(service.command, env=service.receives.pick(self.env), stdout=service.log,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True, preexec_fn=self._preexec)
         self.started.append(service)

@@ -1,5 +1,6 @@
 """Chart: candles of a stored series with SMA 50, trade entries and exits, and the production model's
-probability (scored on the fly over the shown bars by the model carrying the ``production`` alias)."""
+probability (scored on the fly over the shown bars by the model carrying the ``production`` alias). It opens on
+the series the runtime trades (its most recently read feed), else on the series with the most bars."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from plotly.subplots import make_subplots
 from dashboards import common
 from pipeline import reports
 from pipeline.domain import DataError, Timeframe
+from pipeline.reports.traded import chart_default, traded_feeds
 
 if TYPE_CHECKING:
     from pipeline.models.registry import ProductionModel
@@ -41,12 +43,17 @@ series = catalog(str(config.lake_dir))
 if series.empty:
     st.info("The lake is empty: ingest data first (`tradeforge ingest ...`).")
     st.stop()
+state = common.read_store(config)
+default = chart_default(series, traded_feeds(state) if state is not None else [])
+assert default is not None  # the lake holds series
 names = sorted({f"{v} {s}" for v, s in zip(series["venue"], series["symbol"], strict=True)})
 pick = st.columns([2, 1, 2, 1])
-chosen = pick[0].selectbox("Symbol", names, key="chart_symbol")
+chosen = pick[0].selectbox("Symbol", names, index=names.index(default.name), key="chart_symbol",
+                           help=f"Opens on {default.name} {default.timeframe}: {default.why}.")
 venue, symbol = chosen.split(" ", 1)
 timeframes = reports.chart_timeframes(series, venue, symbol)
-timeframe = pick[1].selectbox("Timeframe", timeframes, key="chart_timeframe")
+opening = timeframes.index(default.timeframe) if chosen == default.name and default.timeframe in timeframes else 0
+timeframe = pick[1].selectbox("Timeframe", timeframes, index=opening, key="chart_timeframe")
 try:
     first, last = reports.series_span(series, venue, symbol, timeframe)
 except DataError as exc:
@@ -63,7 +70,6 @@ if not isinstance(dates, tuple) or len(dates) != 2:
 start = pd.Timestamp(dates[0], tz="UTC")
 end = pd.Timestamp(dates[1], tz="UTC") + pd.Timedelta(days=1)
 
-state = common.read_store(config)
 trades = common.trades(config.state_url).frame if state is not None else None
 try:
     data = reports.chart_data(config, venue, symbol, timeframe, start, end, trades, int(max_bars))

@@ -1,5 +1,6 @@
-"""Overview: the runtime's status, equity, the day's PnL, breakers, positions, working orders (a resting stop
-included), its last reconciliation with the venue, and its control commands."""
+"""Overview: the runtime's status, equity, the day's PnL, breakers, the flow runs that failed in the last day,
+positions, working orders (a resting stop included), its last reconciliation with the venue, and its control
+commands."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboards import common
+from pipeline.reports.flow_runs import flow_failures
 from pipeline.reports.trading import Reconciliation
 
 COMMANDS = {
@@ -44,6 +46,7 @@ def status() -> None:
     )
     if view.portfolio_tripped:
         st.error("The portfolio drawdown breaker is latched: no sleeve makes new entries.")
+    failed_flows()
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Sleeves")
@@ -72,6 +75,18 @@ def status() -> None:
         figure = go.Figure(go.Scatter(x=curve["timestamp"], y=curve["equity"], mode="lines", name="equity"))
         figure.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Portfolio equity")
         st.plotly_chart(figure, width="stretch")
+
+
+def failed_flows() -> None:
+    """The flows whose runs failed in the last 24 hours: which flow, how often, when last and why."""
+    assert store is not None
+    failures = flow_failures(store, common.now())
+    if failures.empty:
+        st.caption("No flow run failed in the last 24 h.")
+        return
+    for row in failures.itertuples(index=False):
+        times = "once" if row.failures == 1 else f"{row.failures} times"
+        st.error(f"Flow {row.flow} failed {times} in the last 24 h, last {common.when(row.last_at)}: {row.reason}")
 
 
 def reconciliation(last: Reconciliation | None) -> None:

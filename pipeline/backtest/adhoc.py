@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.domain import DataError, Timeframe, parse_symbol, parse_utc
+from pipeline.domain import DataError, Timeframe, parse_symbol
 
 
 @dataclass(frozen=True)
@@ -33,27 +33,15 @@ class AdhocRequest:
     breaker_cooldown_bars: int | None = None
 
     def __post_init__(self) -> None:
+        from pipeline.backtest.inputs import date_range, engine_config
         from pipeline.strategies import REGISTRY
 
         REGISTRY.spec(self.strategy)  # refuses an unknown strategy, naming the ones there are
         canonical, _ = parse_symbol(self.symbol)
         object.__setattr__(self, "symbol", canonical)
         object.__setattr__(self, "timeframe", str(Timeframe.parse(self.timeframe)))
-        bounds = {}
-        for name in ("start", "end"):
-            stamp = parse_utc(getattr(self, name), name)
+        for name, stamp in zip(("start", "end"), date_range(self.start, self.end, ("start", "end")), strict=True):
             object.__setattr__(self, name, None if stamp is None else stamp.isoformat())
-            if stamp is not None:
-                bounds[name] = stamp
-        if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
-            raise DataError(f"end {self.end} must be after start {self.start}")
-        for name, low, high in (("fee_bps", 0.0, 1000.0), ("slippage_bps", 0.0, 1000.0)):
-            value = float(getattr(self, name))
-            if not low <= value <= high:
-                raise DataError(f"{name} {value} is not valid: it must be between {low:g} and {high:g}")
-        for name in ("max_position", "cash"):
-            if not float(getattr(self, name)) > 0:
-                raise DataError(f"{name} {getattr(self, name)} is not valid: it must be positive")
         cooldown = self.breaker_cooldown_bars
         if cooldown is not None:
             number = isinstance(cooldown, int | float) and not isinstance(cooldown, bool)
@@ -61,6 +49,9 @@ class AdhocRequest:
                 raise DataError(f"breaker_cooldown_bars {cooldown!r} is not valid: give a whole number of bars, "
                                 "1 or more")
             object.__setattr__(self, "breaker_cooldown_bars", int(cooldown))
+        engine_config({"fee_bps": self.fee_bps, "slippage_bps": self.slippage_bps, "max_position": self.max_position,
+                       "cash": self.cash, "breaker_cooldown_bars": self.breaker_cooldown_bars},
+                      lambda loc: ".".join(map(str, loc)))  # refuses what the engine cannot honour, with the range
         object.__setattr__(self, "params", {key: _param_text(key, value) for key, value in self.params.items()})
         REGISTRY.build(self.strategy, self.text_params)  # refuses unknown or bad parameters, naming them
 

@@ -220,14 +220,17 @@ def run_portfolio(config: PortfolioConfig, load_bars: BarLoader,
     histories: dict[str, tuple[pd.DataFrame, Targets]] = {}
     for sleeve in sleeves:
         tf = Timeframe.parse(sleeve.spec.timeframe)
-        bars = load_bars(sleeve.symbol, tf)
-        if bars.empty:
-            raise DataError(f"sleeve {sleeve.key!r} has no bars in the selected range")
-        check_features(sleeve.strategy, bars)
-        specs = series_of(sleeve.strategy)
-        frame = bars if load_series is None or not specs else with_series(
-            bars, tf, {spec: load_series(spec, sleeve) for spec in specs})
-        check_series(sleeve.strategy, frame)
+        try:
+            bars = load_bars(sleeve.symbol, tf)
+            if bars.empty:
+                raise DataError("no bars in the selected range")
+            check_features(sleeve.strategy, bars)
+            specs = series_of(sleeve.strategy)
+            frame = bars if load_series is None or not specs else with_series(
+                bars, tf, {spec: load_series(spec, sleeve) for spec in specs})
+            check_series(sleeve.strategy, frame)
+        except DataError as exc:
+            raise DataError(f"strategy {sleeve.spec.id!r} on {sleeve.symbol} {tf}: {exc}") from exc
         histories[sleeve.key] = (bars, sleeve.strategy.targets(frame))
     stepper = PortfolioStepper(config, {key: targets.reasons for key, (_, targets) in histories.items()})
     clock = np.unique(np.concatenate([epoch_ms(bars["timestamp"]) for bars, _ in histories.values()]))

@@ -1,2 +1,3 @@
 """Market data: sources (venues and files), the quality gate, ingestion, the Parquet lake and its DuckDB
-catalog, resampling, and the universe of series the scheduled jobs keep current."""
+catalog, resampling, the universe of series the scheduled jobs keep current, and whether an ingest that wrote no
+bar should have (``freshness``)."""

@@ -138,6 +138,11 @@ class HealthStore:
         atomic_write_table(self.path, pa.Table.from_pandas(frame, preserve_index=False))
 
 
+def _letters(symbol: str) -> str:
+    """A symbol without its separators: ``BTC/USDT``, ``BTC-USDT`` and ``BTCUSDT`` are one symbol written three ways."""
+    return "".join(char for char in symbol.upper() if char.isalnum())
+
+
 def read_bars(
     settings: Settings,
     symbol: str,
@@ -157,7 +162,13 @@ def read_bars(
     canonical, _ = parse_symbol(symbol)
     if not candidates:
         where = f" on venue {venue!r}" if venue else ""
-        raise DataError(f"symbol {canonical!r}{where} is not in the lake; ingest it first (tradeforge ingest)")
+        in_lake = lake.series()
+        held = ", ".join(sorted({f"{s.instrument.symbol} ({s.instrument.venue})" for s in in_lake}))
+        same = sorted({s.instrument.symbol for s in in_lake if _letters(s.instrument.symbol) == _letters(canonical)})
+        hint = f"did you mean {same[0]!r}? " if same else ""
+        raise DataError(f"symbol {canonical!r}{where} is not in the lake; {hint}"
+                        + (f"the lake holds {held}; " if held else "the lake is empty; ")
+                        + "ingest it first (tradeforge ingest)")
     venues = sorted({s.instrument.venue for s in candidates})
     if len(venues) > 1:
         raise DataError(f"symbol {canonical!r} is stored for several venues ({', '.join(venues)}); name one")

@@ -10,12 +10,18 @@ target, so a reader sees the old file or the new one, never a partial one. Reade
 ``*.parquet``; leftovers of an interrupted write (``.*.tmp``) are ignored and removed by the next write.
 Stored bars are never changed by an ingest: a new bar with the timestamp of a stored one is either identical
 (skipped) or a conflict (returned to the caller, who quarantines it).
+
+The lake writes only into a folder of its own: one that is absent or empty, or holds nothing but the files of
+the layout above (hidden files, such as leftovers of interrupted writes, aside). A lake folder holding anything
+else belongs to someone else; the first write through a :class:`Lake` refuses it with a ``DataError`` naming the
+folder and what is in it, and nothing is written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +45,7 @@ from pipeline.domain import (
 )
 
 SERIES_FILE = "_series.json"
+_PERIOD_FILE = re.compile(r"\d{4}(-\d{2})?\.parquet")
 BAR_SCHEMA = pa.schema(
     [pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False)]
     + [pa.field(name, pa.float64(), nullable=False) for name in VALUE_COLUMNS]
@@ -140,6 +147,40 @@ class Lake:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._claimed = False
+
+    # ----------------------------------------------------------------- ownership
+    def foreign_files(self, limit: int = 5) -> list[Path]:
+        """Up to ``limit`` files in the lake folder that are not of the lake's layout (module documentation);
+        empty for the lake's own folder. A lake path that is a file is itself foreign."""
+        if self.root.exists() and not self.root.is_dir():
+            return [self.root]
+        found: list[Path] = []
+        for folder, folders, files in os.walk(self.root):
+            folders[:] = sorted(name for name in folders if not name.startswith("."))
+            depth = len(Path(folder).relative_to(self.root).parts)
+            for name in sorted(files):
+                ours = depth == 3 and (name == SERIES_FILE or _PERIOD_FILE.fullmatch(name) is not None)
+                if not ours and not name.startswith("."):
+                    found.append(Path(folder) / name)
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    def claim(self) -> None:
+        """Raise ``DataError`` unless the lake folder is the lake's own (module documentation)."""
+        if self._claimed:
+            return
+        foreign = self.foreign_files()
+        if foreign == [self.root]:
+            raise DataError(f"the lake folder {self.root} is a file, not a folder: nothing was written into it; "
+                            "set TRADEFORGE_DATA_DIR to a folder of tradeforge's own")
+        if foreign:
+            shown = ", ".join(str(p.relative_to(self.root)) for p in foreign)
+            raise DataError(f"the lake folder {self.root} holds files tradeforge did not write ({shown}"
+                            f"{', ...' if len(foreign) >= 5 else ''}): nothing was written into it; move them out, "
+                            "or set TRADEFORGE_DATA_DIR to a folder of tradeforge's own")
+        self._claimed = True
 
     # ----------------------------------------------------------------- catalogue
     def series_folder(self, instrument: Instrument, timeframe: Timeframe) -> Path:
@@ -181,6 +222,7 @@ class Lake:
 
     def register(self, instrument: Instrument, timeframe: Timeframe, source: str, sample: bool) -> Series:
         """Create the series folder and its metadata; an existing series keeps its metadata."""
+        self.claim()
         existing = self.get(instrument, timeframe)
         if existing is not None:
             if existing.sample != sample:
@@ -245,6 +287,7 @@ class Lake:
         Rows already stored with identical values are skipped, rows that conflict with stored values are
         returned and not written, and nothing stored is changed.
         """
+        self.claim()
         self._sweep_temporaries(series.folder)
         if bars.empty:
             return WriteResult(0, empty_bars())

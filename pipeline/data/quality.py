@@ -72,6 +72,35 @@ def check_bars(
 ) -> Checked:
     """Run the row checks on ``raw`` (canonical columns, input order) given the stored ``context`` before it."""
     frame = raw.reset_index(drop=True)
+    reasons, duplicates, out_of_order = _judge(frame, instrument, timeframe, now, spike_z, context)
+    bad = reasons.flagged
+    clean = frame.loc[~bad].sort_values("timestamp", kind="stable").reset_index(drop=True)
+    quarantined = frame.loc[bad].copy()
+    quarantined["reason"] = pd.Series(reasons.text[bad], dtype="str").to_numpy()
+    return Checked(clean, quarantined.reset_index(drop=True), duplicates, out_of_order)
+
+
+def row_reasons(
+    raw: pd.DataFrame,
+    instrument: Instrument,
+    timeframe: Timeframe,
+    now: pd.Timestamp,
+    spike_z: float,
+) -> np.ndarray:
+    """The reason ``check_bars`` would quarantine each row of ``raw`` for, by input position (``""``: clean)."""
+    reasons, _, _ = _judge(raw.reset_index(drop=True), instrument, timeframe, now, spike_z, None)
+    return np.asarray(reasons.text, dtype=object)
+
+
+def _judge(
+    frame: pd.DataFrame,
+    instrument: Instrument,
+    timeframe: Timeframe,
+    now: pd.Timestamp,
+    spike_z: float,
+    context: pd.DataFrame | None,
+) -> tuple[_Reasons, int, int]:
+    """Every row check on ``frame`` (positional index): the reasons found, duplicates and rows out of order."""
     reasons = _Reasons(len(frame))
     flag = reasons.flag
 
@@ -95,12 +124,7 @@ def check_bars(
     duplicates = _flag_duplicates(frame, reasons)
     out_of_order = _flag_out_of_order(frame, reasons)
     _flag_spikes(frame, reasons, spike_z, context)
-
-    bad = reasons.flagged
-    clean = frame.loc[~bad].sort_values("timestamp", kind="stable").reset_index(drop=True)
-    quarantined = frame.loc[bad].copy()
-    quarantined["reason"] = pd.Series(reasons.text[bad], dtype="str").to_numpy()
-    return Checked(clean, quarantined.reset_index(drop=True), duplicates, out_of_order)
+    return reasons, duplicates, out_of_order
 
 
 def _aligned(stamps: pd.Series, instrument: Instrument, timeframe: Timeframe) -> np.ndarray:

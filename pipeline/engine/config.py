@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from pipeline.engine import layout
 
@@ -15,9 +24,13 @@ class EngineConfig(BaseModel):
 
     Breakers say how they release (``pipeline.engine.kernel``): the daily ones at the next trading day, the
     drawdown and loss-streak ones when an operator resets them, or after ``breaker_cooldown_bars`` bars.
+
+    Only values the engine honours are accepted: finite numbers within each field's bounds, and a max position no
+    larger than the leverage (the gross exposure cap would cut a larger one down to it). A refusal in words, with
+    the accepted range, is ``pipeline.accepted.explain``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     cash: float = Field(100_000.0, gt=0, description="Starting cash of the strategy's sub-ledger.")
     fee_bps: float = Field(10.0, ge=0, le=1000, description="Fee in basis points of each fill's notional.")
@@ -28,8 +41,9 @@ class EngineConfig(BaseModel):
     fill: Literal["next_open", "close"] = Field(
         "next_open", description="Where a decision taken at a bar's close fills: the next bar's open, or that close"
     )
-    max_position: float = Field(0.25, gt=0, description="Largest position per symbol, as a fraction of equity.")
     leverage: float = Field(1.0, gt=0, description="Gross exposure cap as a multiple of equity (1 = no leverage).")
+    max_position: float = Field(
+        0.25, gt=0, description="Largest position per symbol, as a fraction of equity; at most the leverage.")
     allow_short: bool = Field(False, description="Allow negative exposure (short positions).")
     lot_size: float = Field(0.0, ge=0, description="Quantity increment; 0 trades fractional units.")
     tick_size: float = Field(0.0, ge=0, description="Price increment of fills; 0 leaves prices unrounded.")
@@ -71,6 +85,24 @@ class EngineConfig(BaseModel):
         "wait", description="Orders for a closed market wait for the next session or are rejected."
     )
     day_boundary_hour: int = Field(0, ge=0, le=23, description="UTC hour at which a trading day starts.")
+
+    @field_validator("max_position", mode="wrap")
+    @classmethod
+    def _within_leverage(cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> float:
+        """A position larger than the leverage cannot be taken: refused with the whole range (the field's own
+        bounds and the leverage's value)."""
+        leverage = info.data.get("leverage")
+        beyond = PydanticCustomError("out_of_range", "Input should be within its bounds and at most {le} (the {bound})",
+                                     {"le": leverage, "bound": "leverage"})
+        try:
+            checked: float = handler(value)
+        except ValidationError as exc:
+            if leverage is None or exc.errors()[0]["type"] != "greater_than":
+                raise
+            raise beyond from None
+        if leverage is not None and checked > leverage:
+            raise beyond
+        return checked
 
     def without_breakers(self) -> EngineConfig:
         return self.model_copy(

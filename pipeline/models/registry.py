@@ -1,10 +1,12 @@
 """The model registry: MLflow tracking and registry behind one small API. The only module that imports mlflow.
 
 Store: by default a SQLite database ``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts`` (setting
-``mlflow_tracking_uri``; an ``http(s)://`` tracking server works too). One registered model per
-strategy/symbol/timeframe, e.g. ``hybrid-BTC-USDT-1h``. The version that carries the alias ``production`` is
-the one everything trades; a user who moves the alias in the MLflow UI is obeyed, because every reader asks
-MLflow for the alias and never remembers a version itself.
+``mlflow_tracking_uri``; an ``http(s)://`` tracking server works too). A SQLite file that is not an MLflow store
+(tradeforge's state database, another application's, a file that is not a database) is refused before MLflow
+touches it (:mod:`pipeline.models.tracking_store`). One registered model per strategy/symbol/timeframe, e.g.
+``hybrid-BTC-USDT-1h``. The version that carries the alias ``production`` is the one everything trades; a user who
+moves the alias in the MLflow UI is obeyed, because every reader asks MLflow for the alias and never remembers a
+version itself.
 
 Only the parameters given here are logged: model configuration, feature and label specs, data range and hash.
 No setting, secret or environment variable is ever sent to MLflow.
@@ -35,6 +37,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.domain import DataError
 from pipeline.models import predict_proba
 from pipeline.models.promotion import Decision, Scores
+from pipeline.models.tracking_store import check_tracking_store
 
 PRODUCTION = "production"
 EXPERIMENT = "tradeforge-training"
@@ -99,6 +102,7 @@ class ModelRegistry:
     def __init__(self, tracking_uri: str, experiment: str = EXPERIMENT, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()
         """Stamps promotions (``promoted_at``)."""
+        check_tracking_store(tracking_uri)
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = tracking_uri

@@ -4,7 +4,11 @@
 * :mod:`pipeline.reports.market` — the lake: catalogue, chart data (down-sampled), data health, quarantine;
 * :mod:`pipeline.reports.backtests` — stored backtest runs, their curves and breaker events;
 * :mod:`pipeline.reports.models` — registered models, promotion and rollback, the model's probability;
-* :mod:`pipeline.reports.summary` — the daily summary of every sleeve (read by the summary flow, not re-exported).
+* :mod:`pipeline.reports.summary` — the daily summary of every sleeve (read by the summary flow, not re-exported);
+* :mod:`pipeline.reports.flow_runs` — the flow runs that failed, as the Overview shows them and Telegram announces
+  them (not re-exported);
+* :mod:`pipeline.reports.traded` — the series the runtime trades, and the series a chart opens on (not
+  re-exported).
 """
 
 from pipeline.reports.backtests import backtest_root, breaker_events, curves, runs

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline.data.catalog import QuarantineStore, open_duckdb, read_bars
 from pipeline.data.lake import Lake, read_bar_file
@@ -24,15 +25,17 @@ SMA_WINDOW = 50
 
 
 def catalog(settings: Settings) -> pd.DataFrame:
-    """Every stored series: venue, symbol, timeframe, asset class, source, sample flag, first and last bar."""
+    """Every stored series: venue, symbol, timeframe, asset class, source, sample flag, first and last bar, and
+    how many bars it holds."""
     lake = Lake(settings.lake_dir)
     rows = []
     for s in lake.series():
         files = s.period_files()
         first = read_bar_file(files[0])["timestamp"].min() if files else None
+        bars = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
         rows.append((s.instrument.venue, s.instrument.symbol, str(s.timeframe), s.timeframe.seconds,
-                     s.instrument.asset_class.value, s.source, s.sample, first, lake.last_timestamp(s)))
-    columns = ["venue", "symbol", "timeframe", "seconds", "asset_class", "source", "sample", "first", "last"]
+                     s.instrument.asset_class.value, s.source, s.sample, first, lake.last_timestamp(s), bars))
+    columns = ["venue", "symbol", "timeframe", "seconds", "asset_class", "source", "sample", "first", "last", "bars"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["venue", "symbol", "seconds"]).reset_index(drop=True)
 

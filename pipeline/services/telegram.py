@@ -7,14 +7,16 @@ sender the scheduled jobs use (texts and photos).
   retries, up to ``max_retries`` times. Network errors, timeouts and 5xx are retried by the project's one retry policy
   (:class:`pipeline.retry.RetryPolicy`), backing off exponentially from ``backoff_s`` (capped at ``max_backoff_s``),
   up to ``max_retries`` times. Permanent refusals (bad request, bot blocked, chat migrated, token rejected) are not
-  retried. :func:`deliver` applies the policy to one request and reports, never raises.
+  retried. :func:`attempt` applies the policy to one request and reports what became of it (``None`` once
+  Telegram accepted it, else why not), never raises; :func:`deliver` says only whether it arrived.
 * **The token stays secret.** The client library only ever holds ``REDACTED``: :class:`TokenTransport` puts
   the real token into the request path at the socket, so python-telegram-bot's and httpx's log lines (which
   show request URLs) and their exceptions only ever contain the placeholder; errors logged here are
   redacted too.
 * :class:`TelegramSender`: ``send_message`` and ``send_photo`` deliver to every allow-listed chat (the rate
-  limit holds within each send) and return, per chat, whether Telegram accepted it; without a token (or
-  chats) ``enabled`` is False and every send returns an empty result.
+  limit holds within each send) and return, per chat, whether Telegram accepted it (``deliver_message`` and
+  ``deliver_photo``: per chat, ``None`` or why it did not arrive); without a token (or chats) ``enabled`` is
+  False and every send returns an empty result.
 """
 
 from __future__ import annotations
@@ -75,6 +77,15 @@ def describe(error: BaseException, token: str | None, *, with_trace: bool = Fals
     """An error as one line (or its whole traceback), with the token blanked out should any layer hold it."""
     lines = traceback.format_exception(error) if with_trace else traceback.format_exception_only(error)
     return redact("".join(lines).strip(), token)
+
+
+def _said(error: BaseException, token: str | None) -> str:
+    """What went wrong, in one short line: Telegram's own words for its errors (e.g. ``Forbidden: bot was blocked
+    by the user``), else the error's class and message; the token blanked out."""
+    text = str(error).strip()
+    if not isinstance(error, TelegramError) or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return redact(text, token)
 
 
 class TokenTransport(httpx.AsyncBaseTransport):
@@ -170,7 +181,7 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
 
 
-async def deliver(
+async def attempt(
     call: Callable[[], Awaitable[object]],
     *,
     policy: Delivery,
@@ -178,11 +189,11 @@ async def deliver(
     what: str,
     sleep: AsyncSleep = asyncio.sleep,
     logger: logging.Logger = log,
-) -> bool:
-    """Make one request (``call``) under ``policy``; True once Telegram accepted it.
+) -> str | None:
+    """Make one request (``call``) under ``policy``: ``None`` once Telegram accepted it, else why it was not
+    delivered (one line, the token blanked out).
 
-    Every problem is logged (``what`` names the request, e.g. ``message to chat 42``), with the token blanked
-    out; nothing is raised.
+    Every problem is logged (``what`` names the request, e.g. ``message to chat 42``); nothing is raised.
     """
     attempts = policy.max_retries + 1
     retry = RetryPolicy(attempts=attempts, base_s=policy.backoff_s, cap_s=max(policy.max_backoff_s, policy.backoff_s),
@@ -200,31 +211,43 @@ async def deliver(
         )
 
     try:
-        async for attempt in retry.async_attempts_of(what=f"telegram {what}", transient=_transient,
-                                                     give_up=lambda error, _attempts: error, on_retry=retrying):
-            with attempt:
+        async for each in retry.async_attempts_of(what=f"telegram {what}", transient=_transient,
+                                                  give_up=lambda error, _attempts: error, on_retry=retrying):
+            with each:
                 await call()
     except RetryAfter as exc:
+        problem = f"flood control (429) persisted: {_said(exc, token)}"
         logger.error("telegram %s not delivered: flood control (429) persisted: %s", what, describe(exc, token))
-        return False
+        return problem
     except ChatMigrated as exc:
-        logger.error(
-            "telegram %s not delivered: the group moved to chat %s; put the new id in the allow-list",
-            what,
-            exc.new_chat_id,
-        )
-        return False
+        problem = f"the group moved to chat {exc.new_chat_id}; put the new id in the allow-list"
+        logger.error("telegram %s not delivered: %s", what, problem)
+        return problem
     except Exception as exc:
         if _transient(exc):
             logger.error(
                 "telegram %s not delivered after %d attempts: %s", what, attempts, describe(exc, token)
             )
-        elif isinstance(exc, TelegramError):
+            return f"not delivered after {attempts} attempts: {_said(exc, token)}"
+        if isinstance(exc, TelegramError):
             logger.error("telegram %s not delivered: %s", what, describe(exc, token))
         else:
             logger.error("telegram %s not delivered: %s", what, describe(exc, token, with_trace=True))
-        return False
-    return True
+        return _said(exc, token)
+    return None
+
+
+async def deliver(
+    call: Callable[[], Awaitable[object]],
+    *,
+    policy: Delivery,
+    token: str | None,
+    what: str,
+    sleep: AsyncSleep = asyncio.sleep,
+    logger: logging.Logger = log,
+) -> bool:
+    """Make one request (``call``) under ``policy``; True once Telegram accepted it (see :func:`attempt`)."""
+    return await attempt(call, policy=policy, token=token, what=what, sleep=sleep, logger=logger) is None
 
 
 Call = Callable[[Bot, int], Awaitable[object]]
@@ -263,6 +286,15 @@ class TelegramSender:
 
     def send_message(self, text: str) -> dict[int, bool]:
         """Send ``text`` (cut to Telegram's 4096 characters) to every chat; per chat, whether it arrived."""
+        return {chat: problem is None for chat, problem in self.deliver_message(text).items()}
+
+    def send_photo(self, png: bytes, caption: str = "", filename: str = "chart.png") -> dict[int, bool]:
+        """Send a PNG image with an optional caption to every chat; per chat, whether it arrived."""
+        return {chat: problem is None for chat, problem in self.deliver_photo(png, caption, filename).items()}
+
+    def deliver_message(self, text: str) -> dict[int, str | None]:
+        """Send ``text`` (cut to Telegram's 4096 characters) to every chat; per chat, ``None`` once it arrived,
+        else why not."""
         if not text.strip():
             raise ValueError("a telegram message needs some text")
         body = clip(text)
@@ -272,8 +304,9 @@ class TelegramSender:
 
         return self._deliver("message", call)
 
-    def send_photo(self, png: bytes, caption: str = "", filename: str = "chart.png") -> dict[int, bool]:
-        """Send a PNG image with an optional caption to every chat; per chat, whether it arrived."""
+    def deliver_photo(self, png: bytes, caption: str = "", filename: str = "chart.png") -> dict[int, str | None]:
+        """Send a PNG image with an optional caption to every chat; per chat, ``None`` once it arrived, else why
+        not."""
         if not png:
             raise ValueError("a telegram photo needs image bytes")
         short = clip(caption, MAX_CAPTION_CHARS)
@@ -283,7 +316,7 @@ class TelegramSender:
 
         return self._deliver("photo", call)
 
-    def _deliver(self, what: str, call: Call) -> dict[int, bool]:
+    def _deliver(self, what: str, call: Call) -> dict[int, str | None]:
         if not self.enabled:
             return {}
         # A loop of its own, never installed as the thread's loop: whatever loop the caller's thread has is left
@@ -291,7 +324,7 @@ class TelegramSender:
         with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
             return runner.run(self._deliver_all(what, call))
 
-    async def _deliver_all(self, what: str, call: Call) -> dict[int, bool]:
+    async def _deliver_all(self, what: str, call: Call) -> dict[int, str | None]:
         assert self._token is not None
         base_url, base_file_url = bot_urls(self._root)
         request = self._policy.request(self._token, self._root)
@@ -308,13 +341,13 @@ class TelegramSender:
 
         await request.initialize()
         try:
-            outcome: dict[int, bool] = {}
+            outcome: dict[int, str | None] = {}
             for chat_id in self.chat_ids:
 
                 async def one(chat: int = chat_id) -> object:
                     return await call(bot, chat)
 
-                outcome[chat_id] = await deliver(
+                outcome[chat_id] = await attempt(
                     one,
                     policy=self._policy,
                     token=self._token,

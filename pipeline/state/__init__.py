@@ -20,6 +20,11 @@ The state lives in SQLite (WAL mode, the default: ``<data_dir>/state/tradeforge.
 * **Fills do not reference orders by foreign key.** A fill is a fact reported by the venue; it is kept even
   when its order is unknown to the store (an order placed before a crash, or placed at the venue by hand), so
   ``FillRow.client_order_id`` is indexed but not constrained.
+* **Only its own database is opened.** A database is the state's when it is empty or carries tradeforge's schema
+  (its ``schema_version`` table or an Alembic revision of ours); another application's database (its own tables,
+  on SQLite or in the PostgreSQL schema of the URL) and a file that is not a SQLite database are refused with
+  :class:`ForeignStoreError`, naming the URL and the reason, before anything is written: no table, no version
+  row, no switch to WAL, no side file (:mod:`pipeline.state.schema`).
 * **The schema is versioned by Alembic** (:mod:`pipeline.state.schema`, :data:`SCHEMA_VERSION`): a database
   written by a newer tradeforge raises :class:`SchemaVersionError` instead of being touched, and an older one
   is upgraded in place when opened for writing (one transaction; nothing stored is lost).
@@ -33,7 +38,7 @@ writer, SQLAlchemy Core), ``store`` (:class:`StateStore`), and ``backup`` and ``
 state, their rotation, and the restore drill that proves they can be used).
 """
 
-from pipeline.state.errors import ReadOnlyStateError, SchemaVersionError, StateError
+from pipeline.state.errors import ForeignStoreError, ReadOnlyStateError, SchemaVersionError, StateError
 from pipeline.state.records import (
     BreakerRecord,
     CursorRecord,
@@ -65,7 +70,7 @@ from pipeline.state.types import BOT_STATUSES, BREAKER_ACTIONS, COMMAND_SOURCES,
 __all__ = [
     "BOT_STATUSES", "BREAKER_ACTIONS", "COMMANDS", "COMMAND_SOURCES", "PORTFOLIO", "SCHEMA_VERSION", "TABLES",
     "BotState", "BreakerEventRow", "BreakerRecord", "ControlCommand", "CursorRecord", "EquityRecord", "EquityRow",
-    "FeedCursor", "FillRow", "LedgerRecord", "LedgerRow", "ModelDeployment", "OrderRow", "PositionRow",
-    "ReadOnlyStateError", "RuntimeEvent", "SchemaVersion", "SchemaVersionError", "StateError", "StateStore",
-    "StepRecord", "StepResult", "TradeRow",
+    "FeedCursor", "FillRow", "ForeignStoreError", "LedgerRecord", "LedgerRow", "ModelDeployment", "OrderRow",
+    "PositionRow", "ReadOnlyStateError", "RuntimeEvent", "SchemaVersion", "SchemaVersionError", "StateError",
+    "StateStore", "StepRecord", "StepResult", "TradeRow",
 ]

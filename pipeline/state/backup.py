@@ -1,6 +1,7 @@
 """Backups of the trading state, their rotation, and the restore drill that proves they can be used.
 
-**Backup** (``backup_state``), into ``settings.backup_dir`` (``<data_dir>/backups``):
+**Backup** (``backup_state``), into ``settings.backup_dir`` (``<data_dir>/backups``); a SQLite state URL naming a
+file that is not tradeforge's state is refused first (``ForeignStoreError``), nothing written or rotated:
 
 * SQLite: an online copy through SQLite's backup API (``sqlite3.Connection.backup``) in one step, which reads
   one consistent snapshot while the runtime keeps writing (WAL readers never block the writer), gzipped to
@@ -10,7 +11,9 @@
   through the environment, never on its command line.
 
 Every backup file is written under a temporary name and renamed once complete, followed by its checksum file
-``<backup>.sha256`` (``sha256sum`` format, so ``sha256sum -c`` verifies it too).
+``<backup>.sha256`` (``sha256sum`` format, so ``sha256sum -c`` verifies it too). Backups are written only into a
+folder of their own: absent, empty, or holding nothing but backups and their checksum files (hidden leftovers of
+interrupted backups aside); a folder holding anything else is refused with :class:`BackupError`, untouched.
 
 **Rotation** (``rotate``): the newest ``backup_keep`` backups are kept; any older than
 ``backup_max_age_days`` are removed as well, with their checksum files.
@@ -48,22 +51,11 @@ from sqlalchemy.engine import URL, make_url
 from pipeline.clock import Clock
 from pipeline.settings import Settings
 from pipeline.state.backup_checks import DrillReport, check_state, inspect_restored
+from pipeline.state.schema import inspect_state
 
 log = logging.getLogger(__name__)
-__all__ = [
-    "CHECKSUM_SUFFIX",
-    "Backup",
-    "BackupError",
-    "BackupReport",
-    "DrillFailed",
-    "DrillReport",
-    "backup_state",
-    "check_state",
-    "list_backups",
-    "restore_drill",
-    "rotate",
-    "verify_checksum",
-]
+__all__ = ["CHECKSUM_SUFFIX", "Backup", "BackupError", "BackupReport", "DrillFailed", "DrillReport", "backup_state",
+           "check_state", "list_backups", "restore_drill", "rotate", "verify_checksum"]
 
 PREFIX = "state-"
 SQLITE_SUFFIX = ".sqlite.gz"
@@ -121,8 +113,11 @@ def backup_state(settings: Settings, clock: Clock) -> BackupReport:
     now = clock.now()
     url = make_url(settings.state_url)
     folder = settings.backup_dir
-    folder.mkdir(parents=True, exist_ok=True)
+    _claim_folder(folder)
     backend = url.get_backend_name()
+    if backend == "sqlite" and (url.database or "") not in ("", ":memory:"):
+        inspect_state(settings.state_url)  # another application's database is refused, not backed up
+    folder.mkdir(parents=True, exist_ok=True)
     if backend == "sqlite":
         backup = _backup_sqlite(_sqlite_path(url), folder, now)
     elif backend == "postgresql":
@@ -136,6 +131,18 @@ def backup_state(settings: Settings, clock: Clock) -> BackupReport:
     log.info("state backup %s written (%d bytes, sha256 %s…); %d old backup(s) removed",
              backup.path.name, report.bytes, digest[:12], len(removed))
     return report
+
+
+def _claim_folder(folder: Path) -> None:
+    """Refuse a backup folder that is not the backups' own (module documentation)."""
+    if folder.exists() and not folder.is_dir():
+        raise BackupError(f"the backup folder {folder} is a file, not a folder: no backup was written")
+    foreign = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")
+                     and not _NAME.match(p.name.removesuffix(CHECKSUM_SUFFIX))) if folder.is_dir() else []
+    if foreign:
+        raise BackupError(f"the backup folder {folder} holds files that are not tradeforge backups "
+                          f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): no backup was written "
+                          "and nothing was rotated; move them out, or set TRADEFORGE_DATA_DIR to a folder of its own")
 
 
 def _name(now: pd.Timestamp, kind: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -23,6 +24,22 @@ from pipeline.state.errors import StateError
 ADVISORY_LOCK_CLASS: Final = 0x7466  # "tf": the first key of the per-schema writer lock on PostgreSQL
 WRITE_OPTION: Final = "tradeforge_write"
 """The execution option that marks a connection's transactions as writes (see :func:`writer`)."""
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL (a path or a ``file:`` URI), as an absolute path; None for an in-memory
+    database or another backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database.startswith("file:"):
+        if parsed.query.get("mode") == "memory":
+            return None
+        database = unquote(urlsplit(database).path)
+    if database in ("", ":memory:"):
+        return None
+    return Path(database).resolve()
 
 
 def engine_url(url: str, read_only: bool) -> URL:

@@ -5,7 +5,8 @@
 # ``trained`` (a production model in a model store of its own) and ``with_state`` (the state database of a paper
 # runtime run). A test that changes a part of the workspace its assertions count (the lake of the ingest test, the
 # model store of the train and nightly tests, the state database of the runtime test, the backups folder of the
-# backup tests) gets that part of its own.
+# backup tests) gets that part of its own; so does a test whose flow run fails while the shared state exists (a
+# failed run records its failure in the state database).
 
 from __future__ import annotations
 
@@ -159,12 +160,34 @@ def env_without_state(harness: None, ingested: list[dict[str, Any]], workspace: 
     return _point_at(monkeypatch, workspace, database_url=f"sqlite:///{tmp_path / 'state' / 'tradeforge.db'}")
 
 
+def copy_state(url: str, target: Path) -> str:
+    """A copy of the SQLite state database at ``url`` in ``target`` (SQLite's backup API); returns its URL."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    original = sqlite3.connect(f"file:{url.removeprefix('sqlite:///')}?mode=ro", uri=True)
+    copy = sqlite3.connect(target)
+    try:
+        original.backup(copy)
+    finally:
+        original.close()
+        copy.close()
+    return f"sqlite:///{target.as_posix()}"
+
+
 @pytest.fixture
-def env_own_backups(harness: None, with_state: dict[str, Any], workspace: Path, tmp_path: Path,
-                    monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The shared state database, backed up into a data directory (and so a backups folder) of the test's own."""
+def env_own_state(harness: None, with_state: dict[str, Any], workspace: Path, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A copy of the shared state database, with a data directory (reports, backups) of the test's own: for a test
+    whose runs write to the state (a failed run records its failure there) or change it."""
     shared = _point_at(monkeypatch, workspace).state_url
-    return _point_at(monkeypatch, workspace, data_dir=str(tmp_path / "data"), database_url=shared)
+    own = copy_state(shared, tmp_path / "state" / "tradeforge.db")
+    return _point_at(monkeypatch, workspace, data_dir=str(tmp_path / "data"), database_url=own)
+
+
+@pytest.fixture
+def env_own_backups(env_own_state: Settings) -> Settings:
+    """The shared runtime's state (a copy), backed up into a data directory (and so a backups folder) of the
+    test's own."""
+    return env_own_state
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ empty_env = flow_helpers.empty_env
 env_without_models = flow_helpers.env_without_models
 env_with_model = flow_helpers.env_with_model
 env_without_state = flow_helpers.env_without_state
+env_own_state = flow_helpers.env_own_state
 env_own_backups = flow_helpers.env_own_backups
 env_with_a_backup = flow_helpers.env_with_a_backup
 
@@ -158,8 +159,7 @@ def test_nightly_breaker_cooldown_is_a_setting(env_with_model: Settings, monkeyp
     assert load_settings().nightly_breaker_cooldown_bars is None
 
 
-@pytest.mark.usefixtures("ingested")
-def test_adhoc_backtest_flow_takes_typed_parameters(env: Settings) -> None:
+def test_adhoc_backtest_flow_takes_typed_parameters(env_without_state: Settings) -> None:
     from flows.backtest import adhoc_backtest_flow
 
     result = adhoc_backtest_flow(strategy="sma_cross", symbol="BTC/USDT", start="2026-03-01", end="2026-05-01",

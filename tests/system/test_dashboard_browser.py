@@ -1,6 +1,8 @@
-"""The dashboard in a real browser: ``streamlit run`` as a subprocess on a populated installation, every page
-loaded in headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by selenium), checked for
-errors and for a key number, and photographed.
+"""The dashboard in a real browser: ``streamlit run`` as a subprocess on a populated installation (with the
+options ``tradeforge up`` gives it), every page loaded in headless Chromium (Debian's ``chromium`` +
+``chromium-driver``, driven by selenium), checked for errors and for a key number, and photographed. The
+toolbar is the viewer's (no developer menu, no Deploy button), and the password gate holds: a page address
+opened while locked is where the operator lands after signing in.
 
 Screenshots go to the test's tmp dir; set ``DASHBOARD_SCREENSHOTS_DIR`` to also copy them there (the README's
 set lives in ``docs/screenshots/``).
@@ -8,6 +10,7 @@ set lives in ``docs/screenshots/``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -25,14 +28,12 @@ from pipeline import reports
 from pipeline.state import StateStore
 from tests.conftest import REPO
 from tests.fakes.populated_state import Populated, build
+from tests.system.chromium import chromium
 from tests.waiting import wait_until
+from tradeforge_cli.up import dashboard_command
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = os.environ.get("DASHBOARD_SCREENSHOTS_DIR")
 CHARTED = ("overview", "chart", "backtests", "data_health")
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000")
 
 
 def _free_port() -> int:
@@ -46,17 +47,17 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Populated:
     return build(tmp_path_factory.mktemp("installation"))
 
 
-@pytest.fixture(scope="module")
-def server(populated: Populated, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("streamlit")
+@contextlib.contextmanager
+def _dashboard(populated: Populated, folder: Path, toolbar: str = "viewer", **settings: str) -> Iterator[str]:
+    """The dashboard as `tradeforge up` starts it (``toolbar`` may replace its toolbar mode), on the populated
+    installation with ``settings`` (TRADEFORGE_* variables) on top; yields its address."""
     port = _free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("TRADEFORGE_")}
-    env.update(populated.env, DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(REPO))
+    env.update(populated.env, DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(REPO), **settings)
+    command = dashboard_command(REPO, "127.0.0.1", port, Path(sys.executable).parent)
+    command[command.index("--client.toolbarMode") + 1] = toolbar
     log = (folder / "streamlit.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboards" / "app.py"), "--server.address",
-         "127.0.0.1", "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats",
-         "false"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _healthy(url), "streamlit's health check", process=process, log=folder / "streamlit.log")
@@ -68,22 +69,15 @@ def server(populated: Populated, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} is missing: install them with "
-                    "`apt-get install -y chromium chromium-driver` (the dashboard's browser test needs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def server(populated: Populated, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _dashboard(populated, tmp_path_factory.mktemp("streamlit")) as url:
+        yield url
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _expected(populated: Populated) -> dict[str, tuple[str, Callable[[], list[str]]]]:
@@ -170,42 +164,51 @@ def test_every_page_renders_in_a_real_browser_without_errors(
             shutil.copy2(shot, target / shot.name)
 
 
-def test_the_password_gate_holds_in_the_browser(
+def _toolbar(driver: object, url: str) -> tuple[bool, set[str]]:
+    """Open ``url``; whether the toolbar has a Deploy button, and the items of its main menu."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(url)  # type: ignore[attr-defined]
+    _settled(driver, ["Overview", "Equity"])
+    menu = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMainMenu"]'),  # type: ignore[attr-defined]
+                      "the main menu's button")
+    menu[0].click()
+    items = wait_until(lambda: {str(e.get_attribute("data-testid")).removeprefix("stMainMenuItem-")
+                                for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid^="stMainMenuItem-"]')},  # type: ignore[attr-defined]
+                       "the main menu's items")
+    deploy = bool(driver.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]'))  # type: ignore[attr-defined]
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # type: ignore[attr-defined]
+    return deploy, items
+
+
+def test_the_toolbar_has_no_developer_menu_and_no_deploy_button(
+    server: str, browser: object, populated: Populated, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    deploy, items = _toolbar(browser, server)
+    assert not deploy
+    assert "print" in items and not {"rerun", "clearCache"} & items, items
+    # what Streamlit shows a developer on 127.0.0.1 (the control: the same checks see the developer's toolbar)
+    with _dashboard(populated, tmp_path_factory.mktemp("developer"), toolbar="developer") as developer:
+        deploy, items = _toolbar(browser, developer)
+    assert deploy
+    assert {"rerun", "clearCache"} <= items, items
+
+
+def test_the_password_gate_holds_and_signing_in_lands_on_the_page_opened(
     populated: Populated, browser: object, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     secret = "tradeforge-browser-secret"
-    folder = tmp_path_factory.mktemp("locked")
-    port = _free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("TRADEFORGE_")}
-    env.update(populated.env, TRADEFORGE_DASHBOARD_PASSWORD=secret, DO_NOT_TRACK="true", PYTHONPATH=str(REPO))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboards" / "app.py"), "--server.address",
-         "127.0.0.1", "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats",
-         "false"], cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _healthy(url), "streamlit's health check", process=process)
-        browser.get(f"{url}/trades")  # type: ignore[attr-defined]
-        body = _settled(browser, ["Password", "Page not found"])  # while locked, only the sign-in page exists
+    with _dashboard(populated, tmp_path_factory.mktemp("locked"), TRADEFORGE_DASHBOARD_PASSWORD=secret) as url:
+        browser.get(f"{url}/trades?note=kept")  # type: ignore[attr-defined]
+        body = _settled(browser, ["Password"])  # while locked, every page's address shows the sign-in form only
         assert "PnL (net of fees)" not in body and "Winners / losers" not in body
-
-        def notice_closed() -> bool:
-            # the notice may render after a first Escape: press it until the notice is gone
-            if not browser.find_elements(By.CSS_SELECTOR, '[role="dialog"]'):  # type: ignore[attr-defined]
-                return True
-            browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # type: ignore[attr-defined]
-            return False
-
-        wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, '[role="dialog"]'),  # type: ignore[attr-defined]
-                   "the 'Page not found' notice")
-        wait_until(notice_closed, "the 'Page not found' notice to close")
+        assert "Page not found" not in body
         field = browser.find_element(By.CSS_SELECTOR, 'input[type="password"]')  # type: ignore[attr-defined]
         field.send_keys(secret + Keys.ENTER)
-        body = _settled(browser, ["Equity", "Heartbeat age"])
+        body = _settled(browser, ["Trades", "PnL (net of fees)"])
         assert secret not in body
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        assert browser.current_url == f"{url}/trades?note=kept"  # type: ignore[attr-defined]

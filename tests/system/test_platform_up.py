@@ -9,127 +9,23 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pipeline.settings import Settings
 from pipeline.state import StateStore
-from tests.conftest import REPO
+from tests.system.up_platform import PROC, Platform, descendants, listening, running
 from tests.waiting import wait_until
 from tradeforge_cli import up_guard
-from tradeforge_cli.up import UpError, clear_previous, heartbeat_age, pid_file
+from tradeforge_cli.up import UpError, clear_previous, pid_file
 
-PROC = Path("/proc")
 needs_proc = pytest.mark.skipif(not PROC.is_dir(), reason="finds processes through /proc (Linux)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-class Platform:
-    """A platform on a temporary home: its own data dir, MLflow store, Prefect home and free ports."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.home = tmp_path
-        self.prefect, self.mlflow, self.dashboard, self.api = _free_port(), _free_port(), _free_port(), _free_port()
-        self.env = {
-            **os.environ,
-            "TRADEFORGE_DATA_DIR": str(tmp_path / "data"),
-            "TRADEFORGE_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-            "TRADEFORGE_PREFECT_API_URL": f"http://127.0.0.1:{self.prefect}/api",
-            "TRADEFORGE_MLFLOW_UI_URL": f"http://127.0.0.1:{self.mlflow}",
-            "TRADEFORGE_DASHBOARD_URL": f"http://127.0.0.1:{self.dashboard}",
-            "TRADEFORGE_API_URL": f"http://127.0.0.1:{self.api}",
-            "TRADEFORGE_HEARTBEAT_SECONDS": "1",
-            "PREFECT_HOME": str(tmp_path / ".prefect"),
-        }
-        for name in ("PREFECT_API_URL", "TRADEFORGE_DATABASE_URL"):
-            self.env.pop(name, None)
-        self.settings = Settings(data_dir=tmp_path / "data", _env_file=None)
-
-    @property
-    def ports(self) -> list[int]:
-        return [self.prefect, self.mlflow, self.dashboard, self.api]
-
-    def start(self, command: list[str], log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as output:
-            return subprocess.Popen(command, cwd=REPO, env=self.env, stdout=output, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-
-    def answers(self) -> bool:
-        """Every service answers its health endpoint and the runtime's heartbeat is fresh."""
-        age = heartbeat_age(self.settings)
-        return (_ok(f"http://127.0.0.1:{self.prefect}/api/health") and _ok(f"http://127.0.0.1:{self.mlflow}/health")
-                and _ok(f"http://127.0.0.1:{self.dashboard}/_stcore/health") and _ok(f"http://127.0.0.1:{self.api}/api/status")
-                and age is not None and age < 10)
-
-    def wait_up(self, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
-        wait_until(lambda: "tradeforge is up" in log.read_text(errors="replace"), what, process=process, log=log)
-        wait_until(self.answers, f"{what}: every service answering, a fresh runtime heartbeat", process=process,
-                   log=log)
-
-    def stop(self, process: subprocess.Popen[bytes], log: Path) -> None:
-        """Ctrl-C, as in the terminal; every child stops without being killed and every port closes."""
-        os.killpg(process.pid, signal.SIGINT)
-        wait_until(lambda: process.poll() is not None, "`up` to end after Ctrl-C")
-        text = log.read_text(errors="replace")
-        logs = "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-1500:]}"
-                         for f in sorted((self.home / "data" / "logs").glob("*.log")))
-        assert "stopped" in text, text[-3000:] + logs
-        assert "did not stop" not in text, text[-3000:] + logs  # no child had to be killed
-        wait_until(lambda: not any(_listening(p) for p in self.ports), "every port closed after the stop")
-        assert not pid_file(self.settings).exists(), "the pid file outlived its up"
-
-
 # ------------------------------------------------------------------------------------------------ processes
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
-
-
-def _running(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def _descendants(root: int) -> set[int]:
-    """Every running process below ``root`` in the process tree."""
-    parents = {}
-    for entry in PROC.iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
-            parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return {pid for pid in found if _running(pid)}
 
 
 def _tagged(instance: str) -> set[int]:
@@ -141,14 +37,14 @@ def _tagged(instance: str) -> set[int]:
             environment = (entry / "environ").read_bytes() if entry.name.isdigit() else b""
         except OSError:
             continue
-        if marker in b"\0" + environment + b"\0" and _running(int(entry.name)):
+        if marker in b"\0" + environment + b"\0" and running(int(entry.name)):
             found.add(int(entry.name))
     return found
 
 
 def _kill_all(pids: set[int]) -> None:
     for pid in pids:
-        if _running(pid):
+        if running(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -162,12 +58,11 @@ def test_make_run_brings_up_every_service_and_stops_cleanly(tmp_path: Path) -> N
     process = platform.start(["make", "run"], log)
     try:
         platform.wait_up(process, log, "the platform")
-        served = httpx.post(f"http://127.0.0.1:{platform.prefect}/api/deployments/filter", json={"limit": 50},
-                            timeout=5)
-        names = {d["name"] for d in served.json()}
-        assert {"ingest", "train", "nightly-backtest", "backup-state", "daily-summary", "adhoc-backtest"} <= names
-        flow_runs = httpx.post(f"http://127.0.0.1:{platform.prefect}/api/flow_runs/filter", json={"limit": 50},
-                               timeout=5)
+        with platform.prefect_client() as prefect:  # the server asks for the credential `up` stored
+            served = prefect.post("/deployments/filter", {"limit": 50})
+            names = {d["name"] for d in served.json()}
+            assert {"ingest", "train", "nightly-backtest", "backup-state", "daily-summary", "adhoc-backtest"} <= names
+            flow_runs = prefect.post("/flow_runs/filter", {"limit": 50})
         states = [r["state_type"] for r in flow_runs.json()]
         assert states.count("COMPLETED") >= 4, states  # the bootstrap ran as flow runs
         assert not {"FAILED", "CRASHED"} & set(states), states
@@ -177,6 +72,7 @@ def test_make_run_brings_up_every_service_and_stops_cleanly(tmp_path: Path) -> N
             platform.stop(process, log)
     first = log.read_text(errors="replace")
     assert "bootstrap" in first
+    credential = platform.credential()
     state = StateStore.read_only(settings.state_url)
     bot = state.bot_state()
     assert bot is not None and bot.status == "stopped"
@@ -186,6 +82,7 @@ def test_make_run_brings_up_every_service_and_stops_cleanly(tmp_path: Path) -> N
     process = platform.start(["make", "run"], log2)
     try:
         platform.wait_up(process, log2, "the second start")
+        assert platform.credential() == credential  # the operator signs in with the same credential
     finally:
         if process.poll() is None:
             platform.stop(process, log2)
@@ -210,15 +107,15 @@ def test_a_killed_up_leaves_nothing_running_and_the_next_up_starts_cleanly(tmp_p
         record = up_guard.UpRecord.load(pid_file(platform.settings))
         assert record is not None and record.pid == process.pid
         instance = record.instance
-        started = _descendants(process.pid)  # the services, what they started, and the guard
+        started = descendants(process.pid)  # the services, what they started, and the guard
         assert set(record.services.values()) <= started
         assert set(record.services) == {"prefect", "mlflow", "dashboard", "deployments", "runtime", "api"}
 
         process.send_signal(signal.SIGKILL)
         process.wait()
-        wait_until(lambda: not any(_running(pid) for pid in started | _tagged(instance)),
+        wait_until(lambda: not any(running(pid) for pid in started | _tagged(instance)),
                    "every process the killed up started to end")
-        wait_until(lambda: not any(_listening(p) for p in platform.ports), "every port of the killed up to close")
+        wait_until(lambda: not any(listening(p) for p in platform.ports), "every port of the killed up to close")
     finally:
         if process.poll() is None:
             process.kill()

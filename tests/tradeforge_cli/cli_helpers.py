@@ -37,10 +37,17 @@ def squash(text: str) -> str:
     return "".join(text.split())
 
 
+def assert_no_output_but_error(result: Result) -> None:
+    """A refused command prints nothing on stdout, or, given ``--json``, only its error document."""
+    if result.stdout:
+        document = json.loads(result.stdout)
+        assert set(document) == {"error"} and document["error"], result.stdout
+
+
 def assert_fails_cleanly(result: Result, *fragments: str) -> None:
     assert result.exit_code != 0, result.output
     assert isinstance(result.exception, SystemExit), f"crashed instead of reporting: {result.exception!r}"
-    assert result.stdout == ""
+    assert_no_output_but_error(result)
     for fragment in fragments:
         assert squash(fragment) in squash(result.stderr), f"{fragment!r} not in error: {result.stderr}"
 

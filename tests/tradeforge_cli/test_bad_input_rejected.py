@@ -23,7 +23,7 @@ from tests.tradeforge_cli.bad_input_helpers import (
     write_csv,
     write_parquet,
 )
-from tests.tradeforge_cli.cli_helpers import cli, squash
+from tests.tradeforge_cli.cli_helpers import assert_no_output_but_error, cli, squash
 
 stored = bad_input_helpers.stored  # a lake holding 240 real BTC/USDT 1h bars
 
@@ -266,7 +266,7 @@ def test_bad_input_is_rejected_with_a_clear_error_and_nothing_changes(stored: St
 
     assert result.exit_code != 0, result.output
     assert isinstance(result.exception, SystemExit), f"crashed instead of reporting: {result.exception!r}"
-    assert result.stdout == "", "a failed command prints no JSON document"
+    assert_no_output_but_error(result)
     message = squash(result.stderr)
     assert "Traceback" not in result.stderr
     for fragment in fragments:

@@ -39,7 +39,8 @@ def test_installed_console_script_reports_bad_input_on_stderr(tmp_path: Path) ->
     proc = run_script(tmp_path, "ingest", "--source", "sample", "--symbol", "ETH/USDT", "--timeframe", "abc", "--json")
 
     assert proc.returncode == 1
-    assert proc.stdout == ""
+    assert json.loads(proc.stdout) == {"error": json.loads(proc.stdout)["error"]}
+    assert "timeframe 'abc'" in json.loads(proc.stdout)["error"]
     assert "timeframe 'abc' is not valid" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data" / "lake").exists()

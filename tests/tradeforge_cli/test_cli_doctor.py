@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import random
+import sqlite3
+import uuid
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
+import psycopg
 import pytest
 from typer.testing import Result
 
+from tests.conftest import lake_fingerprint
+from tests.pipeline.state.stores import PG_URL, postgres_error
 from tests.tradeforge_cli import cli_helpers
 from tests.tradeforge_cli.cli_helpers import cli, squash
 
@@ -128,3 +136,148 @@ def test_doctor_says_which_venue_keys_are_set_without_their_values(
     assert "alpaca" in checks["venue keys"]["detail"]
     assert "supersecretvalue" not in json.dumps(checks)
 
+
+
+# ------------------------------------------------------------------------------------------- stores not ours
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(random.Random(23).randbytes(4096))
+
+
+def _another_application(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript("""
+            CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY);
+            INSERT INTO alembic_version VALUES ('dc11669786a5');
+            CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, name TEXT);
+            CREATE TABLE runs (run_uuid TEXT PRIMARY KEY, experiment_id INTEGER);
+        """)
+
+
+NOT_OURS = [
+    pytest.param(_random_bytes, "it is not a SQLite database", id="not-a-database"),
+    pytest.param(_another_application, "holds 3 table(s) of another application (alembic_version, experiments, runs)",
+                 id="another-applications-database"),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), NOT_OURS)
+def test_doctor_fails_a_state_database_that_is_not_ours_and_leaves_it_untouched(
+    healthy_setup: Path, data_dir: Path, make: Callable[[Path], None], reason: str
+) -> None:
+    path = data_dir / "state" / "tradeforge.db"  # where the runtime keeps its state by default
+    path.parent.mkdir(parents=True)
+    make(path)
+    before = lake_fingerprint(path.parent)
+
+    result = cli("doctor", "--json")
+
+    assert result.exit_code != 0
+    check = doctor_checks(result)["state db"]
+    assert check["status"] == "fail"
+    assert f"cannot use sqlite:///{path.as_posix()} as the state database" in check["detail"]
+    assert reason in check["detail"]
+    assert "TRADEFORGE_DATABASE_URL" in check["fix"]
+    assert lake_fingerprint(path.parent) == before  # the same bytes, and no -wal, -shm or -journal beside it
+
+
+def test_doctor_fails_a_state_database_that_is_not_ours_in_the_table_form(
+    healthy_setup: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = healthy_setup / "elsewhere.db"
+    _random_bytes(path)
+    monkeypatch.setenv("TRADEFORGE_DATABASE_URL", f"sqlite:///{path.as_posix()}")
+
+    result = cli("doctor")
+
+    assert result.exit_code == 1
+    [row] = [line for line in result.stdout.splitlines() if "state db" in line]  # one line per check
+    assert " fail " in row and " ok " not in row
+    assert squash(f"{path.as_posix()} as the state database: it is not a SQLite database") in squash(result.stdout)
+
+
+def test_doctor_fails_a_postgres_schema_holding_another_applications_tables(
+    healthy_setup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if postgres_error() is not None:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {postgres_error()}")
+    schema = f"tf_doctor_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=2) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".invoices (id integer PRIMARY KEY)')
+    try:
+        options = f"-c search_path={schema}".replace(" ", "%20").replace("=", "%3D")
+        monkeypatch.setenv("TRADEFORGE_DATABASE_URL",
+                           f"postgresql://postgres:pg-secret-word@127.0.0.1:5432/test?options={options}")
+
+        result = cli("doctor", "--json")
+
+        assert result.exit_code != 0
+        check = doctor_checks(result)["state db"]
+        assert check["status"] == "fail"
+        assert "holds 1 table(s) of another application (invoices)" in check["detail"]
+        assert "pg-secret-word" not in result.output
+        with psycopg.connect(PG_URL, connect_timeout=2) as conn:
+            tables = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                  (schema,)).fetchall()
+        assert tables == [("invoices",)]
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_doctor_passes_our_own_state_database(healthy_setup: Path, data_dir: Path) -> None:
+    from pipeline.settings import Settings
+    from pipeline.state import SCHEMA_VERSION, StateStore
+
+    with StateStore(Settings(data_dir=data_dir, _env_file=None).state_url) as store:
+        store.set_status("running", "trading", mode="paper")
+
+    checks = doctor_checks(cli("doctor", "--json"))
+
+    assert checks["state db"]["status"] == "ok"
+    assert checks["state db"]["detail"].endswith(f"(schema version {SCHEMA_VERSION})")
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    pytest.param(_random_bytes, "it is not a SQLite database", id="not-a-database"),
+    pytest.param(None, "it is tradeforge's state database", id="tradeforge-state"),
+])
+def test_doctor_fails_an_mlflow_store_that_is_not_mlflows(
+    healthy_setup: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, make: Callable[[Path], None] | None,
+    reason: str
+) -> None:
+    from pipeline.settings import Settings
+    from pipeline.state import StateStore
+
+    if make is None:
+        url = Settings(data_dir=data_dir, _env_file=None).state_url
+        StateStore(url).close()
+        path = Path(url.removeprefix("sqlite:///"))
+    else:
+        path = healthy_setup / "mlruns" / "mlflow.db"
+        path.parent.mkdir()
+        make(path)
+    monkeypatch.setenv("TRADEFORGE_MLFLOW_TRACKING_URI", f"sqlite:///{path.as_posix()}")
+    before = lake_fingerprint(path.parent)
+
+    result = cli("doctor", "--json")
+
+    assert result.exit_code != 0
+    check = doctor_checks(result)["mlflow store"]
+    assert check["status"] == "fail"
+    assert f"cannot use sqlite:///{path.as_posix()} as the MLflow store: {reason}" in check["detail"]
+    assert lake_fingerprint(path.parent) == before
+
+
+def test_doctor_fails_a_lake_folder_holding_files_that_are_not_ours(healthy_setup: Path, data_dir: Path) -> None:
+    lake = data_dir / "lake"
+    (lake / "photos").mkdir(parents=True)
+    (lake / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+
+    result = cli("doctor", "--json")
+
+    assert result.exit_code != 0
+    check = doctor_checks(result)["lake"]
+    assert check["status"] == "fail"
+    assert f"the lake folder {lake} holds files tradeforge did not write (photos/cat.jpg)" in check["detail"]
+    assert "TRADEFORGE_DATA_DIR" in check["fix"]

@@ -16,7 +16,8 @@ data_dir = cli_helpers.data_dir  # the test's own data dir (TRADEFORGE_DATA_DIR)
 def test_the_runtime_command_line_round_trips_through_its_config(tmp_path: Path) -> None:
     from runtime.config import RuntimeConfig, parse_args, runtime_command, to_args
 
-    config = RuntimeConfig(mode="live", portfolio=tmp_path / "p.toml", venue="binance", feed="ccxt", speed="60",
+    config = RuntimeConfig(mode="live", strategy="sma_cross", symbol="BTC/USDT", data=tmp_path / "bars.parquet",
+                           venue="binance", feed="ccxt", speed="60",
                            batch=1, start="2024-01-01", params=("fast=10", "slow=30"), fee_bps=5.0, no_breakers=True,
                            breaker_cooldown_bars=30, fresh=True, verbose=True, as_json=True)
 

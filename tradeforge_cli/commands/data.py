@@ -12,7 +12,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from tradeforge_cli.commands.options import JsonFlag, group
-from tradeforge_cli.commands.output import emit, fail, jsonable, load_settings, pairs, progress, timestamp
+from tradeforge_cli.commands.output import (
+    emit,
+    fail,
+    jsonable,
+    load_settings,
+    one_line,
+    pairs,
+    progress,
+    symbol_option,
+    timeframe_option,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from pipeline.data.sources.base import BarSource
@@ -24,6 +35,40 @@ class SourceName(StrEnum):
     ccxt = "ccxt"
     alpaca = "alpaca"
     files = "files"
+
+
+CRYPTO_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD")
+"""Quote currencies whose pairs are written without '/' by some exchanges' own pages (BTCUSDT for BTC/USDT)."""
+
+
+def check_ingest_options(source: SourceName, symbol: str, exchange: str | None, path: Path | None,
+                         venue: str | None, columns: str | None) -> None:
+    """The options of an ``ingest`` that cannot be honoured, refused before anything is read or fetched (a
+    ``DataError`` naming the option and what is accepted)."""
+    from pipeline.domain import AssetClass, DataError, parse_symbol
+
+    canonical, asset_class = parse_symbol(symbol)
+    if asset_class is AssetClass.STOCK:
+        pair = next((f"{canonical[:-len(q)]}/{q}" for q in CRYPTO_QUOTES
+                     if canonical.endswith(q) and len(canonical) > len(q)), None)
+        if pair is not None:
+            raise DataError(f"--symbol {symbol!r} reads as a US stock ticker; for the crypto pair write {pair} "
+                            "(BASE/QUOTE)")
+    if source is not SourceName.files:
+        given = [name for name, value in (("--path", path), ("--venue", venue), ("--columns", columns)) if value]
+        if given:
+            raise DataError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} read only with --source files "
+                            f"(this ingest reads --source {source.value})")
+    elif path is not None and not path.exists():
+        raise DataError(f"--path {str(path)!r} does not exist")
+    if source is SourceName.ccxt and exchange is not None:
+        import ccxt
+
+        from pipeline.input_errors import did_you_mean
+
+        if exchange not in ccxt.exchanges:
+            raise DataError(f"--exchange {exchange!r} is not a ccxt exchange id (e.g. binance, kraken, coinbase)"
+                            f"{did_you_mean(exchange, ccxt.exchanges)}")
 
 
 def build_source(
@@ -77,12 +122,17 @@ def ingest(
     """Fetch bars into the lake, through the quality gate (incremental and idempotent)."""
     from pipeline.clock import SystemClock
     from pipeline.data.ingest import ingest as run_ingest
-    from pipeline.domain import DataError, Timeframe
+    from pipeline.domain import DataError
 
     settings = load_settings()
     try:
-        tf = Timeframe.parse(timeframe)
+        tf = timeframe_option(timeframe)
+        symbol_option(symbol)
         start = timestamp(since, "--since")
+        check_ingest_options(source, symbol, exchange, path, venue, columns)
+        now = SystemClock().now()
+        if start is not None and start > now:
+            raise DataError(f"--since {since} is in the future (now is {now:%Y-%m-%d %H:%M} UTC)")
         bar_source = build_source(source, settings, symbol, exchange, venue, path, columns)
         with progress(f"ingest {symbol} {tf} from {source.value}") as advance:
             report = run_ingest(bar_source, symbol, tf, settings, SystemClock(), since=start, progress=advance)
@@ -106,21 +156,29 @@ def data_health(
     from pipeline.clock import SystemClock
     from pipeline.data.catalog import HealthStore
     from pipeline.data.lake import Lake
-    from pipeline.domain import DataError, Timeframe, parse_symbol
+    from pipeline.domain import DataError
 
     settings = load_settings()
     try:
-        canonical = parse_symbol(symbol)[0] if symbol else None
-        tf = str(Timeframe.parse(timeframe)) if timeframe else None
+        canonical = symbol_option(symbol) if symbol else None
+        tf = str(timeframe_option(timeframe)) if timeframe else None
     except DataError as exc:
         raise fail(str(exc)) from exc
-    table_frame = HealthStore(settings).refresh_all(Lake(settings.lake_dir), SystemClock().now())
+    lake = Lake(settings.lake_dir)
+    if symbol or timeframe:  # refused before the health table is refreshed
+        held = sorted({(s.instrument.venue, s.instrument.symbol, str(s.timeframe)) for s in lake.series()})
+        if not any((not canonical or held_symbol == canonical) and (not tf or held_tf == tf)
+                   for _, held_symbol, held_tf in held):
+            asked = " ".join(f"{option} {value}" for option, value in (("--symbol", canonical), ("--timeframe", tf))
+                             if value)
+            holds = ", ".join(" ".join(series) for series in held)
+            raise fail(f"no series in the lake matches {asked}; "
+                       + (f"the lake holds {holds}" if held else "the lake is empty"))
+    table_frame = HealthStore(settings).refresh_all(lake, SystemClock().now())
     if canonical:
         table_frame = table_frame.loc[table_frame["symbol"] == canonical]
     if tf:
         table_frame = table_frame.loc[table_frame["timeframe"] == tf]
-    if (symbol or timeframe) and table_frame.empty:
-        raise fail(f"no series in the lake matches symbol={symbol!r} timeframe={timeframe!r}")
     records = [jsonable(r) for r in table_frame.to_dict(orient="records")]
     table = Table(
         title="data health", caption="* sample: synthetic market data, not real prices", box=box.SIMPLE, pad_edge=False
@@ -162,7 +220,8 @@ def data_sql(
     try:
         frame = con.execute(query).df()
     except duckdb.Error as exc:
-        raise fail(f"query failed: {exc}") from exc
+        lines = [line for line in str(exc).splitlines() if line.strip().strip("^")]  # less the caret under LINE
+        raise fail(f"query failed: {one_line(chr(10).join(lines))}") from exc
     records = [jsonable(r) for r in frame.to_dict(orient="records")]
     table = Table()
     for name in frame.columns:

@@ -11,12 +11,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from tradeforge_cli.commands.options import EndOption, JsonFlag, StartOption, VenueOption, group
-from tradeforge_cli.commands.output import emit, fail, format_value, load_settings, pairs, progress, say, timestamp
+from tradeforge_cli.commands.output import (
+    emit,
+    fail,
+    format_value,
+    load_settings,
+    pairs,
+    progress,
+    say,
+    timeframe_option,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from pipeline.domain import Timeframe
+    from pipeline.models.registry import ModelRegistry
     from pipeline.settings import Settings
 
 
@@ -35,14 +45,15 @@ class PromoteChoice(StrEnum):
 def lake_series(settings: Settings, symbol: str, timeframe: str, start: str | None, end: str | None,
                 venue: str | None) -> tuple[pd.DataFrame, Timeframe, Any]:
     """A series from the lake (refused when the range holds no bar), its timeframe and instrument."""
+    from pipeline.backtest.inputs import date_range, no_bars
     from pipeline.data.catalog import read_bars
     from pipeline.data.lake import Lake
-    from pipeline.domain import DataError, Timeframe
 
-    tf = Timeframe.parse(timeframe)
-    bars = read_bars(settings, symbol, tf, timestamp(start, "--start"), timestamp(end, "--end"), venue)
+    tf = timeframe_option(timeframe)
+    lo, hi = date_range(start, end)
+    bars = read_bars(settings, symbol, tf, lo, hi, venue)
     if bars.empty:
-        raise DataError(f"no {symbol} {tf} bars in the selected range")
+        raise no_bars(settings, symbol, tf, venue, lo, hi)
     instrument = Lake(settings.lake_dir).find(symbol, venue=venue)[0].instrument
     return bars, tf, instrument
 
@@ -89,8 +100,10 @@ def train(
     hidden: Annotated[int, typer.Option(min=1, help="Hidden size.")] = 32,
     seq_len: Annotated[int, typer.Option(min=2, help="Sequence length in bars.")] = 32,
     folds: Annotated[int, typer.Option(min=1, help="Walk-forward folds.")] = 3,
-    threshold: Annotated[float, typer.Option(help="Probability needed to confirm an entry.")] = 0.55,
-    base: Annotated[str, typer.Option(help="Rule strategy the model confirms.")] = "golden_cross",
+    threshold: Annotated[float, typer.Option(min=0, max=1, help="Probability needed to confirm an entry.")] = 0.55,
+    base: Annotated[str, typer.Option(
+        help="Rule strategy the model confirms: a strategy name, PATH.py:Class or package.module:Class.")
+    ] = "golden_cross",
     venue: VenueOption = None,
     start: StartOption = None,
     end: EndOption = None,
@@ -106,6 +119,7 @@ def train(
 
     settings = load_settings()
     try:
+        _check_base(base)
         bars, tf, instrument = lake_series(settings, symbol, timeframe, start, end, venue)
         try:
             config = ModelConfig(kind=model.value, epochs=epochs, hidden=hidden, seq_len=seq_len)
@@ -122,6 +136,39 @@ def train(
     rows = [(key, escape(str(document[key]))) for key in ("run_id", "model_name", "version", "promoted", "reason")]
     rows += [(key, escape(format_value(value))) for key, value in outcome.metrics.items()]
     emit(document, as_json, pairs(rows, f"train {outcome.model_name} v{outcome.version}"))
+
+
+def _check_base(base: str) -> None:
+    """The rule strategy a model confirms, checked before any training (``DataError`` naming ``--base``)."""
+    from pipeline.domain import DataError
+    from pipeline.strategies import REGISTRY
+
+    try:
+        REGISTRY.build(base)
+    except DataError as exc:
+        raise DataError(f"--base {base!r}: {exc}") from None
+
+
+def _check_registered(registry: ModelRegistry, name: str, version: str | None = None) -> None:
+    """``name`` (and ``version``) registered, or a ``DataError`` listing what is."""
+    from pipeline.addresses import masked
+    from pipeline.domain import DataError
+    from pipeline.input_errors import did_you_mean
+
+    versions: dict[str, list[str]] = {}
+    for row in registry.list_models():
+        versions.setdefault(str(row["name"]), []).append(str(row["version"]))
+    if name not in versions:
+        if not versions:
+            raise DataError(f"model {name!r} is not registered: no model is registered yet in "
+                            f"{masked(registry.tracking_uri)} (tradeforge train registers one)")
+        raise DataError(f"model {name!r} is not registered; registered models: {', '.join(sorted(versions))}"
+                        f"{did_you_mean(name, versions)}")
+    if version is not None and version not in versions[name]:
+        known = sorted(versions[name], key=lambda v: int(v) if v.isdigit() else 0)
+        bare = version[1:] if version[:1] in ("v", "V") and version[1:] in known else None
+        raise DataError(f"model {name!r} has no version {version!r}; its versions are {', '.join(known)}"
+                        + (f"; did you mean {bare!r}?" if bare else ""))
 
 
 def models_list(as_json: JsonFlag = False) -> None:
@@ -150,6 +197,7 @@ def models_promote(
 
     registry = ModelRegistry(load_settings().mlflow_tracking_uri)
     try:
+        _check_registered(registry, name, version)
         registry.promote(name, version, "promoted by hand (tradeforge models promote)")
     except DataError as exc:
         raise fail(str(exc)) from exc
@@ -167,6 +215,7 @@ def models_rollback(
 
     registry = ModelRegistry(load_settings().mlflow_tracking_uri)
     try:
+        _check_registered(registry, name)
         version = registry.rollback(name)
     except DataError as exc:
         raise fail(str(exc)) from exc

@@ -12,7 +12,13 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tradeforge_cli.commands.backtest import backtest_bars, engine_config, strategy_frame
+from tradeforge_cli.commands.backtest import (
+    ColumnsOption,
+    backtest_bars,
+    engine_config,
+    refused,
+    strategy_frame,
+)
 from tradeforge_cli.commands.options import (
     CashOption,
     CooldownOption,
@@ -27,7 +33,7 @@ from tradeforge_cli.commands.options import (
     StartOption,
     VenueOption,
 )
-from tradeforge_cli.commands.output import emit, err, fail, format_value, load_settings, out, pairs
+from tradeforge_cli.commands.output import emit, err, format_value, load_settings, out, pairs
 
 
 @contextmanager
@@ -85,7 +91,9 @@ def optimize(
     start: StartOption = None,
     end: EndOption = None,
     venue: VenueOption = None,
-    data: Annotated[Path | None, typer.Option(help="A Parquet/CSV file of bars instead of the lake.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="A Parquet/CSV file of bars instead of the lake (checked as an ingest checks it).")] = None,
+    columns: ColumnsOption = None,
     param: ParamOption = None,
     fee_bps: FeeOption = 10.0,
     slippage_bps: SlippageOption = 0.0,
@@ -116,14 +124,14 @@ def optimize(
         request = Request(strategy, parse_space(spec, space or [], parse_params(param or [])),
                           Objective.parse(objective, min_trades), grid, trials, seed, walk_forward, jobs, study)
         config = engine_config(cash, fee_bps, slippage_bps, fill, max_position, breaker_cooldown_bars, no_breakers)
-        bars, tf, instrument = backtest_bars(settings, data, symbol, timeframe, start, end, venue)
+        bars, tf, instrument = backtest_bars(settings, data, symbol, timeframe, start, end, venue, columns)
         sample = spec.build(request.space.example(grid))
         frame = strategy_frame(settings, sample, bars, tf, symbol if data is None else None, venue, start, end)
         market = Market.of(bars, config, tf, instrument, frame)
         with _bars() as progress, _search(dask_address, settings.study_url) as search:
             report = optimise(request, settings.study_url, market, config, tf, instrument, progress, search)
     except DataError as exc:
-        raise fail(str(exc)) from exc
+        raise refused(exc) from exc
     folder = save_report(report, settings.data_dir / "research")
     shown: dict[str, Any] = {**document(report), "stored": str(folder)}
     if mlflow:

@@ -15,14 +15,15 @@ ParamOption = Annotated[
 ]
 FeeOption = Annotated[float, typer.Option("--fee-bps", help="Fee in bps of notional.")]
 SlippageOption = Annotated[float, typer.Option("--slippage-bps", help="Fixed slippage in bps.")]
-FillOption = Annotated[str, typer.Option("--fill", help="next_open or close.")]
+FillOption = Annotated[str, typer.Option(
+    "--fill", help="Where a decision at a bar's close fills: next_open (the next bar's open) or close (that close).")]
 CashOption = Annotated[float, typer.Option("--cash", help="Starting cash.")]
 MaxPositionOption = Annotated[
     float, typer.Option("--max-position", help="Largest position as a fraction of equity.")
 ]
 NoBreakersOption = Annotated[bool, typer.Option("--no-breakers", help="Switch every circuit breaker off.")]
 CooldownOption = Annotated[int | None, typer.Option(
-    "--breaker-cooldown-bars", min=1,
+    "--breaker-cooldown-bars",
     help="Drawdown and loss-streak breakers release by themselves after this many bars, as an operator's reset "
          "would (default: they wait for the operator). Daily breakers release at the next trading day.")]
 

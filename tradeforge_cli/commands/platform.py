@@ -41,10 +41,9 @@ def up(
         err.print(escape(text), highlight=False)
 
     instance = up_guard.new_instance()
-    env = platform.base_env(settings, HOME, instance)
-    os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "DO_NOT_TRACK",
-                                           "MLFLOW_DISABLE_TELEMETRY", "PREFECT_SERVER_ANALYTICS_ENABLED")})
     try:
+        env = platform.base_env(settings, HOME, instance)
+        os.environ.update(platform.own_env(env))
         platform.clear_previous(settings, platform.GRACE_S, say)
         by_name = {s.name: s for s in platform.services(settings, HOME, platform.demo_runtime(settings))}
         taken = platform.taken_addresses(settings)
@@ -106,9 +105,11 @@ def up(
 
 
 def config_show(as_json: JsonFlag = False) -> None:
-    """The settings in effect (environment, .env, defaults); secrets are shown as set or not, never their value."""
+    """The settings in effect (environment, .env, defaults); secrets are shown as set or not, never their value
+    (nor a URL's password)."""
     from pydantic import SecretStr
 
+    from pipeline.addresses import masked
     from pipeline.settings import Settings
 
     settings = load_settings()
@@ -117,8 +118,10 @@ def config_show(as_json: JsonFlag = False) -> None:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             document[name] = "(set)" if value.get_secret_value() else None
+        elif isinstance(value, int | float | bool | list) or value is None:
+            document[name] = value
         else:
-            document[name] = value if isinstance(value, int | float | bool | list) or value is None else str(value)
+            document[name] = masked(str(value))  # a URL's password is a secret too
     table = pairs([(key, escape("" if value is None else str(value))) for key, value in document.items()])
     emit(document, as_json, table)
 

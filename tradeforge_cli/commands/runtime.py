@@ -112,22 +112,21 @@ def runtime(
 
 def runtime_ctl(
     command: Annotated[Command, typer.Argument(help="pause, resume, flatten, reset-breaker or stop.")],
-    sleeve: Annotated[str | None, typer.Option(help="Only this sleeve (default: all).")] = None,
+    sleeve: Annotated[str | None, typer.Option(
+        help="Only this sleeve, as the runtime names it: id:SYMBOL (default: all).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Send a control command to the running runtime (through the state store)."""
-    from pipeline.state import StateStore
+    from pipeline.domain import DataError
+    from runtime.ctl import queue
 
     settings = load_settings()
-    store = StateStore(settings.state_url)
-    if store.bot_state() is None:
-        raise fail(f"no runtime state in {settings.state_url}: is the runtime started?")
-    name = command.value.replace("-", "_")
-    number = store.add_command(name, "cli", sleeve=sleeve)
-    store.close()
-    document = {"id": number, "command": name, "sleeve": sleeve}
-    table = pairs([("queued", f"{escape(name)} (#{number}); applied within one loop of the runtime")])
-    emit(document, as_json, table)
+    try:
+        queued = queue(settings, command.value, sleeve)
+    except DataError as exc:
+        raise fail(str(exc)) from exc
+    table = pairs([("queued", f"{escape(queued.command)} (#{queued.id}); applied within one loop of the runtime")])
+    emit(queued.to_json(), as_json, table)
 
 
 def register(app: typer.Typer) -> None:

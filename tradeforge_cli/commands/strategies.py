@@ -12,8 +12,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from tradeforge_cli.commands.backtest import refused
 from tradeforge_cli.commands.options import JsonFlag, ParamOption, group
-from tradeforge_cli.commands.output import emit, fail, load_settings, out, say
+from tradeforge_cli.commands.output import emit, load_settings, out, say
 
 
 def _parameters_text(parameters: list[dict[str, Any]]) -> str:
@@ -50,7 +51,7 @@ def strategies_show(
     try:
         spec = REGISTRY.spec(name)
     except DataError as exc:
-        raise fail(str(exc)) from exc
+        raise refused(exc) from exc
     document = spec.describe()
     table = Table(title=f"{spec.name} ({spec.source}{': ' + spec.origin if spec.origin else ''})", box=box.SIMPLE)
     for column in ("parameter", "type", "default", "bounds", "description"):
@@ -73,7 +74,6 @@ def strategies_check(
     as_json: JsonFlag = False,
 ) -> None:
     """Check a strategy for look-ahead, warm-up dependence and an inexact stream; exit 1 when it fails."""
-    from pipeline.data.sources.files import read_bar_series
     from pipeline.domain import DataError
     from pipeline.strategies import REGISTRY
     from pipeline.strategies.checks import check_strategy, sample_bars
@@ -81,16 +81,24 @@ def strategies_check(
 
     try:
         strategy = REGISTRY.build(name, parse_params(param or []))
-        bars, tf = (sample_bars(), None) if data is None else read_bar_series(data, None, None, None)
+        bars, tf = (sample_bars(), None) if data is None else _file_bars(data)
         report = check_strategy(strategy, bars, history, None if tf is None else _lake_series(strategy, bars, tf))
     except DataError as exc:
-        raise fail(str(exc)) from exc
+        raise refused(exc) from exc
     if as_json:
         print(json.dumps(report.to_json()))
     else:
         out.print(escape(report.text()), highlight=False)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _file_bars(path: Path) -> tuple[Any, Any]:
+    """The bars of a ``--data`` file, through the ingest quality gate (as ``backtest --data`` reads them)."""
+    from pipeline.backtest.bar_file import read_checked_bars
+    from pipeline.clock import SystemClock
+
+    return read_checked_bars(path, None, None, None, None, SystemClock().now(), load_settings().spike_z)
 
 
 def _lake_series(strategy: Any, bars: Any, tf: Any) -> dict[Any, Any]:

@@ -98,7 +98,7 @@ def test_bad_backtest_input_is_refused_clearly(data_dir: Path, tmp_path: Path, a
     filled = [a.format(bars=bars, missing=tmp_path / "nope.parquet") for a in args]
     code, out, err = _invoke(["backtest", *filled, "--json"])
     assert code != 0
-    assert out == ""
+    assert set(json.loads(out)) == {"error"}  # --json: the error document only
     assert message in err
     assert not (data_dir / "backtests").exists()
 

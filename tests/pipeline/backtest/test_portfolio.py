@@ -84,7 +84,7 @@ strategies:
         (("allocation = 0.3", "allocation = 0.6"), "allocations add up to 1.1"),
         (('strategy = "rsi_reversion"', 'strategy = "nosuch"'), "strategy 'nosuch' is not known"),
         (('symbols = ["ETH/USDT"]', 'symbols = ["ETH USDT"]'), "symbol 'ETH USDT' is not valid"),
-        (('symbols = ["ETH/USDT"]', "symbols = []"), "strategies.1.symbols"),
+        (('symbols = ["ETH/USDT"]', "symbols = []"), "strategy 'eth-rsi': symbols []"),
         (("{ max_position = 1.0, daily_loss", "{ max_position = -1.0, daily_loss"), "max_position"),
         (("{ max_position = 1.0, daily_loss", "{ maxposition = 1.0, daily_loss"), "maxposition"),
         (('id = "eth-rsi"', 'id = "btc-trend"'), "ids must be unique"),
