@@ -26,7 +26,8 @@ _ALIASES: Final = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+p
 psycopg 3, the installed driver. MLflow reads its URI as it is."""
 _SQLITE: Final = ("sqlite", "sqlite+pysqlite")
 MLFLOW_SCHEMES: Final = ("http", "https", "file", "databricks")
-_PASSWORD: Final = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
+_PASSWORD: Final = re.compile(r"(://[^/:@\s]*:)\S*@")
+"""The password of a ``scheme://user:password@host`` URL: up to the last ``@`` (a password may hold ``/`` or ``@``)."""
 
 
 def masked(url: str) -> str:
@@ -89,7 +90,8 @@ def database_url_problem(url: str, also: str = "", rewritten: bool = True) -> st
     accepted = database_schemes(rewritten)
     if scheme not in accepted:
         known = parsed.get_backend_name() in (*DATABASE_BACKENDS, "postgres")
-        why = "its driver is not installed or is asynchronous" if known else "the stores are SQLite or PostgreSQL"
+        why = ("its driver is not installed or is asynchronous" if known or not rewritten
+               else "the stores are SQLite or PostgreSQL")
         return (f"{shown!r}: the scheme {scheme!r} cannot be used ({why}); accepted schemes: {', '.join(accepted)}"
                 f"{also}{did_you_mean(scheme, accepted)}")
     return None
@@ -107,7 +109,7 @@ def mlflow_uri_problem(uri: str) -> str | None:
         return None  # a folder store
     if scheme in ("http", "https"):
         return web_url_problem(text, ("http", "https"), "http://127.0.0.1:5000")
-    if scheme in MLFLOW_SCHEMES:
+    if scheme in MLFLOW_SCHEMES or _loadable(scheme):  # MLflow keeps its store in any database SQLAlchemy opens
         return None
     return database_url_problem(text, also=f", or a tracking server ({' or '.join(MLFLOW_SCHEMES[:2])}) or a folder",
                                 rewritten=False)

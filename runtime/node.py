@@ -210,6 +210,7 @@ class Node:
             self.summary.final_equity = self.stepper.equity
             self.store.set_status("stopped", reason, mode=self.mode)
             self._emit("stop", f"runtime stopped: {reason}")
+            gc.unfreeze()  # the process ends: what start-up built is collected as usual (no leak reports at exit)
         return self.summary
 
     def _reasons(self, sleeve: Sleeve) -> tuple[str, ...]:

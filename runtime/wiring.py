@@ -100,10 +100,13 @@ def replay_bars(
         feed_of[sleeve.key] = key
         if key in frames:
             continue
-        if data is not None:
-            from pipeline.data.sources.files import read_bar_series
+        if data is not None:  # through the quality gate ingestion uses, as a backtest's --data file
+            from pipeline.backtest.bar_file import read_checked_bars
+            from pipeline.clock import SystemClock
+            from pipeline.domain import Instrument
 
-            bars, _ = read_bar_series(data, tf, lo, hi)
+            bars, _ = read_checked_bars(data, tf, Instrument.of(venue or "file", sleeve.symbol), lo, hi,
+                                        SystemClock().now(), settings.spike_z)
         else:
             from pipeline.data.catalog import read_bars
 

@@ -4,8 +4,10 @@ Every child's environment is built from an allow-list (:class:`Receives`), never
 ``up``. Every child gets the basics a process needs (``PATH``, ``HOME``, the locale, the CA bundles, Python's and the
 maths libraries' knobs, the instance tag of ``up``); then
 
-* the Prefect server gets Prefect's settings (``PREFECT_*``), the MLflow UI MLflow's (``MLFLOW_*``): no
-  ``TRADEFORGE_*`` setting at all;
+* the Prefect server gets Prefect's settings (``PREFECT_*``), the MLflow UI MLflow's (``MLFLOW_*``) and the cloud
+  clients' (``AWS_*``, ``AZURE_*``, ``GOOGLE_*``: artifacts may live there): no ``TRADEFORGE_*`` setting at all;
+* every child that opens the state database gets libpq's variables (``PG*``: a PostgreSQL URL may rely on them),
+  and every child that reads MLflow the cloud clients';
 * the dashboard gets Streamlit's and MLflow's settings, the settings that are not secrets, and the operator
   credential ``dashboard_password`` when it is set (the sign-in form checks it);
 * the deployments' server (which runs the flows) and the runtime get the settings that are not secrets, the venue
@@ -39,11 +41,15 @@ from tradeforge_cli.up_guard import INSTANCE_VARIABLE
 SETTINGS_PREFIX = "TRADEFORGE_"
 BASICS = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "TERM", "NO_COLOR",
-    "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "DO_NOT_TRACK",
-    INSTANCE_VARIABLE,
+    "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "DO_NOT_TRACK", INSTANCE_VARIABLE,
 })
 BASIC_PREFIXES = ("LC_", "PYTHON", "OPENBLAS_", "OMP_", "MKL_", "NVPL_", "NUMBA_", "TORCH_", "CUDA_")
 PROXIES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
+STATE_STORE = ("PG",)
+"""libpq's own variables (PGPASSWORD, PGSERVICE, PGSSLMODE...): a PostgreSQL state URL may rely on them."""
+ARTIFACT_STORES = ("AWS_", "AZURE_", "GOOGLE_")
+"""The cloud clients' variables: an MLflow store whose artifacts live in S3, Azure or GCS relies on them."""
 NEVER = frozenset({"PREFECT_API_KEY"})
 
 VENUE_SECRETS = frozenset({"ccxt_api_key", "ccxt_api_secret", "alpaca_api_key", "alpaca_api_secret"})
@@ -93,18 +99,33 @@ class Receives:
 
 
 PREFECT_SERVER = Receives(prefixes=("PREFECT_",))
-MLFLOW_UI = Receives(prefixes=("MLFLOW_",))
-DASHBOARD = Receives(prefixes=("STREAMLIT_", "MLFLOW_"), settings=True, secrets=frozenset({"dashboard_password"}))
-FLOW_RUNNER = Receives(prefixes=("PREFECT_", "MLFLOW_", "DASK_"), settings=True,
+MLFLOW_UI = Receives(prefixes=("MLFLOW_", *ARTIFACT_STORES))
+DASHBOARD = Receives(prefixes=("STREAMLIT_", "MLFLOW_", *STATE_STORE, *ARTIFACT_STORES), settings=True,
+                     secrets=frozenset({"dashboard_password"}))
+FLOW_RUNNER = Receives(prefixes=("PREFECT_", "MLFLOW_", "DASK_", *STATE_STORE, *ARTIFACT_STORES), settings=True,
                        secrets=VENUE_SECRETS | TELEGRAM_SECRETS, proxies=True)
-RUNTIME = Receives(prefixes=("MLFLOW_",), settings=True, secrets=VENUE_SECRETS | TELEGRAM_SECRETS, proxies=True)
-BOT_API = Receives(settings=True, secrets=frozenset({"api_token"}))
+RUNTIME = Receives(prefixes=("MLFLOW_", *STATE_STORE, *ARTIFACT_STORES), settings=True,
+                   secrets=VENUE_SECRETS | TELEGRAM_SECRETS, proxies=True)
+BOT_API = Receives(prefixes=STATE_STORE, settings=True, secrets=frozenset({"api_token"}))
 
 
 def origin(url: str) -> str:
     """The web origin (``scheme://host:port``) of ``url``."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def ui_origins(url: str) -> str:
+    """The origins the Prefect UI at ``url`` is opened from, comma-separated: its own, and on a loopback address
+    every name of the loopback with the same port (``localhost:4200`` opens the same UI)."""
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return origin(url)
+    port = f":{parts.port}" if parts.port else ""
+    return ",".join(f"{parts.scheme}://{name}{port}" for name in LOOPBACK_NAMES)
 
 
 def base_env(settings: Settings, home: Path, instance: str) -> dict[str, str]:
@@ -126,7 +147,7 @@ def base_env(settings: Settings, home: Path, instance: str) -> dict[str, str]:
         credential.CLIENT_VARIABLE: secret,
         "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
         "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true",
-        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": origin(settings.prefect_api_url),
+        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": ui_origins(settings.prefect_api_url),
         "TRADEFORGE_DATA_DIR": str(settings.data_dir),
         "TRADEFORGE_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",

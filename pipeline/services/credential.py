@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 from pipeline.settings import Settings
@@ -78,11 +79,19 @@ def ensure(settings: Settings) -> str:
     value = secrets.token_urlsafe(24)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # an empty file left by someone: replaced
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(value + "\n")
+        descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mode 0600
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(value + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            if path.is_file() and not path.is_symlink() and not path.read_text(encoding="utf-8").strip():
+                os.replace(written, path)  # a blank file left by someone: replaced (ours are never blank)
+            else:
+                os.link(written, path)  # the whole credential or nothing; another start's file is kept
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(written)
     except FileExistsError:  # another start created it in between: use theirs
         theirs = stored(settings)
         if theirs is None:

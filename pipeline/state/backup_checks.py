@@ -8,6 +8,8 @@ and runs it; ``pipeline.state.backup``'s restore drill reports the outcome as a 
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -81,3 +83,15 @@ def check_state(store: StateStore) -> list[str]:
     if missing:
         problems.append(f"sleeve(s) without a ledger: {', '.join(missing)}")
     return problems
+
+
+def unreadable(path: Path) -> str | None:
+    """Why the gzip file ``path`` does not read to its end (a truncated or damaged stream), or None when it does:
+    the check of every new backup, cheap beside the restore drill."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"backup {path.name} does not read to its end ({exc}): the file is damaged"
+    return None

@@ -9,8 +9,9 @@ again or a REST answer replaces it.
 
 Updates may come twice or out of order. Within one connection, of two updates of the same candle the one with
 more volume is the later one (a candle's volume only grows while it is open), so an old update arriving late
-never replaces a newer one. Everything here is guarded by one lock: the stream's thread writes, the feed's worker
-reads.
+never replaces a newer one. A candle at or before the last one forgotten (delivered, or settled by REST) is not
+news: the stream's own cache repeats recent candles long after they were handed over. Everything here is
+guarded by one lock: the stream's thread writes, the feed's worker reads.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class CandleCache:
         self._candles: dict[str, dict[int, tuple[Candle, int]]] = {key: {} for key in keys}
         self._newest: dict[str, dict[int, int]] = {key: {} for key in self._candles}
         """Per key, the newest candle open time each connection has sent."""
+        self._through: dict[str, int] = {key: -1 for key in self._candles}
+        """Per key, the open time of the last candle forgotten: older ones are settled."""
         self.epoch = 0
         """The number of the connection open now (0: none yet)."""
 
@@ -47,6 +50,8 @@ class CandleCache:
             newest = self._newest[key]
             for candle in candles:
                 opened = candle[0]
+                if opened <= self._through[key]:  # delivered or settled already: nothing new
+                    continue
                 if opened > newest.get(epoch, -1):
                     newest[epoch] = opened
                 held = stored.get(opened)
@@ -66,6 +71,7 @@ class CandleCache:
     def forget_through(self, key: str, ms: int) -> None:
         """Drop the candles of ``key`` opened at or before ``ms`` (delivered, or settled by REST)."""
         with self._lock:
+            self._through[key] = max(self._through[key], ms)
             stored = self._candles[key]
             for opened in [opened for opened in stored if opened <= ms]:
                 del stored[opened]

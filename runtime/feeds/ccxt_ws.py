@@ -198,6 +198,7 @@ class CcxtWsFeed(CcxtFeed):
         opened = last = self.monotonic()
         heard = False
         tasks: dict[str, asyncio.Task[Any]] = {}
+        used: dict[str, Any] = {}  # ccxt's sockets (by URL) this connection runs on
         try:
             while not self.stopped:
                 for key in self.keys:
@@ -205,6 +206,8 @@ class CcxtWsFeed(CcxtFeed):
                         tasks[key] = asyncio.ensure_future(
                             self.ws.watch_ohlcv(self.symbols[key], self._intervals[key]))
                 await asyncio.wait(tasks.values(), timeout=_LOOK_S, return_when=asyncio.FIRST_COMPLETED)
+                if self._socket_replaced(used):  # before anything the new socket said is taken as this one's
+                    return _Ended("connection lost (closed by the venue)", failed=True, heard=heard)
                 news = heard_now = False
                 for key, task in list(tasks.items()):
                     if task.done():
@@ -233,6 +236,16 @@ class CcxtWsFeed(CcxtFeed):
                     await task
             with contextlib.suppress(Exception):
                 await self.ws.close_ws_clients()
+
+    def _socket_replaced(self, used: dict[str, Any]) -> bool:
+        """Whether a socket this connection ran on is gone or replaced, and records the ones in use. A venue's
+        close that comes while no watcher waits is not raised to anyone: ccxt drops the socket and the next
+        ``watch_ohlcv`` quietly opens a new one, whose candles must not be trusted as this connection's."""
+        sockets = getattr(self.ws, "clients", None) or {}
+        if any(sockets.get(url) is not socket for url, socket in used.items()):
+            return True
+        used.update(sockets)
+        return False
 
     def _read_cache(self, key: str, epoch: int) -> bool:
         """The newest candles ccxt holds for ``key`` into the cache; whether any was news.

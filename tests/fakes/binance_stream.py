@@ -89,14 +89,22 @@ class FakeBinanceStream(LocalWsServer):
         return self.kline(symbol, interval, bar.timestamp, (o, max(o, c), min(o, c), c, float(bar.volume) / 2),
                           closed=False)
 
+    def update_then_drop(self, symbol: str, interval: str, bar: Any) -> int:
+        """``update_candle``, and every connection closed right behind it (the two frames back to back, so the
+        client reads the close before it can ask for the next update)."""
+        o, c = float(bar.open), float(bar.close)
+        return self.kline(symbol, interval, bar.timestamp, (o, max(o, c), min(o, c), c, float(bar.volume) / 2),
+                          closed=False, drop=True)
+
     def close_candle(self, symbol: str, interval: str, bar: Any) -> int:
         """The final update of ``bar``'s candle (``"x": true``): the whole bar."""
         values = (float(bar.open), float(bar.high), float(bar.low), float(bar.close), float(bar.volume))
         return self.kline(symbol, interval, bar.timestamp, values, closed=True)
 
     def kline(self, symbol: str, interval: str, opened: pd.Timestamp, values: tuple[float, ...], *,
-              closed: bool) -> int:
-        """Send one kline event with ``values`` (open, high, low, close, volume); how many connections got it."""
+              closed: bool, drop: bool = False) -> int:
+        """Send one kline event with ``values`` (open, high, low, close, volume), and with ``drop`` close every
+        connection at once after it; how many connections got it."""
         start = int(pd.Timestamp(opened).value // 1_000_000)
         market = symbol.replace("/", "")
         o, h, low, c, v = values
@@ -108,7 +116,7 @@ class FakeBinanceStream(LocalWsServer):
         }
         with self._lock:
             self.sent.append((stream_name(symbol, interval), start, tuple(float(_text(x)) for x in values)))
-        return int(self._call(self._publish(stream_name(symbol, interval), json.dumps(event))))
+        return int(self._call(self._publish(stream_name(symbol, interval), json.dumps(event), drop=drop)))
 
     def drop_connections(self) -> int:
         """Close every open connection at once (code 1011, as a server fault); how many were closed."""
@@ -184,7 +192,7 @@ class FakeBinanceStream(LocalWsServer):
         await client.connection.send(json.dumps({"error": {"code": 2, "msg": f"Invalid request: {method}"},
                                                  "id": ident}))
 
-    async def _publish(self, name: str, payload: str) -> int:
+    async def _publish(self, name: str, payload: str, drop: bool = False) -> int:
         with self._lock:
             targets = [c for c in self._clients if name in c.streams]
         sent = 0
@@ -194,6 +202,8 @@ class FakeBinanceStream(LocalWsServer):
                 sent += 1
         with self._lock:
             self.messages_sent += sent
+        if drop:
+            await self._drop()
         return sent
 
     async def _drop(self) -> int:

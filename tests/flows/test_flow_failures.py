@@ -162,7 +162,7 @@ def test_a_backup_the_drill_does_not_verify_fails_the_run(env_own_state: Setting
     with closing(sqlite3.connect(database)) as conn, conn:  # an order lost: its fills no longer have it
         fill_id, order = conn.execute("SELECT fill_id, client_order_id FROM fills ORDER BY id LIMIT 1").fetchone()
         conn.execute("DELETE FROM orders WHERE client_order_id = ?", (order,))
-    state = backup_flow(return_state=True)
+    state = backup_flow(drill=True, return_state=True)
     assert state.is_failed()
     [backup] = list_backups(env_own_state.backup_dir)
     assert backup.checksum_path.is_file()  # written, with its checksum; not verified

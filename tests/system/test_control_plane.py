@@ -159,6 +159,9 @@ def test_only_the_uis_own_origin_may_call_the_api_from_a_browser(up: Up) -> None
     assert "access-control-allow-origin" not in foreign.headers, foreign.headers
     allowed = httpx.options(url, headers={"Origin": own, **preflight}, timeout=10)
     assert allowed.headers.get("access-control-allow-origin") == own, allowed.headers
+    local = f"http://localhost:{up.platform.prefect}"  # the same UI opened as localhost
+    by_name = httpx.options(url, headers={"Origin": local, **preflight}, timeout=10)
+    assert by_name.headers.get("access-control-allow-origin") == local, by_name.headers
     simple = httpx.get(f"{up.platform.prefect_api}/health", headers={"Origin": FOREIGN}, timeout=10)
     assert "access-control-allow-origin" not in simple.headers, simple.headers
 

@@ -258,6 +258,8 @@ OPTIMIZATIONS = [
             ("--trials", "0")),
     Refusal("optimize-fill-typo", (*OPTIMIZE, "--symbol", "BTC/USDT", "--timeframe", "1h", "--fill", "open",
                                    "--json"), ("--fill 'open'", "next_open, close"), json_error=True),
+    Refusal("optimize-trials-with-grid", (*OPTIMIZE, "--symbol", "BTC/USDT", "--timeframe", "1h", "--grid",
+                                          "--trials", "20"), ("--trials 20", "--grid evaluates every point")),
 ]
 
 CASES = [*FLAGS, *FILES, *PORTFOLIOS, *OPTIMIZATIONS]

@@ -7,11 +7,14 @@ paper runtime with three sleeves, and an MLflow store with two versions of ``hyb
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from tests.conftest import shared_file
 from tests.tradeforge_cli import refusal_setup
 from tests.tradeforge_cli.cli_helpers import cli
 from tests.tradeforge_cli.refusals import Refusal, check_refused
@@ -32,6 +35,15 @@ def train(*args: str) -> tuple[str, ...]:
 
 def ingest(*args: str) -> tuple[str, ...]:
     return ("ingest", "--symbol", "BTC/USDT", "--timeframe", "1h", *args)
+
+
+def _with_a_nan_close() -> bytes:
+    """300 real BTC/USDT 1m bars as Parquet, the close of the 121st missing."""
+    frame = pd.read_parquet(shared_file("binance_BTC-USDT_1m.parquet")).iloc[:300].reset_index(drop=True)
+    frame.loc[120, "close"] = float("nan")
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 RUNTIME = [
@@ -73,6 +85,9 @@ RUNTIME = [
     Refusal("runtime-fresh-over-saved-state", runtime("--fresh"),
             ("--fresh refused", "already holds a runtime's state")),
     Refusal("runtime-batch-zero", runtime("--batch", "0"), ("--batch", "at least 1")),
+    Refusal("runtime-replay-file-with-a-nan-close", runtime("--data", "bars.parquet"),
+            ("--data 'bars.parquet'", "quality gate", "non-finite close", "row 121"),
+            files={"bars.parquet": _with_a_nan_close()}),
 ]
 
 CTL = [

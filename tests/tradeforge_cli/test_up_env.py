@@ -26,24 +26,26 @@ ENVIRONMENT = {
     "TRADEFORGE_CCXT_API_KEY": "venue key", "TRADEFORGE_ALPACA_API_SECRET": "venue secret",
     "tradeforge_telegram_token": "telegram token", "TRADEFORGE_API_TOKEN": "api token",
     "TRADEFORGE_DASHBOARD_PASSWORD": "dashboard password", "TRADEFORGE_NOT_A_SETTING": "x",
-    "AWS_SECRET_ACCESS_KEY": "cloud secret", "GITHUB_TOKEN": "token",
+    "AWS_SECRET_ACCESS_KEY": "cloud secret", "GITHUB_TOKEN": "token", "PGPASSWORD": "database password",
 }
+STATE = {"PGPASSWORD"}  # the children that open the state database
+ARTIFACTS = {"AWS_SECRET_ACCESS_KEY"}  # the children that read MLflow's artifacts
 BASICS = {"PATH", "HOME", "LC_ALL", "PYTHONPATH", INSTANCE_VARIABLE, "DO_NOT_TRACK"}
 
 
 @pytest.mark.parametrize(("receives", "expected"), [
     (up_env.PREFECT_SERVER, {"PREFECT_HOME", "PREFECT_SERVER_API_AUTH_STRING"}),
-    (up_env.MLFLOW_UI, {"MLFLOW_DISABLE_TELEMETRY"}),
+    (up_env.MLFLOW_UI, {"MLFLOW_DISABLE_TELEMETRY"} | ARTIFACTS),
     (up_env.DASHBOARD, {"MLFLOW_DISABLE_TELEMETRY", "STREAMLIT_THEME_BASE", "TRADEFORGE_DATA_DIR",
-                        "TRADEFORGE_DATABASE_URL", "TRADEFORGE_DASHBOARD_PASSWORD"}),
+                        "TRADEFORGE_DATABASE_URL", "TRADEFORGE_DASHBOARD_PASSWORD"} | STATE | ARTIFACTS),
     (up_env.FLOW_RUNNER, {"PREFECT_HOME", "PREFECT_SERVER_API_AUTH_STRING", "MLFLOW_DISABLE_TELEMETRY",
                           "DASK_DISTRIBUTED__WORKERS", "HTTPS_PROXY", "no_proxy", "TRADEFORGE_DATA_DIR",
                           "TRADEFORGE_DATABASE_URL", "TRADEFORGE_CCXT_API_KEY", "TRADEFORGE_ALPACA_API_SECRET",
-                          "tradeforge_telegram_token"}),
+                          "tradeforge_telegram_token"} | STATE | ARTIFACTS),
     (up_env.RUNTIME, {"MLFLOW_DISABLE_TELEMETRY", "HTTPS_PROXY", "no_proxy", "TRADEFORGE_DATA_DIR",
                       "TRADEFORGE_DATABASE_URL", "TRADEFORGE_CCXT_API_KEY", "TRADEFORGE_ALPACA_API_SECRET",
-                      "tradeforge_telegram_token"}),
-    (up_env.BOT_API, {"TRADEFORGE_DATA_DIR", "TRADEFORGE_DATABASE_URL", "TRADEFORGE_API_TOKEN"}),
+                      "tradeforge_telegram_token"} | STATE | ARTIFACTS),
+    (up_env.BOT_API, {"TRADEFORGE_DATA_DIR", "TRADEFORGE_DATABASE_URL", "TRADEFORGE_API_TOKEN"} | STATE),
 ], ids=["prefect", "mlflow", "dashboard", "flow runner", "runtime", "bot api"])
 def test_each_child_receives_only_what_it_uses(receives: up_env.Receives, expected: set[str]) -> None:
     assert set(receives.pick(ENVIRONMENT)) == BASICS | expected
@@ -67,7 +69,8 @@ def test_the_pool_closes_the_prefect_server_with_the_operator_credential(setting
     assert stat.S_IMODE(credential.credential_file(settings).stat().st_mode) == 0o600
     assert env["PREFECT_SERVER_API_AUTH_STRING"] == env["PREFECT_API_AUTH_STRING"] == secret
     assert env["PREFECT_SERVER_CSRF_PROTECTION_ENABLED"] == "true"
-    assert env["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:4321"
+    assert env["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"] == ("http://127.0.0.1:4321,http://localhost:4321,"
+                                                          "http://[::1]:4321")  # the UI opened by any loopback name
     assert env["PREFECT_HOME"] == "/checkout/.prefect"
     assert up_env.base_env(settings, Path("/checkout"), "1-abc")["PREFECT_API_AUTH_STRING"] == secret  # reused
     own = up_env.own_env(env)

@@ -76,7 +76,8 @@ def optimize(
         "--space", help="A parameter to search: name=LOW:HIGH[:STEP] (repeatable; default: every parameter whose "
                         "model declares both bounds).")] = None,
     grid: Annotated[bool, typer.Option("--grid", help="Evaluate every point of the space.")] = False,
-    trials: Annotated[int, typer.Option(help="Trials Optuna samples (TPE, seeded) without --grid.")] = 100,
+    trials: Annotated[int | None, typer.Option(
+        help="Trials Optuna samples (TPE, seeded) without --grid [default: 100].")] = None,
     objective: Annotated[str, typer.Option(
         help="sharpe, sortino, calmar, return, or an expression of metrics (sharpe - 2 * max_drawdown).")] = "sharpe",
     walk_forward: Annotated[int, typer.Option(
@@ -120,9 +121,13 @@ def optimize(
 
     settings = load_settings()
     try:
+        if grid and trials is not None:
+            raise DataError(f"--trials {trials} sets how many points Optuna samples; --grid evaluates every point of "
+                            "the space: give one of them")
         spec = REGISTRY.spec(strategy)
         request = Request(strategy, parse_space(spec, space or [], parse_params(param or [])),
-                          Objective.parse(objective, min_trades), grid, trials, seed, walk_forward, jobs, study)
+                          Objective.parse(objective, min_trades), grid, 100 if trials is None else trials, seed,
+                          walk_forward, jobs, study)
         config = engine_config(cash, fee_bps, slippage_bps, fill, max_position, breaker_cooldown_bars, no_breakers)
         bars, tf, instrument = backtest_bars(settings, data, symbol, timeframe, start, end, venue, columns)
         sample = spec.build(request.space.example(grid))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from pipeline.domain import DataError
 from pipeline.models.registry import ModelRegistry
+from pipeline.models.tracking_store import check_tracking_store
 from pipeline.state import StateStore
 from tests.conftest import lake_fingerprint
 
@@ -68,3 +71,22 @@ def test_a_new_or_empty_file_becomes_an_mlflow_store_that_opens_again(tmp_path: 
         again = ModelRegistry(uri, experiment="tradeforge-training")
 
         assert again.experiment_id == first.experiment_id
+
+
+def test_an_mlflow_store_whose_writer_was_killed_mid_write_is_still_ours(tmp_path: Path) -> None:
+    path = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{path.as_posix()}"
+    ModelRegistry(uri, experiment="tradeforge-training")
+    writer = ("import os, sqlite3, sys\n"
+              "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+              "c.execute('PRAGMA cache_size=1'); c.execute('BEGIN IMMEDIATE')\n"
+              "c.execute('CREATE TABLE scratch (b BLOB)')\n"
+              "for _ in range(2000): c.execute('INSERT INTO scratch VALUES (randomblob(1000))')\n"
+              "os._exit(0)  # killed mid-transaction: the -journal stays beside the file\n")
+    subprocess.run([sys.executable, "-c", writer, str(path)], check=True)
+    assert path.with_name("mlflow.db-journal").stat().st_size > 0
+    before = lake_fingerprint(tmp_path)
+
+    check_tracking_store(uri)  # ours: MLflow recovers the write when it opens the store
+
+    assert lake_fingerprint(tmp_path) == before

@@ -209,3 +209,16 @@ def test_postgres_state_is_dumped_and_the_drill_restores_it_into_a_scratch_datab
     with psycopg.connect(PG_URL) as conn:
         left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'tradeforge_drill_%'").fetchone()
     assert left is not None and left[0] == 0  # the scratch database is dropped
+
+
+def test_a_backup_cut_short_is_found_unreadable_and_a_whole_one_is_not(tmp_path: Path) -> None:
+    from pipeline.state.backup_checks import unreadable
+
+    whole = tmp_path / "state-whole.sqlite.gz"
+    with gzip.open(whole, "wb") as stream:
+        stream.write(uuid.uuid4().bytes * 100_000)
+    assert unreadable(whole) is None
+    cut = tmp_path / "state-cut.sqlite.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a checksum written after would match it
+    problem = unreadable(cut)
+    assert problem is not None and "state-cut.sqlite.gz does not read to its end" in problem
