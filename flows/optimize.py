@@ -22,6 +22,7 @@ from prefect.task_runners import TaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
 from flows.common import NO_CACHING, report_failure, say, settings
+from pipeline.backtest.inputs import engine_config
 from pipeline.engine import EngineConfig
 from pipeline.research.fanout import RETRIES, Fan, evaluate_sets, fanned_search, record_chunk
 from pipeline.research.inputs import lake_inputs
@@ -100,8 +101,9 @@ def optimize_flow(
     request = Request(strategy, parse_space(REGISTRY.spec(strategy), space, dict(params or {})),
                       Objective.parse(objective, min_trades), grid, trials, seed, walk_forward,
                       1 if local else None, study)  # a local worker per core: one core each
-    config = EngineConfig(cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, fill=fill,
-                          max_position=max_position, breaker_cooldown_bars=breaker_cooldown_bars)
+    config = engine_config({"cash": cash, "fee_bps": fee_bps, "slippage_bps": slippage_bps, "fill": fill,
+                            "max_position": max_position, "breaker_cooldown_bars": breaker_cooldown_bars},
+                           name=lambda loc: "parameter " + ".".join(str(part) for part in loc))  # the form's names
     config = config.without_breakers() if no_breakers else config
     inputs = lake_inputs(found, request, config, symbol, timeframe, venue, start, end)
     say(f"optimize {strategy} on {symbol} {inputs.timeframe}: {len(inputs.market)} bars, "

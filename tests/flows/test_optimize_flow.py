@@ -211,3 +211,13 @@ def test_the_flow_on_its_own_local_cluster_samples_walks_forward_and_matches_the
     assert [fold["params"] for fold in report["walk_forward"]["folds"]] == \
         [fold["params"] for fold in here["walk_forward"]["folds"]]
     assert report["walk_forward"]["out_of_sample_value"] == here["walk_forward"]["out_of_sample_value"]
+
+
+def test_a_form_value_the_engine_cannot_honour_fails_the_run_naming_the_parameter(lake_env: Settings,
+                                                                                  tmp_path: Path) -> None:
+    state = optimize_flow(strategy="sma_cross", symbol="BTC/USDT", space=SPACE, grid=True, study="refused",
+                          max_position=1.5, return_state=True)
+
+    assert state.is_failed()
+    assert "parameter max_position 1.5 is out of range: it must be > 0 and <= 1" in str(state.message)
+    assert _recorded(tmp_path / "optuna.db", "refused") == 0  # refused before anything was searched

@@ -144,6 +144,10 @@ DATA = [
             ("--symbol ETH/USDT", "binance BTC/USDT 1h, binance BTC/USDT 1m")),
     Refusal("sql-table-misspelt", ("data", "sql", "select count(*) from barz", "--json"),
             ("barz", "does not exist", 'Did you mean "bars"'), json_error=True),
+    Refusal("sql-copy-to-a-file", ("data", "sql", "copy (select * from bars) to '{work}/bars.csv'"),
+            ("data sql only reads", "the query holds COPY")),  # nothing written: the folder is byte-identical
+    Refusal("sql-select-then-drop", ("data", "sql", "select 1; drop view bars"),
+            ("data sql only reads", "the query holds DROP")),
 ]
 
 

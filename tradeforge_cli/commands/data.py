@@ -210,7 +210,7 @@ def data_sql(
     query: Annotated[str, typer.Argument(help="SQL over the views bars, health and quarantine.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a DuckDB query over the lake (views: bars, health, quarantine)."""
+    """Run a read-only DuckDB query over the lake (views: bars, health, quarantine)."""
     import duckdb
 
     from pipeline.data.catalog import open_duckdb
@@ -218,6 +218,12 @@ def data_sql(
     settings = load_settings()
     con = open_duckdb(settings)
     try:
+        kinds = [statement.type for statement in con.extract_statements(query)]
+        reads = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.MULTI)  # PIVOT
+        writes = [kind.name for kind in kinds if kind not in reads]
+        if writes:  # the lake is read here; COPY ... TO, CREATE, ATTACH and the like would write or change things
+            raise fail(f"data sql only reads (SELECT, WITH ... SELECT, EXPLAIN): the query holds {', '.join(writes)}; "
+                       "to keep a result, give --json and redirect it to a file")
         frame = con.execute(query).df()
     except duckdb.Error as exc:
         lines = [line for line in str(exc).splitlines() if line.strip().strip("^")]  # less the caret under LINE
