@@ -75,7 +75,7 @@ def die_with_parent() -> Callable[[], None] | None:
 # ------------------------------------------------------------------------------------------------ processes
 
 
-def _stat(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     """The fields of ``/proc/<pid>/stat`` after the command name (state first), None when gone."""
     try:
         text = (PROC / str(pid) / "stat").read_text()
@@ -86,14 +86,14 @@ def _stat(pid: int) -> list[str] | None:
 
 def _start_time(pid: int) -> str | None:
     """When ``pid`` started (clock ticks since boot), None for a process that is gone or a zombie."""
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     if fields is None or fields[0] in ("Z", "X"):
         return None
     return fields[19]
 
 
 def _process_group(pid: int) -> int | None:
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     return None if fields is None else int(fields[2])
 
 

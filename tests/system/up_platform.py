@@ -17,6 +17,8 @@ from pipeline.settings import Settings
 from tests.conftest import REPO
 from tests.waiting import wait_until
 from tradeforge_cli.up import heartbeat_age, pid_file
+from tradeforge_cli.up_guard import alive as running
+from tradeforge_cli.up_guard import stat_fields
 
 PROC = Path("/proc")
 
@@ -119,24 +121,11 @@ class Platform:
         assert not pid_file(self.settings).exists(), "the pid file outlived its up"
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
-
-
-def running(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
 def descendants(root: int) -> set[int]:
     """Every running process below ``root`` in the process tree."""
     parents = {}
     for entry in PROC.iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+        if entry.name.isdigit() and (fields := stat_fields(int(entry.name))) is not None:
             parents[int(entry.name)] = int(fields[1])
     found: set[int] = set()
     frontier = {root}
